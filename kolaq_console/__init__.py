@@ -1,0 +1,1 @@
+"""kolaq-console: background jobs and operations console of the Kolaq Bitters shop."""

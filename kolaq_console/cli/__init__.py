@@ -1,0 +1,71 @@
+"""`kolaq-console`: the console by default, and subcommands for scripts and cron.
+
+Every failure the operator can fix ends as one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import typer
+
+from kolaq_console import runtime
+from kolaq_console.cli import db, demo, status, worker
+from kolaq_console.cli.common import err
+from kolaq_console.config import load_settings
+from kolaq_console.errors import KolaqError
+
+app = typer.Typer(
+    name="kolaq-console",
+    help="Background jobs and operations console of the Kolaq Bitters shop.",
+    add_completion=False,
+    pretty_exceptions_enable=False,  # tracebacks could carry secrets; errors are one line
+    no_args_is_help=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback(invoke_without_command=True)
+def root(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(
+        None, "--config", help="Config file (default: $KOLAQ_CONFIG, else ./config.toml)."
+    ),
+    with_worker: bool = typer.Option(
+        False, "--worker", help="Run an embedded worker inside the console."
+    ),
+    read_only: bool = typer.Option(False, "--read-only", help="Console without actions."),
+) -> None:
+    """Open the console (no subcommand), or run one of the subcommands."""
+    if config is not None:
+        runtime.configure(load_settings(path=config.resolve()))
+    if ctx.invoked_subcommand is None:
+        from kolaq_console.cli.console import run_console
+
+        run_console(with_worker=with_worker, read_only=read_only)
+
+
+app.add_typer(db.app, name="db")
+app.command("demo")(demo.demo)
+app.command("status")(status.status)
+app.command("worker")(worker.worker)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="kolaq-console", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("kolaq-console: aborted")
+        sys.exit(1)
+    except KolaqError as exc:
+        err.print(f"kolaq-console: {exc}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

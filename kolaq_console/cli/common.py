@@ -1,0 +1,36 @@
+"""What every subcommand shares: output, JSON, and ready-to-use storage."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from huey.api import Huey
+from rich.console import Console
+from sqlalchemy.engine import Engine
+
+from kolaq_console import runtime
+from kolaq_console.schema import require_current
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(document: Any) -> None:
+    """One JSON document on stdout, nothing else (for scripts)."""
+    sys.stdout.write(json.dumps(document, indent=2, default=str, sort_keys=False) + "\n")
+
+
+def ready_engine() -> Engine:
+    """The database engine, refusing to go on with an unreachable or out-of-date schema."""
+    engine = runtime.engine()
+    require_current(engine)
+    return engine
+
+
+def queue() -> Huey:
+    """The configured `tasks.huey` (imported late so --config applies first)."""
+    import tasks
+
+    return tasks.huey

@@ -1,0 +1,44 @@
+"""`kolaq-console status`: queue depths, failures, low stock, outbox, storage health."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from kolaq_console import runtime
+from kolaq_console.cli.common import out, print_json, queue
+from kolaq_console.errors import KolaqError
+from kolaq_console.status import Status, collect
+
+
+class StorageDown(KolaqError):
+    pass
+
+
+def status(as_json: bool = typer.Option(False, "--json", help="One JSON document.")) -> None:
+    """Print the system's status; exits 1 when the database or the queue is unreachable."""
+    snapshot = collect(runtime.settings(), runtime.engine(), queue())
+    if as_json:
+        print_json(snapshot.as_dict())
+    else:
+        _print(snapshot)
+    if not snapshot.healthy:
+        problems = [v for v in snapshot.storage.values() if v != "ok"]
+        raise StorageDown("; ".join(problems))
+
+
+def _print(s: Status) -> None:
+    table = Table(title="Queues", title_justify="left")
+    for column in ("queue", "pending", "scheduled", "in flight"):
+        table.add_column(column, justify="left" if column == "queue" else "right")
+    for name, depth in s.queues.items():
+        table.add_row(name, str(depth.pending), str(depth.scheduled), str(depth.in_flight))
+    out.print(table)
+    out.print(
+        f"failed jobs: {s.failed_jobs}   outbox: {s.outbox['queued']} queued, "
+        f"{s.outbox['sent']} sent, {s.outbox['failed']} failed"
+    )
+    out.print(f"low stock: {len(s.low_stock)} product(s)")
+    for p in s.low_stock:
+        out.print(f"  {p['sku']:<20} {p['stock']:>5} / {p['threshold']:<4} {p['name']}")
+    out.print(f"storage: database {s.storage['database']}, queue {s.storage['queue']}")

@@ -1,0 +1,431 @@
+"""Typed settings: packaged defaults < config.toml < KOLAQ_<SECTION>__<KEY> < the seed's names.
+
+Secrets never come from the file: they are read from the environment only (see `Secrets`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from kolaq_console.errors import KolaqError
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "KOLAQ_"
+CONFIG_ENV = "KOLAQ_CONFIG"
+DEV_SIGNING_KEY = "kolaq-development-signing-key-do-not-use-in-production"
+
+
+class ConfigError(KolaqError):
+    """A configuration problem, worded for the operator: where it is and what was expected."""
+
+
+class Section(BaseModel):
+    # A typo in the file must be an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ShopSettings(Section):
+    name: str = "Kolaq Bitters"
+    """Shown in email layouts and the console header."""
+    timezone: str = "Africa/Lagos"
+    """IANA zone of the shop's clock; schedules (02:00, 08:00) run on it."""
+    public_url: str = "http://127.0.0.1:8080"
+    """Base of links in emails (unsubscribe, order pages)."""
+    currency: str = "NGN"
+    """ISO 4217 code used when an order does not name one."""
+    operator: str = ""
+    """Name written to the activity log for console/CLI actions; empty means $USER."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. 'Africa/Lagos')") from exc
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]{3}", value):
+            raise ValueError(f"expected a 3-letter ISO 4217 code such as 'NGN', got {value!r}")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class DatabaseSettings(Section):
+    url: str = "sqlite:///var/kolaq.db"
+    """SQLAlchemy URL. Relative SQLite paths resolve against the config file's folder."""
+    echo: bool = False
+    """Log every SQL statement (debugging only)."""
+
+    @field_validator("url")
+    @classmethod
+    def _parsable(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except Exception as exc:
+            raise ValueError(f"not a SQLAlchemy URL: {value!r}") from exc
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise ValueError(f"expected a sqlite:// or postgresql:// URL, got {value!r}")
+        return value
+
+
+class QueueSettings(Section):
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    """'sqlite' (embedded, default) or 'redis' (production, priority queue)."""
+    name: str = "kolaq"
+    """Huey instance name; also the key prefix in Redis and the queue name in SQLite."""
+    sqlite_path: str = "var/queue.db"
+    """SqliteHuey file when backend = 'sqlite'."""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis URL when backend = 'redis' (REDIS_URL, or REDIS_HOST/REDIS_PORT, override it)."""
+    workers: int = Field(default=4, ge=1, le=64)
+    """Worker threads per consumer process."""
+    retries: int = Field(default=3, ge=0, le=20)
+    """Retries after the first attempt for retryable failures."""
+    retry_delay: float = Field(default=5.0, ge=0)
+    """Seconds before the first retry."""
+    retry_backoff: float = Field(default=5.0, ge=1)
+    """Each later retry waits this many times longer (5 s, 25 s, 125 s)."""
+    poll_interval: float = Field(default=0.1, gt=0)
+    """Seconds between polls when work is arriving."""
+    max_poll_interval: float = Field(default=0.5, gt=0)
+    """Ceiling of the idle back-off, so an idle queue notices new work quickly."""
+    shutdown_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a graceful stop (SIGTERM/SIGINT) waits for running jobs before interrupting them."""
+    periodic: bool = True
+    """Run periodic tasks in this consumer. Exactly one consumer per deployment should."""
+
+
+class EmailSettings(Section):
+    transport: Literal["dev", "resend"] = "dev"
+    """'dev' writes .eml files to outbox_dir (no key); 'resend' sends through Resend."""
+    from_address: str = "Kolaq Bitters <orders@kolaq.example>"
+    """Sender of every email."""
+    admin_email: str = "admin@kolaq.example"
+    """Recipient of low-stock alerts and test sends (ADMIN_EMAIL overrides)."""
+    support_email: str = "support@kolaq.example"
+    """Reply-to and contact shown to customers (SUPPORT_EMAIL overrides)."""
+    outbox_dir: str = "var/outbox"
+    """Where the dev transport writes .eml files."""
+    templates_dir: str = ""
+    """Optional folder whose templates override the packaged ones, file by file."""
+    rate_limit_per_second: float = Field(default=2.0, gt=0)
+    """Provider requests per second, shared by every worker (adapts to ratelimit-* headers)."""
+    lease_seconds: float = Field(default=300.0, gt=0)
+    """An outbox row left queued/sending this long is re-enqueued by the sweeper."""
+    request_timeout: float = Field(default=30.0, gt=0)
+    """Seconds to wait for the provider before treating the call as a network error."""
+
+
+class InventorySettings(Section):
+    low_stock_threshold: int = Field(default=10, ge=0)
+    """Default threshold for products without their own; at or below it counts as low."""
+    reconcile_cron: str = "0 2 * * *"
+    """When reconciliation runs, in the shop's time zone (minute hour day month weekday)."""
+    low_stock_cron: str = "0 8 * * *"
+    """When the low-stock check runs, in the shop's time zone."""
+    full_reconcile_cron: str = "30 2 * * 0"
+    """When the full (non-incremental) reconciliation runs, in the shop's time zone."""
+
+
+class JobsSettings(Section):
+    lease_seconds: float = Field(default=120.0, gt=0)
+    """An in-flight job whose worker has not beaten its heart this long is treated as lost."""
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    """How often a worker records that it is alive."""
+    stats_retention_hours: int = Field(default=24, ge=1)
+    """How long per-minute throughput/error statistics are kept."""
+
+
+class WebhooksSettings(Section):
+    host: str = "127.0.0.1"
+    """Address `webhooks serve` binds to."""
+    port: int = Field(default=8080, ge=1, le=65535)
+    """Port `webhooks serve` listens on."""
+
+
+class ConsoleSettings(Section):
+    refresh_seconds: float = Field(default=2.0, ge=0.5, le=60)
+    """How often the console refreshes its panels."""
+
+
+SECRET_ENV = {
+    "resend_api_key": "RESEND_API_KEY",
+    "paystack_secret_key": "PAYSTACK_SECRET_KEY",
+    "stripe_webhook_secret": "STRIPE_WEBHOOK_SECRET",
+    "resend_webhook_secret": "RESEND_WEBHOOK_SECRET",
+    "signing_key": "KOLAQ_SIGNING_KEY",
+}
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Secrets, read from the environment only. `SecretStr` keeps them out of repr and logs."""
+
+    resend_api_key: SecretStr | None = None
+    paystack_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    resend_webhook_secret: SecretStr | None = None
+    signing_key: SecretStr | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Secrets:
+        values = {
+            attr: SecretStr(environ[name]) for attr, name in SECRET_ENV.items() if environ.get(name)
+        }
+        return cls(**values)
+
+    def signing_key_or_dev(self) -> str:
+        if self.signing_key is not None:
+            return self.signing_key.get_secret_value()
+        log.warning(
+            "KOLAQ_SIGNING_KEY is not set: queue payloads are signed with the public development "
+            "key. Set KOLAQ_SIGNING_KEY in production."
+        )
+        return DEV_SIGNING_KEY
+
+    def values(self) -> list[str]:
+        return [s.get_secret_value() for s in vars(self).values() if s is not None]
+
+
+def _seed_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """The names the NestJS module used (ADMIN_EMAIL, REDIS_HOST, ...); they win over KOLAQ_*."""
+    out: dict[str, dict[str, Any]] = {}
+    if env.get("ADMIN_EMAIL"):
+        out.setdefault("email", {})["admin_email"] = env["ADMIN_EMAIL"]
+    if env.get("SUPPORT_EMAIL"):
+        out.setdefault("email", {})["support_email"] = env["SUPPORT_EMAIL"]
+    if env.get("REDIS_URL"):
+        out.setdefault("queue", {})["redis_url"] = env["REDIS_URL"]
+    elif env.get("REDIS_HOST") or env.get("REDIS_PORT"):
+        host = env.get("REDIS_HOST") or "127.0.0.1"
+        port = env.get("REDIS_PORT") or "6379"
+        if not port.isdigit():
+            raise ConfigError(
+                f"environment variable REDIS_PORT: expected a port number, got {port!r}"
+            )
+        out.setdefault("queue", {})["redis_url"] = f"redis://{host}:{port}/0"
+    return out
+
+
+SEED_ENV = {
+    ("email", "admin_email"): "ADMIN_EMAIL",
+    ("email", "support_email"): "SUPPORT_EMAIL",
+    ("queue", "redis_url"): "REDIS_URL or REDIS_HOST/REDIS_PORT",
+}
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """KOLAQ_<SECTION>__<KEY>, shaped like the settings (pydantic-settings' nested style)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for section, values in layer.items():
+            if isinstance(values, dict):
+                merged.setdefault(section, {}).update(values)
+            else:
+                merged[section] = values
+    return merged
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    shop: ShopSettings = ShopSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    queue: QueueSettings = QueueSettings()
+    email: EmailSettings = EmailSettings()
+    inventory: InventorySettings = InventorySettings()
+    jobs: JobsSettings = JobsSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
+    console: ConsoleSettings = ConsoleSettings()
+
+    # Not settings: where they came from, and the environment-only secrets.
+    source: str = Field(default="packaged defaults", exclude=True)
+    secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)
+
+    @classmethod
+    def settings_customise_sources(  # type: ignore[override]
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() merges file, KOLAQ_* and seed names itself so that it can say which
+        # of them a bad value came from; Settings() alone still honours KOLAQ_* like any
+        # pydantic-settings model.
+        return (init_settings, env_settings)
+
+    def operator(self) -> str:
+        return self.shop.operator or os.environ.get("USER") or "operator"
+
+
+SECTIONS = {
+    name: f.annotation
+    for name, f in Settings.model_fields.items()
+    if name not in {"source", "secrets"}
+}
+
+_SECRET_KEY_RE = re.compile(r"(secret|password|passwd|token|api_key|_key$|^key$)", re.I)
+_SECRET_VALUE_RE = re.compile(r"\b(re_[A-Za-z0-9_]{8,}|whsec_\S{8,}|sk_(live|test)_\S{8,})")
+
+
+def _refuse_secrets(path: Path, data: dict[str, Any]) -> None:
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            where = f"{path}: [{section}] {key}"
+            if _SECRET_KEY_RE.search(key) or (
+                isinstance(value, str) and _SECRET_VALUE_RE.search(value)
+            ):
+                raise ConfigError(
+                    f"{where}: secrets are read only from the environment "
+                    f"({', '.join(SECRET_ENV.values())}); remove it from the file"
+                )
+            if key.endswith("url") and isinstance(value, str) and "://" in value:
+                try:
+                    has_password = make_url(value).password is not None
+                except Exception:
+                    has_password = False
+                if has_password:
+                    env = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+                    raise ConfigError(
+                        f"{where}: the URL contains a password; set the whole URL in {env} "
+                        "instead of the file"
+                    )
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    for section, values in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{path}: unknown section [{section}]; expected one of "
+                + ", ".join(f"[{s}]" for s in SECTIONS)
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: {section} must be a [{section}] table")
+    _refuse_secrets(path, data)
+    return data
+
+
+def _explain(exc: ValidationError, path: Path | None, environ: Mapping[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        section, key = ([*loc, "", ""])[:2]
+        env_name = f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
+        seed = SEED_ENV.get((section, key))
+        if seed and any(environ.get(n) for n in seed.replace(" or ", "/").split("/")):
+            where = f"environment variable {seed}"
+        elif env_name in environ:
+            where = f"environment variable {env_name}"
+        elif path is not None:
+            where = f"{path}: [{section}] {key}"
+        else:
+            where = f"[{section}] {key}"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            known = SECTIONS.get(section)
+            choices = ", ".join(known.model_fields) if known else ", ".join(SECTIONS)
+            msg = f"unknown setting; expected one of: {choices}"
+        elif "input" in err and err["type"] != "missing":
+            msg = f"{msg} (got {err['input']!r})"
+        lines.append(f"{where}: {msg}")
+    return "; ".join(lines)
+
+
+def config_path(environ: Mapping[str, str], cwd: Path | None = None) -> Path | None:
+    """KOLAQ_CONFIG, else ./config.toml if present, else None (packaged defaults)."""
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV]).expanduser().resolve()
+    candidate = (cwd or Path.cwd()) / "config.toml"
+    return candidate.resolve() if candidate.is_file() else None
+
+
+def _resolve(base: Path, value: str) -> str:
+    if not value:
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    db = settings.database
+    url = make_url(db.url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        db = db.model_copy(update={"url": str(url.set(database=_resolve(base, url.database)))})
+    queue = settings.queue.model_copy(
+        update={"sqlite_path": _resolve(base, settings.queue.sqlite_path)}
+    )
+    email = settings.email.model_copy(
+        update={
+            "outbox_dir": _resolve(base, settings.email.outbox_dir),
+            "templates_dir": _resolve(base, settings.email.templates_dir),
+        }
+    )
+    return settings.model_copy(update={"database": db, "queue": queue, "email": email})
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, path: Path | None = None, cwd: Path | None = None
+) -> Settings:
+    """Build the settings; any problem becomes a ConfigError naming the file or variable."""
+    env = dict(os.environ if environ is None else environ)
+    path = path or config_path(env, cwd)
+    data = _read_file(path) if path is not None else {}
+    merged = _merge(data, _env_overrides(env), _seed_overrides(env))
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path, env)) from None
+    base = path.parent if path is not None else (cwd or Path.cwd())
+    settings = _resolve_paths(settings, base)
+    return settings.model_copy(
+        update={
+            "source": str(path) if path else "packaged defaults",
+            "secrets": Secrets.from_env(env),
+        }
+    )

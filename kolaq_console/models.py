@@ -1,0 +1,392 @@
+"""SQLModel tables. Money is integer minor units (kobo, cents); times are aware UTC.
+
+Every change to these tables needs an Alembic migration (see migrations/README.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC (SQLite has no zones), always returned aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def ts(nullable: bool = True, index: bool = False, default: bool = False) -> Any:
+    """A UTC timestamp column; `default=True` fills it with now()."""
+    extra: dict[str, Any] = {"default_factory": utcnow} if default else {"default": None}
+    return Field(
+        **extra,
+        sa_column_kwargs={"nullable": nullable},
+        sa_type=UTCDateTime,
+        index=index,
+    )
+
+
+def json_field(default: Any = None) -> Any:
+    return Field(
+        default_factory=lambda: copy.deepcopy(default),
+        sa_column=Column(JSON, nullable=default is None),
+    )
+
+
+def text_field(nullable: bool = True) -> Any:
+    return Field(default=None if nullable else "", sa_column=Column(Text, nullable=nullable))
+
+
+# --- catalogue and stock ---------------------------------------------------------------------
+
+
+class Product(SQLModel, table=True):
+    __tablename__ = "products"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sku: str = Field(max_length=64, unique=True, index=True)
+    name: str = Field(max_length=200)
+    price_minor: int = Field(default=0, ge=0)
+    currency: str = Field(default="NGN", max_length=3)
+    stock: int = 0  # as of the last reconciliation; the event log is the truth
+    low_stock_threshold: int | None = None  # None: the global default
+    active: bool = Field(default=True, index=True)
+    last_reconciled_at: datetime | None = ts()
+    created_at: datetime = ts(nullable=False, default=True)
+    updated_at: datetime = ts(nullable=False, default=True)
+
+
+class InventoryEventKind(enum.StrEnum):
+    restock = "restock"
+    sale = "sale"
+    return_ = "return"
+    adjustment = "adjustment"
+    correction = "correction"
+
+
+class InventoryEvent(SQLModel, table=True):
+    """Append-only. Stock = SUM(delta) per product."""
+
+    __tablename__ = "inventory_events"
+    # Covering index: the reconciliation aggregate reads only this index.
+    __table_args__ = (Index("ix_inventory_events_product_delta", "product_id", "delta"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    product_id: int = Field(foreign_key="products.id")
+    delta: int
+    kind: str = Field(max_length=20)
+    reference: str | None = Field(default=None, max_length=120, index=True)
+    note: str | None = Field(default=None, max_length=500)
+    actor: str = Field(default="system", max_length=120)
+    created_at: datetime = ts(nullable=False, default=True, index=True)
+
+
+# --- customers and orders --------------------------------------------------------------------
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customers"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True, index=True)
+    name: str = Field(default="", max_length=200)
+    marketing_consent: bool = Field(default=False, index=True)
+    unsubscribed_at: datetime | None = ts()
+    created_at: datetime = ts(nullable=False, default=True)
+
+
+class OrderStatus(enum.StrEnum):
+    pending = "pending"
+    paid = "paid"
+    processing = "processing"
+    shipped = "shipped"
+    delivered = "delivered"
+    cancelled = "cancelled"
+    refunded = "refunded"
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "orders"
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(max_length=40, unique=True, index=True)
+    customer_id: int = Field(foreign_key="customers.id", index=True)
+    status: str = Field(default=OrderStatus.pending.value, max_length=20, index=True)
+    currency: str = Field(default="NGN", max_length=3)
+    subtotal_minor: int = 0
+    shipping_minor: int = 0
+    total_minor: int = 0
+    shipping_address: dict[str, Any] = json_field(default={})
+    payment_provider: str | None = Field(default=None, max_length=20)
+    payment_reference: str | None = Field(default=None, max_length=120, index=True)
+    payment_status: str = Field(default="unpaid", max_length=20)
+    carrier: str | None = Field(default=None, max_length=80)
+    tracking_number: str | None = Field(default=None, max_length=120)
+    tracking_url: str | None = Field(default=None, max_length=500)
+    created_at: datetime = ts(nullable=False, default=True, index=True)
+    updated_at: datetime = ts(nullable=False, default=True)
+    paid_at: datetime | None = ts()
+
+
+class OrderLine(SQLModel, table=True):
+    __tablename__ = "order_lines"
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(foreign_key="orders.id", index=True)
+    product_id: int = Field(foreign_key="products.id", index=True)
+    sku: str = Field(max_length=64)
+    name: str = Field(max_length=200)
+    quantity: int = Field(ge=1)
+    unit_price_minor: int = Field(ge=0)
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+class ActivityLog(SQLModel, table=True):
+    """Who did what to which entity: reconciliations, adjustments, operator actions."""
+
+    __tablename__ = "activity_log"
+    __table_args__ = (Index("ix_activity_log_entity", "entity", "entity_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    actor: str = Field(max_length=120)
+    action: str = Field(max_length=80, index=True)
+    entity: str = Field(max_length=40)
+    entity_id: str | None = Field(default=None, max_length=120)
+    details: dict[str, Any] = json_field(default={})
+    created_at: datetime = ts(nullable=False, default=True, index=True)
+
+
+# --- email -----------------------------------------------------------------------------------
+
+
+class EmailStatus(enum.StrEnum):
+    queued = "queued"
+    sending = "sending"
+    sent = "sent"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class EmailOutbox(SQLModel, table=True):
+    """Every email is a row before it is a job; the job carries only the row id."""
+
+    __tablename__ = "email_outbox"
+    __table_args__ = (Index("ix_email_outbox_status_updated", "status", "updated_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=40, index=True)
+    to_address: str = Field(max_length=320, index=True)
+    subject: str = Field(max_length=300)
+    html: str = text_field(nullable=False)
+    text: str = text_field(nullable=False)
+    headers: dict[str, Any] = json_field(default={})
+    status: str = Field(default=EmailStatus.queued.value, max_length=20)
+    attempts: int = 0
+    last_error: str | None = text_field()
+    provider_message_id: str | None = Field(default=None, max_length=120)
+    idempotency_key: str = Field(max_length=256, unique=True)
+    order_id: int | None = Field(default=None, foreign_key="orders.id", index=True)
+    broadcast_id: int | None = Field(default=None, foreign_key="broadcasts.id", index=True)
+    task_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = ts(nullable=False, default=True, index=True)
+    updated_at: datetime = ts(nullable=False, default=True)
+    lease_until: datetime | None = ts()  # past this, a queued/sending row is swept
+    next_attempt_at: datetime | None = ts()
+    sent_at: datetime | None = ts()
+
+
+class Broadcast(SQLModel, table=True):
+    __tablename__ = "broadcasts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(max_length=300)
+    body_markdown: str = text_field(nullable=False)
+    audience: str = Field(max_length=20)
+    status: str = Field(default="draft", max_length=20, index=True)
+    idempotency_key: str = Field(max_length=256, unique=True)
+    total: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    created_by: str = Field(default="operator", max_length=120)
+    created_at: datetime = ts(nullable=False, default=True)
+    started_at: datetime | None = ts()
+    finished_at: datetime | None = ts()
+
+
+class Suppression(SQLModel, table=True):
+    """Addresses we must not email: bounces, complaints, unsubscribes, manual blocks."""
+
+    __tablename__ = "suppressions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True, index=True)
+    reason: str = Field(max_length=40)
+    source: str | None = Field(default=None, max_length=120)
+    created_at: datetime = ts(nullable=False, default=True)
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+
+class WebhookEvent(SQLModel, table=True):
+    """Inbox: verified, stored (unique per provider event), acknowledged, then processed."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("provider", "event_id", name="uq_webhook_provider_event"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=20)
+    event_id: str = Field(max_length=200)
+    event_type: str = Field(max_length=80)
+    payload: dict[str, Any] = json_field(default={})
+    status: str = Field(default="received", max_length=20, index=True)
+    error: str | None = text_field()
+    received_at: datetime = ts(nullable=False, default=True, index=True)
+    processed_at: datetime | None = ts()
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+class FailedJobStatus(enum.StrEnum):
+    failed = "failed"  # retries exhausted or a permanent error
+    interrupted = "interrupted"  # shutdown or crash with the job unfinished
+    retried = "retried"  # an operator (or the sweeper) enqueued it again
+    discarded = "discarded"
+
+
+class FailedJob(SQLModel, table=True):
+    """The durable record of jobs that did not complete. Huey keeps none."""
+
+    __tablename__ = "failed_jobs"
+    __table_args__ = (
+        Index("ix_failed_jobs_status_id", "status", "id"),
+        Index("ix_failed_jobs_queue_status", "queue", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(max_length=64, index=True)
+    task_name: str = Field(max_length=200, index=True)
+    queue: str = Field(max_length=20)
+    args: list[Any] = json_field(default=[])
+    kwargs: dict[str, Any] = json_field(default={})
+    status: str = Field(default=FailedJobStatus.failed.value, max_length=20)
+    error_type: str = Field(default="", max_length=200)
+    error_message: str = text_field(nullable=False)
+    traceback: str | None = text_field()
+    attempts: int = 0
+    first_attempt_at: datetime | None = ts()
+    last_attempt_at: datetime | None = ts(index=True)
+    worker_host: str | None = Field(default=None, max_length=200)
+    worker_pid: int | None = None
+    retried_as: str | None = Field(default=None, max_length=64)
+    resolved_by: str | None = Field(default=None, max_length=120)
+    resolved_at: datetime | None = ts()
+    created_at: datetime = ts(nullable=False, default=True)
+
+
+class JobRun(SQLModel, table=True):
+    """A job a worker is executing right now; its worker's heartbeat keeps it alive."""
+
+    __tablename__ = "job_runs"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    task_name: str = Field(max_length=200)
+    queue: str = Field(max_length=20, index=True)
+    args: list[Any] = json_field(default=[])
+    kwargs: dict[str, Any] = json_field(default={})
+    attempt: int = 1
+    worker_id: str = Field(max_length=200, index=True)
+    started_at: datetime = ts(nullable=False, default=True)
+
+
+class Worker(SQLModel, table=True):
+    __tablename__ = "workers"
+
+    id: str = Field(primary_key=True, max_length=200)  # host:pid:started
+    host: str = Field(max_length=200)
+    pid: int
+    queues: list[str] = json_field(default=[])
+    threads: int = 1
+    periodic: bool = False
+    started_at: datetime = ts(nullable=False, default=True)
+    heartbeat_at: datetime = ts(nullable=False, default=True, index=True)
+    stopped_at: datetime | None = ts()
+
+
+class JobStat(SQLModel, table=True):
+    """Per-minute counters per logical queue and task; bounded by jobs.stats_retention_hours."""
+
+    __tablename__ = "job_stats"
+    __table_args__ = (UniqueConstraint("minute", "queue", "task_name", name="uq_job_stats_bucket"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    minute: datetime = ts(nullable=False, index=True)
+    queue: str = Field(max_length=20)
+    task_name: str = Field(max_length=200)
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    runtime_ms_total: int = Field(default=0, sa_type=BigInteger)
+    runtime_ms_max: int = 0
+    # Log-scale histogram of run times (bucket i counts runs < 2**i ms) for p95 estimates.
+    runtime_histogram: list[int] = json_field(default=[])
+
+
+# --- scheduling guards and bookkeeping -------------------------------------------------------
+
+
+class ScheduleRun(SQLModel, table=True):
+    """One row per (job, slot): the unique key makes a periodic job run once per slot."""
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (UniqueConstraint("job", "slot", name="uq_schedule_runs_job_slot"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job: str = Field(max_length=80)
+    slot: str = Field(max_length=80)  # e.g. local date "2026-11-28" or "2026-11-28T08:00"
+    details: dict[str, Any] = json_field(default={})
+    started_at: datetime = ts(nullable=False, default=True)
+    finished_at: datetime | None = ts()
+
+
+class SystemState(SQLModel, table=True):
+    """Small named values: reconciliation checkpoint, last full run, and the like."""
+
+    __tablename__ = "system_state"
+
+    key: str = Field(primary_key=True, max_length=80)
+    value: dict[str, Any] = json_field(default={})
+    updated_at: datetime = ts(nullable=False, default=True)

@@ -1,0 +1,97 @@
+"""One snapshot of the system for `status --json`, the console's overview and health checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from huey.api import Huey
+from sqlalchemy import case, func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from kolaq_console.config import Settings
+from kolaq_console.db import StorageUnavailable, ping
+from kolaq_console.models import EmailOutbox, FailedJob, FailedJobStatus, JobRun, Product
+from kolaq_console.queue import LOGICAL_QUEUES, QueueDepth, ping_queue, queue_depths
+
+OPEN_FAILED = (FailedJobStatus.failed.value, FailedJobStatus.interrupted.value)
+
+
+@dataclass
+class Status:
+    queues: dict[str, QueueDepth] = field(
+        default_factory=lambda: {q: QueueDepth() for q in LOGICAL_QUEUES}
+    )
+    failed_jobs: int = 0
+    low_stock: list[dict[str, Any]] = field(default_factory=list)
+    outbox: dict[str, int] = field(default_factory=lambda: {"queued": 0, "sent": 0, "failed": 0})
+    storage: dict[str, str] = field(default_factory=lambda: {"database": "ok", "queue": "ok"})
+
+    @property
+    def healthy(self) -> bool:
+        return all(v == "ok" for v in self.storage.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "queues": {name: depth.as_dict() for name, depth in self.queues.items()},
+            "failed_jobs": self.failed_jobs,
+            "low_stock": self.low_stock,
+            "outbox": self.outbox,
+            "storage": self.storage,
+        }
+
+
+def low_stock_products(session: Session, default_threshold: int) -> list[dict[str, Any]]:
+    threshold = func.coalesce(Product.low_stock_threshold, default_threshold)
+    rows = session.exec(
+        select(Product.sku, Product.name, Product.stock, threshold)
+        .where(col(Product.active).is_(True), Product.stock <= threshold)
+        .order_by(Product.stock, Product.sku)
+    ).all()
+    return [{"sku": s, "name": n, "stock": st, "threshold": t} for s, n, st, t in rows]
+
+
+def outbox_counts(session: Session) -> dict[str, int]:
+    # queued and sending are both "not yet delivered" for an operator
+    bucket = case((col(EmailOutbox.status) == "sending", "queued"), else_=col(EmailOutbox.status))
+    rows = session.exec(select(bucket, func.count()).group_by(bucket)).all()
+    counts = {"queued": 0, "sent": 0, "failed": 0}
+    for status, n in rows:
+        if status in counts:
+            counts[status] += n
+    return counts
+
+
+def in_flight_by_queue(session: Session) -> dict[str, int]:
+    rows = session.exec(select(JobRun.queue, func.count()).group_by(JobRun.queue)).all()
+    return {queue: n for queue, n in rows}
+
+
+def failed_count(session: Session) -> int:
+    return session.exec(
+        select(func.count()).select_from(FailedJob).where(col(FailedJob.status).in_(OPEN_FAILED))
+    ).one()
+
+
+def collect(settings: Settings, engine: Engine, huey: Huey) -> Status:
+    """Gather everything; an unreachable store is reported in `storage`, not raised."""
+    status = Status()
+    in_flight: dict[str, int] = {}
+    try:
+        ping(engine)
+        with Session(engine) as session:
+            status.failed_jobs = failed_count(session)
+            status.low_stock = low_stock_products(session, settings.inventory.low_stock_threshold)
+            status.outbox = outbox_counts(session)
+            in_flight = in_flight_by_queue(session)
+    except StorageUnavailable as exc:
+        status.storage["database"] = str(exc)
+    except Exception as exc:  # e.g. tables missing: still a database problem to report
+        status.storage["database"] = f"database error: {str(exc).splitlines()[0]}"
+    try:
+        ping_queue(huey)
+        status.queues = queue_depths(huey, in_flight)
+    except StorageUnavailable as exc:
+        status.storage["queue"] = str(exc)
+    return status
