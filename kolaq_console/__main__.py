@@ -1,0 +1,3 @@
+from kolaq_console.cli import main
+
+main()
