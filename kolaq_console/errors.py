@@ -11,3 +11,8 @@ class UserError(KolaqError):
 
 class NotFound(UserError):
     """The thing named does not exist."""
+
+
+class PermanentJobError(KolaqError):
+    """Raised by a task whose failure retrying cannot fix (validation, auth, conflict): the job
+    fails at once, skipping its remaining retries, and lands in the failed-job ledger."""

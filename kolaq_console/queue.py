@@ -19,10 +19,12 @@ from huey import PriorityRedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer
 from huey.serializer import SignedSerializer
+from huey.signals import SIGNAL_ERROR
 from huey.storage import RedisPriorityQueue, SqliteStorage
 
 from kolaq_console.config import Settings
 from kolaq_console.db import StorageUnavailable
+from kolaq_console.errors import PermanentJobError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,12 @@ class _SettingsConsumerMixin:
         return Consumer(self, **options)  # type: ignore[arg-type]
 
 
+def _stop_retrying_permanent_errors(signal: str, task: Any, exc: BaseException | None = None):
+    # Runs inside Huey's error handling, before it decides whether to retry.
+    if isinstance(exc, PermanentJobError):
+        task.retries = 0
+
+
 class KolaqSqliteHuey(_SettingsConsumerMixin, SqliteHuey):
     pass
 
@@ -103,6 +111,7 @@ def make_huey(settings: Settings, **overrides: Any) -> Huey:
         Path(q.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         huey = KolaqSqliteHuey(filename=q.sqlite_path, **options)
     huey.kolaq_settings = settings  # type: ignore[attr-defined]
+    huey.signal(SIGNAL_ERROR)(_stop_retrying_permanent_errors)
     return huey
 
 
