@@ -72,3 +72,14 @@ def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `python -m kolaq_console ARGS` as a real process with `env` added; capture output."""
+    import sys
+
+    full = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "kolaq_console", *args],
+        env=full, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )

@@ -1,0 +1,111 @@
+"""CLI: db upgrade, demo, status --json and worker start-up, as real processes."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import run_cli
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from kolaq_console.demo import load_demo
+from kolaq_console.models import Customer, InventoryEvent, Order, OrderLine, Product
+
+
+def counts(engine) -> dict[str, int]:
+    with Session(engine) as s:
+        return {
+            m.__name__: s.exec(select(func.count()).select_from(m)).one()
+            for m in (Product, Customer, Order, OrderLine, InventoryEvent)
+        }
+
+
+def test_demo_twice_gives_the_same_shop(engine):
+    first = load_demo(engine)
+    after_first = counts(engine)
+    second = load_demo(engine)
+    assert first.changed and not second.changed
+    assert counts(engine) == after_first
+    assert after_first["Product"] == 40
+    assert after_first["Customer"] == 200
+    assert after_first["Order"] == 100
+    assert 2000 <= after_first["InventoryEvent"] <= 5000
+
+
+def test_demo_stock_matches_its_event_log_and_some_products_are_low(engine, settings):
+    from kolaq_console.status import low_stock_products
+
+    load_demo(engine)
+    with Session(engine) as s:
+        sums = dict(s.exec(select(InventoryEvent.product_id, func.sum(InventoryEvent.delta))
+                           .group_by(InventoryEvent.product_id)).all())
+        products = s.exec(select(Product)).all()
+        assert all(p.stock == sums[p.id] and p.stock >= 0 for p in products)
+        consent = s.exec(select(func.count()).where(Customer.marketing_consent)).one()
+        assert 0 < consent < 200
+        low = low_stock_products(s, settings.inventory.low_stock_threshold)
+    assert 3 <= len(low) <= 15
+
+
+STATUS_KEYS = {"queues", "failed_jobs", "low_stock", "outbox", "storage"}
+
+
+def test_status_json_has_the_contract_keys_on_both_backends(queue_backend, database_url,
+                                                            kolaq_env):
+    assert run_cli(kolaq_env, "db", "upgrade").returncode == 0
+    demo = run_cli(kolaq_env, "demo")
+    assert demo.returncode == 0, demo.stderr
+    result = run_cli(kolaq_env, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert set(doc) == STATUS_KEYS
+    assert set(doc["queues"]) == {"emails", "inventory", "webhooks"}
+    for depth in doc["queues"].values():
+        assert set(depth) == {"pending", "scheduled", "in_flight"}
+    assert set(doc["outbox"]) == {"queued", "sent", "failed"}
+    assert doc["storage"] == {"database": "ok", "queue": "ok"}
+    assert isinstance(doc["failed_jobs"], int)
+    assert doc["low_stock"] and set(doc["low_stock"][0]) == {"sku", "name", "stock", "threshold"}
+
+
+def test_status_exits_1_with_the_reason_when_redis_is_down(kolaq_env):
+    env = {**kolaq_env, "KOLAQ_QUEUE__BACKEND": "redis", "REDIS_URL": "redis://127.0.0.1:1/0"}
+    assert run_cli(env, "db", "upgrade").returncode == 0
+    result = run_cli(env, "status", "--json")
+    assert result.returncode == 1
+    doc = json.loads(result.stdout)  # still one JSON document for machines
+    assert doc["storage"]["database"] == "ok"
+    assert "127.0.0.1:1" in doc["storage"]["queue"]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kolaq-console: queue storage redis://127.0.0.1:1")
+
+
+def test_status_exits_1_when_the_database_is_unreachable(kolaq_env):
+    env = {**kolaq_env, "KOLAQ_DATABASE__URL": "postgresql://nobody@127.0.0.1:1/none"}
+    result = run_cli(env, "status")
+    assert result.returncode == 1
+    assert "database postgresql+psycopg://nobody@127.0.0.1:1/none" in result.stderr
+
+
+def test_worker_refuses_an_out_of_date_schema_naming_the_fix(kolaq_env):
+    result = run_cli(kolaq_env, "worker")
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("run `kolaq-console db upgrade`")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_config_typo_is_one_line_on_stderr(kolaq_env, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[queue]\nbakend = "redis"\n')
+    result = run_cli({**kolaq_env, "KOLAQ_CONFIG": str(bad)}, "status")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "[queue] bakend: unknown setting" in lines[0]
+
+
+def test_every_command_has_help(kolaq_env):
+    for args in (["--help"], ["db", "--help"], ["db", "upgrade", "--help"], ["demo", "--help"],
+                 ["status", "--help"], ["worker", "--help"]):
+        result = run_cli(kolaq_env, *args)
+        assert result.returncode == 0, args
+        assert "Usage" in result.stdout

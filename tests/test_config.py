@@ -1,0 +1,162 @@
+"""Settings: precedence, error messages naming file/key/expectation, secrets kept out."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from kolaq_console.config import SECTIONS, ConfigError, load_settings
+from kolaq_console.redact import MASK, RedactingFilter, redact
+
+ROOT = Path(__file__).resolve().parent.parent
+CANARY = "re_Canary0000_notarealkeynotarealkey"  # shaped like a Resend key, but fake
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_apply_without_a_file(tmp_path):
+    s = load_settings(environ={}, cwd=tmp_path)
+    assert s.queue.backend == "sqlite"
+    assert s.email.transport == "dev"
+    assert s.inventory.low_stock_threshold == 10
+    assert s.source == "packaged defaults"
+
+
+def test_repo_config_toml_matches_packaged_defaults():
+    """config.toml documents the defaults: it must not drift from the code."""
+    data = tomllib.loads((ROOT / "config.toml").read_text())
+    defaults = {name: section().model_dump() for name, section in SECTIONS.items()}
+    for section, values in data.items():
+        for key, value in values.items():
+            assert defaults[section][key] == value, f"[{section}] {key}"
+    for section, values in defaults.items():
+        assert set(values) == set(data[section]), f"[{section}] keys missing from config.toml"
+
+
+def test_precedence_file_then_kolaq_env_then_seed_names(tmp_path):
+    path = write(tmp_path, '[email]\nadmin_email = "file@kolaq.test"\n[queue]\nworkers = 2\n')
+    s = load_settings(environ={"KOLAQ_CONFIG": str(path)})
+    assert (s.email.admin_email, s.queue.workers) == ("file@kolaq.test", 2)
+
+    env = {"KOLAQ_CONFIG": str(path), "KOLAQ_EMAIL__ADMIN_EMAIL": "env@kolaq.test",
+           "KOLAQ_QUEUE__WORKERS": "6"}
+    s = load_settings(environ=env)
+    assert (s.email.admin_email, s.queue.workers) == ("env@kolaq.test", 6)
+
+    s = load_settings(environ={**env, "ADMIN_EMAIL": "seed@kolaq.test"})
+    assert s.email.admin_email == "seed@kolaq.test"
+
+
+def test_redis_seed_names_build_the_url(tmp_path):
+    s = load_settings(environ={"REDIS_HOST": "cache.internal", "REDIS_PORT": "6380"}, cwd=tmp_path)
+    assert s.queue.redis_url == "redis://cache.internal:6380/0"
+    s = load_settings(environ={"REDIS_URL": "redis://other:1/2", "REDIS_HOST": "x"}, cwd=tmp_path)
+    assert s.queue.redis_url == "redis://other:1/2"
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = write(folder, '[database]\nurl = "sqlite:///data/shop.db"\n'
+                         '[queue]\nsqlite_path = "data/q.db"\n')
+    s = load_settings(environ={"KOLAQ_CONFIG": str(path)})
+    assert s.database.url == f"sqlite:///{folder / 'data' / 'shop.db'}"
+    assert s.queue.sqlite_path == str(folder / "data" / "q.db")
+
+
+def test_cwd_config_toml_is_used_when_no_variable(tmp_path):
+    write(tmp_path, '[shop]\nname = "Cwd Shop"\n')
+    assert load_settings(environ={}, cwd=tmp_path).shop.name == "Cwd Shop"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[queue]\nbakend = "redis"\n', "[queue] bakend: unknown setting; expected one of: back"),
+        ('[queue]\nbackend = "redsi"\n', "[queue] backend: Input should be 'sqlite' or 'redis'"),
+        ("[queue]\nworkers = \"many\"\n", "[queue] workers: Input should be a valid integer"),
+        ('[shop]\ntimezone = "Mars/Olympus"\n', "[shop] timezone: Value error, unknown IANA"),
+        ("[inventroy]\nlow_stock_threshold = 3\n", "unknown section [inventroy]"),
+        ("[queue\nbackend = 1\n", "not valid TOML"),
+        ('[database]\nurl = "mysql://x/y"\n', "expected a sqlite:// or postgresql:// URL"),
+    ],
+)
+def test_config_file_errors_name_file_key_and_expectation(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"KOLAQ_CONFIG": str(path)})
+    message = str(info.value)
+    assert str(path) in message
+    assert expected in message
+
+
+def test_env_errors_name_the_variable(tmp_path):
+    with pytest.raises(ConfigError, match=r"environment variable KOLAQ_QUEUE__WORKERS: .*integer"):
+        load_settings(environ={"KOLAQ_QUEUE__WORKERS": "lots"}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="environment variable REDIS_PORT"):
+        load_settings(environ={"REDIS_PORT": "abc"}, cwd=tmp_path)
+
+
+def test_missing_config_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(environ={"KOLAQ_CONFIG": str(tmp_path / "nope.toml")})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'[email]\napi_key = "{CANARY}"\n',
+        '[email]\nresend_secret = "x"\n',
+        f'[email]\nfrom_address = "{CANARY}"\n',
+        '[database]\nurl = "postgresql://kolaq:hunter22@db/kolaq"\n',
+    ],
+)
+def test_secrets_in_the_file_are_refused_without_echoing_them(tmp_path, text):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"KOLAQ_CONFIG": str(path)})
+    message = str(info.value)
+    assert str(path) in message
+    assert "environment" in message or "KOLAQ_DATABASE__URL" in message
+    assert CANARY not in message and "hunter22" not in message
+
+
+def test_secrets_come_from_env_and_never_show_in_repr_or_dump(tmp_path):
+    env = {"RESEND_API_KEY": CANARY, "KOLAQ_SIGNING_KEY": "sign-me-please",
+           "PAYSTACK_SECRET_KEY": "paystack-test-value"}
+    s = load_settings(environ=env, cwd=tmp_path)
+    assert s.secrets.resend_api_key.get_secret_value() == CANARY
+    for text in (repr(s), str(s), s.model_dump_json(), repr(s.secrets)):
+        assert CANARY not in text and "sign-me-please" not in text
+        assert "paystack-test-value" not in text
+
+
+def test_redaction_masks_key_shapes_urls_and_headers():
+    text = (f"key={CANARY} Authorization: Bearer abc.def.ghi "
+            "postgresql://u:pw123@h/db whsec_abcdefghij sk_live_abcdefghij")
+    clean = redact(text)
+    for secret in (CANARY, "abc.def.ghi", "pw123", "whsec_abcdefghij", "sk_live_abcdefghij"):
+        assert secret not in clean
+    assert clean.count(MASK) == 5
+
+
+def test_log_filter_scrubs_messages_and_tracebacks():
+    import logging
+
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "sending with %s", (CANARY,), None)
+    try:
+        raise RuntimeError(f"provider said no to {CANARY}")
+    except RuntimeError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    RedactingFilter().filter(record)
+    formatted = logging.Formatter().format(record)
+    assert CANARY not in formatted
+    assert MASK in formatted

@@ -1,0 +1,64 @@
+"""Migrations run up on SQLite and PostgreSQL; out-of-date schemas are refused by name."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect
+from sqlmodel import SQLModel
+
+from kolaq_console.db import SchemaOutOfDate, StorageUnavailable, make_engine
+from kolaq_console.schema import current_revision, head_revision, require_current, upgrade
+
+
+def test_upgrade_creates_every_model_table_at_head(database_url):
+    engine = make_engine(database_url)
+    before, after = upgrade(engine)
+    assert before is None and after == head_revision()
+    tables = set(inspect(engine).get_table_names())
+    assert set(SQLModel.metadata.tables) <= tables
+    require_current(engine)  # does not raise
+    engine.dispose()
+
+
+def test_upgrade_twice_is_a_no_op(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine)
+    assert upgrade(engine) == (head_revision(), head_revision())
+    engine.dispose()
+
+
+def test_migrations_match_the_models(database_url):
+    """Autogenerate against a migrated database finds nothing to do."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    assert diff == []
+    engine.dispose()
+
+
+def test_empty_database_is_refused_with_the_fix(sqlite_url):
+    engine = make_engine(sqlite_url)
+    with pytest.raises(SchemaOutOfDate, match=r"has no schema yet.*kolaq-console db upgrade"):
+        require_current(engine)
+
+
+def test_old_revision_is_refused_with_the_fix(sqlite_url):
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0000_old'")
+    assert current_revision(engine) == "0000_old"
+    with pytest.raises(SchemaOutOfDate, match=r"revision 0000_old.*db upgrade"):
+        require_current(engine)
+
+
+def test_unreachable_database_is_a_one_line_storage_error():
+    engine = make_engine("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(StorageUnavailable) as info:
+        require_current(engine)
+    assert "127.0.0.1:1" in str(info.value)
+    assert "\n" not in str(info.value)
