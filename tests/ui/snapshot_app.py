@@ -1,0 +1,32 @@
+"""A console on fixed demo data for snapshot tests (run by pytest-textual-snapshot)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from kolaq_console.config import load_settings
+from kolaq_console.db import make_engine
+from kolaq_console.demo import load_demo
+from kolaq_console.schema import upgrade
+from kolaq_console.ui.app import make_app
+
+folder = Path(tempfile.mkdtemp(prefix="kolaq-snap-"))
+env = {
+    **os.environ,
+    "KOLAQ_DATABASE__URL": f"sqlite:///{folder / 'kolaq.db'}",
+    "KOLAQ_QUEUE__SQLITE_PATH": str(folder / "queue.db"),
+    "KOLAQ_CONSOLE__REFRESH_SECONDS": "60",
+}
+settings = load_settings(environ=env)
+engine = make_engine(settings.database.url)
+upgrade(engine)
+load_demo(engine)
+
+from kolaq_console.queue import make_huey  # noqa: E402
+
+app = make_app(settings, huey=make_huey(settings))
+
+if __name__ == "__main__":
+    app.run()
