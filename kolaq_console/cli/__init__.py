@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import click
 import typer
 
 from kolaq_console import runtime
@@ -54,16 +53,9 @@ app.command("worker")(worker.worker)
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Typer handles usage errors itself (usage line, exit 2); ours are one line and exit 1.
     try:
-        app(args=argv, prog_name="kolaq-console", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err.print("kolaq-console: aborted")
-        sys.exit(1)
+        app(args=argv, prog_name="kolaq-console")
     except KolaqError as exc:
         err.print(f"kolaq-console: {exc}", markup=False)
         sys.exit(1)
