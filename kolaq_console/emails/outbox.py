@@ -33,8 +33,10 @@ from kolaq_console.models import (
     Customer,
     EmailOutbox,
     EmailStatus,
+    InventoryEvent,
     Order,
     OrderLine,
+    Product,
     utcnow,
 )
 
@@ -84,12 +86,18 @@ class Queued:
 # --- validation --------------------------------------------------------------------------------
 
 
-def validate_address(value: str | None, what: str = "recipient") -> str:
-    """A normalised address, or a UserError naming what was wrong."""
+def validate_address(
+    value: str | None, what: str = "recipient", *, configured: bool = False
+) -> str:
+    """A normalised address, or a UserError naming what was wrong. No DNS look-ups.
+    `configured` (addresses from settings, e.g. the admin's) also accepts special-use domains
+    `.test` (test setups); addresses from users must not use special-use domains."""
     if not value or not value.strip():
         raise UserError(f"{what} address is missing")
     try:
-        return validate_email(value.strip(), check_deliverability=False).normalized
+        return validate_email(
+            value.strip(), check_deliverability=False, test_environment=configured
+        ).normalized
     except EmailNotValidError as exc:
         raise UserError(f"invalid {what} address {value.strip()!r}: {exc}") from None
 
@@ -98,7 +106,7 @@ def validate_sender(value: str) -> str:
     """`Name <addr>` or a bare address, as configured in [email] from_address."""
     _, addr = parseaddr(value)
     try:
-        validate_email(addr, check_deliverability=False)
+        validate_email(addr, check_deliverability=False, test_environment=True)
     except EmailNotValidError as exc:
         raise UserError(f"[email] from_address {value!r} is not a valid sender: {exc}") from None
     return value
@@ -228,7 +236,10 @@ def build_email(
             ctx.setdefault("status_message", message or f"Your order is now {order.status}.")
             key = f"order_status_update/{order.number}/{order.status}"
     elif kind == "low_stock":
-        recipient = validate_address(to or settings.email.admin_email, "admin")
+        recipient = (
+            validate_address(to) if to
+            else validate_address(settings.email.admin_email, "admin", configured=True)
+        )
         ctx["products"] = _low_stock_products(ctx.get("products"))
         today = utcnow().astimezone(settings.shop.zone).date().isoformat()
         ctx.setdefault("as_of", today)
@@ -277,6 +288,32 @@ def build_email(
     )
 
 
+def low_stock_context(session: Session, settings: Settings) -> dict[str, Any]:
+    """The `low_stock` context from the database (products at or below their threshold, units
+    sold in the last 7 days, days of cover), for `email queue low_stock`. The inventory check
+    builds its own and passes it to `queue_email`."""
+    from kolaq_console.status import low_stock_products
+
+    products = low_stock_products(session, settings.inventory.low_stock_threshold)
+    if not products:
+        raise UserError("no product is at or below its low-stock threshold; nothing to send")
+    since = utcnow() - timedelta(days=7)
+    sold = dict(
+        session.exec(
+            select(Product.sku, -func.sum(InventoryEvent.delta))
+            .join(InventoryEvent, col(InventoryEvent.product_id) == col(Product.id))
+            .where(InventoryEvent.kind == "sale", col(InventoryEvent.created_at) >= since,
+                   col(Product.sku).in_([p["sku"] for p in products]))
+            .group_by(Product.sku)
+        ).all()
+    )
+    for p in products:
+        units = int(sold.get(p["sku"]) or 0)
+        p["units_sold_7d"] = units
+        p["days_of_cover"] = round(p["stock"] / (units / 7), 1) if units else None
+    return {"products": products}
+
+
 # --- queueing ----------------------------------------------------------------------------------
 
 
@@ -285,10 +322,13 @@ def _insert_ignoring_duplicate(session: Session, values: dict[str, Any]) -> bool
     No exception and no rollback on a duplicate, so the caller's transaction is untouched."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(EmailOutbox).values(**values).on_conflict_do_nothing(
-        index_elements=["idempotency_key"]
+    stmt = (
+        insert(EmailOutbox)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(EmailOutbox.id)
     )
-    return session.execute(stmt).rowcount == 1
+    return session.execute(stmt).first() is not None
 
 
 def by_key(session: Session, key: str) -> EmailOutbox | None:

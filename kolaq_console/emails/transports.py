@@ -175,6 +175,7 @@ class _PooledRequestsClient(HTTPClient):
 
 
 _sdk_lock = threading.Lock()
+MAX_BATCH = 100
 
 
 class ResendTransport:
@@ -191,12 +192,20 @@ class ResendTransport:
                 "email transport 'resend' needs RESEND_API_KEY in the environment "
                 "(or set [email] transport = \"dev\")"
             )
-        with _sdk_lock:
-            resend.api_key = api_key
-            if api_url:
-                resend.api_url = api_url.rstrip("/")
-            resend.default_http_client = _PooledRequestsClient(timeout)  # type: ignore[assignment]
         self._resend = resend
+        self._api_key = api_key
+        self._api_url = api_url.rstrip("/") if api_url else None
+        self._client = _PooledRequestsClient(timeout)
+        self._point_sdk()
+
+    def _point_sdk(self) -> None:
+        # The SDK keeps key, URL and HTTP client in module globals; one process normally has one
+        # transport, but re-asserting them per call keeps a second one (tests) honest.
+        with _sdk_lock:
+            self._resend.api_key = self._api_key
+            if self._api_url:
+                self._resend.api_url = self._api_url
+            self._resend.default_http_client = self._client
 
     def params(self, message: Message) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -215,6 +224,7 @@ class ResendTransport:
     def send(self, message: Message) -> SendResult:
         from resend.exceptions import ResendError
 
+        self._point_sdk()
         try:
             response = self._resend.Emails.send(
                 self.params(message),  # type: ignore[arg-type]
@@ -224,6 +234,34 @@ class ResendTransport:
             raise classify_resend_error(exc) from None
         except Exception as exc:  # the SDK's own bugs or unexpected payloads: retry, visibly
             raise TransientError(f"resend SDK error: {type(exc).__name__}: {exc}") from None
+        return self._result(response)
+
+    def send_batch(self, messages: list[Message], idempotency_key: str) -> list[SendResult]:
+        """Up to 100 messages in one call to /emails/batch (strict: all or nothing), under one
+        idempotency key for the whole batch (the messages' own keys are not sent). For
+        broadcasts; raises the same failure classes as `send`."""
+        from resend.exceptions import ResendError
+
+        if not 1 <= len(messages) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1-{MAX_BATCH} messages, got {len(messages)}")
+        self._point_sdk()
+        try:
+            response = self._resend.Batch.send(
+                [self.params(m) for m in messages],  # type: ignore[misc]
+                options={"idempotency_key": idempotency_key},
+            )
+        except ResendError as exc:
+            raise classify_resend_error(exc) from None
+        except Exception as exc:
+            raise TransientError(f"resend SDK error: {type(exc).__name__}: {exc}") from None
+        headers = {k.lower(): str(v) for k, v in (response.get("http_headers") or {}).items()}
+        data = response.get("data") or []
+        if len(data) != len(messages):
+            raise TransientError(f"resend batch answered {len(data)} ids for {len(messages)}")
+        return [SendResult(str(item["id"]), headers) for item in data]
+
+    @staticmethod
+    def _result(response: Any) -> SendResult:
         headers = {k.lower(): str(v) for k, v in (response.get("http_headers") or {}).items()}
         message_id = response.get("id")
         if not message_id:
