@@ -9,6 +9,7 @@ which the provider deduplicates.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import uuid
@@ -22,6 +23,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from kolaq_console.config import Settings
@@ -102,6 +104,7 @@ def validate_address(
         raise UserError(f"invalid {what} address {value.strip()!r}: {exc}") from None
 
 
+@functools.lru_cache(maxsize=16)
 def validate_sender(value: str) -> str:
     """`Name <addr>` or a bare address, as configured in [email] from_address."""
     _, addr = parseaddr(value)
@@ -317,18 +320,23 @@ def low_stock_context(session: Session, settings: Settings) -> dict[str, Any]:
 # --- queueing ----------------------------------------------------------------------------------
 
 
-def _insert_ignoring_duplicate(session: Session, values: dict[str, Any]) -> bool:
-    """INSERT ... ON CONFLICT (idempotency_key) DO NOTHING; True when a row was inserted.
-    No exception and no rollback on a duplicate, so the caller's transaction is untouched."""
-    dialect = session.get_bind().dialect.name
+@functools.lru_cache(maxsize=4)
+def _insert_statement(dialect: str):
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = (
-        insert(EmailOutbox)
-        .values(**values)
+    table = EmailOutbox.__table__  # type: ignore[attr-defined]
+    return (
+        insert(table)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(EmailOutbox.id)
+        .returning(table.c.id)
     )
-    return session.execute(stmt).first() is not None
+
+
+def _insert_ignoring_duplicate(session: Session, values: dict[str, Any]) -> int | None:
+    """INSERT ... ON CONFLICT (idempotency_key) DO NOTHING; the new id, or None if the key
+    exists. No exception and no rollback on a duplicate, so the caller's transaction is
+    untouched. One statement built once per dialect, values bound at execution."""
+    stmt = _insert_statement(session.get_bind().dialect.name)
+    return session.connection().execute(stmt, values).scalar()
 
 
 def by_key(session: Session, key: str) -> EmailOutbox | None:
@@ -354,32 +362,34 @@ def queue(
         session, settings, kind, to=to, order_number=order_number, subject=subject, body=body,
         context=context, idempotency_key=idempotency_key,
     )
-    existing = by_key(session, draft.idempotency_key)
-    if existing is not None:
-        return Queued(existing, False)
     now = utcnow()
-    created = _insert_ignoring_duplicate(
-        session,
-        {
-            "kind": draft.kind,
-            "to_address": draft.to,
-            "subject": draft.subject,
-            "html": draft.html,
-            "text": draft.text,
-            "headers": draft.headers,
-            "status": EmailStatus.queued.value,
-            "attempts": 0,
-            "idempotency_key": draft.idempotency_key,
-            "order_id": draft.order_id,
-            "broadcast_id": draft.broadcast_id,
-            "created_at": now,
-            "updated_at": now,
-            # Not sent by then (never enqueued, or its job lost): the sweeper sends it.
-            "lease_until": now + timedelta(seconds=settings.email.lease_seconds),
-        },
-    )
-    row = by_key(session, draft.idempotency_key)
-    assert row is not None
+    values = {
+        "kind": draft.kind,
+        "to_address": draft.to,
+        "subject": draft.subject,
+        "html": draft.html,
+        "text": draft.text,
+        "headers": draft.headers,
+        "status": EmailStatus.queued.value,
+        "attempts": 0,
+        "idempotency_key": draft.idempotency_key,
+        "order_id": draft.order_id,
+        "broadcast_id": draft.broadcast_id,
+        "created_at": now,
+        "updated_at": now,
+        # Not sent by then (never enqueued, or its job lost): the sweeper sends it.
+        "lease_until": now + timedelta(seconds=settings.email.lease_seconds),
+    }
+    new_id = _insert_ignoring_duplicate(session, values)
+    created = new_id is not None
+    if created:
+        # What was inserted, attached without reading it back.
+        row = EmailOutbox(id=new_id, **values)
+        make_transient_to_detached(row)
+        session.add(row)
+    else:
+        row = by_key(session, draft.idempotency_key)
+        assert row is not None
     if commit:
         session.commit()
         if created and enqueue:
