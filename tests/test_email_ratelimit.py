@@ -15,7 +15,7 @@ from kolaq_console.emails.ratelimit import interval_for, make_limiter
 @pytest.fixture
 def limiters(queue_backend, make_settings):
     """Two limiter instances with their own connections: what two worker processes hold."""
-    settings = make_settings(email__rate_limit_per_second="20")
+    settings = make_settings(email__rate_limit_per_second="4")
     return make_limiter(settings), make_limiter(settings)
 
 
@@ -36,11 +36,11 @@ def test_grants_to_every_thread_of_two_processes_are_spaced_by_the_interval(limi
     for t in threads:
         t.join()
     slots.sort()
-    interval = interval_for(20)
+    interval = interval_for(4)
     gaps = [b - a for a, b in itertools.pairwise(slots)]
     assert len(slots) == 40
     # Reservations, not sleeps, are compared: only the clock reads between them differ.
-    assert min(gaps) > interval * 0.8, gaps
+    assert min(gaps) > interval * 0.7, gaps
     assert slots[-1] - slots[0] >= 39 * interval * 0.95
 
 
@@ -59,11 +59,11 @@ def test_a_block_holds_every_worker_and_a_long_block_is_refused_not_slept(limite
 def test_provider_headers_lower_the_rate_for_everyone_but_never_raise_it(limiters):
     a, b = limiters
     a.observe({"ratelimit-limit": "1000000", "ratelimit-remaining": "999999"})
-    assert b.state()["interval"] == pytest.approx(interval_for(20))
+    assert b.state()["interval"] == pytest.approx(interval_for(4))
     a.observe({"ratelimit-limit": "2", "ratelimit-remaining": "1", "ratelimit-reset": "1"})
     assert b.state()["interval"] == pytest.approx(interval_for(2))
     a.observe({"ratelimit-limit": "2", "ratelimit-remaining": "0", "ratelimit-reset": "1"})
-    assert b.state()["blocked_for"] == pytest.approx(interval_for(2), abs=0.05)
+    assert b.state()["blocked_for"] == pytest.approx(interval_for(2), abs=0.1)
     first = b.acquire(5)
     second = b.acquire(5)
-    assert second.wait - first.wait == pytest.approx(interval_for(2), abs=0.05)
+    assert second.wait - first.wait == pytest.approx(interval_for(2), abs=0.1)
