@@ -6,7 +6,10 @@ objects, so a retried or re-enqueued job reads the current state of the database
 
 from __future__ import annotations
 
+from huey import crontab
+
 from kolaq_console import runtime
+from kolaq_console.emails import jobs as email_jobs
 from kolaq_console.queue import make_huey, task_options
 
 settings = runtime.settings()
@@ -15,3 +18,22 @@ huey = make_huey(settings)
 
 def _opts(queue: str, **kwargs: object) -> dict:
     return task_options(settings, queue, **kwargs)
+
+
+# --- emails ------------------------------------------------------------------------------------
+
+@huey.task(context=True, **_opts("emails"))
+def send_email(row_id: int, task=None) -> str:
+    """Send outbox row `row_id` (the row is the record; this job carries only its id)."""
+    return email_jobs.send(
+        row_id,
+        retries_left=task.retries if task else 0,
+        retry_delay=task.retry_delay if task else 0.0,
+        task_id=task.id if task else None,
+    )
+
+
+@huey.periodic_task(crontab(), **_opts("emails", retry=False))
+def sweep_email_outbox() -> list[int]:
+    """Every minute: re-enqueue outbox rows whose lease ran out (their job was lost)."""
+    return email_jobs.sweep()

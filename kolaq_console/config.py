@@ -134,6 +134,12 @@ class EmailSettings(Section):
     """An outbox row left queued/sending this long is re-enqueued by the sweeper."""
     request_timeout: float = Field(default=30.0, gt=0)
     """Seconds to wait for the provider before treating the call as a network error."""
+    api_url: str = ""
+    """Base URL of the Resend API; empty means the SDK's default. RESEND_API_URL overrides it
+    (tests point it at the local stand-in)."""
+    max_limiter_wait: float = Field(default=5.0, ge=0)
+    """Longest a worker thread sleeps for the shared rate limiter after a 429 or quota block;
+    a longer wait reschedules the job instead of holding the thread."""
 
 
 class InventorySettings(Section):
@@ -214,6 +220,8 @@ def _seed_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         out.setdefault("email", {})["admin_email"] = env["ADMIN_EMAIL"]
     if env.get("SUPPORT_EMAIL"):
         out.setdefault("email", {})["support_email"] = env["SUPPORT_EMAIL"]
+    if env.get("RESEND_API_URL"):
+        out.setdefault("email", {})["api_url"] = env["RESEND_API_URL"]
     if env.get("REDIS_URL"):
         out.setdefault("queue", {})["redis_url"] = env["REDIS_URL"]
     elif env.get("REDIS_HOST") or env.get("REDIS_PORT"):
@@ -230,6 +238,7 @@ def _seed_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 SEED_ENV = {
     ("email", "admin_email"): "ADMIN_EMAIL",
     ("email", "support_email"): "SUPPORT_EMAIL",
+    ("email", "api_url"): "RESEND_API_URL",
     ("queue", "redis_url"): "REDIS_URL or REDIS_HOST/REDIS_PORT",
 }
 

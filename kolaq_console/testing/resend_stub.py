@@ -958,6 +958,9 @@ class _StubHTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive for clients that pool connections (httpx)
+    # Headers and body go out in two writes; with Nagle on, the client's delayed ACK holds the
+    # body back ~40 ms on every keep-alive response, which would dominate any throughput bench.
+    disable_nagle_algorithm = True
     timeout = 60  # idle keep-alive connections must not pin handler threads forever
     server: _StubHTTPServer
 

@@ -1,0 +1,172 @@
+"""`kolaq-console email ...`: queue, list, show, preview and resend outbox emails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+from sqlmodel import Session
+
+from kolaq_console import runtime
+from kolaq_console.cli.common import out, print_json, ready_engine
+from kolaq_console.emails import outbox
+from kolaq_console.emails.render import KINDS
+from kolaq_console.errors import NotFound, UserError
+from kolaq_console.models import EmailOutbox
+
+app = typer.Typer(help="Email outbox: queue, list, show, preview, resend.", no_args_is_help=True)
+
+KIND_HELP = "One of: " + ", ".join(KINDS) + "."
+
+
+def _read_body(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"--body-file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--body-file {path}: not UTF-8 text") from None
+
+
+def _kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise UserError(f"unknown email kind {kind!r}; expected one of: {', '.join(KINDS)}")
+    return kind
+
+
+def _context(session: Session, kind: str) -> dict | None:
+    if kind == "low_stock":
+        return outbox.low_stock_context(session, runtime.settings())
+    return None
+
+
+@app.command("queue")
+def queue_cmd(
+    kind: str = typer.Argument(..., help=KIND_HELP),
+    order: str | None = typer.Option(None, "--order", help="Order number (order emails)."),
+    to: str | None = typer.Option(None, "--to", help="Recipient (default: the order's customer,"
+                                  " or the admin for low_stock)."),
+    subject: str | None = typer.Option(None, "--subject", help="Subject (generic, broadcast)."),
+    body_file: Path | None = typer.Option(None, "--body-file", help="Body: text (generic) or "
+                                          "Markdown (broadcast)."),
+    key: str | None = typer.Option(None, "--key", help="Idempotency key (default: derived)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document."),
+) -> None:
+    """Queue one email. The same logical email queued twice is sent once."""
+    kind = _kind(kind)
+    body = _read_body(body_file)
+    settings = runtime.settings()
+    with Session(ready_engine(), expire_on_commit=False) as session:
+        result = outbox.queue(
+            session, settings, kind, to=to, order_number=order, subject=subject, body=body,
+            context=_context(session, kind), idempotency_key=key,
+        )
+    row = result.row
+    if as_json:
+        print_json({**outbox.row_summary(row), "created": result.created})
+    elif result.created:
+        out.print(f"queued email #{row.id}: {row.kind} to {row.to_address} ({row.subject})",
+                  markup=False)
+    else:
+        out.print(f"already queued as email #{row.id} ({row.status}); nothing new was queued. "
+                  f"Use `email resend {row.id}` to send it again.", markup=False)
+
+
+@app.command("list")
+def list_cmd(
+    status: str | None = typer.Option(None, "--status", help="queued, sending, sent, failed."),
+    kind: str | None = typer.Option(None, "--kind", help=KIND_HELP),
+    limit: int = typer.Option(50, "--limit", min=1, max=10_000),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document."),
+) -> None:
+    """Recent outbox rows, newest first."""
+    with Session(ready_engine()) as session:
+        rows = outbox.list_emails(session, status=status, kind=kind, limit=limit)
+        summaries = [outbox.row_summary(r) for r in rows]
+    if as_json:
+        print_json({"emails": summaries})
+        return
+    table = Table(title=f"Emails ({len(rows)})", title_justify="left")
+    for column in ("id", "status", "kind", "to", "tries", "updated", "subject / last error"):
+        table.add_column(column, overflow="fold")
+    for r in summaries:
+        note = r["subject"] if r["status"] == "sent" else (r["last_error"] or r["subject"])
+        table.add_row(
+            str(r["id"]), r["status"], r["kind"], r["to"], str(r["attempts"]),
+            r["updated_at"].strftime("%Y-%m-%d %H:%M:%S"), note,
+        )
+    out.print(table)
+
+
+def _get(session: Session, row_id: int) -> EmailOutbox:
+    row = session.get(EmailOutbox, row_id)
+    if row is None:
+        raise NotFound(f"email #{row_id} not found")
+    return row
+
+
+@app.command("show")
+def show_cmd(
+    row_id: int = typer.Argument(..., metavar="ID"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document (with bodies)."),
+) -> None:
+    """One outbox row with its text part."""
+    with Session(ready_engine()) as session:
+        row = _get(session, row_id)
+        summary = outbox.row_summary(row)
+        text, html = row.text, row.html
+    if as_json:
+        print_json({**summary, "text": text, "html": html})
+        return
+    for name, value in summary.items():
+        out.print(f"{name:>20}: {'' if value is None else value}", markup=False)
+    out.print("", markup=False)
+    out.print(text, markup=False)
+
+
+@app.command("preview")
+def preview_cmd(
+    kind: str = typer.Argument(..., help=KIND_HELP),
+    out_file: Path = typer.Option(..., "--out", help="Write the HTML part here."),
+    order: str | None = typer.Option(None, "--order", help="Order number (order emails)."),
+    to: str | None = typer.Option(None, "--to", help="Recipient."),
+    subject: str | None = typer.Option(None, "--subject"),
+    body_file: Path | None = typer.Option(None, "--body-file"),
+    text: bool = typer.Option(False, "--text", help="Also print the plain-text part."),
+) -> None:
+    """Render an email without queueing it: HTML to --out, subject (and text) to stdout."""
+    kind = _kind(kind)
+    body = _read_body(body_file)
+    with Session(ready_engine()) as session:
+        draft = outbox.build_email(
+            session, runtime.settings(), kind, to=to, order_number=order, subject=subject,
+            body=body, context=_context(session, kind),
+        )
+        session.rollback()  # preview writes nothing
+    try:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(draft.html, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"--out {out_file}: {exc.strerror or exc}") from None
+    out.print(f"wrote {out_file} ({kind} to {draft.to}: {draft.subject})", markup=False)
+    if text:
+        out.print(draft.text, markup=False)
+
+
+@app.command("resend")
+def resend_cmd(
+    row_id: int = typer.Argument(..., metavar="ID"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document."),
+) -> None:
+    """Send an email again: a new outbox row with a new key, noted in the activity log."""
+    settings = runtime.settings()
+    with Session(ready_engine(), expire_on_commit=False) as session:
+        row = outbox.resend_email(session, settings, row_id, settings.operator())
+    if as_json:
+        print_json(outbox.row_summary(row))
+    else:
+        out.print(f"queued email #{row.id} (resend of #{row_id}) to {row.to_address}",
+                  markup=False)

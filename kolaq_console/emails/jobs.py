@@ -1,0 +1,41 @@
+"""What the email tasks in tasks.py run: process-wide transport and limiter, made once."""
+
+from __future__ import annotations
+
+import threading
+
+from kolaq_console import runtime
+from kolaq_console.config import Settings
+from kolaq_console.emails.delivery import deliver
+from kolaq_console.emails.outbox import sweep_stale
+from kolaq_console.emails.ratelimit import RateLimiter, make_limiter
+from kolaq_console.emails.transports import make_transport
+
+_limiters: dict[tuple, RateLimiter] = {}
+_lock = threading.Lock()
+
+
+def limiter_for(settings: Settings) -> RateLimiter:
+    """One limiter per process and configuration (connections are made once, per thread)."""
+    q = settings.queue
+    key = (q.backend, q.redis_url, q.sqlite_path, q.name, settings.email.rate_limit_per_second)
+    with _lock:
+        limiter = _limiters.get(key)
+        if limiter is None:
+            limiter = _limiters[key] = make_limiter(settings)
+        return limiter
+
+
+def send(row_id: int, retries_left: int = 0, retry_delay: float = 0.0,
+         task_id: str | None = None) -> str:
+    settings = runtime.settings()
+    transport = make_transport(settings)
+    limiter = limiter_for(settings) if transport.rate_limited else None
+    return deliver(
+        runtime.engine(), settings, row_id, transport=transport, limiter=limiter,
+        retries_left=retries_left, retry_delay=retry_delay, task_id=task_id,
+    )
+
+
+def sweep() -> list[int]:
+    return sweep_stale(runtime.engine(), runtime.settings())

@@ -1,0 +1,107 @@
+"""Helpers shared by the email tests: seed orders, read the outbox, point `tasks` at a test."""
+
+from __future__ import annotations
+
+import importlib
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from kolaq_console.models import (
+    ActivityLog,
+    Customer,
+    EmailOutbox,
+    Order,
+    OrderLine,
+    Product,
+)
+
+FIXED_TIME = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+KEY = "test-key-not-real"
+
+
+def seed_order(
+    engine: Engine,
+    number: str = "KB-1001",
+    *,
+    name: str = "Ada Okafor",
+    email: str = "ada@example.com",
+    status: str = "paid",
+    carrier: str | None = None,
+    tracking: str | None = None,
+    tracking_url: str | None = None,
+    address: dict[str, Any] | None = None,
+    lines: list[tuple[str, str, int, int]] | None = None,
+) -> int:
+    """An order with its customer and products; returns the order id."""
+    lines = lines or [
+        ("KB-ORIG-750", "Kolaq Original Bitters 750 ml", 2, 1_250_000),
+        ("KB-BAR-SPOON", "Bar Spoon", 1, 450_000),
+    ]
+    with Session(engine) as s:
+        customer = s.exec(select(Customer).where(Customer.email == email)).first()
+        if customer is None:
+            customer = Customer(email=email, name=name, created_at=FIXED_TIME)
+            s.add(customer)
+            s.flush()
+        subtotal = sum(q * p for _, _, q, p in lines)
+        order = Order(
+            number=number, customer_id=customer.id, status=status, currency="NGN",
+            subtotal_minor=subtotal, shipping_minor=250_000, total_minor=subtotal + 250_000,
+            shipping_address=address or {"name": name, "line1": "12 Marina Road",
+                                         "city": "Lagos", "state": "LA", "country": "NG"},
+            carrier=carrier, tracking_number=tracking, tracking_url=tracking_url,
+            created_at=FIXED_TIME, updated_at=FIXED_TIME,
+        )
+        s.add(order)
+        s.flush()
+        for sku, pname, qty, price in lines:
+            product = s.exec(select(Product).where(Product.sku == sku)).first()
+            if product is None:
+                product = Product(sku=sku, name=pname, price_minor=price)
+                s.add(product)
+                s.flush()
+            s.add(OrderLine(order_id=order.id, product_id=product.id, sku=sku, name=pname,
+                            quantity=qty, unit_price_minor=price))
+        s.commit()
+        return order.id  # type: ignore[return-value]
+
+
+def rows(engine: Engine) -> list[EmailOutbox]:
+    with Session(engine) as s:
+        return list(s.exec(select(EmailOutbox).order_by(EmailOutbox.id)).all())
+
+
+def row(engine: Engine, row_id: int) -> EmailOutbox:
+    with Session(engine) as s:
+        found = s.get(EmailOutbox, row_id)
+        assert found is not None
+        return found
+
+
+def count(engine: Engine, model: type = EmailOutbox) -> int:
+    with Session(engine) as s:
+        return s.exec(select(func.count()).select_from(model)).one()
+
+
+def activity(engine: Engine) -> list[ActivityLog]:
+    with Session(engine) as s:
+        return list(s.exec(select(ActivityLog).order_by(ActivityLog.id)).all())
+
+
+def status_counts(engine: Engine) -> dict[str, int]:
+    with Session(engine) as s:
+        result = s.exec(
+            select(EmailOutbox.status, func.count()).group_by(EmailOutbox.status)
+        ).all()
+    return dict(result)
+
+
+def reload_tasks():
+    """Rebuild `tasks` (its Huey) from the current runtime settings: the test's queue."""
+    import tasks
+
+    return importlib.reload(tasks)
