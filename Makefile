@@ -30,4 +30,4 @@ test: install-test
 
 bench: install-test
 	scripts/ensure-services
-	$(BIN)/python -m bench
+	PYTHONPATH=. $(BIN)/python -m bench $(ARGS)
