@@ -1,133 +1,173 @@
-"""The console app: an overview of queues, failures, outbox, stock and storage health."""
+"""The console app: numbered screens (modes), global keys, pause, the embedded worker.
+
+`make_app(settings, with_worker=..., read_only=..., huey=...)` is the factory the CLI and the
+tests use. Screens live in screens/, dialogs in dialogs/, widgets in widgets/, CSS in styles/.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Callable
+from datetime import datetime
 
 from huey.api import Huey
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.message import Message
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.reactive import reactive
+from textual.worker import Worker, WorkerState
 
 from kolaq_console.config import Settings
 from kolaq_console.db import engine_for
-from kolaq_console.status import Status, collect
+from kolaq_console.models import utcnow
+from kolaq_console.ui.dialogs.help import HelpDialog
 from kolaq_console.ui.embedded_worker import EmbeddedWorker
+from kolaq_console.ui.format import one_line
+from kolaq_console.ui.messages import EmbeddedWorkerSwitched
+from kolaq_console.ui.screens.base import KolaqScreen, LiveScreen
+from kolaq_console.ui.screens.emails import EmailsScreen
+from kolaq_console.ui.screens.overview import OverviewScreen
 
-
-class StatusCollected(Message):
-    def __init__(self, status: Status) -> None:
-        super().__init__()
-        self.status = status
-
-
-@dataclass
-class AppOptions:
-    read_only: bool = False
-    with_worker: bool = False
+GLOBAL_KEYS = [
+    ("1-4", "switch screen: overview, failed jobs, inventory, emails"),
+    ("?", "this help"),
+    ("/", "filter the list (Esc clears)"),
+    ("Esc", "back / close"),
+    ("p", "pause or resume the live refresh"),
+    ("w", "start or stop the embedded worker"),
+    ("q", "quit (the embedded worker finishes its running jobs first)"),
+]
+WRITE_ACTIONS = frozenset({"toggle_worker"})
 
 
 class KolaqConsole(App[None]):
-    CSS_PATH = "app.tcss"
+    CSS_PATH = ["styles/app.tcss", "styles/screens.tcss", "styles/dialogs.tcss"]
     TITLE = "kolaq-console"
+    ENABLE_COMMAND_PALETTE = False
+    MODES = {
+        "overview": OverviewScreen,
+        "emails": EmailsScreen,
+    }
+    DEFAULT_MODE = "overview"
     BINDINGS = [
-        Binding("r", "refresh_now", "Refresh"),
-        Binding("p", "toggle_pause", "Pause"),
-        Binding("w", "toggle_worker", "Worker"),
+        Binding("1", "go('overview')", "Overview", show=False),
+        Binding("2", "go('failed')", "Failed jobs", show=False),
+        Binding("3", "go('inventory')", "Inventory", show=False),
+        Binding("4", "go('emails')", "Emails", show=False),
+        Binding("5", "go('broadcast')", "Broadcast", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("p", "toggle_pause", "Pause", show=False),
+        Binding("w", "toggle_worker", "Worker", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, settings: Settings, huey: Huey, options: AppOptions) -> None:
+    paused: reactive[bool] = reactive(False)
+    worker_running: reactive[bool] = reactive(False)
+
+    def __init__(
+        self,
+        settings: Settings,
+        huey: Huey,
+        *,
+        read_only: bool = False,
+        with_worker: bool = False,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.huey = huey
-        self.options = options
+        self.read_only = read_only
+        self.with_worker = with_worker
+        self.clock = clock
         self.engine = engine_for(settings.database.url)
-        self.worker = EmbeddedWorker(huey, settings.queue.workers)
-        self.paused = False
-        self.sub_title = settings.shop.name + ("  (read-only)" if options.read_only else "")
+        self.embedded = EmbeddedWorker(huey, settings.queue.workers)
+        self.sub_title = settings.shop.name
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        with Vertical(id="overview"):
-            with Horizontal(id="top"):
-                yield DataTable(id="queues", cursor_type="row", zebra_stripes=True)
-                yield Static(id="summary")
-            yield Static("Low stock", classes="title")
-            yield DataTable(id="low-stock", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+    @property
+    def operator(self) -> str:
+        return self.settings.operator()
 
     def on_mount(self) -> None:
-        queues = self.query_one("#queues", DataTable)
-        queues.add_columns("queue", "pending", "scheduled", "in flight")
-        self.query_one("#low-stock", DataTable).add_columns("SKU", "product", "stock", "threshold")
-        if self.options.with_worker:
-            self.action_toggle_worker()
-        self.poll()
+        if self.with_worker and not self.read_only:
+            self._switch_worker(True)
 
-    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
-    def poll(self) -> None:
-        self.post_message(StatusCollected(collect(self.settings, self.engine, self.huey)))
+    # --- global actions ----------------------------------------------------------------------
 
-    @on(StatusCollected)
-    def show_status(self, event: StatusCollected) -> None:
-        s = event.status
-        with self.batch_update():
-            queues = self.query_one("#queues", DataTable)
-            queues.clear()
-            for name, d in s.queues.items():
-                queues.add_row(name, str(d.pending), str(d.scheduled), str(d.in_flight))
-            worker = "running" if self.worker.running else "stopped"
-            db, q = s.storage["database"], s.storage["queue"]
-            self.query_one("#summary", Static).update(
-                f"Failed jobs   {s.failed_jobs}\n"
-                f"Outbox        {s.outbox['queued']} queued · {s.outbox['sent']} sent · "
-                f"{s.outbox['failed']} failed\n"
-                f"Low stock     {len(s.low_stock)} products\n"
-                f"Worker        {worker} (embedded)\n"
-                f"Database      {db}\nQueue         {q}"
-            )
-            low = self.query_one("#low-stock", DataTable)
-            low.clear()
-            for p in s.low_stock:
-                low.add_row(p["sku"], p["name"], str(p["stock"]), str(p["threshold"]))
-        # Reschedule only after this poll finished, so polls never pile up.
-        if not self.paused:
-            self.set_timer(self.settings.console.refresh_seconds, self.poll)
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in WRITE_ACTIONS and self.read_only)
 
-    def action_refresh_now(self) -> None:
-        self.poll()
+    async def action_go(self, mode: str) -> None:
+        if mode not in self.MODES:
+            self.notify(f"The {mode} screen is not available in this version",
+                        severity="warning")
+            return
+        if mode != self.current_mode:
+            await self.switch_mode(mode)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpDialog):
+            return
+        screen = self.screen
+        keys = []
+        if isinstance(screen, KolaqScreen):
+            for binding in screen.BINDINGS:
+                if not isinstance(binding, Binding) or not binding.description:
+                    continue
+                name = binding.action.split("(")[0].removeprefix("app.")
+                if name in screen.WRITE_ACTIONS | WRITE_ACTIONS and self.read_only:
+                    continue
+                keys.append((binding.key_display or _key_label(binding.key), binding.description))
+        title = f"Keys — {getattr(screen, 'TITLE_TEXT', 'console')}"
+        if self.read_only:
+            title += " (read-only: actions are hidden)"
+        self.push_screen(HelpDialog(title, [("This screen", keys), ("Everywhere", GLOBAL_KEYS)]))
 
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused
-        self.notify("Refresh paused" if self.paused else "Refresh resumed")
-        if not self.paused:
-            self.poll()
+        self.notify("Refresh paused (p resumes)" if self.paused else "Refresh resumed")
+        if not self.paused and isinstance(self.screen, LiveScreen):
+            self.screen.reload()
 
     def action_toggle_worker(self) -> None:
-        if self.options.read_only:
-            self.notify("Read-only console: the worker cannot be started", severity="warning")
+        if self.read_only:
+            self.notify("Read-only console: the embedded worker cannot be started",
+                        severity="warning")
             return
-        self._switch_worker(not self.worker.running)
+        self._switch_worker(not self.embedded.running)
 
-    @work(thread=True, exclusive=True, group="worker", exit_on_error=False)
+    @work(thread=True, exclusive=True, exit_on_error=False, group="embedded-worker",
+          description="Embedded worker")
     def _switch_worker(self, start: bool) -> None:
         if start:
-            self.worker.start()
+            self.embedded.start()
         else:
-            self.worker.stop()
-        self.call_from_thread(self.notify, "Worker started" if start else "Worker stopped")
-        self.call_from_thread(self.poll)
+            self.embedded.stop()  # waits for running jobs (up to the shutdown timeout)
+        self.post_message(EmbeddedWorkerSwitched(self.embedded.running))
+
+    @on(EmbeddedWorkerSwitched)
+    def _worker_switched(self, event: EmbeddedWorkerSwitched) -> None:
+        self.worker_running = event.running
+        self.notify("Embedded worker started" if event.running else "Embedded worker stopped")
+        if isinstance(self.screen, LiveScreen):
+            self.screen.reload()
+
+    @on(Worker.StateChanged)
+    def _app_worker_failed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.notify(one_line(event.worker.error), title=event.worker.description,
+                        severity="error", timeout=8)
 
     async def action_quit(self) -> None:
-        if self.worker.running:
-            self.notify("Stopping the worker: running jobs finish first…")
-            await asyncio.to_thread(self.worker.stop)
+        if self.embedded.running:
+            self.notify("Stopping the embedded worker: running jobs finish first…")
+            await asyncio.to_thread(self.embedded.stop)
         self.exit()
+
+
+def _key_label(key: str) -> str:
+    first = key.split(",")[0]
+    return {"question_mark": "?", "slash": "/", "escape": "Esc", "space": "space",
+            "enter": "Enter"}.get(first, first)
 
 
 def make_app(
@@ -136,10 +176,13 @@ def make_app(
     with_worker: bool = False,
     read_only: bool = False,
     huey: Huey | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> KolaqConsole:
-    """The app factory used by the CLI and the tests."""
+    """The app factory used by the CLI and the tests. `huey` defaults to `tasks.huey` (the
+    queue the workers consume); `clock` (UTC now) is fixed by snapshot tests."""
     if huey is None:
         import tasks
 
         huey = tasks.huey
-    return KolaqConsole(settings, huey, AppOptions(read_only=read_only, with_worker=with_worker))
+    return KolaqConsole(settings, huey, read_only=read_only, with_worker=with_worker,
+                        clock=clock or utcnow)

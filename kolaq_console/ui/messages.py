@@ -1,0 +1,98 @@
+"""Messages posted by the console's workers, named for what happened (past tense).
+
+Workers run in threads, never touch widgets, and post one of these to their screen (or the
+app); `@on` handlers there own every state change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.message import Message
+
+
+class EmbeddedWorkerSwitched(Message):
+    """The embedded Huey consumer was started (running=True) or stopped."""
+
+    def __init__(self, running: bool) -> None:
+        super().__init__()
+        self.running = running
+
+
+class DataLoaded(Message):
+    """A screen's data was read; `query` is what it was read for (stale answers are dropped)."""
+
+    def __init__(self, data: Any, query: Any = None) -> None:
+        super().__init__()
+        self.data = data
+        self.query = query
+
+
+class OverviewCollected(DataLoaded):
+    """Queue depths, failures, throughput, workers, storage, outbox and stock."""
+
+
+class EmailsLoaded(DataLoaded):
+    """Recent outbox rows (summaries) matching the screen's filter."""
+
+
+class EmailLoaded(DataLoaded):
+    """One outbox row in full, for the detail view."""
+
+
+class EmailResent(Message):
+    """An operator's "send again" stored a new outbox row and enqueued it."""
+
+    def __init__(self, original_id: int, new_id: int, to: str) -> None:
+        super().__init__()
+        self.original_id = original_id
+        self.new_id = new_id
+        self.to = to
+
+
+class FailedJobsLoaded(DataLoaded):
+    """A page of open failed-job entries matching the filter, and how many match in all."""
+
+
+class FailedJobLoaded(DataLoaded):
+    """One failed-job entry in full (arguments redacted), for the detail view."""
+
+
+class BulkTargetsSelected(Message):
+    """The exact entries a bulk action would touch, counted before the operator confirms."""
+
+    def __init__(self, action: str, ids: list[int], query: Any = None) -> None:
+        super().__init__()
+        self.action = action
+        self.ids = ids
+        self.query = query
+
+
+class JobsRetried(Message):
+    """Entries were re-enqueued (`retried`), some perhaps skipped with a reason."""
+
+    def __init__(self, retried: list[tuple[int, str]], skipped: list[tuple[int, str]]) -> None:
+        super().__init__()
+        self.retried = retried
+        self.skipped = skipped
+
+
+class JobsDiscarded(Message):
+    """Entries were closed without running again."""
+
+    def __init__(self, count: int, requested: int) -> None:
+        super().__init__()
+        self.count = count
+        self.requested = requested
+
+
+class InventoryLoaded(DataLoaded):
+    """Low-stock products and the recent inventory activity."""
+
+
+class InventoryReconciled(Message):
+    """A reconciliation finished; `summary` is one line for the operator."""
+
+    def __init__(self, summary: str) -> None:
+        super().__init__()
+        self.summary = summary

@@ -1,0 +1,87 @@
+"""One outbox row: subject, recipient, status, attempts, last error, provider id, the text."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.markup import escape
+from textual.widgets import Static
+
+from kolaq_console.emails.outbox import row_summary
+from kolaq_console.errors import NotFound
+from kolaq_console.models import EmailOutbox
+from kolaq_console.redact import redact
+from kolaq_console.ui.format import when_full
+from kolaq_console.ui.messages import EmailLoaded
+from kolaq_console.ui.screens.base import POLL
+from kolaq_console.ui.screens.emails import EmailScreenBase
+
+
+def load_email(session: Session, row_id: int) -> dict:
+    row = session.get(EmailOutbox, row_id)
+    if row is None:
+        raise NotFound(f"email #{row_id} not found")
+    detail = row_summary(row)
+    detail.update(kind=row.kind, order_id=row.order_id, broadcast_id=row.broadcast_id,
+                  text=row.text, last_error=redact(row.last_error or ""))
+    return detail
+
+
+class EmailDetailScreen(EmailScreenBase):
+    MODE = "emails"
+    TITLE_TEXT = "Email"
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("s", "resend", "Send again"),
+    ]
+
+    def __init__(self, row_id: int) -> None:
+        super().__init__()
+        self.row_id = row_id
+        self.row: dict | None = None
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_chrome_top()
+        with VerticalScroll(id="detail"):
+            yield Static(f"Email #{self.row_id}", id="detail-fields")
+            yield Static(id="detail-body", classes="code", markup=False)
+        yield from self.compose_chrome_bottom()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group=POLL, description="Email")
+    def load(self) -> None:
+        with Session(self.console.engine) as session:
+            self.post_message(EmailLoaded(load_email(session, self.row_id), self.row_id))
+
+    @on(EmailLoaded)
+    def show_email(self, event: EmailLoaded) -> None:
+        if not self.accepts():
+            return
+        r = self.row = event.data
+        zone = self.console.settings.shop.zone
+        fields = [
+            ("Subject", r["subject"]), ("To", r["to"]), ("Kind", r["kind"]),
+            ("Status", r["status"]), ("Attempts", str(r["attempts"])),
+            ("Last error", r["last_error"] or "-"),
+            ("Provider id", r["provider_message_id"] or "-"),
+            ("Idempotency", r["idempotency_key"]),
+            ("Created", when_full(r["created_at"], zone)),
+            ("Updated", when_full(r["updated_at"], zone)),
+            ("Sent", when_full(r["sent_at"], zone)),
+            ("Next try", when_full(r["next_attempt_at"], zone)),
+        ]
+        if r["order_id"]:
+            fields.append(("Order id", str(r["order_id"])))
+        if r["broadcast_id"]:
+            fields.append(("Broadcast", str(r["broadcast_id"])))
+        text = "\n".join(f"[b]{name:<12}[/] {escape(value)}" for name, value in fields)
+        with self.app.batch_update():
+            self.query_one("#detail-fields", Static).update(f"[b]Email #{r['id']}[/]\n{text}")
+            self.query_one("#detail-body", Static).update(r["text"] or "")
+
+    def selected_email(self) -> tuple[int, str, str] | None:
+        if self.row is None:
+            return None
+        return self.row_id, self.row["to"], self.row["subject"]

@@ -1,0 +1,124 @@
+"""1 Overview: queue depths, failures, throughput and error rate, workers, storage health,
+outbox and low stock, refreshed live."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Sparkline, Static
+
+from kolaq_console.ui.data import Overview, collect_overview
+from kolaq_console.ui.format import ago
+from kolaq_console.ui.messages import OverviewCollected
+from kolaq_console.ui.screens.base import POLL, LiveScreen
+
+
+def _panel(widget_id: str, title: str) -> Vertical:
+    box = Vertical(id=widget_id, classes="panel")
+    box.border_title = title
+    return box
+
+
+class OverviewScreen(LiveScreen):
+    MODE = "overview"
+    TITLE_TEXT = "Overview"
+    BINDINGS = [
+        Binding("w", "app.toggle_worker", "Worker on/off"),
+        Binding("p", "app.toggle_pause", "Pause"),
+        Binding("r", "refresh", "Refresh"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_chrome_top()
+        with Horizontal(id="ov-top"):
+            with _panel("ov-queues", "Queues"):
+                yield DataTable(id="queues", cursor_type="none", zebra_stripes=True)
+            with _panel("ov-health-box", "Health"):
+                yield Static(id="ov-health")
+        with Horizontal(id="ov-middle"):
+            with _panel("ov-activity", "Last 30 min"):
+                yield Static(id="ov-rates")
+                yield Sparkline([], id="ov-spark")
+            with _panel("ov-attention-box", "Needs attention"):
+                yield Static(id="ov-attention")
+        with _panel("ov-workers", "Workers"):
+            yield DataTable(id="workers", cursor_type="none", zebra_stripes=True)
+        yield from self.compose_chrome_bottom()
+
+    def on_mount(self) -> None:
+        self.query_one("#queues", DataTable).add_columns(
+            "queue", "pending", "scheduled", "in flight")
+        self.query_one("#workers", DataTable).add_columns(
+            "worker", "state", "threads", "heartbeat", "running")
+
+    def action_refresh(self) -> None:
+        self.reload()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group=POLL,
+          description="Overview")
+    def load(self) -> None:
+        app = self.console
+        self.post_message(OverviewCollected(
+            collect_overview(app.settings, app.engine, app.huey, app.clock())))
+
+    @on(OverviewCollected)
+    def show_overview(self, event: OverviewCollected) -> None:
+        if not self.accepts():
+            return
+        data: Overview = event.data
+        s = data.status
+        with self.app.batch_update():
+            queues = self.query_one("#queues", DataTable)
+            queues.clear()
+            for name, d in s.queues.items():
+                queues.add_row(name, *(f"{n:>7}" for n in (d.pending, d.scheduled, d.in_flight)))
+            self.query_one("#ov-health", Static).update(self._health(data))
+            self.query_one("#ov-rates", Static).update(self._rates(data))
+            self.query_one("#ov-spark", Sparkline).data = [
+                float(c + f) for c, f in zip(data.completed, data.failed, strict=False)
+            ] or [0.0]
+            self.query_one("#ov-attention", Static).update(self._attention(data))
+            workers = self.query_one("#workers", DataTable)
+            workers.clear()
+            for w in data.workers:
+                workers.add_row(w["name"], w["state"], str(w["threads"]),
+                                ago(w["heartbeat_at"], data.now) + " ago", str(w["running"]))
+
+    def _health(self, data: Overview) -> str:
+        s = data.status
+
+        def state(value: str) -> str:
+            return "[b $success]ok[/]" if value == "ok" else f"[b $error]down[/] {value}"
+
+        live = sum(1 for w in data.workers if w["state"] == "live")
+        dead = sum(1 for w in data.workers if w["state"] == "dead")
+        embedded = "[b $success]running[/]" if self.console.worker_running else "stopped"
+        return (
+            f"Database  {state(s.storage['database'])}\n"
+            f"Queue     {state(s.storage['queue'])}\n"
+            f"Workers   {live} live · {'[b $error]' if dead else ''}{dead} dead"
+            f"{'[/]' if dead else ''}\n"
+            f"Embedded  {embedded}"
+        )
+
+    def _rates(self, data: Overview) -> str:
+        rate = data.error_rate
+        shown = "-" if rate is None else f"{rate:.1%}"
+        per_min = data.total_completed / data.minutes if data.minutes else 0
+        return (f"done {data.total_completed} · failed {data.total_failed} · "
+                f"errors {shown} · {per_min:.1f}/min")
+
+    def _attention(self, data: Overview) -> str:
+        s = data.status
+        failed = f"[b $error]{s.failed_jobs}[/]" if s.failed_jobs else "0"
+        out = s.outbox
+        low = f"[b $warning]{len(s.low_stock)}[/]" if s.low_stock else "0"
+        return (
+            f"Failed jobs  {failed}  [dim](2)[/]\n"
+            f"Outbox       {out['queued']} queued · {out['sent']} sent · "
+            f"{out['failed']} failed  [dim](4)[/]\n"
+            f"Low stock    {low} {'product' if len(s.low_stock) == 1 else 'products'}"
+            "  [dim](3)[/]"
+        )
