@@ -1,0 +1,52 @@
+"""Small SQL helpers that behave the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session
+
+
+@contextmanager
+def write_session(engine: Engine) -> Iterator[Session]:
+    """A unit of work that is going to write, committed on success.
+
+    SQLite: the transaction starts with BEGIN IMMEDIATE, so it holds the database's write lock
+    from its first statement; every read inside it sees the latest commit and nothing can
+    interleave (pysqlite would otherwise start a deferred transaction at the first write, after
+    reads taken from an older snapshot). PostgreSQL: READ COMMITTED; writers that must not
+    interleave lock the rows they read (`with_for_update(key_share=True)`).
+    """
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            conn = session.connection()
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def insert_or_ignore(conn: Connection | Session, table: Table, values: Mapping[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING; True when the row was inserted.
+
+    Unlike catching IntegrityError, this leaves a PostgreSQL transaction usable.
+    """
+    dialect = (conn.get_bind() if isinstance(conn, Session) else conn).dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(table).values(**values).on_conflict_do_nothing()
+    result = conn.execute(stmt)
+    return bool(result.rowcount)
+
+
+def is_postgres(bind: Engine | Connection | Session) -> bool:
+    if isinstance(bind, Session):
+        bind = bind.get_bind()
+    return bind.dialect.name == "postgresql"
