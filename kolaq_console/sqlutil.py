@@ -41,9 +41,10 @@ def insert_or_ignore(conn: Connection | Session, table: Table, values: Mapping[s
     """
     dialect = (conn.get_bind() if isinstance(conn, Session) else conn).dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(table).values(**values).on_conflict_do_nothing()
-    result = conn.execute(stmt)
-    return bool(result.rowcount)
+    key = next(iter(table.primary_key.columns))
+    # RETURNING rather than rowcount: psycopg reports -1 for a single-row INSERT here.
+    stmt = module.insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return conn.execute(stmt).first() is not None
 
 
 def is_postgres(bind: Engine | Connection | Session) -> bool:
