@@ -9,6 +9,10 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.types import NullType
 from sqlmodel import Session
 
 
@@ -51,3 +55,29 @@ def is_postgres(bind: Engine | Connection | Session) -> bool:
     if isinstance(bind, Session):
         bind = bind.get_bind()
     return bind.dialect.name == "postgresql"
+
+
+class rarely(ColumnElement[bool]):
+    """A WHERE term that few rows satisfy, such as `id > :checkpoint` on an append-only table.
+
+    SQLite's planner cannot tell how selective `id > ?` is and prefers scanning a covering
+    index over a primary-key range; `likelihood(term, 0.001)` tells it. PostgreSQL estimates
+    it from statistics, so the term is rendered as is there.
+    """
+
+    type = NullType()  # a Boolean type would make SQLite render "likelihood(...) = 1"
+    inherit_cache = True
+    _traverse_internals = [("clause", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, clause: ColumnElement[bool]) -> None:
+        self.clause = clause
+
+
+@compiles(rarely)
+def _rarely_default(element: rarely, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clause, **kw)
+
+
+@compiles(rarely, "sqlite")
+def _rarely_sqlite(element: rarely, compiler: Any, **kw: Any) -> str:
+    return f"likelihood({compiler.process(element.clause, **kw)}, 0.001)"

@@ -289,10 +289,10 @@ def test_a_run_that_lost_its_lease_commits_nothing(engine, monkeypatch):
     reconcile(engine)
     add_events(engine, [(a, 5)])
     before = checkpoint(engine)
-    plan = reconcile_mod._plan_incremental
+    checkpoint_of = reconcile_mod.checkpoint_of  # called once the lease is taken
 
-    def plan_then_lose_lease(*args):
-        out = plan(*args)
+    def stall_and_lose_lease(*args):
+        out = checkpoint_of(*args)
         # the run stalled past its TTL and another run took the lease over
         with engine.begin() as conn:
             conn.execute(text("UPDATE system_state SET value = :v WHERE key = :k"),
@@ -300,7 +300,7 @@ def test_a_run_that_lost_its_lease_commits_nothing(engine, monkeypatch):
                           "k": f"lease:{LEASE_NAME}"})
         return out
 
-    monkeypatch.setattr(reconcile_mod, "_plan_incremental", plan_then_lose_lease)
+    monkeypatch.setattr(reconcile_mod, "checkpoint_of", stall_and_lose_lease)
     with pytest.raises(LeaseLost):
         reconcile(engine)
     assert checkpoint(engine) == before and stocks(engine)[a] == 0

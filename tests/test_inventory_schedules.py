@@ -187,3 +187,25 @@ def test_missed_0800_check_runs_once_when_a_consumer_comes_up_later_that_day(eng
     assert len(activity(engine, ACTION_RUN)) == 1
     next_day = _catch_up_at(engine, settings, up_at + timedelta(days=1))
     assert next_day[CHECK_JOB]["slot"] == "2026-01-07T08:00" and next_day[CHECK_JOB]["ran"]
+
+
+def test_inventory_tasks_are_on_the_inventory_queue_and_retry_with_the_configured_backoff(
+        settings):
+    import tasks
+    from kolaq_console.queue import queue_for_priority
+
+    q = tasks.settings.queue
+    for task in (tasks.reconcile_inventory, tasks.nightly_reconcile, tasks.full_reconcile,
+                 tasks.low_stock_check):
+        t = task.s()
+        assert queue_for_priority(t.priority) == "inventory"
+        assert (t.retries, t.retry_delay) == (q.retries, q.retry_delay)
+        assert t.retry_backoff == q.retry_backoff
+    assert queue_for_priority(tasks.inventory_catch_up.s().priority) == "inventory"
+
+
+def test_reconcile_task_fails_at_once_for_an_unknown_sku(sqlite_engine, settings):
+    from kolaq_console.errors import PermanentJobError
+
+    with pytest.raises(PermanentJobError, match="unknown SKU 'NOPE'"):
+        jobs.reconcile_now(sqlite_engine, settings, sku="NOPE")

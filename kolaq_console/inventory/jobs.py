@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from kolaq_console.config import Settings
+from kolaq_console.errors import NotFound, PermanentJobError
 from kolaq_console.inventory.lowstock import CHECK_JOB, follow_up, send_alerts
 from kolaq_console.inventory.reconcile import reconcile, reconcile_product
 from kolaq_console.schedules import ShopCrontab, SlotOutcome, run_in_slot
@@ -88,8 +89,12 @@ def catch_up(engine: Engine, settings: Settings, now: datetime | None = None) ->
 
 def reconcile_now(engine: Engine, settings: Settings, sku: str | None = None,
                   full: bool = False, actor: str = "queue") -> dict[str, Any]:
-    """The on-demand reconcile task: one product, or all (incremental or full)."""
+    """The on-demand reconcile task: one product, or all (incremental or full). A busy lease or
+    event table raises a retryable error; an unknown SKU fails at once."""
     if sku:
-        return reconcile_product(engine, sku, actor=actor).summary()
+        try:
+            return reconcile_product(engine, sku, actor=actor).summary()
+        except NotFound as exc:
+            raise PermanentJobError(str(exc)) from exc
     return reconcile(engine, full=full, actor=actor,
                      lease_ttl=settings.inventory.lock_ttl_seconds).summary()

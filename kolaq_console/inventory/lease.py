@@ -56,25 +56,28 @@ class Lease:
     def _value(self) -> dict[str, Any]:
         return {"owner": self.owner, "expires_at": time.time() + self.ttl}
 
-    def acquire(self) -> bool:
-        with session_scope(self.engine) as session:
-            if insert_or_ignore(session, SystemState.__table__,  # type: ignore[arg-type]
-                                {"key": self.key, "value": self._value(),
-                                 "updated_at": utcnow()}):
-                self.held = True
-                return True
-            value = col(SystemState.value)
-            result = session.execute(
-                update(SystemState)
-                .where(
-                    col(SystemState.key) == self.key,
-                    (value["expires_at"].as_float() < time.time())
-                    | (value["owner"].as_string() == self.owner),
-                )
-                .values(value=self._value(), updated_at=utcnow())
+    def acquire(self, session: Session | None = None) -> bool:
+        """Take the lease if it is free, expired or already ours. Given a session, this is part
+        of that transaction (and counts as held once it commits)."""
+        if session is None:
+            with session_scope(self.engine) as own:
+                return self.acquire(own)
+        if insert_or_ignore(session, SystemState.__table__,  # type: ignore[arg-type]
+                            {"key": self.key, "value": self._value(), "updated_at": utcnow()}):
+            self.held = True
+            return True
+        value = col(SystemState.value)
+        result = session.execute(
+            update(SystemState)
+            .where(
+                col(SystemState.key) == self.key,
+                (value["expires_at"].as_float() < time.time())
+                | (value["owner"].as_string() == self.owner),
             )
-            self.held = bool(result.rowcount)
-            return self.held
+            .values(value=self._value(), updated_at=utcnow())
+        )
+        self.held = bool(result.rowcount)
+        return self.held
 
     def renew(self, session: Session | None = None) -> None:
         """Extend the lease; raise LeaseLost if it is no longer ours. Given a session, the
@@ -93,17 +96,30 @@ class Lease:
             self.held = False
             raise LeaseLost(f"lease {self.name!r} expired and was taken by another run")
 
-    def release(self) -> None:
-        if not self.held:
+    def release(self, session: Session | None = None) -> None:
+        """Give the lease up. Given a session, the release is part of that transaction; the
+        caller sets `held = False` once it has committed."""
+        if session is None:
+            if not self.held:
+                return
+            with session_scope(self.engine) as own:
+                self.release(own)
+            self.held = False
             return
-        with session_scope(self.engine) as session:
-            session.execute(
-                update(SystemState)
-                .where(col(SystemState.key) == self.key,
-                       col(SystemState.value)["owner"].as_string() == self.owner)
-                .values(value={"owner": None, "expires_at": 0}, updated_at=utcnow())
-            )
-        self.held = False
+        session.execute(
+            update(SystemState)
+            .where(col(SystemState.key) == self.key,
+                   col(SystemState.value)["owner"].as_string() == self.owner)
+            .values(value={"owner": None, "expires_at": 0}, updated_at=utcnow())
+        )
+
+    def busy(self) -> LeaseBusy:
+        holder = self.holder() or {}
+        left = max(0.0, holder.get("expires_at", 0) - time.time())
+        return LeaseBusy(
+            f"{self.name} is already running (held by {holder.get('owner', 'another run')}, "
+            f"lease expires in {left:.0f} s)"
+        )
 
     def holder(self) -> dict[str, Any] | None:
         """The current holder's value if the lease is live, else None."""
@@ -117,12 +133,7 @@ class Lease:
 
     def __enter__(self) -> Lease:
         if not self.acquire():
-            holder = self.holder() or {}
-            left = max(0.0, holder.get("expires_at", 0) - time.time())
-            raise LeaseBusy(
-                f"{self.name} is already running (held by {holder.get('owner', 'another run')}, "
-                f"lease expires in {left:.0f} s)"
-            )
+            raise self.busy()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -31,14 +31,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Subquery, func, literal
-from sqlalchemy.engine import Engine
+from sqlalchemy import Subquery, func, literal, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from kolaq_console.errors import KolaqError
 from kolaq_console.models import InventoryEvent, Product, SystemState, utcnow
+from kolaq_console.sqlutil import is_postgres, rarely
 
 CHECKPOINT_KEY = "inventory.reconcile"
 HWM_LOCK_TIMEOUT = 10.0  # seconds to wait for in-flight event inserts before giving up
@@ -79,19 +80,27 @@ def checkpoint_expr() -> ColumnElement[int]:
     return func.coalesce(sub, 0)
 
 
+def high_water_mark(bind: Session | Connection, lock_timeout: float = HWM_LOCK_TIMEOUT) -> int:
+    """The largest event id H such that every event with id <= H is committed (see above),
+    inside the caller's transaction. On PostgreSQL that transaction then holds a SHARE lock on
+    inventory_events until it ends: keep it short, and hold no product row locks in it (an
+    adjustment holds its product's row while it inserts, so that would deadlock)."""
+    if is_postgres(bind):
+        bind.execute(text(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'"))
+        try:
+            bind.execute(text("LOCK TABLE inventory_events IN SHARE MODE"))
+        except OperationalError as exc:
+            raise EventsBusy(
+                "inventory events are being written by a transaction that has stayed open "
+                f"more than {lock_timeout:g} s; reconciliation will retry"
+            ) from exc
+    return int(bind.execute(select(func.coalesce(func.max(InventoryEvent.id), 0))).scalar())
+
+
 def safe_high_water_mark(engine: Engine, lock_timeout: float = HWM_LOCK_TIMEOUT) -> int:
-    """The largest event id H such that every event with id <= H is committed (see above)."""
+    """`high_water_mark` in a short transaction of its own."""
     with engine.connect() as conn, conn.begin():
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
-            try:
-                conn.exec_driver_sql("LOCK TABLE inventory_events IN SHARE MODE")
-            except OperationalError as exc:
-                raise EventsBusy(
-                    "inventory events are being written by a transaction that has stayed open "
-                    f"more than {lock_timeout:g} s; reconciliation will retry"
-                ) from exc
-        return int(conn.execute(select(func.coalesce(func.max(InventoryEvent.id), 0))).scalar())
+        return high_water_mark(conn, lock_timeout)
 
 
 def unfolded(checkpoint: ColumnElement[int] | int, high_water: int | None = None,
@@ -108,7 +117,7 @@ def unfolded(checkpoint: ColumnElement[int] | int, high_water: int | None = None
             func.count().label("events"),
         )
         .join(p, col(p.id) == col(e.product_id))
-        .where(col(e.id) > cp, col(e.id) > col(p.stock_event_id))
+        .where(rarely(col(e.id) > cp), col(e.id) > col(p.stock_event_id))
         .group_by(col(e.product_id))
     )
     if high_water is not None:
