@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
@@ -121,17 +121,18 @@ def send_alerts(engine: Engine, settings: Settings, *, now: datetime | None = No
     """Alert the admin about low products that no alert listed today (see module doc)."""
     now = now or utcnow()
     day = local_date(now, settings.shop.zone)
+    with Session(engine) as session:  # read-only first: most runs have nothing to send
+        quiet = _nothing_new(session, settings, day, now)
+    if quiet is not None:
+        return quiet
     with write_session(engine) as session:
         items = low_stock_products(session, settings.inventory.low_stock_threshold,
                                    with_sales=True, now=now)
         today = slot_rows(session, ALERT_JOB, day)
         alerted = {sku for row in today for sku in row.details.get("skus", [])}
         new = [i for i in items if i.sku not in alerted]
-        if not items:
-            return AlertOutcome(False, "no product is at or below its threshold")
-        if not new:
-            return AlertOutcome(False, "every low product was already alerted today",
-                                low=len(items))
+        if not new:  # another run alerted them between the two reads
+            return AlertOutcome(False, "another run sent this alert", low=len(items))
         n = _next_n([row.slot for row in today])
         slot = f"{day.isoformat()}/{n}"
         skus = [i.sku for i in new]
@@ -148,6 +149,19 @@ def send_alerts(engine: Engine, settings: Settings, *, now: datetime | None = No
                                          "follow_up": n > 1}, created_at=now))
     log.info("low-stock alert %s queued for %d product(s)", key, len(new))
     return AlertOutcome(True, "queued", key, outbox_id, n > 1, skus, len(items))
+
+
+def _nothing_new(session: Session, settings: Settings, day: date,
+                 now: datetime) -> AlertOutcome | None:
+    items = low_stock_products(session, settings.inventory.low_stock_threshold, now=now)
+    if not items:
+        return AlertOutcome(False, "no product is at or below its threshold")
+    alerted = {sku for row in slot_rows(session, ALERT_JOB, day)
+               for sku in row.details.get("skus", [])}
+    if all(i.sku in alerted for i in items):
+        return AlertOutcome(False, "every low product was already alerted today",
+                            low=len(items))
+    return None
 
 
 def check_ran_today(session: Session, settings: Settings, now: datetime) -> bool:

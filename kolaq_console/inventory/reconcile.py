@@ -2,21 +2,24 @@
 
 Three kinds of run (see stock.py for the cache's contract and the safe high-water mark H):
 
-- incremental (nightly): one aggregate over the events since the checkpoint (by primary key:
-  O(new events)), added to the cached stock of the products they touch; checkpoint := H.
-- full (weekly, `--full`): one aggregate over all events, in the same statement as the cached
-  values it is compared with, so it also finds drift no event explains (a stock edited by
-  hand, a bug); it folds new events like an incremental run and sets checkpoint := H.
+- incremental (nightly): the events in (checkpoint, H], read by primary key (O(new events)),
+  summed per product and added to the cached stock of the products they touch; set-based
+  (INSERT ... SELECT for the audit entries, UPDATE ... FROM for the stock); checkpoint := H.
+- full (weekly, `--full`): every product's sum of all its events, in the same statement as the
+  cached values it is compared with, so it also finds drift no event explains (a stock edited
+  by hand, a bug); it folds new events like an incremental run and sets checkpoint := H.
 - one product (`--sku`, adjustments): the product's whole sum, with its row locked; records
   how far it folded in products.stock_event_id. Needs no lease; it is safe next to bulk runs.
 
-Bulk runs hold a lease (two never overlap) and never hold row locks while they aggregate. They
-write in one transaction that locks the rows they change, checks each is still as the
-aggregate saw it (a one-product run may have moved it meanwhile; then that product is
-recomputed under the lock), renews the lease (fencing), writes the stock, one activity entry
-per changed product, the checkpoint and a summary entry. A crash before that commit changes
-nothing; events inserted during a run are above H (left for the next run) or at/below it
-(counted exactly once).
+Bulk runs take a lease (two never overlap) in a first short transaction, with the checkpoint
+and H. Everything else is written in one last transaction that renews the lease first (so a
+run whose lease lapsed and was taken over cannot commit: fencing), locks the product rows it
+changes, writes their stock, one activity entry per changed product, the checkpoint, a summary
+entry, and gives the lease back. The full run aggregates before that transaction, without
+locks, and re-checks each row it changes under the lock: a one-product run may have moved it
+meanwhile, and then that product is recomputed under the lock. A crash before the last commit
+changes nothing (the lease expires after its TTL); events inserted during a run are above H
+(left for the next run) or at or below it (counted exactly once).
 """
 
 from __future__ import annotations

@@ -12,15 +12,20 @@ events with an id at or below it were committed when it was chosen, and none can
 
 Why that matters: ids are handed out when a row is inserted, not when it commits. On
 PostgreSQL a transaction can take id 100, another take 101 and commit first; a reader then sees
-101 but not 100. A checkpoint of 101 would skip event 100 forever. `safe_high_water_mark`
-therefore takes `LOCK TABLE inventory_events IN SHARE MODE` in a short transaction of its own:
-the lock waits for every transaction that has inserted events to finish (INSERT holds ROW
-EXCLUSIVE until commit, which conflicts with SHARE) and holds new inserts back for the instant
-it takes to read MAX(id); after it, every id up to that max is committed or rolled back for
-good, and every later insert draws a larger id from the sequence. The aggregates then bound
-themselves with `id <= H`, so they need no particular isolation level: rows at or below H are
-immutable and visible to any later snapshot; rows above H wait for the next run. On SQLite one
-writer runs at a time and ids are max(rowid) + 1, so the largest committed id is already safe.
+101 but not 100. A checkpoint of 101 would skip event 100 forever, and REPEATABLE READ does
+not help: it makes one snapshot consistent, not ids and commits agree. `high_water_mark`
+therefore takes `LOCK TABLE inventory_events IN SHARE MODE` in a short transaction (the bulk
+run's first one, or one of its own): the lock waits for every transaction that has inserted
+events to finish (INSERT holds ROW EXCLUSIVE until commit, which conflicts with SHARE; the id
+is drawn inside the INSERT, after that lock) and holds new inserts back for the instant it
+takes to read MAX(id); after it, every id up to that max is committed or rolled back for good,
+and every later insert draws a larger id from the sequence (CACHE 1, the serial default). The
+aggregates then bound themselves with `id <= H`, so they need no particular isolation level:
+rows at or below H are immutable and visible to any later snapshot; rows above H wait for the
+next run. The full run's comparison is one statement, so the cached values and the sums it
+compares come from one snapshot, which sees everything at or below H. On SQLite one writer
+runs at a time and ids are max(rowid) + 1, so the largest committed id is already safe (and a
+run's write transaction, BEGIN IMMEDIATE, sees the latest commit).
 
 Other areas append events with `record_event` (or any INSERT with the id drawn by the
 database) and never write `products.stock` themselves.
