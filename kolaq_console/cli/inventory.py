@@ -148,7 +148,7 @@ def low_stock_cmd(
     context_settings={"ignore_unknown_options": True},  # so DELTA may be negative: -3
 )
 def adjust_cmd(
-    sku: str = typer.Argument(..., help="Product SKU."),
+    sku: str = typer.Argument(..., metavar="SKU", help="Product SKU."),
     delta: str = typer.Argument(..., metavar="DELTA", help="Units to add (5) or remove (-3)."),
     reason: str | None = typer.Option(None, "--reason", help="Why (kept in the activity log)."),
     allow_negative: bool = typer.Option(
@@ -181,7 +181,7 @@ def adjust_cmd(
 
 @app.command("history")
 def history_cmd(
-    sku: str = typer.Argument(..., help="Product SKU."),
+    sku: str = typer.Argument(..., metavar="SKU", help="Product SKU."),
     limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many events and entries."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
