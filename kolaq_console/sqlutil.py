@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 
 @contextmanager
-def write_session(engine: Engine) -> Iterator[Session]:
+def write_session(engine: Engine, *, derived: bool = False) -> Iterator[Session]:
     """A unit of work that is going to write, committed on success.
 
     SQLite: the transaction starts with BEGIN IMMEDIATE, so it holds the database's write lock
@@ -25,12 +25,18 @@ def write_session(engine: Engine) -> Iterator[Session]:
     interleave (pysqlite would otherwise start a deferred transaction at the first write, after
     reads taken from an older snapshot). PostgreSQL: READ COMMITTED; writers that must not
     interleave lock the rows they read (`with_for_update(key_share=True)`).
+
+    `derived=True` is for work that can be recomputed, like the stock cache and a lease: on
+    PostgreSQL the commit does not wait for its WAL flush (synchronous_commit off for this
+    transaction only). A crash can lose such a transaction, never part of one.
     """
     with Session(engine, expire_on_commit=False) as session:
         try:
             conn = session.connection()
             if conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif derived:
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
             yield session
             session.commit()
         except BaseException:

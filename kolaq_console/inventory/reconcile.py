@@ -149,25 +149,29 @@ def _plan_full(engine: Engine, checkpoint: int, high_water: int) -> tuple[int, l
         .group_by(col(e.product_id))
         .subquery("pending")
     )
-    stmt = (
+    compared = (
         select(
-            p.id, p.sku, p.stock, p.stock_event_id, total,
-            func.coalesce(pending.c.fold, 0), func.coalesce(pending.c.later, 0),
-            func.coalesce(pending.c.n, 0),
+            col(p.id).label("id"), col(p.sku).label("sku"), col(p.stock).label("stock"),
+            col(p.stock_event_id).label("mark"), total.label("total"),
+            func.coalesce(pending.c.fold, 0).label("fold"),
+            func.coalesce(pending.c.later, 0).label("later"),
+            func.coalesce(pending.c.n, 0).label("n"),
         )
         .select_from(p)
         .outerjoin(pending, pending.c.product_id == col(p.id))
+        .subquery("compared")
     )
-    checked, changes = 0, []
+    c = compared.c
+    # Only the products to change leave the database (the sum for the others is computed
+    # and compared there).
+    stmt = select(compared).where(c.total - c.later != c.stock).order_by(c.id)
+    changes = []
     with engine.connect() as conn:
+        checked = int(conn.execute(select(func.count()).select_from(p)).scalar_one())
         for pid, sku, stock, mark, total_, fold, later, n in conn.execute(stmt):
-            checked += 1
-            new = total_ - later
-            if new != stock:
-                covered = total_ - fold - later  # what the cache should hold
-                changes.append(Change(pid, sku, stock, int(new), int(n), int(covered - stock),
-                                      mark))
-    changes.sort(key=lambda c: c.product_id)
+            covered = total_ - fold - later  # what the cache should hold
+            changes.append(Change(pid, sku, stock, int(total_ - later), int(n),
+                                  int(covered - stock), mark))
     return checked, changes
 
 
@@ -220,7 +224,7 @@ def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[
            checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
            started: float, progress: Progress) -> None:
     p = Product
-    with write_session(engine) as session:
+    with write_session(engine, derived=True) as session:
         lease.renew(session)  # fencing: a run that lost its lease cannot commit
         now = utcnow()
         conn = session.connection()  # Core executemany for the bulk writes
@@ -299,7 +303,7 @@ def _apply_incremental(engine: Engine, lease: Lease, result: ReconcileResult, ch
     products = Product.__table__  # type: ignore[attr-defined]
     activity_table = ActivityLog.__table__  # type: ignore[attr-defined]
     new_events = (rarely(col(e.id) > checkpoint), col(e.id) <= high_water)
-    with write_session(engine) as session:
+    with write_session(engine, derived=True) as session:
         lease.renew(session)  # fencing: a run that lost its lease cannot commit
         conn = session.connection()
         now = utcnow()
@@ -307,11 +311,13 @@ def _apply_incremental(engine: Engine, lease: Lease, result: ReconcileResult, ch
             touched = select(e.product_id).where(*new_events).distinct()
             conn.execute(select(p.id).where(col(p.id).in_(touched)).order_by(col(p.id))
                          .with_for_update(key_share=True))
+        # each event's product mark by primary key (a join would hash the whole products table)
+        mark = (select(p.stock_event_id).where(col(p.id) == col(e.product_id))
+                .correlate(e).scalar_subquery())  # type: ignore[arg-type]
         agg = (
             select(col(e.product_id).label("product_id"), func.sum(e.delta).label("delta"),
                    func.count().label("n"))
-            .join(p, col(p.id) == col(e.product_id))
-            .where(*new_events, col(e.id) > col(p.stock_event_id))
+            .where(*new_events, col(e.id) > mark)
             .group_by(col(e.product_id))
             .subquery("agg")
         )
@@ -359,7 +365,7 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
     report = progress or _noop
     started = time.perf_counter()
     lease = Lease(engine, LEASE_NAME, lease_ttl)
-    with write_session(engine) as session:
+    with write_session(engine, derived=True) as session:
         if not lease.acquire(session):
             raise lease.busy()
         previous = read_state(session)
@@ -392,7 +398,7 @@ def reconcile_product(engine: Engine, sku: str, *, actor: str = "system",
     started = time.perf_counter()
     high_water = safe_high_water_mark(engine)
     result = ReconcileResult(mode="product", checked=1)
-    with write_session(engine) as session:
+    with write_session(engine, derived=True) as session:
         product = session.exec(
             select(Product).where(col(Product.sku) == sku).with_for_update(key_share=True)
         ).first()
