@@ -10,6 +10,7 @@ from huey import crontab
 
 from kolaq_console import runtime
 from kolaq_console.emails import jobs as email_jobs
+from kolaq_console.inventory import jobs as inventory_jobs
 from kolaq_console.queue import make_huey, task_options
 
 settings = runtime.settings()
@@ -37,3 +38,39 @@ def send_email(row_id: int, task=None) -> str:
 def sweep_email_outbox() -> list[int]:
     """Every minute: re-enqueue outbox rows whose lease ran out (their job was lost)."""
     return email_jobs.sweep()
+
+
+# --- inventory -------------------------------------------------------------------------------
+# Crontabs are evaluated on the shop's clock ([shop] timezone), not Huey's UTC, and every
+# periodic run claims its slot in schedule_runs, so several consumers run each slot once.
+
+
+@huey.task(**_opts("inventory"))
+def reconcile_inventory(sku: str | None = None, full: bool = False) -> dict:
+    return inventory_jobs.reconcile_now(runtime.engine(), runtime.settings(), sku, full)
+
+
+@huey.periodic_task(inventory_jobs.schedule(settings, inventory_jobs.RECONCILE_JOB),
+                    **_opts("inventory"))
+def nightly_reconcile() -> None:
+    inventory_jobs.run_scheduled(runtime.engine(), runtime.settings(),
+                                 inventory_jobs.RECONCILE_JOB)
+
+
+@huey.periodic_task(inventory_jobs.schedule(settings, inventory_jobs.FULL_RECONCILE_JOB),
+                    **_opts("inventory"))
+def full_reconcile() -> None:
+    inventory_jobs.run_scheduled(runtime.engine(), runtime.settings(),
+                                 inventory_jobs.FULL_RECONCILE_JOB)
+
+
+@huey.periodic_task(inventory_jobs.schedule(settings, inventory_jobs.CHECK_JOB),
+                    **_opts("inventory"))
+def low_stock_check() -> None:
+    inventory_jobs.run_scheduled(runtime.engine(), runtime.settings(), inventory_jobs.CHECK_JOB)
+
+
+@huey.periodic_task(inventory_jobs.schedule(settings, "catch_up_cron"),
+                    **_opts("inventory", retry=False))
+def inventory_catch_up() -> None:
+    inventory_jobs.catch_up(runtime.engine(), runtime.settings())

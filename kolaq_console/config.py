@@ -151,6 +151,21 @@ class InventorySettings(Section):
     """When the low-stock check runs, in the shop's time zone."""
     full_reconcile_cron: str = "30 2 * * 0"
     """When the full (non-incremental) reconciliation runs, in the shop's time zone."""
+    catch_up_cron: str = "*/5 * * * *"
+    """How often consumers look for a schedule slot of today that no consumer ran (the shop was
+    down at 08:00, say) and run it once, and send low-stock follow-ups for products that fell
+    low after today's check."""
+    lock_ttl_seconds: float = Field(default=600.0, gt=0)
+    """Reconciliation lease: a run renews it as it goes; a crashed run's lock (and its claim on
+    a schedule slot) expires after this many seconds."""
+
+    @field_validator("reconcile_cron", "low_stock_cron", "full_reconcile_cron", "catch_up_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from kolaq_console.cron import parse_cron
+
+        parse_cron(value)  # CronError is a ValueError: reported with the setting's location
+        return value
 
 
 class JobsSettings(Section):

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from kolaq_console.models import (
     ActivityLog,
@@ -195,13 +195,21 @@ def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "de
             report("inventory events", min(start + 1000, len(events)), len(events))
         result.events = len(events)
 
-        # Fold the new events into stored stock, as a reconciliation would.
+        # Fold the new events into stored stock, as a reconciliation would: the cache covers
+        # each new product's events up to its last one (see Product.stock_event_id).
         totals: dict[int, int] = {}
         for e in events:
             totals[e["product_id"]] = totals.get(e["product_id"], 0) + e["delta"]
+        new_ids = [p.id for p in new_products]
+        last_event = dict(session.exec(
+            select(InventoryEvent.product_id, func.max(InventoryEvent.id))
+            .where(col(InventoryEvent.product_id).in_(new_ids))
+            .group_by(InventoryEvent.product_id)
+        ).all()) if new_ids else {}
         now = datetime.now(UTC)
         for p in new_products:
             p.stock = totals.get(p.id, 0)
+            p.stock_event_id = last_event.get(p.id, 0)
             p.last_reconciled_at = now
         if result.changed:
             session.add(ActivityLog(actor=actor, action="demo.load", entity="shop",

@@ -78,6 +78,9 @@ class Product(SQLModel, table=True):
     price_minor: int = Field(default=0, ge=0)
     currency: str = Field(default="NGN", max_length=3)
     stock: int = 0  # as of the last reconciliation; the event log is the truth
+    # The cache covers this product's events with id <= max(this, the global checkpoint):
+    # a one-product reconcile (an adjustment) folds past the checkpoint and records it here.
+    stock_event_id: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     low_stock_threshold: int | None = None  # None: the global default
     active: bool = Field(default=True, index=True)
     last_reconciled_at: datetime | None = ts()

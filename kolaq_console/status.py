@@ -12,7 +12,8 @@ from sqlmodel import Session, col, select
 
 from kolaq_console.config import Settings
 from kolaq_console.db import StorageUnavailable, ping
-from kolaq_console.models import EmailOutbox, FailedJob, FailedJobStatus, JobRun, Product
+from kolaq_console.inventory.lowstock import low_stock_products as inventory_low_stock
+from kolaq_console.models import EmailOutbox, FailedJob, FailedJobStatus, JobRun
 from kolaq_console.queue import LOGICAL_QUEUES, QueueDepth, ping_queue, queue_depths
 
 OPEN_FAILED = (FailedJobStatus.failed.value, FailedJobStatus.interrupted.value)
@@ -43,13 +44,9 @@ class Status:
 
 
 def low_stock_products(session: Session, default_threshold: int) -> list[dict[str, Any]]:
-    threshold = func.coalesce(Product.low_stock_threshold, default_threshold)
-    rows = session.exec(
-        select(Product.sku, Product.name, Product.stock, threshold)
-        .where(col(Product.active).is_(True), Product.stock <= threshold)
-        .order_by(Product.stock, Product.sku)
-    ).all()
-    return [{"sku": s, "name": n, "stock": st, "threshold": t} for s, n, st, t in rows]
+    """The inventory's low-stock query (true stock, per-product threshold else the default),
+    in the `status --json` shape."""
+    return [item.status_dict() for item in inventory_low_stock(session, default_threshold)]
 
 
 def outbox_counts(session: Session) -> dict[str, int]:

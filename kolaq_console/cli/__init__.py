@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from kolaq_console import runtime
-from kolaq_console.cli import db, demo, email, status, worker
+from kolaq_console.cli import db, demo, email, inventory, status, worker
 from kolaq_console.cli.common import err
 from kolaq_console.config import load_settings
 from kolaq_console.errors import KolaqError
@@ -48,6 +48,7 @@ def root(
 
 app.add_typer(db.app, name="db")
 app.add_typer(email.app, name="email")
+app.add_typer(inventory.app, name="inventory")
 app.command("demo")(demo.demo)
 app.command("status")(status.status)
 app.command("worker")(worker.worker)
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     # Typer handles usage errors itself (usage line, exit 2); ours are one line and exit 1.
     try:
         app(args=argv, prog_name="kolaq-console")
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise  # success returns normally, so in-process callers (tests) can go on
     except KolaqError as exc:
         err.print(f"kolaq-console: {exc}", markup=False)
         sys.exit(1)

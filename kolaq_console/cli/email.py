@@ -38,9 +38,16 @@ def _kind(kind: str) -> str:
 
 
 def _context(session: Session, kind: str) -> dict | None:
-    if kind == "low_stock":
-        return outbox.low_stock_context(session, runtime.settings())
-    return None
+    if kind != "low_stock":
+        return None
+    from kolaq_console.inventory.alert import email_context
+    from kolaq_console.inventory.lowstock import low_stock_products
+
+    settings = runtime.settings()
+    items = low_stock_products(session, settings.inventory.low_stock_threshold, with_sales=True)
+    if not items:
+        raise UserError("no product is at or below its low-stock threshold; nothing to send")
+    return email_context(items)
 
 
 @app.command("queue")

@@ -35,10 +35,8 @@ from kolaq_console.models import (
     Customer,
     EmailOutbox,
     EmailStatus,
-    InventoryEvent,
     Order,
     OrderLine,
-    Product,
     utcnow,
 )
 
@@ -244,6 +242,7 @@ def build_email(
             else validate_address(settings.email.admin_email, "admin", configured=True)
         )
         ctx["products"] = _low_stock_products(ctx.get("products"))
+        ctx["follow_up"] = bool(ctx.get("follow_up"))  # a later alert listing newcomers only
         today = utcnow().astimezone(settings.shop.zone).date().isoformat()
         ctx.setdefault("as_of", today)
         key = f"low_stock/{today}"
@@ -289,32 +288,6 @@ def build_email(
         order_id=order_id,
         broadcast_id=broadcast_id,
     )
-
-
-def low_stock_context(session: Session, settings: Settings) -> dict[str, Any]:
-    """The `low_stock` context from the database (products at or below their threshold, units
-    sold in the last 7 days, days of cover), for `email queue low_stock`. The inventory check
-    builds its own and passes it to `queue_email`."""
-    from kolaq_console.status import low_stock_products
-
-    products = low_stock_products(session, settings.inventory.low_stock_threshold)
-    if not products:
-        raise UserError("no product is at or below its low-stock threshold; nothing to send")
-    since = utcnow() - timedelta(days=7)
-    sold = dict(
-        session.exec(
-            select(Product.sku, -func.sum(InventoryEvent.delta))
-            .join(InventoryEvent, col(InventoryEvent.product_id) == col(Product.id))
-            .where(InventoryEvent.kind == "sale", col(InventoryEvent.created_at) >= since,
-                   col(Product.sku).in_([p["sku"] for p in products]))
-            .group_by(Product.sku)
-        ).all()
-    )
-    for p in products:
-        units = int(sold.get(p["sku"]) or 0)
-        p["units_sold_7d"] = units
-        p["days_of_cover"] = round(p["stock"] / (units / 7), 1) if units else None
-    return {"products": products}
 
 
 # --- queueing ----------------------------------------------------------------------------------

@@ -1,0 +1,156 @@
+"""Operator adjustments (append an event, never edit stock) and a product's history."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from kolaq_console.config import Settings
+from kolaq_console.errors import NotFound, UserError
+from kolaq_console.inventory.lowstock import AlertOutcome, follow_up
+from kolaq_console.inventory.reconcile import ReconcileResult, reconcile_product
+from kolaq_console.inventory.stock import record_event, true_stock
+from kolaq_console.models import ActivityLog, InventoryEvent, InventoryEventKind, Product
+from kolaq_console.sqlutil import write_session
+
+MAX_REASON = 500
+ACTION_ADJUST = "inventory.adjust"
+
+
+def unknown_sku(session: Session, sku: str) -> NotFound:
+    skus = list(session.exec(select(Product.sku)).all())
+    close = difflib.get_close_matches(sku, skus, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return NotFound(f"unknown SKU {sku!r}{hint}")
+
+
+def parse_delta(text: str) -> int:
+    """DELTA from the command line: a non-zero whole number such as 5, +5 or -3."""
+    if not re.fullmatch(r"[+-]?\d+", text.strip()):
+        raise UserError(f"DELTA must be a whole number such as 5 or -3, got {text!r}")
+    value = int(text)
+    if value == 0:
+        raise UserError("DELTA must not be zero: an adjustment of 0 changes nothing")
+    return value
+
+
+@dataclass
+class AdjustResult:
+    sku: str
+    delta: int
+    stock_before: int
+    stock_after: int
+    event_id: int
+    threshold: int
+    reconcile: ReconcileResult
+    alert: AlertOutcome | None = None
+
+    @property
+    def low(self) -> bool:
+        return self.stock_after <= self.threshold
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sku": self.sku, "delta": self.delta, "stock_before": self.stock_before,
+            "stock_after": self.stock_after, "event_id": self.event_id,
+            "threshold": self.threshold, "low": self.low,
+            "alert": self.alert.as_dict() if self.alert else None,
+        }
+
+
+def adjust(engine: Engine, settings: Settings, sku: str, delta: int, reason: str, *,
+           allow_negative: bool = False, actor: str | None = None,
+           now: datetime | None = None) -> AdjustResult:
+    """Append an adjustment event for `sku`, audit it, and bring the product's stored stock up
+    to date. Refuses (writing nothing) an unknown SKU, a zero or non-integer delta, an empty
+    reason, and a result below zero unless `allow_negative`."""
+    if isinstance(delta, bool) or not isinstance(delta, int):
+        raise UserError(f"DELTA must be a whole number, got {delta!r}")
+    if delta == 0:
+        raise UserError("DELTA must not be zero: an adjustment of 0 changes nothing")
+    reason = (reason or "").strip()
+    if not reason:
+        raise UserError("--reason is required: say why the stock changed")
+    if len(reason) > MAX_REASON:
+        raise UserError(f"--reason is {len(reason)} characters; at most {MAX_REASON}")
+    actor = actor or settings.operator()
+
+    with write_session(engine) as session:
+        # The row lock serialises adjustments of one product, so the check below holds.
+        product = session.exec(
+            select(Product).where(col(Product.sku) == sku).with_for_update(key_share=True)
+        ).first()
+        if product is None:
+            raise unknown_sku(session, sku)
+        assert product.id is not None
+        before = true_stock(session, product.id)
+        after = before + delta
+        if after < 0 and not allow_negative:
+            raise UserError(
+                f"{sku}: stock would go below zero ({before} {delta:+d} = {after}); "
+                "use --allow-negative to record it anyway"
+            )
+        event = record_event(session, product.id, delta, InventoryEventKind.adjustment.value,
+                             note=reason, actor=actor)
+        assert event.id is not None
+        session.add(ActivityLog(
+            actor=actor, action=ACTION_ADJUST, entity="product", entity_id=sku,
+            details={"delta": delta, "reason": reason, "event_id": event.id,
+                     "stock_before": before, "stock_after": after,
+                     "allow_negative": allow_negative},
+        ))
+        threshold = (product.low_stock_threshold if product.low_stock_threshold is not None
+                     else settings.inventory.low_stock_threshold)
+        active = product.active
+
+    # The event is committed: fold it into the stored stock now (a one-product reconcile).
+    rec = reconcile_product(engine, sku, actor=actor, trigger=f"adjust event {event.id}",
+                            summary=False)
+    result = AdjustResult(sku, delta, before, after, event.id, threshold, rec)
+    if active and result.low:
+        # Low-stock rules: before today's check it will be in the check's alert; after it, a
+        # follow-up lists it (once).
+        result.alert = follow_up(engine, settings, now=now, actor=actor)
+    return result
+
+
+def history(session: Session, sku: str, limit: int = 50) -> dict[str, Any]:
+    """The product, its latest events (newest first, with the stock after each) and the latest
+    activity-log entries about it."""
+    product = session.exec(select(Product).where(col(Product.sku) == sku)).first()
+    if product is None:
+        raise unknown_sku(session, sku)
+    assert product.id is not None
+    total = running = true_stock(session, product.id)
+    events = session.exec(
+        select(InventoryEvent)
+        .where(col(InventoryEvent.product_id) == product.id)
+        .order_by(col(InventoryEvent.id).desc())
+        .limit(limit)
+    ).all()
+    rows = []
+    for e in events:
+        rows.append({"id": e.id, "at": e.created_at, "kind": e.kind, "delta": e.delta,
+                     "stock_after": running, "actor": e.actor, "reference": e.reference,
+                     "note": e.note})
+        running -= e.delta
+    activity = session.exec(
+        select(ActivityLog)
+        .where(col(ActivityLog.entity) == "product", col(ActivityLog.entity_id) == sku)
+        .order_by(col(ActivityLog.id).desc())
+        .limit(limit)
+    ).all()
+    return {
+        "sku": product.sku, "name": product.name, "stock": total,
+        "stored_stock": product.stock, "threshold": product.low_stock_threshold,
+        "active": product.active, "last_reconciled_at": product.last_reconciled_at,
+        "events": rows,
+        "activity": [{"id": a.id, "at": a.created_at, "actor": a.actor, "action": a.action,
+                      "details": a.details} for a in activity],
+    }

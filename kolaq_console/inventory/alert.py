@@ -1,0 +1,73 @@
+"""The low-stock check's way into the email outbox (kind `low_stock`).
+
+`send_low_stock_alert` runs inside the check's transaction, so the alert's guard row and its
+outbox row commit together or not at all; the send job is enqueued only after that commit
+(a rolled-back check enqueues nothing; a crash between commit and enqueue leaves the row for
+the outbox sweeper).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import event
+from sqlmodel import Session
+
+from kolaq_console.config import Settings
+from kolaq_console.emails import enqueue_send, queue_email
+
+log = logging.getLogger(__name__)
+
+KIND = "low_stock"
+_PENDING = "kolaq.inventory.enqueue_after_commit"
+
+
+def email_context(products: Sequence[Any], *, follow_up: bool = False,
+                  as_of: str | None = None) -> dict[str, Any]:
+    """The `low_stock` email context for a list of LowStockItem (`as_of`: the shop's date)."""
+    return {
+        "follow_up": follow_up,
+        **({"as_of": as_of} if as_of else {}),
+        "products": [
+            {"sku": p.sku, "name": p.name, "stock": p.stock, "threshold": p.threshold,
+             "units_sold_7d": p.sold_7d, "days_of_cover": p.days_of_cover}
+            for p in products
+        ],
+    }
+
+
+def send_low_stock_alert(session: Session, settings: Settings, products: Sequence[Any],
+                         idempotency_key: str, *, follow_up: bool = False,
+                         as_of: str | None = None) -> int:
+    """Queue the alert email in the caller's transaction; returns the outbox row id."""
+    row = queue_email(
+        session, settings, KIND,
+        context=email_context(products, follow_up=follow_up, as_of=as_of),
+        idempotency_key=idempotency_key, commit=False, enqueue=False,
+    )
+    assert row.id is not None
+    _enqueue_after_commit(session, row.id)
+    return row.id
+
+
+def _enqueue_after_commit(session: Session, outbox_id: int) -> None:
+    pending = session.info.setdefault(_PENDING, [])
+    if not pending:
+        event.listen(session, "after_commit", _after_commit, once=True)
+        event.listen(session, "after_rollback", _after_rollback, once=True)
+    pending.append(outbox_id)
+
+
+def _after_commit(session: Session) -> None:
+    for outbox_id in session.info.pop(_PENDING, []):
+        try:
+            enqueue_send(outbox_id)
+        except Exception:  # the row is committed; the outbox sweeper will send it
+            log.exception("could not enqueue outbox row %s; the sweeper will pick it up",
+                          outbox_id)
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)

@@ -1,0 +1,429 @@
+"""Reconciliation: bring the stock cache in line with the event log, and audit every change.
+
+Three kinds of run (see stock.py for the cache's contract and the safe high-water mark H):
+
+- incremental (nightly): the events in (checkpoint, H], read by primary key (O(new events)),
+  summed per product and added to the cached stock of the products they touch; set-based
+  (INSERT ... SELECT for the audit entries, UPDATE ... FROM for the stock); checkpoint := H.
+- full (weekly, `--full`): every product's sum of all its events, in the same statement as the
+  cached values it is compared with, so it also finds drift no event explains (a stock edited
+  by hand, a bug); it folds new events like an incremental run and sets checkpoint := H.
+- one product (`--sku`, adjustments): the product's whole sum, with its row locked; records
+  how far it folded in products.stock_event_id. Needs no lease; it is safe next to bulk runs.
+
+Bulk runs take a lease (two never overlap) in a first short transaction, with the checkpoint
+and H. Everything else is written in one last transaction that renews the lease first (so a
+run whose lease lapsed and was taken over cannot commit: fencing), locks the product rows it
+changes, writes their stock, one activity entry per changed product, the checkpoint, a summary
+entry, and gives the lease back. The full run aggregates before that transaction, without
+locks, and re-checks each row it changes under the lock: a one-product run may have moved it
+meanwhile, and then that product is recomputed under the lock. A crash before the last commit
+changes nothing (the lease expires after its TTL); events inserted during a run are above H
+(left for the next run) or at or below it (counted exactly once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, case, func, insert, literal, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from kolaq_console.errors import NotFound
+from kolaq_console.inventory.lease import Lease
+from kolaq_console.inventory.stock import (
+    CHECKPOINT_KEY,
+    checkpoint_of,
+    high_water_mark,
+    read_state,
+    safe_high_water_mark,
+)
+from kolaq_console.models import (
+    ActivityLog,
+    InventoryEvent,
+    Product,
+    SystemState,
+    UTCDateTime,
+    utcnow,
+)
+from kolaq_console.sqlutil import insert_or_ignore, rarely, write_session
+
+LEASE_NAME = "inventory.reconcile"
+ACTION_PRODUCT = "inventory.reconcile"
+ACTION_RUN = "inventory.reconcile.run"
+BATCH = 500
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Change:
+    product_id: int
+    sku: str
+    old: int
+    new: int
+    folded_events: int = 0  # events newly covered by the cache
+    unexplained: int = 0  # part of the correction no event explains (full and one-product runs)
+    # what the plan saw; the write checks the row still holds these
+    seen_mark: int = 0
+
+    @property
+    def drift(self) -> int:
+        return self.new - self.old
+
+    def details(self, mode: str, trigger: str | None) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "old": self.old, "new": self.new, "drift": self.drift, "reason": "reconciliation",
+            "mode": mode, "folded_events": self.folded_events, "unexplained": self.unexplained,
+        }
+        if trigger:
+            d["trigger"] = trigger
+        return d
+
+
+@dataclass
+class ReconcileResult:
+    mode: str  # incremental | full | product
+    checked: int = 0
+    changed: int = 0
+    events_folded: int = 0
+    unexplained: int = 0  # products whose correction no event explains
+    checkpoint_from: int | None = None
+    checkpoint_to: int | None = None
+    duration_ms: int = 0
+    changes: list[Change] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "changes"}
+
+    def as_dict(self, limit: int | None = None) -> dict[str, Any]:
+        d = self.summary()
+        shown = self.changes if limit is None else self.changes[:limit]
+        d["changes"] = [
+            {"sku": c.sku, "old": c.old, "new": c.new, "drift": c.drift,
+             "folded_events": c.folded_events, "unexplained": c.unexplained}
+            for c in shown
+        ]
+        return d
+
+
+def _noop(_stage: str, _done: int, _total: int) -> None:
+    pass
+
+
+def _chunks(items: list[Change], size: int) -> Iterator[list[Change]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# --- planning (reads only, no locks) ---------------------------------------------------------
+
+
+def _plan_full(engine: Engine, checkpoint: int, high_water: int) -> tuple[int, list[Change]]:
+    """One statement, one snapshot: every product's cached value next to the sum of all its
+    events (an index-only range of ix_inventory_events_product_delta per product, which both
+    SQLite and PostgreSQL run about as fast as the bare GROUP BY over the whole index), and the
+    part of that sum the cache does not cover yet, split at H."""
+    e, p = InventoryEvent, Product
+    total = (
+        select(func.coalesce(func.sum(e.delta), 0))
+        .where(col(e.product_id) == col(p.id))
+        .correlate(p)  # type: ignore[arg-type]
+        .scalar_subquery()
+    )
+    above_h = col(e.id) > high_water
+    pending = (
+        select(
+            col(e.product_id).label("product_id"),
+            func.sum(case((above_h, 0), else_=col(e.delta))).label("fold"),
+            func.sum(case((above_h, col(e.delta)), else_=0)).label("later"),
+            func.count(case((above_h, None), else_=1)).label("n"),
+        )
+        .join(p, col(p.id) == col(e.product_id))
+        .where(rarely(col(e.id) > checkpoint), col(e.id) > col(p.stock_event_id))
+        .group_by(col(e.product_id))
+        .subquery("pending")
+    )
+    compared = (
+        select(
+            col(p.id).label("id"), col(p.sku).label("sku"), col(p.stock).label("stock"),
+            col(p.stock_event_id).label("mark"), total.label("total"),
+            func.coalesce(pending.c.fold, 0).label("fold"),
+            func.coalesce(pending.c.later, 0).label("later"),
+            func.coalesce(pending.c.n, 0).label("n"),
+        )
+        .select_from(p)
+        .outerjoin(pending, pending.c.product_id == col(p.id))
+        .subquery("compared")
+    )
+    c = compared.c
+    # Only the products to change leave the database (the sum for the others is computed
+    # and compared there).
+    stmt = select(compared).where(c.total - c.later != c.stock).order_by(c.id)
+    changes = []
+    with engine.connect() as conn:
+        checked = int(conn.execute(select(func.count()).select_from(p)).scalar_one())
+        for pid, sku, stock, mark, total_, fold, later, n in conn.execute(stmt):
+            covered = total_ - fold - later  # what the cache should hold
+            changes.append(Change(pid, sku, stock, int(total_ - later), int(n),
+                                  int(covered - stock), mark))
+    return checked, changes
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _fold_one(session: Session, product_id: int, stock: int, mark: int, checkpoint: int,
+              high_water: int) -> tuple[int, int, int, int]:
+    """Under the product's row lock: (new stock, new mark, events folded, unexplained)."""
+    covered_to = max(checkpoint, mark)
+    target = max(high_water, covered_to)
+    e = InventoryEvent
+    newer = col(e.id) > covered_to
+    total, fold, n = session.exec(
+        select(
+            func.coalesce(func.sum(e.delta), 0),
+            func.coalesce(func.sum(case((newer, col(e.delta)), else_=0)), 0),
+            func.count(case((newer, 1), else_=None)),
+        ).where(col(e.product_id) == product_id, col(e.id) <= target)
+    ).one()
+    total, fold, n = int(total), int(fold), int(n)
+    return total, target, n, (total - fold) - stock
+
+
+def _activity_rows(changes: Iterable[Change], actor: str, mode: str, trigger: str | None,
+                   now: datetime) -> list[dict[str, Any]]:
+    return [
+        {"actor": actor, "action": ACTION_PRODUCT, "entity": "product", "entity_id": c.sku,
+         "details": c.details(mode, trigger), "created_at": now}
+        for c in changes
+    ]
+
+
+def _write_state(session: Session, high_water: int, full: bool, now: datetime,
+                 previous: dict[str, Any] | None) -> None:
+    value = dict(previous or {})
+    value["event_id"] = high_water
+    value["at"] = now.isoformat()
+    if full:
+        value["full_at"] = now.isoformat()
+    if not insert_or_ignore(session, SystemState.__table__,  # type: ignore[arg-type]
+                            {"key": CHECKPOINT_KEY, "value": value, "updated_at": now}):
+        session.execute(
+            update(SystemState).where(col(SystemState.key) == CHECKPOINT_KEY)
+            .values(value=value, updated_at=now)
+        )
+
+
+def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[Change],
+           checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
+           started: float, progress: Progress) -> None:
+    p = Product
+    with write_session(engine, derived=True) as session:
+        lease.renew(session)  # fencing: a run that lost its lease cannot commit
+        now = utcnow()
+        conn = session.connection()  # Core executemany for the bulk writes
+        products = Product.__table__  # type: ignore[attr-defined]
+        activity_table = ActivityLog.__table__  # type: ignore[attr-defined]
+        set_stock = (update(products).where(products.c.id == bindparam("pid"))
+                     .values(stock=bindparam("new")))
+        applied: list[Change] = []
+        done = 0
+        for batch in _chunks(changes, BATCH):
+            ids = [c.product_id for c in batch]
+            current = {
+                pid: (stock, mark)
+                for pid, stock, mark in session.exec(
+                    select(p.id, p.stock, p.stock_event_id)
+                    .where(col(p.id).in_(ids))
+                    .order_by(col(p.id))
+                    .with_for_update(key_share=True)
+                )
+            }
+            for c in batch:
+                if c.product_id not in current:
+                    continue  # deleted meanwhile
+                stock, mark = current[c.product_id]
+                if (stock, mark) != (c.old, c.seen_mark):
+                    # a one-product reconcile moved it after the plan: recompute under the lock
+                    new, _mark, n, unexplained = _fold_one(
+                        session, c.product_id, stock, mark, checkpoint, high_water)
+                    c.old, c.new, c.folded_events, c.unexplained = stock, new, n, unexplained
+                if c.new != c.old:
+                    applied.append(c)
+            rows = [{"pid": c.product_id, "new": c.new} for c in batch if c.new != c.old]
+            if rows:
+                conn.execute(set_stock.values(last_reconciled_at=now, updated_at=now), rows)
+            done += len(batch)
+            progress("applying", done, len(changes))
+        if applied:
+            conn.execute(insert(activity_table),
+                         _activity_rows(applied, actor, result.mode, None, now))
+        _finish(session, lease, result, applied, checkpoint, high_water, previous, actor,
+                started, now)
+
+
+def _finish(session: Session, lease: Lease, result: ReconcileResult, applied: list[Change],
+            checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
+            started: float, now: datetime) -> None:
+    """Checkpoint := H, the run's summary entry and the lease's release, all in the run's
+    write transaction."""
+    lease.release(session)
+    _write_state(session, high_water, result.mode == "full", now, previous)
+    result.changes = applied
+    result.changed = len(applied)
+    result.events_folded = sum(c.folded_events for c in applied)
+    result.unexplained = sum(1 for c in applied if c.unexplained)
+    result.checkpoint_from, result.checkpoint_to = checkpoint, high_water
+    result.duration_ms = int((time.perf_counter() - started) * 1000)
+    session.add(ActivityLog(actor=actor, action=ACTION_RUN, entity="inventory",
+                            details=result.summary(), created_at=now))
+
+
+def _json_object(dialect: str, pairs: dict[str, Any]) -> Any:
+    args: list[Any] = []
+    for key, value in pairs.items():
+        args += [literal(key), value]
+    return (func.json_build_object if dialect == "postgresql" else func.json_object)(*args)
+
+
+def _apply_incremental(engine: Engine, lease: Lease, result: ReconcileResult, checkpoint: int,
+                       high_water: int, previous: dict[str, Any] | None, actor: str,
+                       started: float) -> None:
+    """Fold the events in (checkpoint, H] in one short write transaction, set-based: lock the
+    products they touch, aggregate them against each product's current mark, then write the
+    audit entries (INSERT ... SELECT) and the new stock (UPDATE ... FROM) in two statements.
+    O(new events); no Python work per event and little per product."""
+    e, p = InventoryEvent, Product
+    products = Product.__table__  # type: ignore[attr-defined]
+    activity_table = ActivityLog.__table__  # type: ignore[attr-defined]
+    new_events = (rarely(col(e.id) > checkpoint), col(e.id) <= high_water)
+    with write_session(engine, derived=True) as session:
+        lease.renew(session)  # fencing: a run that lost its lease cannot commit
+        conn = session.connection()
+        now = utcnow()
+        if conn.dialect.name == "postgresql":  # SQLite: BEGIN IMMEDIATE already excludes
+            touched = select(e.product_id).where(*new_events).distinct()
+            conn.execute(select(p.id).where(col(p.id).in_(touched)).order_by(col(p.id))
+                         .with_for_update(key_share=True))
+        # each event's product mark by primary key (a join would hash the whole products table)
+        mark = (select(p.stock_event_id).where(col(p.id) == col(e.product_id))
+                .correlate(e).scalar_subquery())  # type: ignore[arg-type]
+        agg = (
+            select(col(e.product_id).label("product_id"), func.sum(e.delta).label("delta"),
+                   func.count().label("n"))
+            .where(*new_events, col(e.id) > mark)
+            .group_by(col(e.product_id))
+            .subquery("agg")
+        )
+        rows = conn.execute(
+            select(products.c.id, products.c.sku, products.c.stock, agg.c.delta, agg.c.n)
+            .join(agg, agg.c.product_id == products.c.id)
+            .order_by(products.c.id)
+        ).all()
+        result.checked = len(rows)
+        applied = [Change(pid, sku, stock, stock + int(delta), int(n), 0, 0)
+                   for pid, sku, stock, delta, n in rows if delta]
+        if applied:
+            details = _json_object(conn.dialect.name, {
+                "old": products.c.stock, "new": products.c.stock + agg.c.delta,
+                "drift": agg.c.delta, "reason": literal("reconciliation"),
+                "mode": literal("incremental"), "folded_events": agg.c.n,
+                "unexplained": literal(0),
+            })
+            conn.execute(insert(activity_table).from_select(
+                ["actor", "action", "entity", "entity_id", "details", "created_at"],
+                select(literal(actor), literal(ACTION_PRODUCT), literal("product"),
+                       products.c.sku, details, literal(now, UTCDateTime()))
+                .join(agg, agg.c.product_id == products.c.id)
+                .where(agg.c.delta != 0)
+                .order_by(products.c.id),
+            ))
+            conn.execute(
+                update(products)
+                .where(products.c.id == agg.c.product_id, agg.c.delta != 0)
+                .values(stock=products.c.stock + agg.c.delta, last_reconciled_at=now,
+                        updated_at=now)
+            )
+        _finish(session, lease, result, applied, checkpoint, high_water, previous, actor,
+                started, now)
+
+
+def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
+              lease_ttl: float = 600.0, progress: Progress | None = None) -> ReconcileResult:
+    """Reconcile every product, incrementally or in full. Raises LeaseBusy when another bulk
+    run holds the lease and EventsBusy when a safe checkpoint cannot be taken yet (both are
+    worth retrying). The first run ever is a full one.
+
+    Two write transactions: one takes the lease, reads the checkpoint and takes the safe
+    high-water mark H; the last writes everything and gives the lease back."""
+    report = progress or _noop
+    started = time.perf_counter()
+    lease = Lease(engine, LEASE_NAME, lease_ttl)
+    with write_session(engine, derived=True) as session:
+        if not lease.acquire(session):
+            raise lease.busy()
+        previous = read_state(session)
+        high_water = high_water_mark(session)
+    try:
+        checkpoint = checkpoint_of(previous)
+        high_water = max(high_water, checkpoint)
+        if not (full or previous is None):
+            result = ReconcileResult(mode="incremental")
+            _apply_incremental(engine, lease, result, checkpoint, high_water, previous, actor,
+                               started)
+        else:
+            report("computing stock", 0, 0)
+            checked, changes = _plan_full(engine, checkpoint, high_water)
+            lease.renew()
+            result = ReconcileResult(mode="full", checked=checked)
+            report("applying", 0, len(changes))
+            _apply(engine, lease, result, changes, checkpoint, high_water, previous, actor,
+                   started, report)
+        lease.held = False  # released in the final transaction, which committed
+        return result
+    finally:
+        if lease.held:  # failed before that commit
+            lease.release()
+
+
+def reconcile_product(engine: Engine, sku: str, *, actor: str = "system",
+                      trigger: str | None = None, summary: bool = True) -> ReconcileResult:
+    """Bring one product's cache up to date with all its events (row-locked; no lease)."""
+    started = time.perf_counter()
+    high_water = safe_high_water_mark(engine)
+    result = ReconcileResult(mode="product", checked=1)
+    with write_session(engine, derived=True) as session:
+        product = session.exec(
+            select(Product).where(col(Product.sku) == sku).with_for_update(key_share=True)
+        ).first()
+        if product is None:
+            raise NotFound(f"unknown SKU {sku!r}")
+        assert product.id is not None
+        checkpoint = checkpoint_of(read_state(session))
+        new, mark, n, unexplained = _fold_one(session, product.id, product.stock,
+                                              product.stock_event_id, checkpoint, high_water)
+        now = utcnow()
+        change = Change(product.id, sku, product.stock, new, n, unexplained, mark)
+        values: dict[str, Any] = {"stock_event_id": mark}
+        if change.drift:
+            values.update(stock=new, last_reconciled_at=now, updated_at=now)
+            session.execute(insert(ActivityLog),
+                            _activity_rows([change], actor, "product", trigger, now))
+            result.changes = [change]
+            result.changed = 1
+            result.events_folded = n
+            result.unexplained = int(bool(unexplained))
+        session.execute(update(Product).where(col(Product.id) == product.id).values(**values))
+        result.checkpoint_from = max(checkpoint, product.stock_event_id)
+        result.checkpoint_to = mark
+        result.duration_ms = int((time.perf_counter() - started) * 1000)
+        if summary:
+            session.add(ActivityLog(actor=actor, action=ACTION_RUN, entity="product",
+                                    entity_id=sku, details=result.summary(), created_at=now))
+    return result

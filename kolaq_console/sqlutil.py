@@ -1,0 +1,89 @@
+"""Small SQL helpers that behave the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.types import NullType
+from sqlmodel import Session
+
+
+@contextmanager
+def write_session(engine: Engine, *, derived: bool = False) -> Iterator[Session]:
+    """A unit of work that is going to write, committed on success.
+
+    SQLite: the transaction starts with BEGIN IMMEDIATE, so it holds the database's write lock
+    from its first statement; every read inside it sees the latest commit and nothing can
+    interleave (pysqlite would otherwise start a deferred transaction at the first write, after
+    reads taken from an older snapshot). PostgreSQL: READ COMMITTED; writers that must not
+    interleave lock the rows they read (`with_for_update(key_share=True)`).
+
+    `derived=True` is for work that can be recomputed, like the stock cache and a lease: on
+    PostgreSQL the commit does not wait for its WAL flush (synchronous_commit off for this
+    transaction only). A crash can lose such a transaction, never part of one.
+    """
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            conn = session.connection()
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif derived:
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def insert_or_ignore(conn: Connection | Session, table: Table, values: Mapping[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING; True when the row was inserted.
+
+    Unlike catching IntegrityError, this leaves a PostgreSQL transaction usable.
+    """
+    dialect = (conn.get_bind() if isinstance(conn, Session) else conn).dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    key = next(iter(table.primary_key.columns))
+    # RETURNING rather than rowcount: psycopg reports -1 for a single-row INSERT here.
+    stmt = module.insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return conn.execute(stmt).first() is not None
+
+
+def is_postgres(bind: Engine | Connection | Session) -> bool:
+    if isinstance(bind, Session):
+        bind = bind.get_bind()
+    return bind.dialect.name == "postgresql"
+
+
+class rarely(ColumnElement[bool]):
+    """A WHERE term that few rows satisfy, such as `id > :checkpoint` on an append-only table.
+
+    SQLite's planner cannot tell how selective `id > ?` is and prefers scanning a covering
+    index over a primary-key range; `likelihood(term, 0.001)` tells it. PostgreSQL estimates
+    it from statistics, so the term is rendered as is there.
+    """
+
+    type = NullType()  # a Boolean type would make SQLite render "likelihood(...) = 1"
+    inherit_cache = True
+    _traverse_internals = [("clause", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, clause: ColumnElement[bool]) -> None:
+        self.clause = clause
+
+
+@compiles(rarely)
+def _rarely_default(element: rarely, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clause, **kw)
+
+
+@compiles(rarely, "sqlite")
+def _rarely_sqlite(element: rarely, compiler: Any, **kw: Any) -> str:
+    return f"likelihood({compiler.process(element.clause, **kw)}, 0.001)"
