@@ -26,6 +26,7 @@ from kolaq_console.ui.format import one_line
 from kolaq_console.ui.messages import EmbeddedWorkerSwitched
 from kolaq_console.ui.screens.base import KolaqScreen, LiveScreen
 from kolaq_console.ui.screens.emails import EmailsScreen
+from kolaq_console.ui.screens.inventory import InventoryScreen
 from kolaq_console.ui.screens.overview import OverviewScreen
 
 GLOBAL_KEYS = [
@@ -46,6 +47,7 @@ class KolaqConsole(App[None]):
     ENABLE_COMMAND_PALETTE = False
     MODES = {
         "overview": OverviewScreen,
+        "inventory": InventoryScreen,
         "emails": EmailsScreen,
     }
     DEFAULT_MODE = "overview"

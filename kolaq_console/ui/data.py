@@ -9,8 +9,12 @@ from typing import Any
 
 from huey.api import Huey
 from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
 
 from kolaq_console.config import Settings
+from kolaq_console.inventory.lowstock import low_stock_products
+from kolaq_console.inventory.stock import read_state
+from kolaq_console.models import ActivityLog, Product
 from kolaq_console.status import Status, collect
 
 
@@ -41,3 +45,63 @@ def collect_overview(settings: Settings, engine: Engine, huey: Huey, now: dateti
                      minutes: int = 30) -> Overview:
     """Status (an unreachable store is reported, not raised), throughput and workers."""
     return Overview(status=collect(settings, engine, huey), now=now, minutes=minutes)
+
+
+# --- inventory ---------------------------------------------------------------------------------
+
+ACTIVITY_LIMIT = 40
+ACTION_LABELS = {"inventory.reconcile": "reconcile", "inventory.reconcile.run": "run",
+                 "inventory.adjust": "adjust", "inventory.low_stock.alert": "alert"}
+
+
+@dataclass
+class InventoryView:
+    low: list[dict[str, Any]]  # sku, name, stock, threshold, sold_7d, days_of_cover, reconciled
+    activity: list[dict[str, Any]]  # at, actor, action, subject, summary
+    last_run_at: datetime | None = None
+    last_full_at: datetime | None = None
+
+
+def _activity_summary(action: str, details: dict[str, Any]) -> str:
+    d = details or {}
+    if action == "inventory.reconcile":
+        return f"{d.get('old')} → {d.get('new')} ({int(d.get('drift') or 0):+d}, {d.get('mode')})"
+    if action == "inventory.adjust":
+        return f"{int(d.get('delta') or 0):+d} → {d.get('stock_after')}: {d.get('reason', '')}"
+    if action == "inventory.reconcile.run":
+        return (f"{d.get('mode')} run: {d.get('checked', 0)} checked, "
+                f"{d.get('changed', 0)} changed")
+    if action == "inventory.low_stock.alert":
+        return f"alert for {len(d.get('skus') or [])} product(s)"
+    return ", ".join(f"{k} {v}" for k, v in list(d.items())[:3])
+
+
+def load_inventory(session: Session, settings: Settings, now: datetime) -> InventoryView:
+    """Low-stock products (the inventory's own query, with 7-day sales) and recent activity."""
+    items = low_stock_products(session, settings.inventory.low_stock_threshold,
+                               with_sales=True, now=now)
+    reconciled = dict(session.exec(
+        select(Product.id, Product.last_reconciled_at)
+        .where(col(Product.id).in_([i.product_id for i in items]))
+    ).all()) if items else {}
+    low = [{**item.as_dict(), "last_reconciled_at": reconciled.get(item.product_id)}
+           for item in items]
+    rows = session.exec(
+        select(ActivityLog)
+        .where(col(ActivityLog.action).startswith("inventory."))
+        .order_by(col(ActivityLog.id).desc())
+        .limit(ACTIVITY_LIMIT)
+    ).all()
+    activity = [
+        {"id": a.id, "at": a.created_at, "actor": a.actor,
+         "action": ACTION_LABELS.get(a.action, a.action.removeprefix("inventory.")),
+         "subject": a.entity_id if a.entity == "product" else a.entity,
+         "summary": _activity_summary(a.action, a.details)}
+        for a in rows
+    ]
+    state = read_state(session) or {}
+    return InventoryView(low, activity, _parse(state.get("at")), _parse(state.get("full_at")))
+
+
+def _parse(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
