@@ -127,8 +127,11 @@ class KolaqConsole(App[None]):
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused
         self.notify("Refresh paused (p resumes)" if self.paused else "Refresh resumed")
-        if not self.paused and isinstance(self.screen, LiveScreen):
-            self.screen.reload()
+        if isinstance(self.screen, LiveScreen):
+            if self.paused:
+                self.screen.stop_refresh()
+            else:
+                self.screen.reload()
 
     def action_toggle_worker(self) -> None:
         if self.read_only:

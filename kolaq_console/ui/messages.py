@@ -11,7 +11,7 @@ from typing import Any
 from textual.message import Message
 
 
-class EmbeddedWorkerSwitched(Message):
+class EmbeddedWorkerSwitched(Message, bubble=False):
     """The embedded Huey consumer was started (running=True) or stopped."""
 
     def __init__(self, running: bool) -> None:
@@ -19,7 +19,14 @@ class EmbeddedWorkerSwitched(Message):
         self.running = running
 
 
-class DataLoaded(Message):
+class ScreenMessage(Message, bubble=False):
+    """Posted by a screen's worker to that screen, handled there (it does not bubble up)."""
+
+    def __init_subclass__(cls, bubble: bool | None = False, **kwargs: Any) -> None:
+        super().__init_subclass__(bubble=bubble, **kwargs)  # Textual's default is True
+
+
+class DataLoaded(ScreenMessage):
     """A screen's data was read; `query` is what it was read for (stale answers are dropped)."""
 
     def __init__(self, data: Any, query: Any = None) -> None:
@@ -40,7 +47,7 @@ class EmailLoaded(DataLoaded):
     """One outbox row in full, for the detail view."""
 
 
-class EmailResent(Message):
+class EmailResent(ScreenMessage):
     """An operator's "send again" stored a new outbox row and enqueued it."""
 
     def __init__(self, original_id: int, new_id: int, to: str) -> None:
@@ -58,7 +65,7 @@ class FailedJobLoaded(DataLoaded):
     """One failed-job entry in full (arguments redacted), for the detail view."""
 
 
-class BulkTargetsSelected(Message):
+class BulkTargetsSelected(ScreenMessage):
     """The exact entries a bulk action would touch, counted before the operator confirms."""
 
     def __init__(self, action: str, ids: list[int], query: Any = None) -> None:
@@ -68,7 +75,7 @@ class BulkTargetsSelected(Message):
         self.query = query
 
 
-class JobsRetried(Message):
+class JobsRetried(ScreenMessage):
     """Entries were re-enqueued (`retried`), some perhaps skipped with a reason."""
 
     def __init__(self, retried: list[tuple[int, str]], skipped: list[tuple[int, str]]) -> None:
@@ -77,7 +84,7 @@ class JobsRetried(Message):
         self.skipped = skipped
 
 
-class JobsDiscarded(Message):
+class JobsDiscarded(ScreenMessage):
     """Entries were closed without running again."""
 
     def __init__(self, count: int, requested: int) -> None:
@@ -90,7 +97,7 @@ class InventoryLoaded(DataLoaded):
     """Low-stock products and the recent inventory activity."""
 
 
-class InventoryReconciled(Message):
+class InventoryReconciled(ScreenMessage):
     """A reconciliation finished; `summary` is one line for the operator."""
 
     def __init__(self, summary: str) -> None:

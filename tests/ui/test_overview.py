@@ -1,22 +1,17 @@
-"""The console overview, driven by Textual's Pilot, and its snapshot at 80x24."""
+"""The console's frame and overview, driven by Textual's Pilot: live data, pause, the
+embedded worker, read-only, help and screen keys."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from conftest import settle
 from textual.widgets import DataTable, Static
 
-from kolaq_console.demo import load_demo
-from kolaq_console.queue import make_huey
-from kolaq_console.ui.app import StatusCollected, make_app
-
-SNAPSHOT_APP = Path(__file__).parent / "snapshot_app.py"
+from kolaq_console.ui.messages import OverviewCollected
+from kolaq_console.ui.screens.emails import EmailsScreen
+from kolaq_console.ui.screens.overview import OverviewScreen
 
 
-async def test_overview_shows_queue_depths_and_low_stock(sqlite_engine, settings):
-    load_demo(sqlite_engine)
-    huey = make_huey(settings)
-
+async def test_overview_shows_queue_depths_outbox_and_low_stock(shop, console, huey):
     @huey.task(priority=200)
     def send(x):
         pass
@@ -24,44 +19,75 @@ async def test_overview_shows_queue_depths_and_low_stock(sqlite_engine, settings
     send(1)
     send(2)
     messages: list = []
-    app = make_app(settings, huey=huey)
+    app = console()
     async with app.run_test(size=(100, 30), message_hook=messages.append) as pilot:
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert any(isinstance(m, StatusCollected) for m in messages)
-        queues = app.query_one("#queues", DataTable)
+        await settle(pilot)
+        [collected, *_] = [m for m in messages if isinstance(m, OverviewCollected)]
+        assert collected.data.status.storage == {"database": "ok", "queue": "ok"}
+        queues = app.screen.query_one("#queues", DataTable)
         rows = {queues.get_row_at(i)[0]: queues.get_row_at(i) for i in range(queues.row_count)}
-        assert rows["emails"][1] == "2"
-        low = app.query_one("#low-stock", DataTable)
-        assert low.row_count >= 3
-        summary = str(app.query_one("#summary", Static).render())
-        assert "Database      ok" in summary
-    huey.flush()
+        assert rows["emails"][1].strip() == "2"
+        attention = str(app.screen.query_one("#ov-attention", Static).render())
+        assert "3 sent" in attention and "1 failed" in attention
+        assert "Low stock" in attention
 
 
-async def test_read_only_console_refuses_to_start_the_worker(sqlite_engine, settings):
-    app = make_app(settings, huey=make_huey(settings), read_only=True)
+async def test_pause_stops_the_refresh_and_resume_restarts_it(shop, console):
+    app = console()
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, OverviewScreen)
+        assert screen._timer is not None  # the next poll is scheduled
+        await pilot.press("p")
+        await settle(pilot)
+        assert app.paused and screen._timer is None
+        await pilot.press("p")
+        await settle(pilot)
+        assert not app.paused and screen._timer is not None
+
+
+async def test_a_dialog_on_top_freezes_the_refresh_of_the_screen_below(shop, console):
+    app = console()
+    async with app.run_test() as pilot:
+        await settle(pilot)
+        screen = app.screen
+        await pilot.press("question_mark")
+        await settle(pilot)
+        assert app.screen is not screen and screen._timer is None
+        await pilot.press("escape")
+        await settle(pilot)
+        assert app.screen is screen and screen._timer is not None
+
+
+async def test_number_keys_switch_screens(shop, console):
+    app = console()
+    async with app.run_test() as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        assert isinstance(app.screen, EmailsScreen)
+        await pilot.press("1")
+        await settle(pilot)
+        assert isinstance(app.screen, OverviewScreen)
+
+
+async def test_read_only_console_refuses_to_start_the_worker(sqlite_engine, console):
+    app = console(read_only=True)
     async with app.run_test() as pilot:
         await pilot.press("w")
-        await pilot.pause()
-        assert not app.worker.running
+        await settle(pilot)
+        assert not app.embedded.running
+        app.action_toggle_worker()  # even when asked directly (not through the hidden key)
+        await settle(pilot)
+        assert not app.embedded.running
 
 
-async def test_embedded_worker_starts_and_stops_from_the_keyboard(sqlite_engine, settings):
-    app = make_app(settings, huey=make_huey(settings))
+async def test_embedded_worker_starts_and_stops_from_the_keyboard(sqlite_engine, console):
+    app = console()
     async with app.run_test() as pilot:
         await pilot.press("w")
-        await app.workers.wait_for_complete()
-        assert app.worker.running
+        await settle(pilot)
+        assert app.embedded.running and app.worker_running
         await pilot.press("w")
-        await app.workers.wait_for_complete()
-        assert not app.worker.running
-
-
-async def _data_loaded(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-def test_overview_snapshot_80x24(snap_compare):
-    assert snap_compare(str(SNAPSHOT_APP), terminal_size=(80, 24), run_before=_data_loaded)
+        await settle(pilot)
+        assert not app.embedded.running and not app.worker_running

@@ -78,16 +78,17 @@ class LiveScreen(KolaqScreen):
 
     def reload(self) -> None:
         """Read the data again now (and go on polling from there)."""
-        self._cancel_timer()
+        self.stop_refresh()
         self.load()
 
     def on_screen_resume(self) -> None:
         self.reload()
 
     def on_screen_suspend(self) -> None:
-        self._cancel_timer()
+        self.stop_refresh()
 
-    def _cancel_timer(self) -> None:
+    def stop_refresh(self) -> None:
+        """No next poll (one already running still shows its answer)."""
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
@@ -97,7 +98,7 @@ class LiveScreen(KolaqScreen):
                    for w in self.app.workers)
 
     def _schedule(self) -> None:
-        self._cancel_timer()
+        self.stop_refresh()
         if not self.PERIODIC or self.console.paused or not self.is_active:
             return
         if self._poll_running():

@@ -1,0 +1,62 @@
+"""Fixed data for console tests and snapshots: the demo shop plus outbox rows with set
+statuses and times. Times are relative to NOW, the frozen clock the console is given."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from kolaq_console.config import Settings
+from kolaq_console.demo import load_demo
+from kolaq_console.emails.outbox import queue
+from kolaq_console.models import EmailOutbox, Product
+
+NOW = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
+
+
+def clock() -> datetime:
+    return NOW
+
+
+# (order number, status, attempts, last error, provider id, minutes before NOW)
+EMAILS = [
+    ("KB-10002", "sent", 1, None, "msg-0001-test", 95),
+    ("KB-10003", "sent", 1, None, "msg-0002-test", 80),
+    ("KB-10004", "failed", 4, "422 validation_error: invalid `to` address", None, 61),
+    ("KB-10005", "sent", 2, None, "msg-0003-test", 40),
+    ("KB-10010", "sending", 1, None, None, 3),
+    ("KB-10011", "queued", 0, None, None, 1),
+]
+
+
+def seed_shop(engine: Engine) -> None:
+    """The demo shop, with its reconciliation time fixed."""
+    load_demo(engine)
+    with Session(engine) as session:
+        session.execute(update(Product).values(last_reconciled_at=NOW - timedelta(hours=9)))
+        session.commit()
+
+
+def seed_emails(engine: Engine, settings: Settings) -> list[int]:
+    """Order confirmations in every status (not enqueued); their ids, oldest first."""
+    ids = []
+    with Session(engine) as session:
+        for number, status, attempts, error, provider_id, minutes in EMAILS:
+            row = queue(session, settings, "order_confirmation", order_number=number,
+                        enqueue=False).row
+            at = NOW - timedelta(minutes=minutes)
+            session.execute(
+                update(EmailOutbox).where(EmailOutbox.id == row.id).values(
+                    status=status, attempts=attempts, last_error=error,
+                    provider_message_id=provider_id, created_at=at,
+                    updated_at=at + timedelta(seconds=30 * attempts),
+                    sent_at=at + timedelta(seconds=30) if status == "sent" else None,
+                    lease_until=NOW + timedelta(hours=1),
+                )
+            )
+            ids.append(row.id)
+        session.commit()
+    return ids
