@@ -30,13 +30,13 @@ from kolaq_console.ui.screens.inventory import InventoryScreen
 from kolaq_console.ui.screens.overview import OverviewScreen
 
 GLOBAL_KEYS = [
-    ("1-4", "switch screen: overview, failed jobs, inventory, emails"),
+    ("1-4", "overview, failed jobs, inventory, emails"),
     ("?", "this help"),
-    ("/", "filter the list (Esc clears)"),
-    ("Esc", "back / close"),
+    ("/", "filter the list (Esc clears it)"),
+    ("Esc", "back, close, clear"),
     ("p", "pause or resume the live refresh"),
     ("w", "start or stop the embedded worker"),
-    ("q", "quit (the embedded worker finishes its running jobs first)"),
+    ("q", "quit (running jobs finish first)"),
 ]
 WRITE_ACTIONS = frozenset({"toggle_worker"})
 

@@ -1,4 +1,5 @@
-"""A console on fixed demo data for snapshot tests (run by pytest-textual-snapshot)."""
+"""The console on fixed demo data for snapshot tests (run by pytest-textual-snapshot):
+seeded shop and outbox, a frozen clock, a slow refresh, no clock in any header."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from seed import clock, seed_emails, seed_shop
+
 from kolaq_console.config import load_settings
 from kolaq_console.db import make_engine
-from kolaq_console.demo import load_demo
+from kolaq_console.queue import make_huey
 from kolaq_console.schema import upgrade
 from kolaq_console.ui.app import make_app
 
@@ -17,16 +20,17 @@ env = {
     **os.environ,
     "KOLAQ_DATABASE__URL": f"sqlite:///{folder / 'kolaq.db'}",
     "KOLAQ_QUEUE__SQLITE_PATH": str(folder / "queue.db"),
+    "KOLAQ_QUEUE__NAME": "kolaq-snapshot",
     "KOLAQ_CONSOLE__REFRESH_SECONDS": "60",
 }
 settings = load_settings(environ=env)
 engine = make_engine(settings.database.url)
 upgrade(engine)
-load_demo(engine)
+seed_shop(engine)
+seed_emails(engine, settings)
+engine.dispose()
 
-from kolaq_console.queue import make_huey  # noqa: E402
-
-app = make_app(settings, huey=make_huey(settings))
+app = make_app(settings, huey=make_huey(settings), clock=clock)
 
 if __name__ == "__main__":
     app.run()

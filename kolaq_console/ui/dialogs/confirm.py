@@ -14,6 +14,7 @@ from textual.widgets import Button, Static
 class ConfirmDialog(ModalScreen[bool]):
     """Dismisses with True (Enter or `y` on the confirm button) or False (Esc or `n`)."""
 
+    AUTO_FOCUS = "#confirm"
     BINDINGS = [
         Binding("escape,n", "dismiss(False)", "Cancel"),
         Binding("y", "dismiss(True)", "Confirm"),
@@ -33,9 +34,6 @@ class ConfirmDialog(ModalScreen[bool]):
                 yield Button(f"{self.confirm_label} (y)", id="confirm", variant="error",
                              compact=True)
                 yield Button("Cancel (n)", id="cancel", compact=True)
-
-    def on_mount(self) -> None:
-        self.query_one("#confirm", Button).focus()
 
     @on(Button.Pressed, "#confirm")
     def _confirmed(self) -> None:

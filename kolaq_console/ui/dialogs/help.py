@@ -24,8 +24,7 @@ class HelpDialog(ModalScreen[None]):
             for heading, keys in self.sections:
                 if not keys:
                     continue
-                lines.append(f"[b]{heading}[/]")
-                lines.extend(f"  [b $accent]{key:<9}[/] {text}" for key, text in keys)
-                lines.append("")
+                lines.append(f"[b $text-accent]{heading}[/]")
+                lines.extend(f"  [b $accent]{key:<7}[/] {text}" for key, text in keys)
             lines.append("[dim]Esc closes this help.[/]")
             yield Static("\n".join(lines), id="help-keys")

@@ -29,7 +29,7 @@ KIND_LABELS = {
     "low_stock": "low stock",
 }
 COLUMNS = (
-    Col("#", 4, right=True), Col("status", 9), Col("kind", 9), Col("to", 16, flex=2),
+    Col("#", 4, right=True), Col("status", 9), Col("kind", 9, hide_below=90), Col("to", 16, flex=2),
     Col("subject", 16, flex=3), Col("tries", 5, right=True, hide_below=100),
     Col("updated", 11, hide_below=90),
 )

@@ -14,6 +14,9 @@ from kolaq_console.ui.format import ago
 from kolaq_console.ui.messages import OverviewCollected
 from kolaq_console.ui.screens.base import POLL, LiveScreen
 
+NO_WORKERS = ("No worker has reported yet. Start one with `kolaq-console worker`,\n"
+              "or press w to run the embedded worker in this console.")
+
 
 def _panel(widget_id: str, title: str) -> Vertical:
     box = Vertical(id=widget_id, classes="panel")
@@ -45,6 +48,7 @@ class OverviewScreen(LiveScreen):
                 yield Static(id="ov-attention")
         with _panel("ov-workers", "Workers"):
             yield DataTable(id="workers", cursor_type="none", zebra_stripes=True)
+            yield Static(NO_WORKERS, id="workers-empty")
         yield from self.compose_chrome_bottom()
 
     def on_mount(self) -> None:
@@ -76,11 +80,12 @@ class OverviewScreen(LiveScreen):
                 queues.add_row(name, *(f"{n:>7}" for n in (d.pending, d.scheduled, d.in_flight)))
             self.query_one("#ov-health", Static).update(self._health(data))
             self.query_one("#ov-rates", Static).update(self._rates(data))
-            self.query_one("#ov-spark", Sparkline).data = [
-                float(c + f) for c, f in zip(data.completed, data.failed, strict=False)
-            ] or [0.0]
+            runs = [float(c + f) for c, f in zip(data.completed, data.failed, strict=False)]
+            self.query_one("#ov-spark", Sparkline).data = runs if any(runs) else []
             self.query_one("#ov-attention", Static).update(self._attention(data))
             workers = self.query_one("#workers", DataTable)
+            workers.display = bool(data.workers)
+            self.query_one("#workers-empty", Static).display = not data.workers
             workers.clear()
             for w in data.workers:
                 workers.add_row(w["name"], w["state"], str(w["threads"]),
@@ -107,18 +112,20 @@ class OverviewScreen(LiveScreen):
         rate = data.error_rate
         shown = "-" if rate is None else f"{rate:.1%}"
         per_min = data.total_completed / data.minutes if data.minutes else 0
-        return (f"done {data.total_completed} · failed {data.total_failed} · "
-                f"errors {shown} · {per_min:.1f}/min")
+        failed = (f"[b $error]{data.total_failed}[/]" if data.total_failed
+                  else str(data.total_failed))
+        return (f"{data.total_completed} done · {failed} failed\n"
+                f"errors {shown} · {per_min:.1f} jobs/min")
 
     def _attention(self, data: Overview) -> str:
         s = data.status
         failed = f"[b $error]{s.failed_jobs}[/]" if s.failed_jobs else "0"
         out = s.outbox
         low = f"[b $warning]{len(s.low_stock)}[/]" if s.low_stock else "0"
+        out_failed = f"[b $error]{out['failed']}[/]" if out["failed"] else "0"
         return (
-            f"Failed jobs  {failed}  [dim](2)[/]\n"
-            f"Outbox       {out['queued']} queued · {out['sent']} sent · "
-            f"{out['failed']} failed  [dim](4)[/]\n"
-            f"Low stock    {low} {'product' if len(s.low_stock) == 1 else 'products'}"
-            "  [dim](3)[/]"
+            f"Failed jobs  {failed} open\n"
+            f"Low stock    {low} {'product' if len(s.low_stock) == 1 else 'products'}\n"
+            f"Outbox       {out['queued']} queued · {out_failed} failed\n"
+            f"             {out['sent']} sent"
         )

@@ -1,0 +1,105 @@
+"""One failed-job entry: task, queue, arguments (redacted), error, traceback, attempts, times."""
+
+from __future__ import annotations
+
+import json
+
+from sqlmodel import Session
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.markup import escape
+from textual.widgets import Static
+
+from kolaq_console.jobs import failed as ledger
+from kolaq_console.ui.format import when_full
+from kolaq_console.ui.messages import FailedJobLoaded
+from kolaq_console.ui.screens.base import POLL
+from kolaq_console.ui.screens.failed_jobs import JobScreenBase
+
+OPEN = ("failed", "interrupted")
+
+
+def pretty(value: object) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+class JobDetailScreen(JobScreenBase):
+    TITLE_TEXT = "Failed job"
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("r", "retry", "Retry"),
+        Binding("d", "discard", "Discard"),
+    ]
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.job: ledger.FailedJobDetail | None = None
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_chrome_top()
+        with VerticalScroll(id="detail"):
+            yield Static(f"Failed job #{self.job_id}", id="detail-fields")
+            yield Static("Arguments", classes="caption section")
+            yield Static(id="detail-args", classes="code", markup=False)
+            yield Static("Traceback", classes="caption section")
+            yield Static(id="detail-traceback", classes="code", markup=False)
+        yield from self.compose_chrome_bottom()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group=POLL, description="Failed job")
+    def load(self) -> None:
+        with Session(self.console.engine) as session:
+            self.post_message(FailedJobLoaded(ledger.get_failed(session, self.job_id)))
+
+    @on(FailedJobLoaded)
+    def show_job(self, event: FailedJobLoaded) -> None:
+        if not self.accepts():
+            return
+        job: ledger.FailedJobDetail = event.data
+        self.job = job
+        zone = self.console.settings.shop.zone
+        fields = [
+            ("Task", job.task_name), ("Queue", job.queue), ("Status", job.status),
+            ("Error", f"{job.error_type}: {job.error_message}".strip(": ")),
+            ("Attempts", str(job.attempts)),
+            ("First try", when_full(job.first_attempt_at, zone)),
+            ("Last try", when_full(job.last_attempt_at, zone)),
+            ("Worker", f"{job.worker_host or '-'} pid {job.worker_pid or '-'}"),
+            ("Job id", job.task_id),
+        ]
+        if job.retried_as:
+            fields.append(("Retried as", job.retried_as))
+        if job.resolved_by:
+            fields.append(("Closed by", f"{job.resolved_by}, "
+                                        f"{when_full(job.resolved_at, zone)}"))
+        text = "\n".join(f"[b]{name:<11}[/] {escape(value)}" for name, value in fields)
+        call = {"args": job.args, "kwargs": job.kwargs} if job.kwargs else job.args
+        with self.app.batch_update():
+            self.query_one("#detail-fields", Static).update(
+                f"[b]Failed job #{job.id}[/]\n{text}")
+            self.query_one("#detail-args", Static).update(pretty(call))
+            self.query_one("#detail-traceback", Static).update(
+                job.traceback or "(no traceback recorded)")
+
+    def _about(self) -> tuple[list[int], str]:
+        job = self.job
+        if job is None or job.status not in OPEN:
+            if job is not None:
+                self.notify(f"Failed job #{job.id} is already {job.status}", severity="warning")
+            return [], ""
+        return [job.id], f"#{job.id} {job.task_name} ({job.queue})"
+
+    def action_retry(self) -> None:
+        ids, what = self._about()
+        if ids:
+            self.act("retry", ids, what, confirm=False)
+
+    def action_discard(self) -> None:
+        ids, what = self._about()
+        if ids:
+            self.act("discard", ids, what)
+
+    def after_action(self) -> None:
+        self.app.pop_screen()

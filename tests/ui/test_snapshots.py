@@ -1,0 +1,53 @@
+"""Snapshots of every screen on fixed data, at 80x24 and wider. Review the report
+(`pytest --snapshot-report`) and the screen in a real terminal before `--snapshot-update`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import settle
+
+APP = str(Path(__file__).parent / "snapshot_app.py")
+SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+
+
+def keys(*presses: str):
+    """run_before: press these keys, waiting for the workers each one starts."""
+
+    async def run(pilot) -> None:
+        await settle(pilot)
+        for key in presses:
+            await pilot.press(key)
+            await settle(pilot)
+
+    return run
+
+
+@SIZES
+def test_overview(snap_compare, size):
+    assert snap_compare(APP, terminal_size=size, run_before=keys())
+
+
+@SIZES
+def test_inventory(snap_compare, size):
+    assert snap_compare(APP, terminal_size=size, run_before=keys("3"))
+
+
+@SIZES
+def test_emails(snap_compare, size):
+    assert snap_compare(APP, terminal_size=size, run_before=keys("4"))
+
+
+def test_email_detail(snap_compare):
+    # the failed one: the status filter cycles all -> queued -> sending -> sent -> failed
+    assert snap_compare(APP, terminal_size=(80, 24),
+                        run_before=keys("4", "f", "f", "f", "f", "enter"))
+
+
+def test_resend_confirmation(snap_compare):
+    assert snap_compare(APP, terminal_size=(80, 24), run_before=keys("4", "s"))
+
+
+def test_help(snap_compare):
+    assert snap_compare(APP, terminal_size=(80, 24), run_before=keys("question_mark"))
