@@ -17,7 +17,7 @@ from kolaq_console.ui.screens.base import ACTIVE
 @pytest.fixture
 def shop(sqlite_engine, settings):
     """The demo shop and seeded outbox rows; the ids of those rows."""
-    seed_shop(sqlite_engine)
+    seed_shop(sqlite_engine, settings)
     return seed_emails(sqlite_engine, settings)
 
 

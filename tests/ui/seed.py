@@ -7,12 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from kolaq_console.config import Settings
 from kolaq_console.demo import load_demo
 from kolaq_console.emails.outbox import queue
-from kolaq_console.models import EmailOutbox, Product
+from kolaq_console.inventory.adjust import adjust
+from kolaq_console.inventory.reconcile import reconcile
+from kolaq_console.inventory.stock import CHECKPOINT_KEY
+from kolaq_console.models import ActivityLog, EmailOutbox, Product, SystemState
 
 NOW = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
 
@@ -32,11 +35,29 @@ EMAILS = [
 ]
 
 
-def seed_shop(engine: Engine) -> None:
-    """The demo shop, with its reconciliation time fixed."""
+def seed_shop(engine: Engine, settings: Settings) -> None:
+    """The demo shop, the nightly reconciliation (02:00 in Lagos) and two adjustments, with
+    every time fixed."""
     load_demo(engine)
+    nightly = NOW - timedelta(hours=10)
+    reconcile(engine, actor="scheduler")
+    adjust(engine, settings, "KB-BAR-SPOON", 3, "found a box in the back room", actor="ada")
+    adjust(engine, settings, "KB-ORNG-375", -2, "two bottles broken in transit", actor="ada")
     with Session(engine) as session:
-        session.execute(update(Product).values(last_reconciled_at=NOW - timedelta(hours=9)))
+        session.execute(update(Product).values(last_reconciled_at=nightly))
+        session.flush()
+        entries = session.exec(
+            select(ActivityLog).where(col(ActivityLog.action).startswith("inventory."))
+            .order_by(col(ActivityLog.id))
+        ).all()
+        for n, entry in enumerate(entries):  # the run at 02:00, the rest this morning
+            entry.created_at = nightly if n == 0 else NOW - timedelta(minutes=50 - 5 * n)
+            if entry.action == "inventory.reconcile":
+                session.execute(update(Product).where(col(Product.sku) == entry.entity_id)
+                                .values(last_reconciled_at=entry.created_at))
+        state = session.get(SystemState, CHECKPOINT_KEY)
+        assert state is not None
+        state.value = {**state.value, "at": nightly.isoformat(), "full_at": nightly.isoformat()}
         session.commit()
 
 

@@ -26,7 +26,7 @@ env = {
 settings = load_settings(environ=env)
 engine = make_engine(settings.database.url)
 upgrade(engine)
-seed_shop(engine)
+seed_shop(engine, settings)
 seed_emails(engine, settings)
 engine.dispose()
 
