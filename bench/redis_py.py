@@ -5,9 +5,11 @@
     python3 bench/redis_py.py --versions 5.3.1,8.1.0 --hiredis --json /tmp/out.json
 
 One venv per redis-py release (cached under /tmp/kolaq-bench-venvs/, reused when its
-stamp file is present), each with huey==3.5.* and that redis-py only. For every round the
-script runs each venv's Python once, in a rotated order (round r starts at version r), so
-drift of the machine spreads over all versions instead of landing on one.
+stamp file is present), each with huey==3.5.* and that redis-py only; a "+resp2" suffix on a
+version runs it with protocol=2 (redis-py 8 speaks RESP3 by default). One long-lived measuring
+process per version is started and warmed before the first round; each round then asks every
+process in turn, in a rotated order (round r starts at version r), so drift of the machine
+spreads over all versions instead of landing on one.
 
 Inside a venv the measurement, for PriorityRedisHuey and for RedisHuey, configured like
 kolaq_console.queue.make_huey (results=False, utc=True, SignedSerializer,
@@ -21,8 +23,10 @@ store_intermediate_errors=False; priorities in the three logical bands):
 
 Each phase is preceded by an untimed warm-up (connections open, code paths hot). Redis is
 127.0.0.1:6379 db 10, the Huey name is unique per process, and only that name's keys are
-deleted afterwards (never FLUSHDB/FLUSHALL). The table shows medians over the rounds, the
-ratio to the fastest release in each column, and the spread (max-min)/median.
+deleted afterwards (never FLUSHDB/FLUSHALL). The tables show medians over the rounds (ratio to
+the fastest release in each column, spread (max-min)/median), the best of R, the client's user
+and system CPU per task, and function calls per task (cProfile over 300 tasks: deterministic,
+so it still ranks releases when a shared machine makes wall-clock numbers noisy).
 """
 
 from __future__ import annotations
