@@ -356,6 +356,18 @@ class JobRun(SQLModel, table=True):
     started_at: datetime = ts(nullable=False, default=True)
 
 
+class JobAttempt(SQLModel, table=True):
+    """How many times a job Huey is retrying has run, and since when (a retry keeps its task
+    id). Written only when an attempt fails and will be retried; removed when the job ends."""
+
+    __tablename__ = "job_attempts"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    attempts: int = 0  # executions so far, all failed
+    first_attempt_at: datetime = ts(nullable=False)
+    updated_at: datetime = ts(nullable=False, default=True, index=True)
+
+
 class Worker(SQLModel, table=True):
     __tablename__ = "workers"
 

@@ -4,6 +4,8 @@ Revision ID: 0004_jobs
 Revises: 0001
 Create Date: 2026-11-28 15:30:12.010627
 
+- job_attempts: executions so far of a job Huey is retrying, so a failure records how many
+  attempts it took and when the first began, whichever workers ran them.
 - failed_jobs.payload, job_runs.payload: the signed Huey message of the call, so a retry (or the
   sweeper) re-enqueues exactly that call while args/kwargs keep only the redacted view.
 - ix_failed_jobs_open_id: partial index over open rows (failed, interrupted) so a page of the
@@ -15,7 +17,10 @@ Create Date: 2026-11-28 15:30:12.010627
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+import sqlmodel
 from alembic import op
+
+import kolaq_console.models
 
 revision: str = '0004_jobs'
 down_revision: str | None = '0001'
@@ -27,6 +32,18 @@ BUCKETS = [f"h{i:02d}" for i in range(22)]
 
 
 def upgrade() -> None:
+    op.create_table(
+        'job_attempts',
+        sa.Column('task_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column('attempts', sa.Integer(), nullable=False),
+        sa.Column('first_attempt_at', kolaq_console.models.UTCDateTime(), nullable=False),
+        sa.Column('updated_at', kolaq_console.models.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint('task_id'),
+    )
+    with op.batch_alter_table('job_attempts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_job_attempts_updated_at'), ['updated_at'],
+                              unique=False)
+
     with op.batch_alter_table('failed_jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('payload', sa.LargeBinary(), nullable=True))
         batch_op.create_index('ix_failed_jobs_open_id', ['id'], unique=False,
@@ -62,3 +79,7 @@ def downgrade() -> None:
     with op.batch_alter_table('failed_jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_failed_jobs_open_id', sqlite_where=OPEN, postgresql_where=OPEN)
         batch_op.drop_column('payload')
+
+    with op.batch_alter_table('job_attempts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_job_attempts_updated_at'))
+    op.drop_table('job_attempts')
