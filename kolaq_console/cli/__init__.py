@@ -12,7 +12,7 @@ import click
 import typer
 
 from kolaq_console import runtime
-from kolaq_console.cli import db, demo, status, worker
+from kolaq_console.cli import db, demo, jobs, status, worker
 from kolaq_console.cli.common import err
 from kolaq_console.config import load_settings
 from kolaq_console.errors import KolaqError
@@ -48,6 +48,7 @@ def root(
 
 
 app.add_typer(db.app, name="db")
+app.add_typer(jobs.app, name="jobs")
 app.command("demo")(demo.demo)
 app.command("status")(status.status)
 app.command("worker")(worker.worker)
