@@ -53,7 +53,7 @@ def register(huey, settings) -> SimpleNamespace:
 
     @huey.task(**opts("webhooks"))
     def fail_until(marker: str, failures: int, secret: str | None = None,
-                   api_key: str | None = None) -> str:
+                   api_key: str | None = None, note: str | None = None) -> str:
         """Fails its first `failures` runs (all its executions count, retries included)."""
         n = note_run(marker)
         if n <= failures:

@@ -261,7 +261,7 @@ class Ledger:
             task_id=task.id, task_name=self._name(task), queue=logical_queue(task),
             args=args_view, kwargs=kwargs_view, payload=exact_call(self.huey, task),
             first_attempt_at=started, last_attempt_at=started, worker_host=self.host,
-            worker_pid=os.getpid(), **error_fields(exc),
+            worker_pid=os.getpid(), **error_fields(exc, task),
         )
 
     def _record(self, row: dict[str, Any], task_id: str, had_row: bool) -> bool:

@@ -21,7 +21,7 @@ from huey.exceptions import HueyException
 
 from kolaq_console.errors import UserError
 from kolaq_console.queue import queue_for_priority
-from kolaq_console.redact import redact, redact_value
+from kolaq_console.redact import is_secret_name, redact, redact_value
 
 MAX_ERROR_MESSAGE = 4_000
 MAX_TRACEBACK = 20_000
@@ -69,10 +69,35 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     return repr(value)
 
 
+def secret_values(task: Task) -> list[str]:
+    """Values the task was given under secret-sounding names (api_key=..., token=...): masked
+    wherever else they show up, e.g. echoed in the error message or a positional argument."""
+    found = []
+    for key, value in (task.kwargs or {}).items():
+        if isinstance(value, str) and len(value) >= 4 and is_secret_name(str(key)):
+            found.append(value)
+    return found
+
+
+def scrub(value: Any, extra: list[str]) -> Any:
+    """`redact_value`, also masking the given values inside every string."""
+    value = redact_value(value)
+    if not extra:
+        return value
+    if isinstance(value, dict):
+        return {k: scrub(v, extra) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v, extra) for v in value]
+    if isinstance(value, str):
+        return redact(value, extra)
+    return value
+
+
 def display_call(task: Task) -> tuple[list[Any], dict[str, Any]]:
     """The task's arguments with secrets redacted: what the ledger shows and searches."""
-    args = redact_value(json_safe(list(task.args or ())))
-    kwargs = redact_value(json_safe(dict(task.kwargs or {})))
+    extra = secret_values(task)
+    args = scrub(json_safe(list(task.args or ())), extra)
+    kwargs = scrub(json_safe(dict(task.kwargs or {})), extra)
     return args, kwargs
 
 
@@ -84,17 +109,18 @@ def exact_call(huey: Huey, task: Task) -> bytes | None:
         return None
 
 
-def error_fields(exc: BaseException) -> dict[str, str]:
+def error_fields(exc: BaseException, task: Task | None = None) -> dict[str, str]:
+    extra = secret_values(task) if task is not None else []
     cls = type(exc)
     name = cls.__qualname__
     if cls.__module__ != "builtins":
         name = f"{cls.__module__}.{name}"
-    message = redact(str(exc))[:MAX_ERROR_MESSAGE]
+    message = redact(str(exc), extra)[:MAX_ERROR_MESSAGE]
     trace = "".join(tb.format_exception(cls, exc, exc.__traceback__))
     return {
         "error_type": name[:200],
         "error_message": message,
-        "traceback": _clip(redact(trace), MAX_TRACEBACK),
+        "traceback": _clip(redact(trace, extra), MAX_TRACEBACK),
     }
 
 
