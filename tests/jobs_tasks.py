@@ -45,6 +45,15 @@ def register(huey, settings) -> SimpleNamespace:
         if note_run(marker) == 1:
             time.sleep(seconds)
 
+    @huey.task(**opts("inventory"))
+    def gated(marker: str) -> None:
+        """Runs until the test creates the file <marker>.go (at most 30 s)."""
+        note_run(marker)
+        gate = runs_dir() / f"{marker}.go"
+        deadline = time.monotonic() + 30
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     @rerun_safe
     @huey.task(**opts("emails"))
     def safe_sleepy(marker: str, seconds: float) -> None:
@@ -70,8 +79,8 @@ def register(huey, settings) -> SimpleNamespace:
         if marker:
             note_run(marker)
 
-    return SimpleNamespace(sleepy=sleepy, safe_sleepy=safe_sleepy, fail_until=fail_until,
-                           permanent=permanent, noop=noop)
+    return SimpleNamespace(sleepy=sleepy, gated=gated, safe_sleepy=safe_sleepy,
+                           fail_until=fail_until, permanent=permanent, noop=noop)
 
 
 settings = runtime.settings()
