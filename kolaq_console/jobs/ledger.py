@@ -36,7 +36,8 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from huey import crontab
@@ -60,7 +61,7 @@ from kolaq_console.jobs.records import (
     logical_queue,
     task_name,
 )
-from kolaq_console.jobs.stats import StatDelta, StatKey, merge_into, minute_of, write_stats
+from kolaq_console.jobs.stats import StatDelta, merge_into, write_stats
 from kolaq_console.models import FailedJob, FailedJobStatus, JobAttempt, JobRun, utcnow
 from kolaq_console.queue import LOGICAL_QUEUES, priority_for
 from kolaq_console.redact import redact
@@ -90,12 +91,20 @@ def rerun_safe(wrapper: TaskWrapper) -> TaskWrapper:
     return wrapper
 
 
-@dataclass(eq=False)
 class _Run:
-    task: Task
-    mono: float
-    started: datetime
-    flushed: bool = False
+    """A job running in this process (a slotted object: made and dropped for every job)."""
+
+    __slots__ = ("flushed", "mono", "task", "wall")
+
+    def __init__(self, task: Task, mono: float, wall: float) -> None:
+        self.task = task
+        self.mono = mono
+        self.wall = wall
+        self.flushed = False
+
+    @property
+    def started(self) -> datetime:
+        return datetime.fromtimestamp(self.wall, UTC)
 
 
 @dataclass
@@ -118,10 +127,10 @@ class Ledger:
         self._running: dict[str, _Run] = {}
         self._done: dict[str, str] = {}  # task id -> outcome: run rows to delete at next flush
         self._forget: set[str] = set()  # attempt notes of jobs that ended
-        self._stats: dict[StatKey, StatDelta] = {}
+        self._stats: dict[tuple[int, str, str], StatDelta] = {}  # (epoch minute, queue, task)
         self._pending: list[_Pending] = []
         self._interrupted: set[str] = set()  # recorded interrupted here; may still finish
-        self._names: dict[type, str] = {}
+        self._idents: dict[tuple[type, Any], tuple[str, str]] = {}
         self._pid: int | None = None
         self._worker_id: str | None = None
         self._started_at: datetime | None = None
@@ -147,34 +156,55 @@ class Ledger:
             self._worker_id = f"{self.host}:{self._pid}:{self._started_at:%Y%m%dT%H%M%S.%f}"
         return self._worker_id
 
-    def _name(self, task: Task) -> str:
-        cls = type(task)
-        name = self._names.get(cls)
-        if name is None:
-            name = self._names[cls] = task_name(self.huey, task)
-        return name
+    def _ident(self, task: Task) -> tuple[str, str]:
+        """(logical queue, task name), cached per task class and priority."""
+        key = (type(task), task.priority)
+        ident = self._idents.get(key)
+        if ident is None:
+            ident = self._idents[key] = (logical_queue(task), task_name(self.huey, task))
+        return ident
 
-    # --- signal and hook receivers (hot path) ------------------------------------------------
+    def _count(self, wall: float, ident: tuple[str, str]) -> StatDelta:
+        """The statistics of this minute, queue and task (call with the lock held)."""
+        key = (int(wall // 60), *ident)
+        delta = self._stats.get(key)
+        if delta is None:
+            delta = self._stats[key] = StatDelta()
+        return delta
+
+    # --- signal and hook receivers (hot path: a few microseconds per job) --------------------
 
     def on_executing(self, signal: str, task: Task, *args: Any) -> None:
         if self.huey.immediate:
             return
-        run = _Run(task, time.monotonic(), utcnow())
+        run = _Run(task, time.monotonic(), time.time())
         with self._lock:
             self._running[task.id] = run
 
     def after_execute(self, task: Task, value: Any, exc: BaseException | None) -> None:
         if self.huey.immediate:
             return
-        end = time.monotonic()
+        end, wall = time.monotonic(), time.time()
+        ident = self._ident(task)
+        if exc is None:
+            with self._lock:
+                run = self._running.pop(task.id, None)
+                delta = self._count(wall, ident)
+                delta.completed += 1
+                if run is not None:
+                    delta.add_run(int((end - run.mono) * 1_000_000))
+                    if run.flushed:
+                        self._done[task.id] = "completed"
+                if task.retries != type(task).default_retries or task.eta is not None:
+                    self._forget.add(task.id)  # it may have been retried: drop its count
+            if self._interrupted and task.id in self._interrupted:
+                self._resolve_interrupted([(task.id, "completed")])
+            return
         with self._lock:
             run = self._running.pop(task.id, None)
-        now = utcnow()
+        now = datetime.fromtimestamp(wall, UTC)
         started = run.started if run else now
-        duration_us = int((end - run.mono) * 1_000_000) if run else 0
-        if exc is None:
-            outcome = "completed"
-        elif task.retries:
+        if task.retries:
             outcome = "retrying"  # Huey schedules another attempt after this hook
         elif isinstance(exc, CancelExecution):
             outcome = "cancelled"  # the task chose to stop; not a failure
@@ -189,23 +219,18 @@ class Ledger:
             # entry is written: a crash meanwhile still leaves a trace for the sweeper.
             written = self._record(self._failure_row(task, exc, started, now), task.id, had_row)
             clear_row = had_row and written
-        name = self._name(task)
         with self._lock:
-            key = (minute_of(now), logical_queue(task), name)
-            delta = self._stats.get(key)
-            if delta is None:
-                delta = self._stats[key] = StatDelta()
-            delta.add_run(duration_us)
-            if outcome == "completed":
-                delta.completed += 1
-            elif outcome == "failed":
+            delta = self._count(wall, ident)
+            if run is not None:
+                delta.add_run(int((end - run.mono) * 1_000_000))
+            if outcome == "failed":
                 delta.failed += 1
             elif outcome == "retrying":
                 delta.retried += 1
+            else:
+                self._forget.add(task.id)
             if clear_row:
                 self._done[task.id] = outcome
-            if outcome in ("completed", "cancelled") and _may_have_attempts(task):
-                self._forget.add(task.id)
         if self._interrupted and task.id in self._interrupted:
             self._resolve_interrupted([(task.id, outcome)])
 
@@ -217,7 +242,7 @@ class Ledger:
             run = self._running.pop(task.id, None)
             self._interrupted.add(task.id)
         started = run.started if run else now
-        queue, name = logical_queue(task), self._name(task)
+        queue, name = self._ident(task)
         args_view, kwargs_view = display_call(task)
         row = failed_row(
             now,
@@ -241,7 +266,7 @@ class Ledger:
                 row.update(status=FailedJobStatus.retried.value, retried_as=copy.id,
                            resolved_by="shutdown", resolved_at=now)
                 with self._lock:
-                    self._stats.setdefault((minute_of(now), queue, name), StatDelta()).retried += 1
+                    self._count(now.timestamp(), (queue, name)).retried += 1
         had_row = bool(run and run.flushed)
         if self._record(row, task.id, had_row) and had_row:
             with self._lock:
@@ -256,9 +281,10 @@ class Ledger:
     def _failure_row(self, task: Task, exc: BaseException, started: datetime, now: datetime
                      ) -> dict[str, Any]:
         args_view, kwargs_view = display_call(task)
+        queue, name = self._ident(task)
         return failed_row(
             now,
-            task_id=task.id, task_name=self._name(task), queue=logical_queue(task),
+            task_id=task.id, task_name=name, queue=queue,
             args=args_view, kwargs=kwargs_view, payload=exact_call(self.huey, task),
             first_attempt_at=started, last_attempt_at=started, worker_host=self.host,
             worker_pid=os.getpid(), **error_fields(exc, task),
@@ -334,7 +360,10 @@ class Ledger:
                         _upsert_runs(conn, rows)
                     for chunk in _chunks(sorted(forget)):
                         conn.execute(delete(A).where(A.c.task_id.in_(chunk)))
-                    write_stats(conn, stats)
+                    write_stats(conn, {
+                        (datetime.fromtimestamp(m * 60, UTC), q, t): d
+                        for (m, q, t), d in stats.items()
+                    })
             except Exception as exc:
                 log.warning("ledger flush failed, will retry: %s", redact(str(exc)).splitlines()[0])
                 with self._lock:
@@ -350,8 +379,9 @@ class Ledger:
         task = run.task
         args_view, kwargs_view = display_call(task)
         default = type(task).default_retries or 0
+        queue, name = self._ident(task)
         return {
-            "task_id": task.id, "task_name": self._name(task), "queue": logical_queue(task),
+            "task_id": task.id, "task_name": name, "queue": queue,
             "args": args_view, "kwargs": kwargs_view, "payload": exact_call(self.huey, task),
             "attempt": 1 + max(0, default - (task.retries or 0)), "worker_id": worker_id,
             "started_at": run.started,
@@ -400,24 +430,24 @@ class Ledger:
         wk.prune(self.engine, self.settings.jobs.stats_retention_hours)
 
     def _loop(self, stop: threading.Event) -> None:
+        """The flusher thread: register and sweep at start, then flush / beat / sweep."""
         jobs = self.settings.jobs
         sweep_every = max(jobs.lease_seconds / 2, jobs.heartbeat_seconds)
-        next_beat = next_sweep = 0.0  # both at once: the start-up sweep
+        next_beat = next_sweep = 0.0
         while True:
-            stopping = stop.wait(jobs.flush_seconds)
-            if stopping:
-                return  # stop() writes the final flush
-            self.flush()
             now = time.monotonic()
             try:
                 if now >= next_beat:
                     next_beat = now + jobs.heartbeat_seconds
-                    self.heartbeat()
+                    self.heartbeat()  # the first one registers this worker
                 if now >= next_sweep:
                     next_sweep = now + sweep_every
-                    self.sweep()
+                    self.sweep()  # the first one is the start-up sweep
             except Exception as exc:
                 log.warning("ledger heartbeat/sweep failed: %s", redact(str(exc)).splitlines()[0])
+            if stop.wait(jobs.flush_seconds):
+                return  # stop() writes the final flush
+            self.flush()
 
     def _flusher_alive(self) -> bool:
         return self._flusher is not None and self._flusher.is_alive()
@@ -434,13 +464,6 @@ class Ledger:
             if self._flusher_alive():
                 return
             self._worker_id = None  # a new run of the consumer is a new worker
-            now = utcnow()
-            try:
-                with self.engine.begin() as conn:
-                    wk.upsert_worker(conn, self._worker_row(now))
-            except Exception as exc:
-                log.error("could not register worker %s: %s", self.worker_id,
-                          redact(str(exc)).splitlines()[0])
             self._stop = threading.Event()
             self._flusher = threading.Thread(
                 target=self._loop, args=(self._stop,), name="kolaq-ledger", daemon=True
@@ -449,7 +472,7 @@ class Ledger:
             if not self._atexit:
                 atexit.register(self.stop)
                 self._atexit = True
-            log.info("job ledger: worker %s registered", self.worker_id)
+            log.info("job ledger: worker %s started", self.worker_id)
 
     def on_worker_shutdown(self) -> None:
         with self._state_lock:
@@ -478,11 +501,6 @@ class Ledger:
         self._consumer = options
 
 
-def _may_have_attempts(task: Task) -> bool:
-    """Could this job have an attempt note (it was retried)? Cheap and errs on 'yes'."""
-    return task.retries != type(task).default_retries or task.eta is not None
-
-
 def _chunks(items: list[str], size: int = CHUNK) -> Iterable[list[str]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -500,8 +518,21 @@ def _insert_entry(conn: Connection, row: dict[str, Any]) -> None:
     conn.execute(insert(F).values(row))
 
 
+RUN_COLUMNS = ("task_name", "queue", "args", "kwargs", "payload", "attempt", "worker_id",
+               "started_at")
+
+
+@lru_cache(maxsize=4)
+def _runs_upsert(dialect_name: str) -> Any:
+    """Insert run rows, taking over a row a previous attempt of the job left (same task id)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    stmt = dialect.insert(R)
+    return stmt.on_conflict_do_update(
+        index_elements=["task_id"], set_={k: stmt.excluded[k] for k in RUN_COLUMNS}
+    )
+
+
 def _upsert_runs(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     retried = [r["task_id"] for r in rows if r["attempt"] > 1]
     if retried:
         counts = dict(conn.execute(
@@ -511,11 +542,7 @@ def _upsert_runs(conn: Connection, rows: list[dict[str, Any]]) -> None:
             if r["task_id"] in counts:
                 r["attempt"] = counts[r["task_id"]] + 1
     rows.sort(key=lambda r: r["task_id"])
-    stmt = dialect.insert(R).values(rows)
-    conn.execute(stmt.on_conflict_do_update(
-        index_elements=["task_id"],
-        set_={k: stmt.excluded[k] for k in rows[0] if k != "task_id"},
-    ))
+    conn.execute(_runs_upsert(conn.dialect.name), rows)
 
 
 def _resolve_interrupted(conn: Connection, ended: list[tuple[str, str]], now: datetime) -> None:

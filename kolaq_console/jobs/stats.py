@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import case, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -93,6 +95,25 @@ def merge_into(target: dict[StatKey, StatDelta], source: Mapping[StatKey, StatDe
             target[key] = delta
 
 
+@lru_cache(maxsize=4)
+def _upsert(dialect_name: str) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE adding every counter; built once, so cached compiled."""
+    table = JobStat.__table__
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    stmt = dialect.insert(table)
+    ex = stmt.excluded
+    updates: dict[str, Any] = {
+        name: table.c[name] + ex[name] for name in [*COUNTERS, *BUCKET_COLUMNS]
+    }
+    updates["runtime_us_max"] = case(
+        (ex.runtime_us_max > table.c.runtime_us_max, ex.runtime_us_max),
+        else_=table.c.runtime_us_max,
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["minute", "queue", "task_name"], set_=updates
+    )
+
+
 def write_stats(conn: Connection, deltas: Mapping[StatKey, StatDelta]) -> None:
     """Merge counters into job_stats with one atomic upsert (SQLite and PostgreSQL)."""
     if not deltas:
@@ -106,18 +127,7 @@ def write_stats(conn: Connection, deltas: Mapping[StatKey, StatDelta]) -> None:
         }
         row.update(zip(BUCKET_COLUMNS, d.histogram, strict=True))
         rows.append(row)
-    table = JobStat.__table__
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).values(rows)
-    ex = stmt.excluded
-    updates = {name: table.c[name] + ex[name] for name in [*COUNTERS, *BUCKET_COLUMNS]}
-    updates["runtime_us_max"] = case(
-        (ex.runtime_us_max > table.c.runtime_us_max, ex.runtime_us_max),
-        else_=table.c.runtime_us_max,
-    )
-    conn.execute(
-        stmt.on_conflict_do_update(index_elements=["minute", "queue", "task_name"], set_=updates)
-    )
+    conn.execute(_upsert(conn.dialect.name), rows)
 
 
 def record_retried(conn: Connection, now: datetime, counts: Iterable[tuple[str, str]]) -> None:

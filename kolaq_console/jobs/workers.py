@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from huey.api import Huey
@@ -42,15 +43,19 @@ A = JobAttempt.__table__
 SWEEPER = "sweeper"
 
 
-def upsert_worker(conn: Connection, row: dict[str, Any]) -> None:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(W).values(row)
+@lru_cache(maxsize=4)
+def _worker_upsert(dialect_name: str) -> Any:
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    stmt = dialect.insert(W)
     changing = ["heartbeat_at", "threads", "periodic", "queues", "stopped_at"]
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["id"], set_={k: stmt.excluded[k] for k in changing if k in row}
-        )
+    return stmt.on_conflict_do_update(
+        index_elements=["id"], set_={k: stmt.excluded[k] for k in changing}
     )
+
+
+def upsert_worker(conn: Connection, row: dict[str, Any]) -> None:
+    """Register a worker or refresh its heartbeat (`row` has every column)."""
+    conn.execute(_worker_upsert(conn.dialect.name), row)
 
 
 def mark_stopped(conn: Connection, worker_id: str, now: datetime) -> None:
