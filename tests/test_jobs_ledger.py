@@ -403,3 +403,52 @@ def test_stats_from_several_workers_merge_into_one_row_and_old_rows_are_pruned(j
         s.commit()
     pruned = workers.prune(jobs.engine, settings.jobs.stats_retention_hours)
     assert pruned["stats"] == 1
+
+
+def test_a_failure_that_cannot_be_written_waits_and_is_written_at_the_next_flush(
+        jobs, make_settings, tmp_path):
+    good = jobs.ledger.settings
+    jobs.ledger.settings = make_settings(database__url="sqlite:////proc/no-such-dir/k.db")
+    run_until_done(jobs.huey, jobs.fail_until.s("down", 1, api_key="x"))  # retry note lost
+    jobs.huey.execute(jobs.permanent.s("down"))
+    assert failed_rows(jobs.engine) == []
+    jobs.ledger.flush()  # still unreachable: kept
+    jobs.ledger.settings = good
+    jobs.ledger.flush()
+    [row] = failed_rows(jobs.engine)
+    assert row.task_name == "jobs_tasks.permanent" and row.attempts == 1
+
+
+def test_immediate_mode_records_nothing(jobs):
+    jobs.huey.immediate = True
+    jobs.permanent("p")  # runs inline, fails
+    jobs.ledger.flush()
+    jobs.huey.immediate = False
+    assert failed_rows(jobs.engine) == []
+
+
+def test_jobs_workers_stats_and_sweep_commands(jobs, cli, settings):
+    for _ in range(3):
+        jobs.huey.execute(jobs.noop.s())
+    jobs.huey.execute(jobs.permanent.s("p"))
+    _lost_runs(jobs, jobs.sleepy.s("w", 0))
+
+    code, out, err = cli("jobs", "workers", "--json")
+    assert code == 0, err
+    [worker] = __import__("json").loads(out)["workers"]
+    assert worker["state"] == "dead" and worker["jobs"][0]["task_name"] == "jobs_tasks.sleepy"
+    code, out, err = cli("jobs", "workers")
+    assert code == 0 and "DEAD" in out and "1 dead worker(s)" in out
+
+    code, out, err = cli("jobs", "sweep")
+    assert code == 0 and "0 re-enqueued, 1 recorded as interrupted" in out, err
+
+    code, out, err = cli("jobs", "stats", "--json", "--per-minute")
+    doc = __import__("json").loads(out)
+    assert doc["queues"]["inventory"]["completed"] == 3
+    assert doc["queues"]["emails"]["failed"] == 1
+    noop = next(t for t in doc["tasks"] if t["task_name"] == "jobs_tasks.noop")
+    assert noop["runs"] == 3 and noop["p95_ms"] is not None
+    assert sum(m["completed"] for m in doc["per_minute"]) == 3
+    code, out, err = cli("jobs", "stats")
+    assert code == 0 and "jobs_tasks.noop" in out

@@ -136,13 +136,14 @@ def failed(
     flt = _filter(queue, task, error, since, until, status)
     with Session(ready_engine()) as session:
         rows = ledger.list_failed(session, flt, limit=limit, before_id=before)
-        total = ledger.count_failed(session, flt)
+        total = ledger.count_failed(session, flt, cap=ledger.PAGE_COUNT_CAP)
+    capped = total >= ledger.PAGE_COUNT_CAP
     if as_json:
-        print_json({"total": total, "filter": flt.describe(),
+        print_json({"total": total, "total_capped": capped, "filter": flt.describe(),
                     "jobs": [_jsonable(r.as_dict()) for r in rows]})
         return
     if not rows:
-        out.print(f"no failed jobs match ({total} in total)" if before else "no failed jobs match")
+        out.print("no more failed jobs match" if before else "no failed jobs match")
         return
     cells = [
         [str(r.id), r.status, r.queue, r.task_name.rsplit(".", 1)[-1], str(r.attempts),
@@ -155,7 +156,7 @@ def failed(
     more = ""
     if total > len(rows) and len(rows) == limit:
         more = f"; next page: --before {rows[-1].id}"
-    out.print(f"{len(rows)} of {total} shown{more}")
+    out.print(f"{len(rows)} of {total:,}{'+' if capped else ''} shown{more}")
 
 
 @app.command("show")
