@@ -15,8 +15,8 @@
   once as `interrupted`; tasks declared safe to re-run are re-enqueued instead (and recorded
   as `retried`).
 - on_startup / on_shutdown (they run per worker thread; the ledger acts once per process):
-  register the worker, start one background flusher thread, sweep lost jobs; final flush and
-  "stopped" when the last thread ends or the process exits.
+  start one background flusher thread, which at once registers the worker and sweeps lost
+  jobs; final flush and "stopped" when the last worker thread ends or the process exits.
 
 Everything else is buffered and written by the flusher every `[jobs] flush_seconds` in one
 transaction: the `job_runs` row of each job still running (a job that starts and ends between
@@ -24,6 +24,12 @@ two flushes costs no row at all), the deletion of rows of jobs that ended, and p
 statistics. Every `heartbeat_seconds` it refreshes the worker's heartbeat, and every
 `lease_seconds / 2` it sweeps jobs of dead workers (see workers.py). If the database is
 unreachable, writes stay buffered (terminal failures included) and are retried each flush.
+
+Limits, by design: a worker killed within `flush_seconds` of starting a job leaves no run row
+for it (the price of not writing per job; rerun-safe email sends are also covered by the
+outbox's own lease); a failure buffered because the database was down is lost if the process
+then dies before the database comes back (its run row, if flushed, still becomes an
+`interrupted` entry). Immediate mode (tests, development) records nothing.
 """
 
 from __future__ import annotations
@@ -403,8 +409,8 @@ class Ledger:
         """Refresh this worker's row; drop run rows of ours no longer running (self-healing)."""
         now = utcnow()
         with self._flush_lock:
-            with self._lock:
-                live = [t for t, r in self._running.items() if r.flushed]
+            with self._lock:  # rows of jobs still running, or ended and not yet cleared
+                live = [t for t, r in self._running.items() if r.flushed] + list(self._done)
             with self.engine.begin() as conn:
                 wk.upsert_worker(conn, self._worker_row(now))
                 stale = delete(R).where(R.c.worker_id == self.worker_id)
@@ -545,15 +551,25 @@ def _upsert_runs(conn: Connection, rows: list[dict[str, Any]]) -> None:
     conn.execute(_runs_upsert(conn.dialect.name), rows)
 
 
+_AFTER_ALL = {
+    "completed": "its worker finished it after all",
+    "failed": "its worker recorded its failure in another entry",
+    "retrying": "its worker was alive; the job failed and Huey retries it",
+    "cancelled": "its worker cancelled it",
+}
+
+
 def _resolve_interrupted(conn: Connection, ended: list[tuple[str, str]], now: datetime) -> None:
+    """Entries that said "interrupted" for jobs whose worker then reported an outcome: closed
+    as `completed` (it ran to the end) or `discarded` (another entry or Huey has it)."""
     for task_id, outcome in ended:
         status = "completed" if outcome == "completed" else "discarded"
+        note = f" ({_AFTER_ALL.get(outcome, outcome)}, {now:%Y-%m-%d %H:%M:%S} UTC)"
         conn.execute(
             update(F)
             .where(F.c.task_id == task_id, F.c.status == FailedJobStatus.interrupted.value)
             .values(status=status, resolved_by="ledger", resolved_at=now,
-                    error_message=F.c.error_message + f" (its worker {outcome} it at "
-                    f"{now:%Y-%m-%d %H:%M:%S} UTC)")
+                    error_message=F.c.error_message + note)
         )
 
 
