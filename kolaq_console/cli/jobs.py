@@ -195,7 +195,7 @@ def _targets(verb: str, ids: list[int], all_: bool, flt: ledger.JobFilter, yes: 
              session: Session) -> list[int]:
     narrowed = any(v is not None for v in (flt.queue, flt.task, flt.error, flt.since, flt.until))
     if ids and (all_ or narrowed):
-        raise UserError(f"give job ids or --all with filters, not both (nothing was {verb}d)")
+        raise UserError("give job ids, or --all with filters, not both")
     if not ids and not all_:
         raise UserError(f"name the job ids to {verb}, or --all (optionally with --queue, --task, "
                         "--error, --since, --until)")
@@ -205,7 +205,7 @@ def _targets(verb: str, ids: list[int], all_: bool, flt: ledger.JobFilter, yes: 
         if not sys.stdin.isatty():
             raise UserError(f"refusing to {verb} {what} without --yes (no terminal to confirm on)")
         if not typer.confirm(f"{verb.capitalize()} {what}?", default=False):
-            raise UserError(f"nothing was {verb}d")
+            raise UserError(f"{verb} cancelled: nothing changed")
     return targets
 
 
