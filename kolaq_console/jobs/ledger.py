@@ -157,10 +157,15 @@ class Ledger:
     def worker_id(self) -> str:
         """host:pid:start of this process (a restarted container reusing pid 1 is new)."""
         if self._worker_id is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._started_at = utcnow()
-            self._worker_id = f"{self.host}:{self._pid}:{self._started_at:%Y%m%dT%H%M%S.%f}"
-        return self._worker_id
+            with self._state_lock:
+                if self._worker_id is None or self._pid != os.getpid():
+                    self._new_identity()
+        return self._worker_id  # type: ignore[return-value]
+
+    def _new_identity(self) -> None:
+        self._pid = os.getpid()
+        self._started_at = utcnow()
+        self._worker_id = f"{self.host}:{self._pid}:{self._started_at:%Y%m%dT%H%M%S.%f}"
 
     def _ident(self, task: Task) -> tuple[str, str]:
         """(logical queue, task name), cached per task class and priority."""
@@ -451,8 +456,8 @@ class Ledger:
                     self.sweep()  # the first one is the start-up sweep
             except Exception as exc:
                 log.warning("ledger heartbeat/sweep failed: %s", redact(str(exc)).splitlines()[0])
-            if stop.wait(jobs.flush_seconds):
-                return  # stop() writes the final flush
+            if stop.wait(jobs.flush_seconds) or self._flusher is not threading.current_thread():
+                return  # stopped (stop() writes the final flush), or replaced
             self.flush()
 
     def _flusher_alive(self) -> bool:
@@ -462,17 +467,16 @@ class Ledger:
 
     def on_worker_startup(self) -> None:
         with self._state_lock:
-            if self._pid != os.getpid():  # first thread of this process (or a fork)
-                self._worker_id = None
+            if self._pid != os.getpid():  # first thread of this process, or a forked child
                 self._threads = set()
                 self._flusher = None
             self._threads.add(threading.get_ident())
             if self._flusher_alive():
                 return
-            self._worker_id = None  # a new run of the consumer is a new worker
-            self._stop = threading.Event()
+            self._new_identity()  # a new run of the consumer is a new worker
+            self._stop = stop = threading.Event()
             self._flusher = threading.Thread(
-                target=self._loop, args=(self._stop,), name="kolaq-ledger", daemon=True
+                target=self._loop, args=(stop,), name="kolaq-ledger", daemon=True
             )
             self._flusher.start()
             if not self._atexit:
@@ -491,10 +495,13 @@ class Ledger:
         """Final flush and mark this worker stopped (last worker thread, or process exit)."""
         with self._state_lock:
             flusher, self._flusher = self._flusher, None
+            self._stop.set()
             if flusher is None or self._pid != os.getpid():
                 return
-            self._stop.set()
         flusher.join(timeout=10)
+        if flusher.is_alive():
+            log.warning("ledger flusher of %s still busy after 10 s; stopping anyway",
+                        self.worker_id)
         self.flush()
         try:
             with self.engine.begin() as conn:
@@ -594,6 +601,7 @@ def install_ledger(huey: Huey, settings: Settings) -> Ledger:
 
     huey.create_consumer = create_consumer_noting_options  # type: ignore[method-assign]
 
+    @rerun_safe  # idempotent: if its worker dies mid-run it is simply run again
     @huey.periodic_task(crontab(), priority=priority_for("inventory"), name="jobs_housekeeping")
     def jobs_housekeeping() -> None:
         """Every minute: sweep jobs lost with their workers, prune old statistics."""
