@@ -11,10 +11,15 @@ from huey import crontab
 from kolaq_console import runtime
 from kolaq_console.emails import jobs as email_jobs
 from kolaq_console.inventory import jobs as inventory_jobs
+from kolaq_console.jobs import install_ledger, rerun_safe
 from kolaq_console.queue import make_huey, task_options
 
 settings = runtime.settings()
 huey = make_huey(settings)
+# Failed, interrupted and in-flight jobs in the database. A task whose re-run is harmless
+# (idempotent) is declared with `@rerun_safe` (kolaq_console.jobs) above `@huey.task(...)`:
+# if its worker dies or stops mid-job it is re-enqueued instead of listed as interrupted.
+ledger = install_ledger(huey, settings)
 
 
 def _opts(queue: str, **kwargs: object) -> dict:
@@ -23,6 +28,7 @@ def _opts(queue: str, **kwargs: object) -> dict:
 
 # --- emails ------------------------------------------------------------------------------------
 
+@rerun_safe  # the outbox row's claim and idempotency key make a re-run harmless
 @huey.task(context=True, **_opts("emails"))
 def send_email(row_id: int, task=None) -> str:
     """Send outbox row `row_id` (the row is the record; this job carries only its id)."""
@@ -45,6 +51,7 @@ def sweep_email_outbox() -> list[int]:
 # periodic run claims its slot in schedule_runs, so several consumers run each slot once.
 
 
+@rerun_safe  # reconciliation converges on the event log, under a lease
 @huey.task(**_opts("inventory"))
 def reconcile_inventory(sku: str | None = None, full: bool = False) -> dict:
     return inventory_jobs.reconcile_now(runtime.engine(), runtime.settings(), sku, full)

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -170,11 +178,27 @@ class InventorySettings(Section):
 
 class JobsSettings(Section):
     lease_seconds: float = Field(default=120.0, gt=0)
-    """An in-flight job whose worker has not beaten its heart this long is treated as lost."""
+    """An in-flight job whose worker has not beaten its heart this long is treated as lost:
+    re-enqueued if its task is declared safe to re-run, else listed as interrupted. Workers look
+    for such jobs at start-up, every lease_seconds / 2, and in a periodic task."""
     heartbeat_seconds: float = Field(default=10.0, gt=0)
-    """How often a worker records that it is alive."""
+    """How often a worker records that it is alive (keep it well under lease_seconds)."""
+    flush_seconds: float = Field(default=0.5, gt=0, le=10)
+    """Longest a worker holds ledger writes (in-flight jobs, statistics) before writing them in
+    one batch. Terminal failures are always written at once. A worker killed within this
+    window of starting a job leaves no in-flight record of it."""
     stats_retention_hours: int = Field(default=24, ge=1)
     """How long per-minute throughput/error statistics are kept."""
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> JobsSettings:
+        if self.heartbeat_seconds + self.flush_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"heartbeat_seconds ({self.heartbeat_seconds}) + flush_seconds "
+                f"({self.flush_seconds}) must be less than lease_seconds ({self.lease_seconds}), "
+                "or live workers would be taken for dead"
+            )
+        return self
 
 
 class WebhooksSettings(Section):

@@ -16,9 +16,11 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    LargeBinary,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -64,6 +66,10 @@ def json_field(default: Any = None) -> Any:
 
 def text_field(nullable: bool = True) -> Any:
     return Field(default=None if nullable else "", sa_column=Column(Text, nullable=nullable))
+
+
+def bytes_field() -> Any:
+    return Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 # --- catalogue and stock ---------------------------------------------------------------------
@@ -288,15 +294,31 @@ class FailedJobStatus(enum.StrEnum):
     interrupted = "interrupted"  # shutdown or crash with the job unfinished
     retried = "retried"  # an operator (or the sweeper) enqueued it again
     discarded = "discarded"
+    completed = "completed"  # presumed lost, but its worker finished it after all
+
+
+OPEN_FAILED_STATUSES = (FailedJobStatus.failed.value, FailedJobStatus.interrupted.value)
+_OPEN_SQL = "status IN ('failed', 'interrupted')"
 
 
 class FailedJob(SQLModel, table=True):
-    """The durable record of jobs that did not complete. Huey keeps none."""
+    """The durable record of jobs that did not complete. Huey keeps none.
+
+    `args`/`kwargs` are the call as shown to people (secrets redacted when it was recorded);
+    `payload` is the exact call as Huey's signed message, which a retry re-enqueues.
+    """
 
     __tablename__ = "failed_jobs"
     __table_args__ = (
         Index("ix_failed_jobs_status_id", "status", "id"),
         Index("ix_failed_jobs_queue_status", "queue", "status"),
+        # The failed list: open rows, newest first, a page at a time, whatever the table size.
+        Index(
+            "ix_failed_jobs_open_id",
+            "id",
+            sqlite_where=text(_OPEN_SQL),
+            postgresql_where=text(_OPEN_SQL),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -305,13 +327,14 @@ class FailedJob(SQLModel, table=True):
     queue: str = Field(max_length=20)
     args: list[Any] = json_field(default=[])
     kwargs: dict[str, Any] = json_field(default={})
+    payload: bytes | None = bytes_field()
     status: str = Field(default=FailedJobStatus.failed.value, max_length=20)
     error_type: str = Field(default="", max_length=200)
     error_message: str = text_field(nullable=False)
     traceback: str | None = text_field()
-    attempts: int = 0
-    first_attempt_at: datetime | None = ts()
-    last_attempt_at: datetime | None = ts(index=True)
+    attempts: int = 0  # total executions, the first one included
+    first_attempt_at: datetime | None = ts()  # start of the first execution
+    last_attempt_at: datetime | None = ts(index=True)  # start of the last execution
     worker_host: str | None = Field(default=None, max_length=200)
     worker_pid: int | None = None
     retried_as: str | None = Field(default=None, max_length=64)
@@ -330,9 +353,22 @@ class JobRun(SQLModel, table=True):
     queue: str = Field(max_length=20, index=True)
     args: list[Any] = json_field(default=[])
     kwargs: dict[str, Any] = json_field(default={})
+    payload: bytes | None = bytes_field()  # the exact call, to re-enqueue or record it if lost
     attempt: int = 1
     worker_id: str = Field(max_length=200, index=True)
     started_at: datetime = ts(nullable=False, default=True)
+
+
+class JobAttempt(SQLModel, table=True):
+    """How many times a job Huey is retrying has run, and since when (a retry keeps its task
+    id). Written only when an attempt fails and will be retried; removed when the job ends."""
+
+    __tablename__ = "job_attempts"
+
+    task_id: str = Field(primary_key=True, max_length=64)
+    attempts: int = 0  # executions so far, all failed
+    first_attempt_at: datetime = ts(nullable=False)
+    updated_at: datetime = ts(nullable=False, default=True, index=True)
 
 
 class Worker(SQLModel, table=True):
@@ -349,8 +385,21 @@ class Worker(SQLModel, table=True):
     stopped_at: datetime | None = ts()
 
 
+HISTOGRAM_BUCKETS = 22
+"""Run-time histogram: bucket i < 21 counts runs shorter than 2**i ms (and at least 2**(i-1));
+bucket 21 counts the rest (17.5 minutes and over)."""
+
+
+def _hist() -> Any:
+    return Field(default=0, sa_type=BigInteger)
+
+
 class JobStat(SQLModel, table=True):
-    """Per-minute counters per logical queue and task; bounded by jobs.stats_retention_hours."""
+    """Per-minute counters per logical queue and task; bounded by jobs.stats_retention_hours.
+
+    Every column is a counter, so concurrent workers merge into a row with one atomic
+    `INSERT ... ON CONFLICT DO UPDATE SET c = c + excluded.c`, and a day of rows sums in SQL.
+    """
 
     __tablename__ = "job_stats"
     __table_args__ = (UniqueConstraint("minute", "queue", "task_name", name="uq_job_stats_bucket"),)
@@ -360,12 +409,32 @@ class JobStat(SQLModel, table=True):
     queue: str = Field(max_length=20)
     task_name: str = Field(max_length=200)
     completed: int = 0
-    failed: int = 0
-    retried: int = 0
-    runtime_ms_total: int = Field(default=0, sa_type=BigInteger)
-    runtime_ms_max: int = 0
-    # Log-scale histogram of run times (bucket i counts runs < 2**i ms) for p95 estimates.
-    runtime_histogram: list[int] = json_field(default=[])
+    failed: int = 0  # terminal failures
+    retried: int = 0  # failed attempts Huey will retry, and re-enqueues by operators/sweeper
+    runtime_us_total: int = Field(default=0, sa_type=BigInteger)
+    runtime_us_max: int = Field(default=0, sa_type=BigInteger)
+    h00: int = _hist()
+    h01: int = _hist()
+    h02: int = _hist()
+    h03: int = _hist()
+    h04: int = _hist()
+    h05: int = _hist()
+    h06: int = _hist()
+    h07: int = _hist()
+    h08: int = _hist()
+    h09: int = _hist()
+    h10: int = _hist()
+    h11: int = _hist()
+    h12: int = _hist()
+    h13: int = _hist()
+    h14: int = _hist()
+    h15: int = _hist()
+    h16: int = _hist()
+    h17: int = _hist()
+    h18: int = _hist()
+    h19: int = _hist()
+    h20: int = _hist()
+    h21: int = _hist()
 
 
 # --- scheduling guards and bookkeeping -------------------------------------------------------

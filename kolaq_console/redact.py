@@ -24,6 +24,11 @@ _PATTERNS = [
 _SECRET_NAME = re.compile(r"(?i)(secret|password|passwd|token|api_?key|signing_?key|authorization)")
 
 
+def is_secret_name(name: str) -> bool:
+    """Does this key or parameter name say it holds a secret (api_key, token, password...)?"""
+    return bool(_SECRET_NAME.search(name))
+
+
 def _env_secret_values() -> list[str]:
     return [v for name in SECRET_ENV.values() if len(v := os.environ.get(name, "")) >= 4]
 

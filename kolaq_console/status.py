@@ -13,10 +13,10 @@ from sqlmodel import Session, col, select
 from kolaq_console.config import Settings
 from kolaq_console.db import StorageUnavailable, ping
 from kolaq_console.inventory.lowstock import low_stock_products as inventory_low_stock
-from kolaq_console.models import EmailOutbox, FailedJob, FailedJobStatus, JobRun
+from kolaq_console.jobs import failed as failed_jobs
+from kolaq_console.jobs import workers
+from kolaq_console.models import EmailOutbox
 from kolaq_console.queue import LOGICAL_QUEUES, QueueDepth, ping_queue, queue_depths
-
-OPEN_FAILED = (FailedJobStatus.failed.value, FailedJobStatus.interrupted.value)
 
 
 @dataclass
@@ -60,15 +60,14 @@ def outbox_counts(session: Session) -> dict[str, int]:
     return counts
 
 
-def in_flight_by_queue(session: Session) -> dict[str, int]:
-    rows = session.exec(select(JobRun.queue, func.count()).group_by(JobRun.queue)).all()
-    return {queue: n for queue, n in rows}
+def in_flight_by_queue(session: Session, lease_seconds: float) -> dict[str, int]:
+    """Jobs live workers are running now (a dead worker's jobs are lost, not in flight)."""
+    return workers.in_flight_by_queue(session, lease_seconds)
 
 
 def failed_count(session: Session) -> int:
-    return session.exec(
-        select(func.count()).select_from(FailedJob).where(col(FailedJob.status).in_(OPEN_FAILED))
-    ).one()
+    """Open entries of the failed-job ledger (failed or interrupted, not yet acted on)."""
+    return failed_jobs.count_failed(session)
 
 
 def collect(settings: Settings, engine: Engine, huey: Huey) -> Status:
@@ -81,7 +80,7 @@ def collect(settings: Settings, engine: Engine, huey: Huey) -> Status:
             status.failed_jobs = failed_count(session)
             status.low_stock = low_stock_products(session, settings.inventory.low_stock_threshold)
             status.outbox = outbox_counts(session)
-            in_flight = in_flight_by_queue(session)
+            in_flight = in_flight_by_queue(session, settings.jobs.lease_seconds)
     except StorageUnavailable as exc:
         status.storage["database"] = str(exc)
     except Exception as exc:  # e.g. tables missing: still a database problem to report

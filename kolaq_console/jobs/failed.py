@@ -1,0 +1,326 @@
+"""Failed jobs for operators: list, show, retry and discard (used by the CLI and the console).
+
+Open entries are `failed` (retries exhausted, or a permanent error) and `interrupted` (a
+shutdown or a crash with the job unfinished). Retrying or discarding closes an entry; the row
+stays, with who closed it and when, and the action goes to the activity log.
+
+Everything shown passes through redaction again on the way out, so a secret that reached a
+job's arguments, error or traceback is masked even if it was stored before redaction learnt it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from huey.api import Huey, Task
+from sqlalchemy import bindparam, func, insert, or_, select, text, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from kolaq_console.db import StorageUnavailable
+from kolaq_console.errors import NotFound, UserError
+from kolaq_console.jobs.records import CannotRetry, rebuild_task
+from kolaq_console.jobs.stats import record_retried
+from kolaq_console.models import (
+    OPEN_FAILED_STATUSES,
+    ActivityLog,
+    FailedJob,
+    FailedJobStatus,
+    utcnow,
+)
+from kolaq_console.queue import LOGICAL_QUEUES
+from kolaq_console.redact import redact, redact_value
+
+F = FailedJob.__table__
+# Literal (not bound) so both databases match it to the partial index ix_failed_jobs_open_id.
+OPEN = text("failed_jobs.status IN ('failed', 'interrupted')")
+STATUSES = ("open", "all", *(s.value for s in FailedJobStatus))
+CHUNK = 500
+LOG_IDS = 200  # ids written into one activity-log entry
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which ledger entries: open ones by default, narrowed by queue, task, error, time."""
+
+    queue: str | None = None
+    task: str | None = None  # full name (tasks.send_email) or the short one (send_email)
+    error: str | None = None  # case-insensitive substring of the error type or message
+    since: datetime | None = None  # last attempt at or after
+    until: datetime | None = None  # last attempt before
+    status: str = "open"
+
+    def __post_init__(self) -> None:
+        if self.queue is not None and self.queue not in LOGICAL_QUEUES:
+            raise UserError(
+                f"unknown queue {self.queue!r}; expected one of {', '.join(LOGICAL_QUEUES)}"
+            )
+        if self.status not in STATUSES:
+            raise UserError(
+                f"unknown status {self.status!r}; expected one of {', '.join(STATUSES)}"
+            )
+        if self.since and self.until and self.since >= self.until:
+            raise UserError("--since must be earlier than --until")
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in ("status", "queue", "task", "error", "since", "until"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+    def clauses(self) -> list[Any]:
+        where: list[Any] = []
+        if self.status == "open":
+            where.append(OPEN)
+        elif self.status != "all":
+            where.append(F.c.status == self.status)
+        if self.queue:
+            where.append(F.c.queue == self.queue)
+        if self.task:
+            where.append(or_(F.c.task_name == self.task,
+                             F.c.task_name.endswith("." + self.task, autoescape=True)))
+        if self.error:
+            needle = self.error.lower()
+            where.append(or_(func.lower(F.c.error_type).contains(needle, autoescape=True),
+                             func.lower(F.c.error_message).contains(needle, autoescape=True)))
+        if self.since:
+            where.append(F.c.last_attempt_at >= self.since)
+        if self.until:
+            where.append(F.c.last_attempt_at < self.until)
+        return where
+
+
+@dataclass
+class FailedJobSummary:
+    id: int
+    task_id: str
+    task_name: str
+    queue: str
+    status: str
+    error_type: str
+    error_message: str
+    attempts: int
+    first_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    retried_as: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class FailedJobDetail(FailedJobSummary):
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    traceback: str | None = None
+    worker_host: str | None = None
+    worker_pid: int | None = None
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+    created_at: datetime | None = None
+
+
+SUMMARY_PREVIEW = 300  # characters of the error message a list row carries
+
+
+PAGE_COUNT_CAP = 10_000  # a page says "10,000+" rather than count a huge table every time
+
+
+def count_failed(session: Session, flt: JobFilter = JobFilter(), cap: int | None = None) -> int:
+    """How many entries match; with `cap`, counting stops there (cost bounded by the cap, not
+    the table: PostgreSQL reads the heap for rows not yet vacuumed)."""
+    if cap is None:
+        query = select(func.count()).select_from(F).where(*flt.clauses())
+    else:
+        capped = select(F.c.id).where(*flt.clauses()).limit(cap).subquery()
+        query = select(func.count()).select_from(capped)
+    return session.execute(query).scalar_one()
+
+
+def list_failed(session: Session, flt: JobFilter = JobFilter(), limit: int = 50,
+                before_id: int | None = None) -> list[FailedJobSummary]:
+    """A page of entries, newest first; pass the last id seen as `before_id` for the next page
+    (keyset paging: every page costs the same however deep)."""
+    query = (
+        select(F.c.id, F.c.task_id, F.c.task_name, F.c.queue, F.c.status, F.c.error_type,
+               func.substr(F.c.error_message, 1, SUMMARY_PREVIEW), F.c.attempts,
+               F.c.first_attempt_at, F.c.last_attempt_at, F.c.retried_as)
+        .where(*flt.clauses())
+        .order_by(F.c.id.desc())
+        .limit(limit)
+    )
+    if before_id is not None:
+        query = query.where(F.c.id < before_id)
+    return [
+        FailedJobSummary(r[0], r[1], r[2], r[3], r[4], r[5], redact(r[6] or ""), *r[7:])
+        for r in session.execute(query).all()
+    ]
+
+
+def get_failed(session: Session, job_id: int) -> FailedJobDetail:
+    row = session.execute(
+        select(*[c for c in F.c if c.name != "payload"]).where(F.c.id == job_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"no failed job #{job_id}")
+    m = row._mapping
+    return FailedJobDetail(
+        id=m["id"], task_id=m["task_id"], task_name=m["task_name"], queue=m["queue"],
+        status=m["status"], error_type=m["error_type"],
+        error_message=redact(m["error_message"] or ""), attempts=m["attempts"],
+        first_attempt_at=m["first_attempt_at"], last_attempt_at=m["last_attempt_at"],
+        retried_as=m["retried_as"], args=redact_value(m["args"] or []),
+        kwargs=redact_value(m["kwargs"] or {}),
+        traceback=redact(m["traceback"]) if m["traceback"] else None,
+        worker_host=m["worker_host"], worker_pid=m["worker_pid"],
+        resolved_by=m["resolved_by"], resolved_at=m["resolved_at"], created_at=m["created_at"],
+    )
+
+
+def select_ids(session: Session, ids: Sequence[int] = (), flt: JobFilter | None = None
+               ) -> list[int]:
+    """Ids of open entries to act on: the given ones (each must exist and be open), or all
+    matching the filter. What an operator confirms is exactly what is then acted on."""
+    if ids:
+        found = dict(session.execute(
+            select(F.c.id, F.c.status).where(F.c.id.in_(list(ids)))
+        ).all())
+        for job_id in ids:
+            if job_id not in found:
+                raise NotFound(f"no failed job #{job_id}")
+            if found[job_id] not in OPEN_FAILED_STATUSES:
+                raise UserError(f"failed job #{job_id} is already {found[job_id]}")
+        return list(dict.fromkeys(ids))
+    flt = flt or JobFilter()
+    if flt.status not in ("open", *OPEN_FAILED_STATUSES):
+        raise UserError(
+            f"only open entries (failed, interrupted) can be acted on, not {flt.status}"
+        )
+    return list(session.execute(
+        select(F.c.id).where(*flt.clauses()).order_by(F.c.id)
+    ).scalars())
+
+
+@dataclass
+class RetryOutcome:
+    retried: list[tuple[int, str]] = field(default_factory=list)  # (entry id, new task id)
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (entry id, reason)
+
+
+def retry_failed(engine: Engine, huey: Huey, ids: Sequence[int], operator: str,
+                 flt: JobFilter | None = None) -> RetryOutcome:
+    """Re-enqueue exactly the stored call of each open entry, as a new job with a fresh retry
+    budget; the entry becomes `retried` and links to the new job (`retried_as`).
+
+    Entries are claimed with an atomic UPDATE ... WHERE status is open, so two operators
+    retrying at once never enqueue one job twice. Entries whose task no longer exists or whose
+    stored call does not verify are skipped with the reason."""
+    outcome = RetryOutcome()
+    try:
+        for start in range(0, len(ids), CHUNK):
+            _retry_chunk(engine, huey, list(ids[start:start + CHUNK]), operator, outcome)
+    finally:
+        if outcome.retried or outcome.skipped:
+            _log_action(engine, operator, "jobs.retry", ids, flt, len(outcome.retried), {
+                "retried_as": dict(outcome.retried[:LOG_IDS]),
+                "skipped": [f"#{i}: {why}" for i, why in outcome.skipped[:LOG_IDS]],
+            })
+    return outcome
+
+
+def _retry_chunk(engine: Engine, huey: Huey, chunk: list[int], operator: str,
+                 outcome: RetryOutcome) -> None:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(F.c.id, F.c.task_name, F.c.queue, F.c.payload, F.c.status)
+            .where(F.c.id.in_(chunk), OPEN)
+        ).all()
+    prepared: dict[int, tuple[Task, Any]] = {}
+    for row in rows:
+        try:
+            prepared[row.id] = (rebuild_task(huey, row.payload, row.task_name), row)
+        except CannotRetry as exc:
+            outcome.skipped.append((row.id, str(exc)))
+    if not prepared:
+        return
+    now = utcnow()
+    enqueued: list[tuple[int, str]] = []
+    failure: Exception | None = None
+    with engine.begin() as conn:
+        claimed = list(conn.execute(
+            update(F)
+            .where(F.c.id.in_(list(prepared)), OPEN)
+            .values(status=FailedJobStatus.retried.value, resolved_by=operator, resolved_at=now)
+            .returning(F.c.id)
+        ).scalars())
+        for job_id in sorted(claimed):
+            task, _row = prepared[job_id]
+            try:
+                huey.enqueue(task)
+            except Exception as exc:  # queue unreachable: keep what was done, undo the rest
+                failure = exc
+                break
+            enqueued.append((job_id, task.id))
+        if enqueued:
+            conn.execute(
+                update(F).where(F.c.id == bindparam("fid")).values(retried_as=bindparam("new")),
+                [{"fid": i, "new": t} for i, t in enqueued],
+            )
+            record_retried(conn, now, [(prepared[i][1].queue, prepared[i][1].task_name)
+                                       for i, _ in enqueued])
+        undo = [i for i in claimed if i not in dict(enqueued)]
+        for job_id in undo:
+            conn.execute(update(F).where(F.c.id == job_id).values(
+                status=prepared[job_id][1].status, resolved_by=None, resolved_at=None))
+    outcome.retried.extend(enqueued)
+    if failure is not None:
+        raise StorageUnavailable(
+            f"queue: {redact(str(failure))}; {len(outcome.retried)} job(s) were re-enqueued "
+            "before it failed, the rest are still in the failed list"
+        )
+
+
+def discard_failed(engine: Engine, ids: Sequence[int], operator: str,
+                   flt: JobFilter | None = None) -> int:
+    """Close open entries without running them again. The rows stay (status `discarded`,
+    who and when); the action goes to the activity log."""
+    now = utcnow()
+    done: list[int] = []
+    with engine.begin() as conn:
+        for start in range(0, len(ids), CHUNK):
+            done.extend(conn.execute(
+                update(F)
+                .where(F.c.id.in_(list(ids[start:start + CHUNK])), OPEN)
+                .values(status=FailedJobStatus.discarded.value, resolved_by=operator,
+                        resolved_at=now)
+                .returning(F.c.id)
+            ).scalars())
+        if done:
+            _log_action(conn, operator, "jobs.discard", ids, flt, len(done),
+                        {"ids": sorted(done)[:LOG_IDS]})
+    return len(done)
+
+
+def _log_action(target: Any, operator: str, action: str, ids: Sequence[int],
+                flt: JobFilter | None, count: int, extra: dict[str, Any]) -> None:
+    details: dict[str, Any] = {
+        "count": count,
+        "filter": {"ids": list(ids)[:LOG_IDS]} if flt is None else flt.describe(),
+        **extra,
+    }
+    if len(ids) > LOG_IDS:
+        details["ids_truncated"] = len(ids)
+    stmt = insert(ActivityLog.__table__).values(
+        actor=operator, action=action, entity="failed_jobs",
+        entity_id=str(ids[0]) if len(ids) == 1 else None, details=details, created_at=utcnow(),
+    )
+    if isinstance(target, Engine):
+        with target.begin() as conn:
+            conn.execute(stmt)
+    else:
+        target.execute(stmt)
