@@ -26,6 +26,7 @@ from kolaq_console.ui.format import one_line
 from kolaq_console.ui.messages import EmbeddedWorkerSwitched
 from kolaq_console.ui.screens.base import KolaqScreen, LiveScreen
 from kolaq_console.ui.screens.emails import EmailsScreen
+from kolaq_console.ui.screens.failed_jobs import FailedJobsScreen
 from kolaq_console.ui.screens.inventory import InventoryScreen
 from kolaq_console.ui.screens.overview import OverviewScreen
 
@@ -47,6 +48,7 @@ class KolaqConsole(App[None]):
     ENABLE_COMMAND_PALETTE = False
     MODES = {
         "overview": OverviewScreen,
+        "failed": FailedJobsScreen,
         "inventory": InventoryScreen,
         "emails": EmailsScreen,
     }

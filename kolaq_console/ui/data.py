@@ -4,7 +4,7 @@ No Textual here: these run in worker threads and are tested alone."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from huey.api import Huey
@@ -14,6 +14,8 @@ from sqlmodel import Session, col, select
 from kolaq_console.config import Settings
 from kolaq_console.inventory.lowstock import low_stock_products
 from kolaq_console.inventory.stock import read_state
+from kolaq_console.jobs.stats import minute_of, throughput
+from kolaq_console.jobs.workers import list_workers
 from kolaq_console.models import ActivityLog, Product
 from kolaq_console.status import Status, collect
 
@@ -25,6 +27,7 @@ class Overview:
     minutes: int = 30
     completed: list[int] = field(default_factory=list)  # per minute, oldest first
     failed: list[int] = field(default_factory=list)
+    retried: list[int] = field(default_factory=list)  # failed attempts retried, re-enqueues
     workers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -36,15 +39,43 @@ class Overview:
         return sum(self.failed)
 
     @property
+    def total_retried(self) -> int:
+        return sum(self.retried)
+
+    @property
     def error_rate(self) -> float | None:
-        runs = self.total_completed + self.total_failed
-        return None if runs == 0 else self.total_failed / runs
+        """Failed attempts (terminal or retried) per attempt."""
+        errors = self.total_failed + self.total_retried
+        runs = self.total_completed + errors
+        return None if runs == 0 else errors / runs
 
 
 def collect_overview(settings: Settings, engine: Engine, huey: Huey, now: datetime,
                      minutes: int = 30) -> Overview:
-    """Status (an unreachable store is reported, not raised), throughput and workers."""
-    return Overview(status=collect(settings, engine, huey), now=now, minutes=minutes)
+    """Status (an unreachable store is reported, not raised), the job ledger's per-minute
+    counts of the last `minutes` (this one included) and its live and dead workers."""
+    overview = Overview(status=collect(settings, engine, huey), now=now, minutes=minutes)
+    if overview.status.storage["database"] != "ok":
+        return overview
+    first = minute_of(now) - timedelta(minutes=minutes - 1)
+    completed, failed, retried = [0] * minutes, [0] * minutes, [0] * minutes
+    with Session(engine) as session:
+        for m in throughput(session, first):
+            i = int((m.minute - first).total_seconds() // 60)
+            if 0 <= i < minutes:
+                completed[i] += m.completed
+                failed[i] += m.failed
+                retried[i] += m.retried
+        found = list_workers(session, settings.jobs.lease_seconds, now=now,
+                             include_stopped=False)
+    overview.completed, overview.failed, overview.retried = completed, failed, retried
+    overview.workers = [
+        {"name": f"{w.host}:{w.pid}", "state": "live" if w.state == "running" else w.state,
+         "threads": w.threads, "heartbeat_at": w.heartbeat_at, "running": len(w.jobs),
+         "periodic": w.periodic}
+        for w in found
+    ]
+    return overview
 
 
 # --- inventory ---------------------------------------------------------------------------------

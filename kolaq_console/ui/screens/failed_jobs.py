@@ -28,8 +28,8 @@ from kolaq_console.ui.widgets.record_table import Col, RecordTable
 LIMIT = 200
 ACTION = "jobs-action"
 COLUMNS = (
-    Col("#", 4, right=True), Col("task", 12, flex=2), Col("queue", 9),
-    Col("error", 16, flex=5), Col("tries", 5, right=True), Col("last try", 11),
+    Col("#", 4, right=True), Col("task", 10, flex=1), Col("queue", 9),
+    Col("error", 16, flex=4), Col("tries", 5, right=True), Col("last try", 11),
 )
 
 
@@ -66,7 +66,7 @@ class JobQuery:
         parts = [f"queue {self.queue}" if self.queue else "",
                  f"task {self.task}" if self.task else "",
                  f"error “{self.error}”" if self.error else ""]
-        return " · ".join(p for p in parts if p) or "all"
+        return " · ".join(p for p in parts if p) or "no filter"
 
 
 @dataclass
@@ -271,7 +271,8 @@ class FailedJobsScreen(JobScreenBase):
         if not event.ids:
             self.notify(f"No open failed job matches ({query.describe()})", severity="warning")
             return
-        what = f"Every open failed job matching: {query.describe()}"
+        what = ("Every open failed job" if query == JobQuery()
+                else f"Every open failed job matching {query.describe()}")
         self.act(event.action, event.ids, what, flt=query.job_filter())
 
     def after_action(self) -> None:

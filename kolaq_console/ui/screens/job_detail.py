@@ -13,7 +13,7 @@ from textual.markup import escape
 from textual.widgets import Static
 
 from kolaq_console.jobs import failed as ledger
-from kolaq_console.ui.format import when_full
+from kolaq_console.ui.format import short_task, when_full
 from kolaq_console.ui.messages import FailedJobLoaded
 from kolaq_console.ui.screens.base import POLL
 from kolaq_console.ui.screens.failed_jobs import JobScreenBase
@@ -22,7 +22,10 @@ OPEN = ("failed", "interrupted")
 
 
 def pretty(value: object) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    """One line when short, indented JSON otherwise."""
+    flat = json.dumps(value, ensure_ascii=False, default=str)
+    return flat if len(flat) <= 70 else json.dumps(value, indent=2, ensure_ascii=False,
+                                                   default=str)
 
 
 class JobDetailScreen(JobScreenBase):
@@ -42,6 +45,8 @@ class JobDetailScreen(JobScreenBase):
         yield from self.compose_chrome_top()
         with VerticalScroll(id="detail"):
             yield Static(f"Failed job #{self.job_id}", id="detail-fields")
+            yield Static("Error", classes="caption section")
+            yield Static(id="detail-error", classes="code", markup=False)
             yield Static("Arguments", classes="caption section")
             yield Static(id="detail-args", classes="code", markup=False)
             yield Static("Traceback", classes="caption section")
@@ -62,7 +67,7 @@ class JobDetailScreen(JobScreenBase):
         zone = self.console.settings.shop.zone
         fields = [
             ("Task", job.task_name), ("Queue", job.queue), ("Status", job.status),
-            ("Error", f"{job.error_type}: {job.error_message}".strip(": ")),
+            ("Error", short_task(job.error_type) or "-"),
             ("Attempts", str(job.attempts)),
             ("First try", when_full(job.first_attempt_at, zone)),
             ("Last try", when_full(job.last_attempt_at, zone)),
@@ -79,6 +84,7 @@ class JobDetailScreen(JobScreenBase):
         with self.app.batch_update():
             self.query_one("#detail-fields", Static).update(
                 f"[b]Failed job #{job.id}[/]\n{text}")
+            self.query_one("#detail-error", Static).update(job.error_message or "-")
             self.query_one("#detail-args", Static).update(pretty(call))
             self.query_one("#detail-traceback", Static).update(
                 job.traceback or "(no traceback recorded)")

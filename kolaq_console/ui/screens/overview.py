@@ -7,6 +7,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.widgets import DataTable, Sparkline, Static
 
 from kolaq_console.ui.data import Overview, collect_overview
@@ -55,7 +56,7 @@ class OverviewScreen(LiveScreen):
         self.query_one("#queues", DataTable).add_columns(
             "queue", "pending", "scheduled", "in flight")
         self.query_one("#workers", DataTable).add_columns(
-            "worker", "state", "threads", "heartbeat", "running")
+            "worker", "state", "threads", "heartbeat", "running", "periodic")
 
     def action_refresh(self) -> None:
         self.reload()
@@ -80,7 +81,8 @@ class OverviewScreen(LiveScreen):
                 queues.add_row(name, *(f"{n:>7}" for n in (d.pending, d.scheduled, d.in_flight)))
             self.query_one("#ov-health", Static).update(self._health(data))
             self.query_one("#ov-rates", Static).update(self._rates(data))
-            runs = [float(c + f) for c, f in zip(data.completed, data.failed, strict=False)]
+            runs = [float(sum(m)) for m in zip(data.completed, data.failed, data.retried,
+                                               strict=False)]
             self.query_one("#ov-spark", Sparkline).data = runs if any(runs) else []
             self.query_one("#ov-attention", Static).update(self._attention(data))
             workers = self.query_one("#workers", DataTable)
@@ -88,8 +90,11 @@ class OverviewScreen(LiveScreen):
             self.query_one("#workers-empty", Static).display = not data.workers
             workers.clear()
             for w in data.workers:
-                workers.add_row(w["name"], w["state"], str(w["threads"]),
-                                ago(w["heartbeat_at"], data.now) + " ago", str(w["running"]))
+                state = (Content.from_markup("[b $error]dead[/]") if w["state"] == "dead"
+                         else w["state"])
+                workers.add_row(w["name"], state, str(w["threads"]),
+                                ago(w["heartbeat_at"], data.now) + " ago", str(w["running"]),
+                                "yes" if w["periodic"] else "")
 
     def _health(self, data: Overview) -> str:
         s = data.status
@@ -114,7 +119,7 @@ class OverviewScreen(LiveScreen):
         per_min = data.total_completed / data.minutes if data.minutes else 0
         failed = (f"[b $error]{data.total_failed}[/]" if data.total_failed
                   else str(data.total_failed))
-        return (f"{data.total_completed} done · {failed} failed\n"
+        return (f"done {data.total_completed} · failed {failed} · retry {data.total_retried}\n"
                 f"errors {shown} · {per_min:.1f} jobs/min")
 
     def _attention(self, data: Overview) -> str:

@@ -62,11 +62,12 @@ class RecordTable(DataTable):
         shown = [(i, c) for i, c in enumerate(self._specs) if total >= c.hide_below]
         fixed = sum(c.width + padding for _, c in shown if not c.flex)
         flex_cols = [(i, c) for i, c in shown if c.flex]
-        room = avail - fixed - sum(padding for _ in flex_cols)
+        # flexible columns get their least width, then share what is left by weight
+        spare = max(avail - fixed - sum(c.width + padding for _, c in flex_cols), 0)
         weights = sum(c.flex for _, c in flex_cols) or 1
         out = []
         for i, c in shown:
-            width = c.width if not c.flex else max(c.width, room * c.flex // weights)
+            width = c.width if not c.flex else c.width + spare * c.flex // weights
             out.append((i, c, width))
         return out
 
