@@ -162,7 +162,7 @@ class KolaqConsole(App[None]):
     def _app_worker_failed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             self.notify(one_line(event.worker.error), title=event.worker.description,
-                        severity="error", timeout=8)
+                        severity="error", timeout=8, markup=False)
 
     async def action_quit(self) -> None:
         if self.embedded.running:

@@ -15,7 +15,15 @@ from kolaq_console.emails.outbox import queue
 from kolaq_console.inventory.adjust import adjust
 from kolaq_console.inventory.reconcile import reconcile
 from kolaq_console.inventory.stock import CHECKPOINT_KEY
-from kolaq_console.models import ActivityLog, EmailOutbox, Product, SystemState
+from kolaq_console.models import (
+    ActivityLog,
+    EmailOutbox,
+    FailedJob,
+    JobStat,
+    Product,
+    SystemState,
+    Worker,
+)
 
 NOW = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
 
@@ -81,3 +89,53 @@ def seed_emails(engine: Engine, settings: Settings) -> list[int]:
             ids.append(row.id)
         session.commit()
     return ids
+
+
+# (task, queue, error type, message, attempts, minutes before NOW, args)
+FAILED = [
+    ("tasks.send_email", "emails", "kolaq_console.emails.transports.TransientError",
+     "network error talking to Resend: connection refused", 4, 95, [12]),
+    ("tasks.reconcile_inventory", "inventory", "kolaq_console.inventory.lease.LeaseBusy",
+     "another reconciliation holds the lease (until 11:02)", 4, 58, []),
+    ("tasks.process_webhook", "webhooks", "ValueError",
+     "paystack event evt_000123: unknown order KB-99999", 1, 31, [41]),
+    ("tasks.send_email", "emails", "kolaq_console.errors.PermanentJobError",
+     "422 validation_error: invalid `to` address", 1, 12, [3]),
+]
+TRACEBACK = """Traceback (most recent call last):
+  File "tasks.py", line 31, in send_email
+    return email_jobs.send(row_id)
+  File "kolaq_console/emails/delivery.py", line 88, in send
+    raise PermanentJobError(reason)
+kolaq_console.errors.PermanentJobError: 422 validation_error: invalid `to` address
+"""
+
+
+def seed_ledger(engine: Engine) -> None:
+    """Open failed jobs, a live and a dead worker, and 30 minutes of throughput."""
+    with Session(engine) as session:
+        for n, (task, queue_name, etype, message, attempts, minutes, args) in enumerate(FAILED):
+            last = NOW - timedelta(minutes=minutes)
+            session.add(FailedJob(
+                task_id=f"00000000-0000-4000-8000-{n:012d}", task_name=task, queue=queue_name,
+                args=args, error_type=etype, error_message=message, traceback=TRACEBACK,
+                attempts=attempts, first_attempt_at=last - timedelta(seconds=155 * (attempts - 1)),
+                last_attempt_at=last, worker_host="shop-1", worker_pid=4242, created_at=last,
+            ))
+        session.add(Worker(id="shop-1:4242:1", host="shop-1", pid=4242, threads=4,
+                           queues=["emails", "inventory", "webhooks"], periodic=True,
+                           started_at=NOW - timedelta(hours=6),
+                           heartbeat_at=NOW - timedelta(seconds=4)))
+        session.add(Worker(id="shop-2:977:1", host="shop-2", pid=977, threads=2,
+                           queues=["emails"], started_at=NOW - timedelta(hours=3),
+                           heartbeat_at=NOW - timedelta(minutes=7)))
+        first = NOW.replace(second=0, microsecond=0) - timedelta(minutes=29)
+        for i in range(30):
+            done = (i * 7) % 11 + (4 if 12 <= i <= 18 else 0)
+            session.add(JobStat(minute=first + timedelta(minutes=i), queue="emails",
+                                task_name="tasks.send_email", completed=done,
+                                failed=1 if i in (17, 28) else 0, retried=2 if i == 17 else 0))
+            if i % 10 == 0:
+                session.add(JobStat(minute=first + timedelta(minutes=i), queue="inventory",
+                                    task_name="tasks.reconcile_inventory", completed=1))
+        session.commit()

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from seed import clock, seed_emails, seed_shop
+from seed import clock, seed_emails, seed_ledger, seed_shop
 
 from kolaq_console.config import load_settings
 from kolaq_console.db import make_engine
@@ -22,12 +22,14 @@ env = {
     "KOLAQ_QUEUE__SQLITE_PATH": str(folder / "queue.db"),
     "KOLAQ_QUEUE__NAME": "kolaq-snapshot",
     "KOLAQ_CONSOLE__REFRESH_SECONDS": "60",
+    "KOLAQ_JOBS__LEASE_SECONDS": "120",
 }
 settings = load_settings(environ=env)
 engine = make_engine(settings.database.url)
 upgrade(engine)
 seed_shop(engine, settings)
 seed_emails(engine, settings)
+seed_ledger(engine)
 engine.dispose()
 
 app = make_app(settings, huey=make_huey(settings), clock=clock)

@@ -70,11 +70,15 @@ def test_filter_text_parses_queue_task_and_error_words():
     assert JobQuery.parse("queue:emails") == JobQuery(queue="emails")
 
 
-async def test_lists_open_failures_newest_first(failures, console):
+async def test_lists_open_failures_newest_first_with_errors_as_plain_text(failures, console):
     app = console()
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(200, 24)) as pilot:
         await open_failed(pilot)
         assert listed(app) == list(reversed(failures))
+        table = app.screen.query_one(RecordTable)
+        error = table.get_row(str(failures[-1]))[4]  # after the mark, #, task and queue
+        # brackets in data are text, not markup
+        assert str(error) == "ValueError: run 4 of w1 failed on purpose (key [REDACTED])"
 
 
 async def test_filter_narrows_the_list_by_queue_and_by_error(failures, console):

@@ -43,7 +43,7 @@ async def test_reconcile_now_runs_in_a_worker_and_reports_its_summary(shop, cons
         assert done.summary.startswith("Reconciled (incremental)")
         activity = app.screen.query_one("#activity", RecordTable)
         newest = activity.get_row_at(0)
-        assert newest[1] == "run"
+        assert str(newest[1]) == "run"
     *_, run = runs(sqlite_engine)
     assert len(runs(sqlite_engine)) == before + 1
     assert run.actor == "test-operator"

@@ -30,6 +30,24 @@ def test_overview(snap_compare, size):
 
 
 @SIZES
+def test_failed_jobs(snap_compare, size):
+    assert snap_compare(APP, terminal_size=size, run_before=keys("2"))
+
+
+def test_failed_job_detail(snap_compare):
+    assert snap_compare(APP, terminal_size=(80, 24), run_before=keys("2", "enter"))
+
+
+def test_retry_all_confirmation(snap_compare):
+    assert snap_compare(APP, terminal_size=(80, 24), run_before=keys("2", "R"))
+
+
+def test_marked_failed_jobs(snap_compare):
+    assert snap_compare(APP, terminal_size=(80, 24),
+                        run_before=keys("2", "space", "down", "space"))
+
+
+@SIZES
 def test_inventory(snap_compare, size):
     assert snap_compare(APP, terminal_size=size, run_before=keys("3"))
 

@@ -58,7 +58,7 @@ class KolaqScreen(Screen):
 
     def worker_failed(self, worker: Worker, error: BaseException) -> None:
         self.notify(one_line(error), title=worker.description or "Error", severity="error",
-                    timeout=8)
+                    timeout=8, markup=False)
 
 
 class LiveScreen(KolaqScreen):

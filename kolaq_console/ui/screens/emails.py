@@ -8,10 +8,11 @@ from sqlmodel import Session
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.widgets import DataTable, Static
 
 from kolaq_console.db import session_scope
-from kolaq_console.emails import list_emails, resend_email
+from kolaq_console.emails import KINDS, list_emails, resend_email
 from kolaq_console.emails.outbox import row_summary
 from kolaq_console.models import EmailStatus
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
@@ -41,35 +42,45 @@ class EmailQuery:
     status: str | None = None
     kind: str | None = None
     text: str = ""
+    problem: str | None = None  # e.g. a status still being typed: ignored, and said so
 
     @classmethod
     def parse(cls, text: str, status: str | None = None) -> EmailQuery:
         """`status:failed kind:generic ada@` — a bare status name filters by status; other
         words match the recipient or subject."""
-        kind = None
+        kind = problem = None
         words = []
         for word in text.split():
             key, sep, value = word.partition(":")
             if sep and key == "status":
-                status = value
+                if value in STATUSES:
+                    status = value
+                else:
+                    problem = f"unknown status “{value}” ({', '.join(STATUSES)})"
             elif sep and key == "kind":
-                kind = value
+                if value in KINDS:
+                    kind = value
+                else:
+                    problem = f"unknown kind “{value}” ({', '.join(KINDS)})"
             elif word in STATUSES:
                 status = word
             else:
                 words.append(word.lower())
-        return cls(status=status, kind=kind, text=" ".join(words))
+        return cls(status=status, kind=kind, text=" ".join(words), problem=problem)
 
     def matches(self, row: dict) -> bool:
         haystack = f"{row['to']} {row['subject']}".lower()
         return all(word in haystack for word in self.text.split())
 
     def describe(self) -> str:
+        """What is filtered, as markup (typed text escaped)."""
         parts = [f"status {self.status}" if self.status else "all statuses"]
         if self.kind:
             parts.append(f"kind {self.kind}")
         if self.text:
-            parts.append(f"“{self.text}”")
+            parts.append(f"“{escape(self.text)}”")
+        if self.problem:
+            parts.append(f"[$warning]{escape(self.problem)}[/]")
         return " · ".join(parts)
 
 
@@ -116,7 +127,7 @@ class EmailScreenBase(LiveScreen):
     @on(EmailResent)
     def _resent(self, event: EmailResent) -> None:
         self.notify(f"Email #{event.original_id} queued again as #{event.new_id} "
-                    f"to {one_line(event.to)}")
+                    f"to {one_line(event.to)}", markup=False)
         self.reload()
 
 

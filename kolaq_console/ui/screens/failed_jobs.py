@@ -9,12 +9,13 @@ from sqlmodel import Session
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.widgets import DataTable, Static
 
 from kolaq_console.jobs import failed as ledger
 from kolaq_console.queue import LOGICAL_QUEUES
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
-from kolaq_console.ui.format import clip, plural, short_task, when
+from kolaq_console.ui.format import ago, clip, plural, short_task, when
 from kolaq_console.ui.messages import (
     BulkTargetsSelected,
     FailedJobsLoaded,
@@ -29,7 +30,8 @@ LIMIT = 200
 ACTION = "jobs-action"
 COLUMNS = (
     Col("#", 4, right=True), Col("task", 10, flex=1), Col("queue", 9),
-    Col("error", 16, flex=4), Col("tries", 5, right=True), Col("last try", 11),
+    Col("error", 16, flex=4), Col("tries", 5, right=True), Col("ago", 4, right=True),
+    Col("last try", 11, hide_below=110),
 )
 
 
@@ -41,31 +43,38 @@ class JobQuery:
     queue: str | None = None
     task: str | None = None
     error: str | None = None
+    problem: str | None = None  # e.g. a queue name still being typed: ignored, and said so
 
     @classmethod
     def parse(cls, text: str) -> JobQuery:
-        queue = task = None
+        queue = task = problem = None
         words = []
         for word in text.split():
             key, sep, value = word.partition(":")
-            if sep and key == "queue" and value:
-                queue = value
-            elif sep and key == "task" and value:
-                task = value
+            if sep and key == "queue":
+                if value in LOGICAL_QUEUES:
+                    queue = value
+                else:
+                    problem = f"unknown queue “{value}” ({', '.join(LOGICAL_QUEUES)})"
+            elif sep and key == "task":
+                task = value or None
             elif word in LOGICAL_QUEUES:
                 queue = word
             else:
                 words.append(word)
-        return cls(queue=queue, task=task, error=" ".join(words) or None)
+        return cls(queue=queue, task=task, error=" ".join(words) or None, problem=problem)
 
     def job_filter(self) -> ledger.JobFilter:
-        """Raises UserError for an unknown queue."""
         return ledger.JobFilter(queue=self.queue, task=self.task, error=self.error)
 
-    def describe(self) -> str:
+    def describe(self, markup: bool = True) -> str:
+        """What is filtered, for the caption (markup, typed text escaped) or a dialog."""
+        esc = escape if markup else str
         parts = [f"queue {self.queue}" if self.queue else "",
-                 f"task {self.task}" if self.task else "",
-                 f"error “{self.error}”" if self.error else ""]
+                 f"task {esc(self.task)}" if self.task else "",
+                 f"error “{esc(self.error)}”" if self.error else ""]
+        if self.problem:
+            parts.append(f"[$warning]{esc(self.problem)}[/]" if markup else self.problem)
         return " · ".join(p for p in parts if p) or "no filter"
 
 
@@ -132,7 +141,8 @@ class JobScreenBase(LiveScreen):
     @on(JobsRetried)
     def _retried(self, event: JobsRetried) -> None:
         text, severity = retried_text(event)
-        self.notify(text, title="Failed jobs", severity=severity)  # type: ignore[arg-type]
+        self.notify(text, title="Failed jobs", severity=severity,  # type: ignore[arg-type]
+                    markup=False)
         self.after_action()
 
     @on(JobsDiscarded)
@@ -191,7 +201,7 @@ class FailedJobsScreen(JobScreenBase):
             return
         page: FailedPage = event.data
         self.total = page.total
-        zone = self.console.settings.shop.zone
+        zone, now = self.console.settings.shop.zone, self.console.clock()
         table = self.query_one(RecordTable)
         with self.app.batch_update():
             table.replace_rows(
@@ -199,7 +209,7 @@ class FailedJobsScreen(JobScreenBase):
                     str(r.id), short_task(r.task_name), r.queue,
                     f"{short_task(r.error_type)}: {r.error_message}" if r.error_type
                     else r.error_message,
-                    str(r.attempts), when(r.last_attempt_at, zone),
+                    str(r.attempts), ago(r.last_attempt_at, now), when(r.last_attempt_at, zone),
                 ))
                 for r in page.rows
             )
@@ -239,8 +249,8 @@ class FailedJobsScreen(JobScreenBase):
         current = table.current
         if current is None:
             return [], ""
-        row = table.get_row(str(current))
-        return [current], f"#{current} {row[2]} ({row[3]}): {row[4]}"
+        _, task, queue, error, *_ = table.cells(current)
+        return [current], f"#{current} {task} ({queue}): {error}"
 
     def action_retry(self) -> None:
         ids, what = self._chosen()
@@ -269,10 +279,11 @@ class FailedJobsScreen(JobScreenBase):
     def _targets_selected(self, event: BulkTargetsSelected) -> None:
         query: JobQuery = event.query
         if not event.ids:
-            self.notify(f"No open failed job matches ({query.describe()})", severity="warning")
+            self.notify(f"No open failed job matches ({query.describe()})", severity="warning",
+                        markup=True)
             return
-        what = ("Every open failed job" if query == JobQuery()
-                else f"Every open failed job matching {query.describe()}")
+        what = ("Every open failed job" if query.job_filter() == ledger.JobFilter()
+                else f"Every open failed job matching {query.describe(markup=False)}")
         self.act(event.action, event.ids, what, flt=query.job_filter())
 
     def after_action(self) -> None:

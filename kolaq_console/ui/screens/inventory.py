@@ -6,6 +6,7 @@ from sqlmodel import Session
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.widgets import Static
 
 from kolaq_console.inventory.reconcile import reconcile
@@ -102,7 +103,7 @@ class InventoryScreen(LiveScreen):
             )
             last = (f"last reconcile {ago(view.last_run_at, now)} ago"
                     if view.last_run_at else "never reconciled")
-            shown = f" matching “{self.filter_text}”" if self.filter_text else ""
+            shown = f" matching “{escape(self.filter_text)}”" if self.filter_text else ""
             self.query_one("#inv-caption", Static).update(
                 f"[b]{len(low)}[/] low-stock products{shown} · {last}"
                 + ("" if self.console.read_only else "   [dim]c reconcile now[/]"))
@@ -128,7 +129,7 @@ class InventoryScreen(LiveScreen):
 
     @on(InventoryReconciled)
     def _reconciled(self, event: InventoryReconciled) -> None:
-        self.notify(event.summary, title="Inventory")
+        self.notify(event.summary, title="Inventory", markup=False)
         self.reload()
 
     def action_filter(self) -> None:

@@ -3,11 +3,13 @@ outbox and low stock, refreshed live."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
+from textual.markup import escape
 from textual.widgets import DataTable, Sparkline, Static
 
 from kolaq_console.ui.data import Overview, collect_overview
@@ -53,10 +55,16 @@ class OverviewScreen(LiveScreen):
         yield from self.compose_chrome_bottom()
 
     def on_mount(self) -> None:
-        self.query_one("#queues", DataTable).add_columns(
-            "queue", "pending", "scheduled", "in flight")
-        self.query_one("#workers", DataTable).add_columns(
-            "worker", "state", "threads", "heartbeat", "running", "periodic")
+        # Fixed widths: columns do not jump as numbers grow (and snapshots do not depend on
+        # when the table measured its content).
+        queues = self.query_one("#queues", DataTable)
+        queues.add_column("queue", width=9)
+        for label in ("pending", "scheduled", "in flight"):
+            queues.add_column(label.rjust(9), width=9)
+        workers = self.query_one("#workers", DataTable)
+        for label, width in (("worker", 24), ("state", 5), ("threads", 7), ("heartbeat", 9),
+                             ("running", 7), ("periodic", 8)):
+            workers.add_column(label, width=width)
 
     def action_refresh(self) -> None:
         self.reload()
@@ -78,7 +86,7 @@ class OverviewScreen(LiveScreen):
             queues = self.query_one("#queues", DataTable)
             queues.clear()
             for name, d in s.queues.items():
-                queues.add_row(name, *(f"{n:>7}" for n in (d.pending, d.scheduled, d.in_flight)))
+                queues.add_row(name, *(f"{n:>9}" for n in (d.pending, d.scheduled, d.in_flight)))
             self.query_one("#ov-health", Static).update(self._health(data))
             self.query_one("#ov-rates", Static).update(self._rates(data))
             runs = [float(sum(m)) for m in zip(data.completed, data.failed, data.retried,
@@ -92,7 +100,7 @@ class OverviewScreen(LiveScreen):
             for w in data.workers:
                 state = (Content.from_markup("[b $error]dead[/]") if w["state"] == "dead"
                          else w["state"])
-                workers.add_row(w["name"], state, str(w["threads"]),
+                workers.add_row(Text(w["name"]), state, str(w["threads"]),
                                 ago(w["heartbeat_at"], data.now) + " ago", str(w["running"]),
                                 "yes" if w["periodic"] else "")
 
@@ -100,7 +108,7 @@ class OverviewScreen(LiveScreen):
         s = data.status
 
         def state(value: str) -> str:
-            return "[b $success]ok[/]" if value == "ok" else f"[b $error]down[/] {value}"
+            return "[b $success]ok[/]" if value == "ok" else f"[b $error]down[/] {escape(value)}"
 
         live = sum(1 for w in data.workers if w["state"] == "live")
         dead = sum(1 for w in data.workers if w["state"] == "dead")

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rich.text import Text
 from textual import events
 from textual.content import Content
 from textual.widgets import DataTable
@@ -30,12 +31,14 @@ class Col:
 
 
 def clip(value: Any, width: int, right: bool = False) -> Any:
+    """The cell, cut to `width` with an ellipsis. Text becomes a plain `rich.text.Text`: a
+    DataTable reads `str` cells as markup, and data (errors, addresses) may contain `[`."""
     if isinstance(value, Content):
         return value if value.cell_length <= width else value.truncate(width, ellipsis=True)
-    text = "" if value is None else str(value)
+    text = "" if value is None else " ".join(str(value).split())
     if len(text) > width:
         text = text[: max(width - 1, 0)] + "…"
-    return text.rjust(width) if right else text
+    return Text(text.rjust(width) if right else text, no_wrap=True, end="")
 
 
 class RecordTable(DataTable):
@@ -129,6 +132,10 @@ class RecordTable(DataTable):
 
     def keys(self) -> list[Any]:
         return list(self._rows)
+
+    def cells(self, key: Any) -> Sequence[Any]:
+        """The record's cells as given (not cut to the column widths)."""
+        return self._rows[key]
 
     def toggle_mark(self) -> None:
         key = self.current
