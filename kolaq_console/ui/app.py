@@ -124,7 +124,8 @@ class KolaqConsole(App[None]):
         title = f"Keys — {getattr(screen, 'TITLE_TEXT', 'console')}"
         if self.read_only:
             title += " (read-only: actions are hidden)"
-        self.push_screen(HelpDialog(title, [("This screen", keys), ("Everywhere", GLOBAL_KEYS)]))
+        everywhere = [k for k in GLOBAL_KEYS if not (self.read_only and k[0] == "w")]
+        self.push_screen(HelpDialog(title, [("This screen", keys), ("Everywhere", everywhere)]))
 
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused

@@ -102,7 +102,8 @@ class JobScreenBase(LiveScreen):
     """Retry and discard, shared by the list and the detail view."""
 
     MODE = "failed"
-    WRITE_ACTIONS = frozenset({"retry", "discard", "retry_all", "discard_all"})
+    # marking only serves the actions, so it goes with them
+    WRITE_ACTIONS = frozenset({"retry", "discard", "retry_all", "discard_all", "mark"})
 
     def act(self, action: str, ids: list[int], what: str, flt: ledger.JobFilter | None = None,
             confirm: bool = True) -> None:
