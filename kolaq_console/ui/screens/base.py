@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual import on
 from textual.app import ComposeResult
+from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from kolaq_console.ui.format import one_line
 from kolaq_console.ui.widgets.navbar import NavBar
@@ -75,6 +76,12 @@ class LiveScreen(KolaqScreen):
 
     def load(self) -> None:
         raise NotImplementedError
+
+    def deliver(self, message: Message) -> None:
+        """Post a poll's answer from its worker thread, unless a newer poll replaced it
+        (`exclusive` cancels the older worker, but a thread runs on to its end)."""
+        if not get_current_worker().is_cancelled:
+            self.post_message(message)
 
     def reload(self) -> None:
         """Read the data again now (and go on polling from there)."""

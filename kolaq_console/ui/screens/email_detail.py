@@ -53,7 +53,7 @@ class EmailDetailScreen(EmailScreenBase):
     @work(thread=True, exclusive=True, exit_on_error=False, group=POLL, description="Email")
     def load(self) -> None:
         with Session(self.console.engine) as session:
-            self.post_message(EmailLoaded(load_email(session, self.row_id), self.row_id))
+            self.deliver(EmailLoaded(load_email(session, self.row_id), self.row_id))
 
     @on(EmailLoaded)
     def show_email(self, event: EmailLoaded) -> None:

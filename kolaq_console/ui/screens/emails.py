@@ -168,7 +168,7 @@ class EmailsScreen(EmailScreenBase):
         query = self.email_query
         with Session(self.console.engine) as session:
             rows = load_emails(session, query)
-        self.post_message(EmailsLoaded(rows, query))
+        self.deliver(EmailsLoaded(rows, query))
 
     @on(EmailsLoaded)
     def show_emails(self, event: EmailsLoaded) -> None:

@@ -194,7 +194,7 @@ class FailedJobsScreen(JobScreenBase):
     def load(self) -> None:
         query = self.job_query
         with Session(self.console.engine) as session:
-            self.post_message(FailedJobsLoaded(load_failed(session, query), query))
+            self.deliver(FailedJobsLoaded(load_failed(session, query), query))
 
     @on(FailedJobsLoaded)
     def show_failed(self, event: FailedJobsLoaded) -> None:
@@ -274,7 +274,7 @@ class FailedJobsScreen(JobScreenBase):
     def select_targets(self, action: str, query: JobQuery) -> None:
         with Session(self.console.engine) as session:
             ids = ledger.select_ids(session, flt=query.job_filter())
-        self.post_message(BulkTargetsSelected(action, ids, query))
+        self.deliver(BulkTargetsSelected(action, ids, query))  # a second R replaces the first
 
     @on(BulkTargetsSelected)
     def _targets_selected(self, event: BulkTargetsSelected) -> None:

@@ -68,7 +68,7 @@ class InventoryScreen(LiveScreen):
     def load(self) -> None:
         app = self.console
         with Session(app.engine) as session:
-            self.post_message(InventoryLoaded(load_inventory(session, app.settings, app.clock())))
+            self.deliver(InventoryLoaded(load_inventory(session, app.settings, app.clock())))
 
     @on(InventoryLoaded)
     def show_inventory(self, event: InventoryLoaded) -> None:

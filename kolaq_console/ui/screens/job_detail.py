@@ -56,7 +56,7 @@ class JobDetailScreen(JobScreenBase):
     @work(thread=True, exclusive=True, exit_on_error=False, group=POLL, description="Failed job")
     def load(self) -> None:
         with Session(self.console.engine) as session:
-            self.post_message(FailedJobLoaded(ledger.get_failed(session, self.job_id)))
+            self.deliver(FailedJobLoaded(ledger.get_failed(session, self.job_id)))
 
     @on(FailedJobLoaded)
     def show_job(self, event: FailedJobLoaded) -> None:

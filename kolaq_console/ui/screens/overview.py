@@ -73,7 +73,7 @@ class OverviewScreen(LiveScreen):
           description="Overview")
     def load(self) -> None:
         app = self.console
-        self.post_message(OverviewCollected(
+        self.deliver(OverviewCollected(
             collect_overview(app.settings, app.engine, app.huey, app.clock())))
 
     @on(OverviewCollected)
