@@ -11,7 +11,7 @@ from huey import crontab
 from kolaq_console import runtime
 from kolaq_console.emails import jobs as email_jobs
 from kolaq_console.inventory import jobs as inventory_jobs
-from kolaq_console.jobs import install_ledger, rerun_safe
+from kolaq_console.jobs import install_ledger, on_operator_retry, rerun_safe
 from kolaq_console.queue import make_huey, task_options
 
 settings = runtime.settings()
@@ -38,6 +38,10 @@ def send_email(row_id: int, task=None) -> str:
         retry_delay=task.retry_delay if task else 0.0,
         task_id=task.id if task else None,
     )
+
+
+# An operator's retry of a failed send reopens its outbox row (same idempotency key).
+on_operator_retry(send_email, email_jobs.reopen)
 
 
 @huey.periodic_task(crontab(), **_opts("emails", retry=False))

@@ -154,3 +154,35 @@ def test_two_processes_of_four_threads_share_one_rate_limit(
         assert status_counts(sqlite_engine) == {"sent": EMAILS}
         limited = {r.idempotency_key for r in requests if r.status == 429}
         assert limited <= set(per_key)
+
+
+def test_operator_retry_of_a_failed_send_sends_it_once_with_its_key(
+    sqlite_engine, settings, tasks_module, spawn, kolaq_env
+):
+    """A send that failed for good (422) is in the job ledger; once the cause is fixed, the
+    operator's `jobs retry` reopens the outbox row and the same idempotency key goes out."""
+    from helpers import run_cli
+
+    from kolaq_console.jobs.failed import JobFilter, list_failed
+
+    with ResendStub(api_keys={KEY}) as stub:
+        worker = spawn("worker", "-w", "2", env=resend_env(stub.url))
+        worker.wait_for_output("tasks.send_email")
+        stub.inject(422, name="validation_error", message="The `to` field is invalid.")
+        [row_id] = queue_generic(sqlite_engine, settings, 1, "retry")
+        wait_for_status(sqlite_engine, [row_id], "failed")
+
+        def failed_entry():
+            with Session(sqlite_engine) as session:
+                page = list_failed(session, JobFilter(task="send_email"))
+                return page[0] if page else None
+
+        entry = wait_until(failed_entry, message="the failed send in the ledger")
+        result = run_cli(kolaq_env, "jobs", "retry", str(entry.id), "--yes")
+        assert result.returncode == 0, result.stderr
+        wait_for_status(sqlite_engine, [row_id], "sent")
+        key = next(r.idempotency_key for r in rows(sqlite_engine) if r.id == row_id)
+        assert [d.idempotency_key for d in stub.deliveries] == [key]
+        # A second retry of the same entry is refused: it is no longer open.
+        again = run_cli(kolaq_env, "jobs", "retry", str(entry.id), "--yes")
+        assert len(stub.deliveries) == 1, again.stdout

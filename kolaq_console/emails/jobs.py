@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 
+from sqlalchemy.engine import Connection
+
 from kolaq_console import runtime
 from kolaq_console.config import Settings
 from kolaq_console.emails.delivery import deliver
-from kolaq_console.emails.outbox import sweep_stale
+from kolaq_console.emails.outbox import reopen_failed, sweep_stale
 from kolaq_console.emails.ratelimit import RateLimiter, make_limiter
 from kolaq_console.emails.transports import make_transport
 
@@ -35,6 +37,11 @@ def send(row_id: int, retries_left: int = 0, retry_delay: float = 0.0,
         runtime.engine(), settings, row_id, transport=transport, limiter=limiter,
         retries_left=retries_left, retry_delay=retry_delay, task_id=task_id,
     )
+
+
+def reopen(conn: Connection, row_id: int, task: object = None) -> bool:
+    """The send job's operator-retry hook: a `failed` outbox row goes back to `queued`."""
+    return reopen_failed(conn, row_id, runtime.settings().email.lease_seconds)
 
 
 def sweep() -> list[int]:

@@ -22,7 +22,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
@@ -421,6 +421,22 @@ def enqueue_send(row_id: int, *, delay: float | None = None) -> None:
         tasks.send_email.schedule(args=(row_id,), delay=delay)
     else:
         tasks.send_email(row_id)
+
+
+def reopen_failed(conn: Connection, row_id: int, lease_seconds: float) -> bool:
+    """Put a `failed` row back to `queued` for an operator's retry of its send job.
+
+    The row keeps its rendered body and idempotency key, so if the provider did accept an
+    earlier attempt it replays that answer instead of sending again. Rows in any other state
+    are left alone (a sent email stays sent)."""
+    now = utcnow()
+    stmt = (
+        update(EmailOutbox)
+        .where(col(EmailOutbox.id) == row_id, col(EmailOutbox.status) == EmailStatus.failed.value)
+        .values(status=EmailStatus.queued.value, next_attempt_at=None, updated_at=now,
+                lease_until=now + timedelta(seconds=lease_seconds))
+    )
+    return conn.execute(stmt).rowcount == 1
 
 
 def resend_email(

@@ -260,6 +260,9 @@ def _retry_chunk(engine: Engine, huey: Huey, chunk: list[int], operator: str,
         ).scalars())
         for job_id in sorted(claimed):
             task, _row = prepared[job_id]
+            hook = getattr(task, "before_operator_retry", None)
+            if hook is not None:
+                hook(conn, *task.args, **task.kwargs)
             try:
                 huey.enqueue(task)
             except Exception as exc:  # queue unreachable: keep what was done, undo the rest

@@ -40,7 +40,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -94,6 +94,19 @@ def rerun_safe(wrapper: TaskWrapper) -> TaskWrapper:
     if cls is None:
         raise TypeError("@rerun_safe goes above @huey.task(...)")
     cls.rerun_safe = True
+    return wrapper
+
+
+def on_operator_retry(wrapper: TaskWrapper, hook: Callable[..., Any]) -> TaskWrapper:
+    """Run `hook(conn, *args, **kwargs)` (the failed job's own arguments) in the transaction
+    that claims its ledger entry for an operator's retry, before the job is enqueued again.
+
+    For tasks whose failure left state behind that would make the re-run a no-op, e.g. a
+    failed email send whose outbox row is `failed`: the hook reopens the row."""
+    cls = getattr(wrapper, "task_class", None)
+    if cls is None:
+        raise TypeError("on_operator_retry takes the function @huey.task(...) returned")
+    cls.before_operator_retry = staticmethod(hook)
     return wrapper
 
 
