@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, insert, update
@@ -132,6 +133,9 @@ class ReconcileResult:
 
 def _noop(_stage: str, _done: int, _total: int) -> None:
     pass
+
+
+_first = itemgetter(0)
 
 
 def _chunks(items: list[Change], size: int) -> Iterator[list[Change]]:
@@ -314,11 +318,13 @@ def _apply_incremental(engine: Engine, lease: Lease, result: ReconcileResult, ch
     per product (the events are the trail): the summary lists the changes.
 
     PostgreSQL: one SELECT ... FOR NO KEY UPDATE of the touched products (in id order, so two
-    writers cannot deadlock; it also makes the next statement read their marks as committed),
+    writers cannot deadlock; a one-product run that moved a product's mark meanwhile has
+    committed by then, and the next statement, in a new snapshot, reads the mark it left),
     then one UPDATE ... FROM (the aggregate) RETURNING the changes. SQLite (BEGIN IMMEDIATE
-    already excludes every other writer; its UPDATE ... RETURNING cannot name the FROM side):
-    one SELECT of the touched products with their sums, then one executemany UPDATE of the
-    changed ones by primary key."""
+    already excludes every other writer; its RETURNING cannot name the FROM side, so it cannot
+    return the old stock): one SELECT of the touched products with their sums, for the
+    summary, then the same UPDATE ... FROM (the aggregate again: well under a millisecond for
+    1,000 events, and no Python work per product)."""
     e, p = InventoryEvent, Product
     products = Product.__table__  # type: ignore[attr-defined]
     new_events = (rarely(col(e.id) > checkpoint), col(e.id) <= high_water)
@@ -349,8 +355,9 @@ def _apply_incremental(engine: Engine, lease: Lease, result: ReconcileResult, ch
                 .returning(products.c.id, products.c.sku, products.c.stock, agg.c.delta,
                            agg.c.n)
             ).all()
+            rows.sort(key=_first)  # RETURNING has no order (sorting Row objects is slow)
             applied = [Change(pid, sku, new - int(delta), new, int(n))
-                       for pid, sku, new, delta, n in sorted(rows)]
+                       for pid, sku, new, delta, n in rows]
         else:
             above_mark = col(e.id) > col(p.stock_event_id)
             rows = conn.execute(
@@ -366,10 +373,18 @@ def _apply_incremental(engine: Engine, lease: Lease, result: ReconcileResult, ch
             applied = [Change(pid, sku, stock, stock + int(delta), int(n))
                        for pid, sku, stock, delta, n in rows if delta]
             if applied:
+                agg = (
+                    select(col(e.product_id).label("product_id"),
+                           func.sum(e.delta).label("delta"))
+                    .join(p, col(p.id) == col(e.product_id))
+                    .where(*new_events, above_mark)
+                    .group_by(col(e.product_id))
+                    .subquery("agg")
+                )
                 conn.execute(
-                    update(products).where(products.c.id == bindparam("pid"))
-                    .values(stock=bindparam("new"), **stamp),
-                    [{"pid": c.product_id, "new": c.new} for c in applied])
+                    update(products)
+                    .where(products.c.id == agg.c.product_id, agg.c.delta != 0)
+                    .values(stock=products.c.stock + agg.c.delta, **stamp))
         _finish(session, lease, result, applied, checkpoint, high_water, previous, actor,
                 started, now)
 
