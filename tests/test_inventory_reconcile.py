@@ -332,6 +332,22 @@ def test_two_runs_never_overlap(engine):
     assert reconcile(engine).mode == "full"
 
 
+def test_contenders_acquiring_the_lease_at_once_have_exactly_one_winner(engine):
+    start = threading.Barrier(6)
+    won: list[bool] = []
+
+    def contend(i: int) -> None:
+        start.wait()
+        won.append(Lease(engine, "contended", ttl=60, owner=f"owner-{i}").acquire())
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(won) == [False] * 5 + [True]
+
+
 def test_a_crashed_runs_lease_expires_after_its_ttl(engine):
     (a,) = add_products(engine, 1)
     add_events(engine, [(a, 4)])

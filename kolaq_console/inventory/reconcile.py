@@ -38,11 +38,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from functools import cache
 from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, col, select
 
 from kolaq_console.errors import NotFound
@@ -61,7 +64,7 @@ from kolaq_console.models import (
     SystemState,
     utcnow,
 )
-from kolaq_console.sqlutil import insert_or_ignore, rarely, write_session
+from kolaq_console.sqlutil import rarely, write_session
 
 LEASE_NAME = "inventory.reconcile"
 ACTION_PRODUCT = "inventory.reconcile"
@@ -236,12 +239,22 @@ def _write_state(session: Session, high_water: int, full: bool, now: datetime,
     value["at"] = now.isoformat()
     if full:
         value["full_at"] = now.isoformat()
-    if not insert_or_ignore(session, SystemState.__table__,  # type: ignore[arg-type]
-                            {"key": CHECKPOINT_KEY, "value": value, "updated_at": now}):
-        session.execute(
-            update(SystemState).where(col(SystemState.key) == CHECKPOINT_KEY)
-            .values(value=value, updated_at=now)
-        )
+    conn = session.connection()
+    conn.execute(_save_state_stmt(conn.dialect.name),
+                 {"b_key": CHECKPOINT_KEY, "b_value": value, "b_now": now})
+
+
+@cache
+def _save_state_stmt(dialect: str) -> Insert:
+    """INSERT ... ON CONFLICT (key) DO UPDATE, built once per dialect (Core: every run saves
+    its checkpoint, and the ORM's bookkeeping would cost more than the statement)."""
+    table = SystemState.__table__  # type: ignore[attr-defined]
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(table).values(key=bindparam("b_key"), value=bindparam("b_value"),
+                                       updated_at=bindparam("b_now"))
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.key],
+        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
 
 
 def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[Change],
@@ -305,8 +318,9 @@ def _finish(session: Session, lease: Lease, result: ReconcileResult, applied: li
     result.unexplained = sum(1 for c in applied if c.unexplained)
     result.checkpoint_from, result.checkpoint_to = checkpoint, high_water
     result.duration_ms = int((time.perf_counter() - started) * 1000)
-    session.add(ActivityLog(actor=actor, action=ACTION_RUN, entity="inventory",
-                            details=result.log_details(), created_at=now))
+    session.connection().execute(insert(ActivityLog.__table__), {  # type: ignore[attr-defined]
+        "actor": actor, "action": ACTION_RUN, "entity": "inventory", "entity_id": None,
+        "details": result.log_details(), "created_at": now})
 
 
 def _apply_incremental(engine: Engine, lease: Lease, result: ReconcileResult, checkpoint: int,
