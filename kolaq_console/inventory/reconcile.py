@@ -1,4 +1,4 @@
-"""Reconciliation: bring the stock cache in line with the event log, and audit every change.
+"""Reconciliation: bring the stock cache in line with the event log, with an audit trail.
 
 Three kinds of run (see stock.py for the cache's contract and the safe high-water mark H):
 
@@ -13,21 +13,24 @@ Three kinds of run (see stock.py for the cache's contract and the safe high-wate
 
 The audit trail. Folding events into the cache is not a correction: the events are their own
 audit trail (each has its kind, reference, actor and note). So a run writes ONE summary entry
-(action "inventory.reconcile.run": checked, changed, events folded, the high-water mark, the
-duration, and the products changed as [sku, old, new] triples, at most SUMMARY_CHANGES of them
-plus a "more" count). A product whose cached stock disagrees with its true stock at the run's
-high-water mark once the events it has not folded yet are accounted for - drift no event
-explains - is a correction: it gets its own entry (action "inventory.reconcile": old -> new,
-drift, reason "reconciliation", folded_events, unexplained). Only the full and one-product
-runs can see such drift; an incremental run reads new events only.
+(action "inventory.reconcile.run": mode, checked, changed, events_folded, unexplained,
+checkpoint_from, checkpoint_to = the high-water mark, duration_ms, and "changes": the products
+changed as [sku, old, new], at most SUMMARY_CHANGES of them, "more" counting the rest), and
+no entry per product for what it folded. A product whose cached stock disagrees with its true
+stock at the run's high-water mark once the events it has not folded yet are accounted for -
+drift no event explains - is a correction: it gets its own entry (action
+"inventory.reconcile", entity the product: old -> new, drift, reason "reconciliation", mode,
+folded_events, unexplained). Only the full and one-product runs can see such drift; an
+incremental run reads new events only. A one-product run writes its summary when asked to
+(`reconcile --sku`), not when an adjustment calls it (the adjustment logs itself).
 
 Bulk runs take a lease (two never overlap) in a first short transaction, with the checkpoint
 and H. Everything else is written in one last transaction that renews the lease first (so a
 run whose lease lapsed and was taken over cannot commit: fencing), locks the product rows it
 changes, writes their stock, the correction entries, the checkpoint, the summary entry, and
-gives the lease back. The full run aggregates before that transaction, without
-locks, and re-checks each row it changes under the lock: a one-product run may have moved it
-meanwhile, and then that product is recomputed under the lock. A crash before the last commit
+gives the lease back. The full run aggregates before that transaction, without locks, and
+re-checks each row it changes under the lock: a one-product run may have moved it meanwhile,
+and then that product is recomputed under the lock. A crash before the last commit
 changes nothing (the lease expires after its TTL); events inserted during a run are above H
 (left for the next run) or at or below it (counted exactly once).
 """
