@@ -6,7 +6,16 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from inventory_helpers import activity, add_events, add_products, counts, outbox, stocks, truth
+from inventory_helpers import (
+    activity,
+    add_events,
+    add_products,
+    corrupt,
+    counts,
+    outbox,
+    stocks,
+    truth,
+)
 from sqlmodel import Session, col, select
 
 from kolaq_console.cli import main
@@ -44,9 +53,25 @@ def test_adjust_appends_an_event_audits_it_and_updates_stored_stock(engine, sett
     assert entry.details == {"delta": -4, "reason": "broken bottles",
                              "event_id": result.event_id, "stock_before": 30,
                              "stock_after": 26, "allow_negative": False}
-    fold = activity(engine, ACTION_PRODUCT)[-1]
-    assert fold.details["old"] == 30 and fold.details["new"] == 26
-    assert fold.details["trigger"] == f"adjust event {result.event_id}"
+    # folding the adjustment's event is no correction: the event and the entry above are the
+    # trail, so the one-product reconcile adds no entry of its own
+    assert activity(engine, ACTION_PRODUCT) == []
+
+
+def test_adjusting_a_tampered_product_logs_the_correction_with_its_trigger(engine, settings):
+    (pid,) = add_products(engine, 1, prefix="TAM")
+    add_events(engine, [(pid, 30)])
+    reconcile(engine)
+    corrupt(engine, pid, +7)  # stored stock edited behind reconciliation's back: 37
+
+    result = adjust(engine, settings, "TAM-000", -4, "broken bottles")
+
+    assert (result.stock_before, result.stock_after) == (30, 26)
+    assert stocks(engine)[pid] == 26 == truth(engine)[pid]
+    (fix,) = activity(engine, ACTION_PRODUCT)
+    assert fix.details == {"old": 37, "new": 26, "drift": -11, "reason": "reconciliation",
+                           "mode": "product", "folded_events": 1, "unexplained": -7,
+                           "trigger": f"adjust event {result.event_id}"}
 
 
 def test_operator_defaults_to_user_when_config_names_none(engine, make_settings, monkeypatch):
@@ -130,7 +155,7 @@ def test_cli_history_lists_events_with_running_stock(engine, settings, capsys):
     assert doc["stock"] == 13
     assert [(e["kind"], e["delta"], e["stock_after"]) for e in doc["events"]] == [
         ("adjustment", 5, 13), ("restock", -2, 8), ("restock", 10, 10)]
-    assert {a["action"] for a in doc["activity"]} == {ACTION_ADJUST, ACTION_PRODUCT}
+    assert {a["action"] for a in doc["activity"]} == {ACTION_ADJUST}
     assert cli("inventory", "history", "NOPE") == 1
 
 

@@ -79,33 +79,93 @@ def test_full_run_finds_drift_no_event_explains_and_incremental_does_not_hide_it
     assert stocks(engine) == truth(engine) == {a: 8, b: 10}
     assert inc.unexplained == 0
     assert full.changed == 1 and full.unexplained == 1
-    entry = activity(engine, ACTION_PRODUCT)[-1]
-    assert entry.details["mode"] == "full"
-    assert entry.details["old"] == 13 and entry.details["new"] == 8
-    assert entry.details["unexplained"] == -5 and entry.details["folded_events"] == 0
 
 
-def test_activity_log_has_one_entry_per_changed_product_and_one_summary_per_run(engine):
-    a, b, c = add_products(engine, 3, prefix="LOG")
+def test_folding_new_events_writes_one_summary_listing_the_changes_and_no_product_entry(
+        engine):
+    a, b, c, d = add_products(engine, 4, prefix="LOG")
     reconcile(engine)  # baseline: nothing to change
-    add_events(engine, [(a, 12), (a, -2), (b, 4)])
+    add_events(engine, [(a, 12), (a, -2), (b, 4), (d, 3), (d, -3)])  # d's events net to 0
 
     result = reconcile(engine, actor="night-shift")
 
-    entries = activity(engine, ACTION_PRODUCT)
-    assert [(e.entity, e.entity_id) for e in entries] == [("product", "LOG-000"),
-                                                           ("product", "LOG-001")]
-    first = entries[0]
-    assert first.actor == "night-shift"
-    assert first.details == {"old": 0, "new": 10, "drift": 10, "reason": "reconciliation",
-                             "mode": "incremental", "folded_events": 2, "unexplained": 0}
+    assert stocks(engine) == truth(engine)
+    assert activity(engine, ACTION_PRODUCT) == []  # the events are the trail
     runs = activity(engine, ACTION_RUN)
     assert len(runs) == 2  # baseline + this run
-    summary = runs[-1].details
-    assert summary["checked"] == 2 and summary["changed"] == 2
-    assert summary["mode"] == "incremental" and summary["duration_ms"] >= 0
-    assert summary["checkpoint_to"] == result.checkpoint_to
-    assert c not in [e.entity_id for e in entries]
+    run = runs[-1]
+    assert (run.actor, run.entity) == ("night-shift", "inventory")
+    assert run.details == {
+        "mode": "incremental", "checked": 3, "changed": 2, "events_folded": 3,
+        "unexplained": 0, "checkpoint_from": result.checkpoint_from,
+        "checkpoint_to": result.checkpoint_to, "duration_ms": result.duration_ms,
+        "changes": [["LOG-000", 0, 10], ["LOG-001", 0, 4]], "more": 0,
+    }
+    assert result.checkpoint_to == checkpoint(engine) > result.checkpoint_from
+
+    # a full run that only folds new events corrects nothing either
+    add_events(engine, [(c, 6)])
+    full = reconcile(engine, full=True)
+    assert activity(engine, ACTION_PRODUCT) == []
+    assert activity(engine, ACTION_RUN)[-1].details["changes"] == [["LOG-002", 0, 6]]
+    assert full.changed == 1 and full.unexplained == 0
+
+
+def test_tampered_stock_is_caught_by_the_full_run_with_one_drift_entry_per_product(engine):
+    a, b, c = add_products(engine, 3, prefix="TAM")
+    add_events(engine, [(a, 10), (b, 10), (c, 10)])
+    reconcile(engine)
+    corrupt(engine, a, +5)  # stored stock edited behind reconciliation's back
+    corrupt(engine, c, -3)
+    add_events(engine, [(a, -2), (b, 1)])  # new events: folded, not corrections
+
+    result = reconcile(engine, full=True, actor="weekly")
+
+    assert stocks(engine) == truth(engine) == {a: 8, b: 11, c: 10}
+    fixes = activity(engine, ACTION_PRODUCT)
+    assert [(e.actor, e.entity, e.entity_id) for e in fixes] == [
+        ("weekly", "product", "TAM-000"), ("weekly", "product", "TAM-002")]
+    assert fixes[0].details == {"old": 15, "new": 8, "drift": -7, "reason": "reconciliation",
+                                "mode": "full", "folded_events": 1, "unexplained": -5}
+    assert fixes[1].details == {"old": 7, "new": 10, "drift": 3, "reason": "reconciliation",
+                                "mode": "full", "folded_events": 0, "unexplained": 3}
+    summary = activity(engine, ACTION_RUN)[-1].details
+    assert summary["changes"] == [["TAM-000", 15, 8], ["TAM-001", 10, 11], ["TAM-002", 7, 10]]
+    assert (summary["changed"], summary["unexplained"]) == (3, 2) == (
+        result.changed, result.unexplained)
+
+
+def test_one_product_reconcile_logs_a_correction_only_for_drift_no_event_explains(engine):
+    a, b = add_products(engine, 2, prefix="ONE")
+    add_events(engine, [(a, 5), (b, 5)])
+    reconcile(engine)
+    add_events(engine, [(a, 3), (b, 3)])
+    corrupt(engine, b, +4)
+
+    reconcile_product(engine, "ONE-000", actor="ops")  # folds a's event only
+    reconcile_product(engine, "ONE-001", actor="ops")  # folds b's event and corrects drift
+
+    assert stocks(engine) == truth(engine) == {a: 8, b: 8}
+    (fix,) = activity(engine, ACTION_PRODUCT)
+    assert fix.entity_id == "ONE-001"
+    assert fix.details == {"old": 9, "new": 8, "drift": -1, "reason": "reconciliation",
+                           "mode": "product", "folded_events": 1, "unexplained": -4}
+    runs = activity(engine, ACTION_RUN)[-2:]
+    assert [(r.entity, r.entity_id, r.details["changes"]) for r in runs] == [
+        ("product", "ONE-000", [["ONE-000", 5, 8]]), ("product", "ONE-001", [["ONE-001", 9, 8]])]
+
+
+def test_summary_lists_at_most_the_cap_of_changes_and_counts_the_rest(engine, monkeypatch):
+    ids = add_products(engine, 5, prefix="CAP")
+    reconcile(engine)
+    add_events(engine, [(pid, 1) for pid in ids])
+    monkeypatch.setattr(reconcile_mod, "SUMMARY_CHANGES", 2)
+
+    result = reconcile(engine)
+
+    summary = activity(engine, ACTION_RUN)[-1].details
+    assert summary["changes"] == [["CAP-000", 0, 1], ["CAP-001", 0, 1]]
+    assert summary["more"] == 3 and summary["changed"] == 5 == len(result.changes)
 
 
 def test_product_reconcile_folds_past_the_checkpoint_without_double_counting(engine):
@@ -270,6 +330,22 @@ def test_two_runs_never_overlap(engine):
     finally:
         holder.release()
     assert reconcile(engine).mode == "full"
+
+
+def test_contenders_acquiring_the_lease_at_once_have_exactly_one_winner(engine):
+    start = threading.Barrier(6)
+    won: list[bool] = []
+
+    def contend(i: int) -> None:
+        start.wait()
+        won.append(Lease(engine, "contended", ttl=60, owner=f"owner-{i}").acquire())
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(won) == [False] * 5 + [True]
 
 
 def test_a_crashed_runs_lease_expires_after_its_ttl(engine):

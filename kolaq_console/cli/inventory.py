@@ -85,7 +85,8 @@ def reconcile_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
-    """Bring stored stock in line with the event log; every change goes to the activity log."""
+    """Bring stored stock in line with the event log. Each run writes one activity-log entry
+    listing the products it changed; drift no event explains gets an entry per product."""
     engine = ready_engine()
     settings = runtime.settings()
     actor = settings.operator()

@@ -6,12 +6,16 @@ PostgreSQL, whichever queue runs the job, and for the CLI too:
 
     key = "lease:<name>", value = {"owner": ..., "expires_at": <unix seconds>}
 
-Acquire is one conditional statement (insert if absent, else update where expired or ours),
-so two contenders can never both win: PostgreSQL re-checks the WHERE clause against the row a
-concurrent winner committed, SQLite runs writers one at a time. The holder renews the lease as
-it works and renews it inside its final write transaction (`renew(session)`), so a holder
-whose lease lapsed and was taken over cannot commit stale work (a fencing check). Expiry
-uses the hosts' clocks: keep them in sync (NTP), as any lease needs.
+Acquire is one conditional statement (INSERT ... ON CONFLICT DO UPDATE ... WHERE expired or
+ours), so two contenders can never both win: PostgreSQL checks that WHERE clause against the
+latest committed row, waiting for a concurrent winner to commit, and SQLite runs writers one at
+a time. The statements are built once per dialect and run on the session's connection (Core,
+no ORM bookkeeping): a reconciliation takes, renews and gives back its lease every run.
+
+The holder renews the lease as it works and renews it inside its final write transaction
+(`renew(session)`), so a holder whose lease lapsed and was taken over cannot commit stale work
+(a fencing check). Expiry uses the hosts' clocks: keep them in sync (NTP), as any lease
+needs.
 """
 
 from __future__ import annotations
@@ -20,16 +24,18 @@ import os
 import socket
 import time
 import uuid
+from functools import cache
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.dml import Insert, Update
 from sqlmodel import Session, col, select
 
 from kolaq_console.db import session_scope
 from kolaq_console.errors import KolaqError
 from kolaq_console.models import SystemState, utcnow
-from kolaq_console.sqlutil import insert_or_ignore
 
 
 class LeaseBusy(KolaqError):
@@ -42,6 +48,33 @@ class LeaseLost(KolaqError):
 
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+_state = SystemState.__table__  # type: ignore[attr-defined]
+_owner = _state.c.value["owner"].as_string()
+
+
+@cache
+def _acquire_stmt(dialect: str) -> Insert:
+    """Insert the lease, or take it over where it expired or is already ours; RETURNING the
+    key when we hold it."""
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(_state).values(key=bindparam("b_key"), value=bindparam("b_value"),
+                                        updated_at=bindparam("b_now"))
+    free = ((_state.c.value["expires_at"].as_float() < bindparam("b_now_ts"))
+            | (_owner == bindparam("b_owner")))
+    return stmt.on_conflict_do_update(
+        index_elements=[_state.c.key],
+        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+        where=free,
+    ).returning(_state.c.key)
+
+
+_SET_IF_OURS: Update = (
+    update(_state)
+    .where(_state.c.key == bindparam("b_key"), _owner == bindparam("b_owner"))
+    .values(value=bindparam("b_value"), updated_at=bindparam("b_now"))
+)
 
 
 class Lease:
@@ -62,22 +95,17 @@ class Lease:
         if session is None:
             with session_scope(self.engine) as own:
                 return self.acquire(own)
-        if insert_or_ignore(session, SystemState.__table__,  # type: ignore[arg-type]
-                            {"key": self.key, "value": self._value(), "updated_at": utcnow()}):
-            self.held = True
-            return True
-        value = col(SystemState.value)
-        result = session.execute(
-            update(SystemState)
-            .where(
-                col(SystemState.key) == self.key,
-                (value["expires_at"].as_float() < time.time())
-                | (value["owner"].as_string() == self.owner),
-            )
-            .values(value=self._value(), updated_at=utcnow())
-        )
-        self.held = bool(result.rowcount)
+        conn = session.connection()
+        self.held = conn.execute(_acquire_stmt(conn.dialect.name), {
+            "b_key": self.key, "b_value": self._value(), "b_now": utcnow(),
+            "b_now_ts": time.time(), "b_owner": self.owner,
+        }).first() is not None
         return self.held
+
+    def _set_if_ours(self, session: Session, value: dict[str, Any]) -> int:
+        return session.connection().execute(_SET_IF_OURS, {
+            "b_key": self.key, "b_owner": self.owner, "b_value": value, "b_now": utcnow(),
+        }).rowcount
 
     def renew(self, session: Session | None = None) -> None:
         """Extend the lease; raise LeaseLost if it is no longer ours. Given a session, the
@@ -86,13 +114,7 @@ class Lease:
             with session_scope(self.engine) as own:
                 self.renew(own)
             return
-        result = session.execute(
-            update(SystemState)
-            .where(col(SystemState.key) == self.key,
-                   col(SystemState.value)["owner"].as_string() == self.owner)
-            .values(value=self._value(), updated_at=utcnow())
-        )
-        if not result.rowcount:
+        if not self._set_if_ours(session, self._value()):
             self.held = False
             raise LeaseLost(f"lease {self.name!r} expired and was taken by another run")
 
@@ -106,12 +128,7 @@ class Lease:
                 self.release(own)
             self.held = False
             return
-        session.execute(
-            update(SystemState)
-            .where(col(SystemState.key) == self.key,
-                   col(SystemState.value)["owner"].as_string() == self.owner)
-            .values(value={"owner": None, "expires_at": 0}, updated_at=utcnow())
-        )
+        self._set_if_ours(session, {"owner": None, "expires_at": 0})
 
     def busy(self) -> LeaseBusy:
         holder = self.holder() or {}
