@@ -200,8 +200,8 @@ def deliver(
         log.info("email #%s: not claimable (sent, failed, not due, or being sent); skipped",
                  row_id)
         return "skipped"
-    log.info("email #%s %s: attempt %d via %s started", row.id, row.kind, row.attempts,
-             transport.name)
+    log.debug("email #%s %s: attempt %d via %s started", row.id, row.kind, row.attempts,
+              transport.name)
 
     if limiter is not None and getattr(transport, "rate_limited", True):
         grant = limiter.acquire(settings.email.max_limiter_wait)
@@ -264,6 +264,9 @@ def deliver(
         except Exception:
             log.warning("email #%s: could not update the shared rate limiter", row.id,
                         exc_info=True)
-    log.info("email #%s %s sent (provider id %s) in %.3f s", row.id, row.kind,
-             result.provider_message_id, time.monotonic() - started)
+    # One INFO line per email sent (Huey logs the job's start and end): attempt and transport
+    # are here rather than in a line of their own at the start.
+    log.info("email #%s %s sent via %s on attempt %d (provider id %s) in %.3f s", row.id,
+             row.kind, transport.name, row.attempts, result.provider_message_id,
+             time.monotonic() - started)
     return "sent"
