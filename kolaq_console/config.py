@@ -136,8 +136,11 @@ class EmailSettings(Section):
     """Where the dev transport writes .eml files."""
     templates_dir: str = ""
     """Optional folder whose templates override the packaged ones, file by file."""
-    rate_limit_per_second: float = Field(default=2.0, gt=0)
-    """Provider requests per second, shared by every worker (adapts to ratelimit-* headers)."""
+    rate_limit_per_second: float = Field(default=2.0, ge=0)
+    """Provider requests per second, shared by every worker (adapts to ratelimit-* headers).
+    0: no client-side limit (a plan without one, the local stand-in): requests are not paced
+    and advertised limits are not followed, but a 429's retry-after or an exhausted quota still
+    holds every worker (each process re-reads such blocks at least once a second)."""
     lease_seconds: float = Field(default=300.0, gt=0)
     """An outbox row left queued/sending this long is re-enqueued by the sweeper."""
     request_timeout: float = Field(default=30.0, gt=0)

@@ -58,11 +58,17 @@ def queue_for_priority(priority: float | None) -> str:
 
 
 class _SettingsConsumerMixin:
-    """Apply [queue] settings to consumers, including those `huey_consumer` starts."""
+    """Apply [queue] settings to consumers, including those `huey_consumer` starts.
+
+    `huey_consumer` passes every option, at Huey's default when its flag was not given, so an
+    option still at Huey's default is taken as "not chosen" and the setting fills it. Callers
+    of our own that choose a value on purpose name it in `kolaq_explicit`, so that e.g.
+    `workers=1` (Huey's default) is not replaced by [queue] workers."""
 
     kolaq_settings: Settings
 
     def create_consumer(self, **options: Any) -> Consumer:
+        explicit = set(options.pop("kolaq_explicit", ()))
         q = self.kolaq_settings.queue
         ours = {
             "workers": q.workers,
@@ -71,6 +77,8 @@ class _SettingsConsumerMixin:
             "graceful_signal": "TERM",  # supervisors (systemd, k8s) stop with SIGTERM
         }
         for key, value in ours.items():
+            if key in explicit:
+                continue
             if options.get(key, _HUEY_DEFAULTS[key]) == _HUEY_DEFAULTS[key]:
                 options[key] = value
         options.setdefault("initial_delay", q.poll_interval)

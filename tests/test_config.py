@@ -148,6 +148,22 @@ def test_redaction_masks_key_shapes_urls_and_headers():
     assert clean.count(MASK) == 5
 
 
+@pytest.mark.parametrize("secret, text", [
+    (CANARY, "provider said no to {}"),
+    ("whsec_abcdefghij", "webhook secret {} rejected"),
+    ("sk_live_abcdefghij", "stripe key {} rejected"),
+    ("rk_test_abcdefghij", "restricted key {} rejected"),
+    ("tok.en-value", "header AUTHORIZATION= {} sent"),
+    ("abc.def.ghi", "sent with bearer {} today"),
+    ("pw123", "connect to postgresql://user:{}@db.example/shop failed"),
+])
+def test_each_credential_shape_is_masked_on_its_own(secret, text):
+    clean = redact(text.format(secret))
+    assert secret not in clean and MASK in clean
+    assert redact("email #12 generic sent (provider id 0b7c-9a0e) in 0.012 s") == (
+        "email #12 generic sent (provider id 0b7c-9a0e) in 0.012 s")
+
+
 def test_log_filter_scrubs_messages_and_tracebacks():
     import logging
 

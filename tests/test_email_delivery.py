@@ -192,6 +192,24 @@ def test_a_response_lost_after_sending_is_replayed_by_the_retry_not_sent_twice(
     assert [r.replayed for r in stub.requests] == [False, True]
 
 
+def test_the_resend_transport_follows_the_environments_proxy_settings(stub, monkeypatch):
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on: the "proxy"
+        closed.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    message = Message("Kolaq <orders@kolaq.test>", "ada@example.com", "Hi", "<p>Hi</p>", "Hi",
+                      "proxy-test")
+    with pytest.raises(TransientError, match="network"):
+        ResendTransport(KEY, stub.url, timeout=5).send(message)  # through the dead proxy
+    assert stub.requests == []
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert ResendTransport(KEY, stub.url, timeout=5).send(message).provider_message_id
+
+
 def test_429_retries_after_retry_after_without_spending_a_retry(
     sqlite_engine, settings, stub, transport, limiter
 ):

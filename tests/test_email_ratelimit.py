@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from helpers import wait_until
 
 from kolaq_console.emails.ratelimit import interval_for, make_limiter
 
@@ -67,3 +68,37 @@ def test_provider_headers_lower_the_rate_for_everyone_but_never_raise_it(limiter
     first = b.acquire(5)
     second = b.acquire(5)
     assert second.wait - first.wait == pytest.approx(interval_for(2), abs=0.1)
+
+
+def test_an_observation_that_changes_nothing_costs_no_round_trip(limiters, monkeypatch):
+    a, _ = limiters
+
+    def no_store(*args, **kwargs):
+        raise AssertionError("the shared state was touched")
+
+    for method in ("_run", "_update"):
+        if hasattr(a, method):
+            monkeypatch.setattr(a, method, no_store)
+    a.observe({"ratelimit-limit": "1000000", "ratelimit-remaining": "999999"})
+    a.observe({"ratelimit-limit": "4", "ratelimit-remaining": "3"})  # our own rate
+    a.observe({})
+    with pytest.raises(AssertionError):
+        a.observe({"ratelimit-limit": "4", "ratelimit-remaining": "0"})
+
+
+def test_with_no_limit_grants_are_immediate_and_blocks_still_hold_every_process(
+    queue_backend, make_settings
+):
+    settings = make_settings(email__rate_limit_per_second="0")
+    a, b = make_limiter(settings), make_limiter(settings)
+    b.blocks.refresh = 0.05  # how often b re-reads blocks other processes wrote
+    assert all(g.ok and g.wait == 0 for g in (b.acquire(5) for _ in range(100)))
+    a.observe({"ratelimit-limit": "2", "ratelimit-remaining": "0"})  # not followed: no limit
+    assert b.acquire(5).wait == 0
+    a.block(0.5, "rate limited by the provider (429)")
+    own = a.acquire(5)
+    assert own.ok and 0.3 < own.wait <= 0.5  # its own block, at once
+    a.block(3600, "provider sending quota exhausted")
+    wait_until(lambda: not b.acquire(5).ok, timeout=5)
+    refused = b.acquire(5)
+    assert 3590 < refused.wait <= 3600 and refused.reason == "provider sending quota exhausted"

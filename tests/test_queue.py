@@ -70,6 +70,8 @@ def test_consumers_poll_at_most_every_configured_interval(settings):
     assert consumer.shutdown_timeout == settings.queue.shutdown_timeout
     explicit = h.create_consumer(workers=2, max_delay=3.0)
     assert (explicit.workers, explicit.worker_threads[0][0].max_delay) == (2, 3.0)
+    # One thread, chosen on purpose (`kolaq-console worker -w 1`), although Huey's default.
+    assert h.create_consumer(workers=1, kolaq_explicit=("workers",)).workers == 1
 
 
 def test_depth_per_logical_queue_counts_pending_and_scheduled(queue_backend, qt, tmp_path):
@@ -147,3 +149,9 @@ def test_a_differently_keyed_producer_cannot_run_tasks(queue_backend, qt, spawn,
     wait_until((tmp_path / "ok").exists, message="the legitimate task")
     assert not Path(tmp_path / "rogue").exists()
     consumer.stop()
+
+
+def test_the_worker_command_runs_the_number_of_threads_asked_even_one(sqlite_engine, spawn):
+    proc = spawn("worker", "-w", "1", "--no-periodic")
+    proc.wait_for_output("Huey consumer started with")
+    assert "started with 1 thread" in proc.output()

@@ -33,4 +33,5 @@ def worker(
     options: dict = {"workers": workers or settings.queue.workers}
     if periodic is not None:
         options["periodic"] = periodic
-    queue().create_consumer(**options).run()
+    # -w 1 is Huey's default too: say it was chosen, or [queue] workers would replace it.
+    queue().create_consumer(**options, kolaq_explicit=("workers",)).run()

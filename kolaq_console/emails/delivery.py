@@ -14,6 +14,7 @@ A row that is already sent, failed, or being sent by another worker is left alon
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -21,9 +22,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from huey.exceptions import RetryTask
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
-from sqlmodel import col
 
 from kolaq_console.config import Settings
 from kolaq_console.emails.outbox import FROM_HEADER, REPLY_TO_HEADER
@@ -75,6 +75,31 @@ class Claimed:
         )
 
 
+@functools.lru_cache(maxsize=1)
+def _claim_statement():
+    t = EmailOutbox.__table__  # type: ignore[attr-defined]
+    return (
+        update(t)
+        .where(
+            t.c.id == bindparam("b_id"),
+            (t.c.status == EmailStatus.queued.value)
+            | ((t.c.status == EmailStatus.sending.value) & (t.c.lease_until < bindparam("b_now"))),
+            t.c.next_attempt_at.is_(None) | (t.c.next_attempt_at <= bindparam("b_due")),
+        )
+        .values(
+            status=EmailStatus.sending.value,
+            attempts=t.c.attempts + 1,
+            lease_until=bindparam("b_lease"),
+            updated_at=bindparam("b_now"),
+            task_id=bindparam("b_task"),
+        )
+        .returning(
+            t.c.id, t.c.kind, t.c.to_address, t.c.subject, t.c.html, t.c.text, t.c.headers,
+            t.c.idempotency_key, t.c.attempts,
+        )
+    )
+
+
 def claim(
     engine: Engine, row_id: int, lease_seconds: float, task_id: str | None = None,
     now: datetime | None = None,
@@ -83,49 +108,40 @@ def claim(
 
     Only a `queued` row due now, or a `sending` row whose lease ran out (its worker died), can
     be claimed, so two workers never send the same row at once and a `sent` row never again.
+    The statement is built once; each call only binds its values.
     """
     now = now or utcnow()
-    stmt = (
-        update(EmailOutbox)
-        .where(
-            col(EmailOutbox.id) == row_id,
-            (col(EmailOutbox.status) == EmailStatus.queued.value)
-            | (
-                (col(EmailOutbox.status) == EmailStatus.sending.value)
-                & (col(EmailOutbox.lease_until) < now)
-            ),
-            col(EmailOutbox.next_attempt_at).is_(None)
-            | (col(EmailOutbox.next_attempt_at) <= now + SCHEDULE_TOLERANCE),
-        )
-        .values(
-            status=EmailStatus.sending.value,
-            attempts=EmailOutbox.attempts + 1,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            updated_at=now,
-            task_id=task_id,
-        )
-        .returning(
-            EmailOutbox.id, EmailOutbox.kind, EmailOutbox.to_address, EmailOutbox.subject,
-            EmailOutbox.html, EmailOutbox.text, EmailOutbox.headers, EmailOutbox.idempotency_key,
-            EmailOutbox.attempts,
-        )
-    )
+    params = {
+        "b_id": row_id, "b_now": now, "b_due": now + SCHEDULE_TOLERANCE,
+        "b_lease": now + timedelta(seconds=lease_seconds), "b_task": task_id,
+    }
     with engine.begin() as conn:
-        row = conn.execute(stmt).first()
+        row = conn.execute(_claim_statement(), params).first()
     return Claimed(*row) if row else None
 
 
-def _update(engine: Engine, row_id: int, where_status: tuple[str, ...], **values: Any) -> bool:
-    stmt = (
-        update(EmailOutbox)
-        .where(col(EmailOutbox.id) == row_id, col(EmailOutbox.status).in_(where_status))
-        .values(updated_at=utcnow(), **values)
-    )
-    with engine.begin() as conn:
-        return conn.execute(stmt).rowcount == 1
-
-
 _OPEN = (EmailStatus.sending.value, EmailStatus.queued.value)
+_SENDING = (EmailStatus.sending.value,)
+
+
+@functools.lru_cache(maxsize=16)
+def _update_statement(where_status: tuple[str, ...], columns: tuple[str, ...]):
+    """UPDATE email_outbox SET <columns> WHERE id = :b_id AND status IN <where_status>, built
+    once per shape; values are bound at execution as b_<column>."""
+    t = EmailOutbox.__table__  # type: ignore[attr-defined]
+    return (
+        update(t)
+        .where(t.c.id == bindparam("b_id"), t.c.status.in_(where_status))
+        .values({c: bindparam(f"b_{c}") for c in ("updated_at", *columns)})
+    )
+
+
+def _update(engine: Engine, row_id: int, where_status: tuple[str, ...], **values: Any) -> bool:
+    stmt = _update_statement(where_status, tuple(values))
+    params = {f"b_{k}": v for k, v in values.items()}
+    params.update(b_id=row_id, b_updated_at=utcnow())
+    with engine.begin() as conn:
+        return conn.execute(stmt, params).rowcount == 1
 
 
 def mark_sent(engine: Engine, row_id: int, provider_message_id: str) -> bool:
@@ -148,7 +164,7 @@ def release(engine: Engine, row_id: int, delay: float, reason: str, lease_second
     """Back to `queued`, due again in `delay` seconds; its lease covers that wait."""
     due = utcnow() + timedelta(seconds=max(0.0, delay))
     return _update(
-        engine, row_id, (EmailStatus.sending.value,), status=EmailStatus.queued.value,
+        engine, row_id, _SENDING, status=EmailStatus.queued.value,
         last_error=redact(reason), next_attempt_at=due,
         lease_until=due + timedelta(seconds=lease_seconds),
     )
@@ -156,7 +172,7 @@ def release(engine: Engine, row_id: int, delay: float, reason: str, lease_second
 
 def extend_lease(engine: Engine, row_id: int, seconds: float) -> bool:
     return _update(
-        engine, row_id, (EmailStatus.sending.value,),
+        engine, row_id, _SENDING,
         lease_until=utcnow() + timedelta(seconds=seconds),
     )
 
@@ -184,8 +200,8 @@ def deliver(
         log.info("email #%s: not claimable (sent, failed, not due, or being sent); skipped",
                  row_id)
         return "skipped"
-    log.info("email #%s %s: attempt %d via %s started", row.id, row.kind, row.attempts,
-             transport.name)
+    log.debug("email #%s %s: attempt %d via %s started", row.id, row.kind, row.attempts,
+              transport.name)
 
     if limiter is not None and getattr(transport, "rate_limited", True):
         grant = limiter.acquire(settings.email.max_limiter_wait)
@@ -248,6 +264,9 @@ def deliver(
         except Exception:
             log.warning("email #%s: could not update the shared rate limiter", row.id,
                         exc_info=True)
-    log.info("email #%s %s sent (provider id %s) in %.3f s", row.id, row.kind,
-             result.provider_message_id, time.monotonic() - started)
+    # One INFO line per email sent (Huey logs the job's start and end): attempt and transport
+    # are here rather than in a line of their own at the start.
+    log.info("email #%s %s sent via %s on attempt %d (provider id %s) in %.3f s", row.id,
+             row.kind, transport.name, row.attempts, result.provider_message_id,
+             time.monotonic() - started)
     return "sent"

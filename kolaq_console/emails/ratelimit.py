@@ -11,6 +11,11 @@ on and sleeps until its slot, so requests from every worker leave evenly spaced,
 scheduling jitter between the reservation and the request reaching the provider does not push
 two requests into the provider's one-second window.
 
+`rate_limit_per_second = 0` turns client-side pacing off (a plan without a per-second limit,
+the local stand-in): there is nothing to reserve, so `acquire` makes no round trip per request
+and provider-advertised limits are not followed; blocks still hold every worker, see
+`SharedBlocks`.
+
 It adapts to the provider:
 - `ratelimit-limit` lower than the configured rate lowers the rate for every worker (for a
   minute, renewed by each response that says so);
@@ -26,7 +31,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -59,7 +64,65 @@ class RateLimiter(Protocol):
 
 
 def interval_for(rate_per_second: float) -> float:
-    return (1.0 + JITTER_ALLOWANCE) / rate_per_second
+    """Seconds between two requests at `rate_per_second`; 0 (no limit) gives 0."""
+    return (1.0 + JITTER_ALLOWANCE) / rate_per_second if rate_per_second > 0 else 0.0
+
+
+def observation_matters(base_interval: float, limit: int | None, remaining: int | None) -> bool:
+    """Would a response with these ratelimit-* headers change the shared state? Only a limit
+    below the configured rate, or nothing remaining, does; anything else is skipped without a
+    round trip (the state would be written back unchanged). Unpaced limiters follow neither."""
+    if base_interval <= 0:
+        return False
+    if limit is not None and limit > 0 and interval_for(limit) > base_interval:
+        return True
+    return remaining is not None and remaining <= 0
+
+
+BLOCK_REFRESH_SECONDS = 1.0
+
+
+class SharedBlocks:
+    """`acquire` of an unpaced limiter (rate 0): no reservation, so no round trip per request.
+    Blocks (a 429's retry-after, an exhausted quota) are still shared: `block` writes them to
+    the shared state for every process and notes them here at once; the shared state is
+    re-read at most every `refresh` seconds, so another process's block holds this one within
+    that time (a request sent meanwhile meets the provider's 429 and blocks too)."""
+
+    def __init__(self, read_blocked: Callable[[], tuple[float, str]],
+                 refresh: float = BLOCK_REFRESH_SECONDS) -> None:
+        self._read_blocked = read_blocked  # (seconds still blocked, reason), from the store
+        self.refresh = refresh
+        self._lock = threading.Lock()
+        self._until = 0.0  # time.monotonic() of the end of the known block
+        self._reason = ""
+        self._next_read = 0.0
+
+    def acquire(self, max_block_wait: float) -> Grant:
+        now = time.monotonic()
+        if now >= self._next_read:
+            with self._lock:  # one reader per refresh; the others use what is known
+                read = now >= self._next_read
+                if read:
+                    self._next_read = now + self.refresh
+            if read:
+                try:
+                    blocked, reason = self._read_blocked()
+                except BaseException:
+                    self._next_read = 0.0
+                    raise
+                self.note(blocked, reason, now)
+        with self._lock:
+            blocked, reason = self._until - now, self._reason
+        if blocked > max_block_wait:
+            return Grant(False, blocked, reason)
+        return Grant(True, max(0.0, blocked))
+
+    def note(self, seconds: float, reason: str, now: float | None = None) -> None:
+        until = (time.monotonic() if now is None else now) + seconds
+        with self._lock:
+            if until > self._until:
+                self._until, self._reason = until, reason
 
 
 def parse_rate_headers(headers: Mapping[str, str]) -> tuple[int | None, int | None]:
@@ -144,6 +207,7 @@ class SqliteRateLimiter:
         self.path = path
         self.name = name
         self.base_interval = interval_for(rate_per_second)
+        self.blocks = SharedBlocks(self._blocked) if rate_per_second <= 0 else None
         self._local = threading.local()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with self._transaction() as conn:
@@ -188,16 +252,24 @@ class SqliteRateLimiter:
             return result
 
     def acquire(self, max_block_wait: float) -> Grant:
+        if self.blocks is not None:
+            return self.blocks.acquire(max_block_wait)
         return self._update(lambda s, now: s.acquire(now, self.base_interval, max_block_wait))  # type: ignore[return-value]
 
     def block(self, seconds: float, reason: str) -> None:
         self._update(lambda s, now: s.block(now, seconds, reason))
+        if self.blocks is not None:
+            self.blocks.note(seconds, reason)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         limit, remaining = parse_rate_headers(headers)
-        if limit is None and remaining is None:
+        if not observation_matters(self.base_interval, limit, remaining):
             return
         self._update(lambda s, now: s.observe(now, self.base_interval, limit, remaining))
+
+    def _blocked(self) -> tuple[float, str]:
+        state = self.state()
+        return float(state["blocked_for"]), str(state["blocked_reason"])
 
     def state(self) -> dict[str, float | str]:
         def read(s: _State, now: float) -> dict[str, float | str]:
@@ -268,6 +340,7 @@ class RedisRateLimiter:
         self.client = client
         self.key = f"kolaq.ratelimit.{name}.email"
         self.base_interval = interval_for(rate_per_second)
+        self.blocks = SharedBlocks(self._blocked) if rate_per_second <= 0 else None
         self._script = client.register_script(_REDIS_SCRIPT)
 
     def _run(self, op: str, *args: object) -> list[str]:
@@ -278,15 +351,19 @@ class RedisRateLimiter:
         ]
 
     def acquire(self, max_block_wait: float) -> Grant:
+        if self.blocks is not None:
+            return self.blocks.acquire(max_block_wait)
         ok, wait, reason = self._run("acquire", repr(float(max_block_wait)))
         return Grant(ok == "1", float(wait), reason)
 
     def block(self, seconds: float, reason: str) -> None:
         self._run("block", repr(float(seconds)), reason)
+        if self.blocks is not None:
+            self.blocks.note(seconds, reason)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         limit, remaining = parse_rate_headers(headers)
-        if limit is None and remaining is None:
+        if not observation_matters(self.base_interval, limit, remaining):
             return
         self._run(
             "observe",
@@ -295,6 +372,10 @@ class RedisRateLimiter:
             repr(JITTER_ALLOWANCE),
             repr(LEARNED_RATE_TTL),
         )
+
+    def _blocked(self) -> tuple[float, str]:
+        _, _, blocked, reason = self._run("state")
+        return float(blocked), reason
 
     def state(self) -> dict[str, float | str]:
         interval, next_slot, blocked, reason = self._run("state")

@@ -31,7 +31,8 @@ class EmbeddedWorker:
             if self._consumer is not None:
                 return
             # The settings mixin of our Huey classes fills polling and shutdown options.
-            consumer = self._huey.create_consumer(workers=self._workers)
+            consumer = self._huey.create_consumer(workers=self._workers,
+                                                  kolaq_explicit=("workers",))
             consumer.__class__ = _QuietConsumer
             consumer.start()
             self._consumer = consumer
