@@ -151,7 +151,7 @@ def test_redaction_masks_key_shapes_urls_and_headers():
 @pytest.mark.parametrize("secret, text", [
     (CANARY, "provider said no to {}"),
     ("whsec_abcdefghij", "webhook secret {} rejected"),
-    ("sk_live_abcdefghij", "stripe key {} rejected"),
+    (STRIPE_LIKE, "stripe key {} rejected"),
     ("rk_test_abcdefghij", "restricted key {} rejected"),
     ("tok.en-value", "header AUTHORIZATION= {} sent"),
     ("abc.def.ghi", "sent with bearer {} today"),
