@@ -47,7 +47,10 @@ def make_engine(url: str, echo: bool = False) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            parsed, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+            parsed, echo=echo, connect_args={"check_same_thread": False, "timeout": 30},
+            # The most recently returned connection first: its page cache is still valid
+            # when it made the last write itself (WAL readers re-read after others write).
+            pool_use_lifo=True,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
