@@ -62,3 +62,22 @@ def test_unreachable_database_is_a_one_line_storage_error():
         require_current(engine)
     assert "127.0.0.1:1" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_postgres_connection_killed_while_idle_in_the_pool_is_replaced_unnoticed(
+    postgres_url, pg_admin, monkeypatch
+):
+    from sqlalchemy import text
+
+    from kolaq_console import db
+
+    engine = db.make_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(text("select pg_backend_pid()")).scalar()
+        pg_admin.execute("select pg_terminate_backend(%s)", (pid,))
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # it has been idle "long"
+        with engine.connect() as conn:
+            assert conn.execute(text("select pg_backend_pid()")).scalar() != pid
+    finally:
+        engine.dispose()
