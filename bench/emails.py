@@ -35,6 +35,7 @@ import uuid
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -99,22 +100,44 @@ def cpu_seconds(pid: int | None) -> float | None:
 
 
 class CpuMeter:
-    """CPU used by named processes between `start()` and `stop()`; None = this process."""
+    """CPU used by named processes between `start()` and `stop()`. A name maps to a pid
+    (None = this process) or to a callable listing pids (e.g. the PostgreSQL backends of the
+    bench database); a process that appeared meanwhile counts from its start."""
 
-    def __init__(self, pids: dict[str, int | None]) -> None:
+    def __init__(self, pids: dict[str, Any]) -> None:
         self.pids = pids
-        self._before: dict[str, float | None] = {}
+        self._before: dict[str, dict[int | None, float]] = {}
+
+    def _read(self, target) -> dict[int | None, float]:
+        pids = target() if callable(target) else [target]
+        found = {pid: cpu_seconds(pid) for pid in pids}
+        return {pid: t for pid, t in found.items() if t is not None}
 
     def start(self) -> None:
-        self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._before = {name: self._read(target) for name, target in self.pids.items()}
 
     def stop(self) -> dict[str, float]:
         used = {}
-        for name, pid in self.pids.items():
-            now, before = cpu_seconds(pid), self._before.get(name)
-            if now is not None and before is not None:
-                used[name] = now - before
+        for name, target in self.pids.items():
+            now, before = self._read(target), self._before.get(name, {})
+            if now:
+                used[name] = sum(t - before.get(pid, 0.0) for pid, t in now.items())
         return used
+
+
+def postgres_backends(database: str):
+    """A callable listing the pids of the server processes serving `database` (same host)."""
+    def pids() -> list[int]:
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(b"postgres: ") and f" {database} ".encode() in cmdline:
+                found.append(int(proc.name))
+        return found
+    return pids
 
 
 @dataclass
@@ -262,6 +285,9 @@ class EmailSide:
         stack.callback(self.close)
         wait_for_log(log, "tasks.send_email")
         self.pids = {"producer": None, "worker": self.proc.pid, "stand-in": stub_pid}
+        url = settings.database.url
+        if url.startswith("postgres") and ("@127.0.0.1" in url or "@localhost" in url):
+            self.pids["postgres"] = postgres_backends(url.rsplit("/", 1)[1])
         self.round_no = 0
 
     def close(self) -> None:
