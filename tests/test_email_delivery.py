@@ -14,7 +14,7 @@ from sqlalchemy import update
 from sqlmodel import Session
 from stubs.resend_api import ResendStub
 
-from kolaq_console.emails import outbox
+from kolaq_console.emails import EmailRequest, outbox
 from kolaq_console.emails.delivery import deliver
 from kolaq_console.emails.ratelimit import SqliteRateLimiter
 from kolaq_console.emails.transports import (
@@ -50,9 +50,9 @@ def no_queue(monkeypatch):
 
 def queued(engine, settings, to="ada@example.com", **kwargs) -> int:
     with Session(engine, expire_on_commit=False) as session:
-        return outbox.queue_email(session, settings, "generic", to=to,
-                                  subject=kwargs.pop("subject", "Hello"),
-                                  body=kwargs.pop("body", "Body"), **kwargs).id
+        request = EmailRequest("generic", to=to, subject=kwargs.pop("subject", "Hello"),
+                               body=kwargs.pop("body", "Body"), **kwargs)
+        return outbox.add(session, settings, request).row.id
 
 
 def send(engine, settings, row_id, transport, limiter=None, retries_left=3, retry_delay=0.05):
@@ -72,8 +72,8 @@ def test_sent_through_the_sdk_with_the_rows_key_and_the_provider_id_recorded(
 ):
     seed_order(engine, "KB-1001")
     with Session(engine, expire_on_commit=False) as session:
-        row_id = outbox.queue_email(session, settings, "order_confirmation",
-                                    order_number="KB-1001").id
+        request = EmailRequest("order_confirmation", order_number="KB-1001")
+        row_id = outbox.add(session, settings, request).row.id
     assert send(engine, settings, row_id, transport, limiter) == "sent"
     [delivery] = stub.deliveries
     stored = row(engine, row_id)

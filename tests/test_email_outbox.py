@@ -11,7 +11,7 @@ from email_support import activity, count, row, rows, seed_order
 from sqlalchemy import update
 from sqlmodel import Session
 
-from kolaq_console.emails import outbox
+from kolaq_console.emails import EmailRequest, outbox
 from kolaq_console.emails.delivery import claim, mark_sent
 from kolaq_console.errors import NotFound, UserError
 from kolaq_console.models import ActivityLog, EmailOutbox, utcnow
@@ -35,7 +35,7 @@ def queue(engine, settings, kind="generic", **kwargs):
             if kwargs[name] in ("ada@example.com", "Hello", "Body"):
                 kwargs.pop(name)
     with Session(engine, expire_on_commit=False) as session:
-        return outbox.queue(session, settings, kind, **kwargs)
+        return outbox.add(session, settings, EmailRequest(kind, **kwargs))
 
 
 def test_queueing_stores_the_rendered_row_commits_then_enqueues_only_its_id(
@@ -100,10 +100,10 @@ def test_low_stock_takes_the_inventory_checks_products_and_key(engine, settings,
     products = [{"sku": "KB-ORIG-750", "name": "Original", "stock": 3, "threshold": 10,
                  "units_sold_7d": 21, "days_of_cover": 1.0}]
     with Session(engine, expire_on_commit=False) as session:
-        first = outbox.queue_email(session, settings, "low_stock", context={"products": products},
-                                   idempotency_key="low_stock/2026-11-20")
-        again = outbox.queue_email(session, settings, "low_stock", context={"products": products},
-                                   idempotency_key="low_stock/2026-11-20")
+        request = EmailRequest("low_stock", context={"products": products},
+                               idempotency_key="low_stock/2026-11-20")
+        first = outbox.add(session, settings, request).row
+        again = outbox.add(session, settings, request).row
     assert first.id == again.id and first.to_address == settings.email.admin_email
     assert "KB-ORIG-750" in first.text and enqueued == [first.id]
 
@@ -112,8 +112,8 @@ def test_commit_false_joins_the_callers_transaction_and_enqueues_nothing(
     engine, settings, enqueued
 ):
     with Session(engine) as session:
-        row_ = outbox.queue_email(session, settings, "generic", to="a@example.com",
-                                  subject="S", body="B", commit=False)
+        request = EmailRequest("generic", to="a@example.com", subject="S", body="B")
+        row_ = outbox.add(session, settings, request, commit=False).row
         assert row_.id is not None
         session.rollback()
     assert count(engine) == 0 and enqueued == []

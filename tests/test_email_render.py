@@ -12,7 +12,7 @@ import pytest
 from email_support import seed_order
 from sqlmodel import Session
 
-from kolaq_console.emails import KINDS, build_email
+from kolaq_console.emails import KINDS, EmailRequest, compose
 from kolaq_console.emails.render import money, paragraphs, render
 from kolaq_console.errors import UserError
 
@@ -64,7 +64,8 @@ def shop(sqlite_engine):
 
 def draft(engine, settings, kind: str, **overrides: Any):
     with Session(engine) as session:
-        return build_email(session, settings, kind, **{**args_for(kind), **overrides})
+        return compose(session, settings,
+                       EmailRequest(kind, **{**args_for(kind), **overrides}))
 
 
 class Checker(HTMLParser):
@@ -169,13 +170,14 @@ def test_user_supplied_text_is_escaped_in_html(sqlite_engine, settings):
     ]
     for kind, kwargs in cases:
         with Session(sqlite_engine) as session:
-            email = build_email(session, settings, kind, **kwargs)
+            email = compose(session, settings, EmailRequest(kind, **kwargs))
         assert "<script>" not in email.html, kind
         assert "&lt;script&gt;" in email.html, kind
         assert "<img src=x" not in email.html, kind
         assert parse(email.html).errors == [], kind
     with Session(sqlite_engine) as session:
-        shipping = build_email(session, settings, "shipping_notification", order_number="KB-2001")
+        shipping = compose(session, settings,
+                           EmailRequest("shipping_notification", order_number="KB-2001"))
     assert "javascript:" not in shipping.html
     assert "Evil &amp; Sons &lt;b&gt;" in shipping.html
     assert "Evil & Sons <b>" in shipping.text  # the plain-text part is text, not HTML
@@ -222,6 +224,38 @@ def test_money_and_paragraph_helpers():
     assert str(paragraphs("a <b>\nc\n\nd")) == "<p>a &lt;b&gt;<br>\nc</p>\n<p>d</p>"
 
 
-def test_unknown_kind_is_a_user_error(settings):
-    with pytest.raises(UserError, match="unknown email kind"):
+def test_unknown_kind_is_a_user_error(sqlite_engine, settings):
+    with Session(sqlite_engine) as session, pytest.raises(UserError, match="unknown email kind"):
+        compose(session, settings, EmailRequest("sms"))
+    with pytest.raises(UserError, match=r"email template sms\.subject\.txt"):
         render(settings, "sms", {})
+
+
+def test_a_new_kind_is_one_composer_and_its_three_templates(
+    sqlite_engine, make_settings, tmp_path
+):
+    from kolaq_console.emails.composers import Composition, composer
+    from kolaq_console.emails.composers.base import REGISTRY
+
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "thanks.subject.txt").write_text("Thank you, {{ name }}")
+    (folder / "thanks.html").write_text("{% extends 'layout.html' %}{% block content %}"
+                                        "<p>Thanks {{ name }}</p>{% endblock %}")
+    (folder / "thanks.txt").write_text("Thanks {{ name }}")
+    settings = make_settings(email__templates_dir=str(folder))
+
+    @composer("thanks")
+    def thanks(session, settings, request):
+        return Composition(to=request.to, context={"name": request.context["name"]},
+                           key=f"thanks/{request.to}")
+
+    try:
+        with Session(sqlite_engine) as session:
+            email = compose(session, settings, EmailRequest(
+                "thanks", to="ada@example.com", context={"name": "Ada"}))
+    finally:
+        del REGISTRY["thanks"]
+    assert email.subject == "Thank you, Ada" and "Thanks Ada" in email.html
+    assert email.idempotency_key == "thanks/ada@example.com"
+    assert email.headers["From"] == settings.email.from_address

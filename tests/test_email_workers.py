@@ -15,14 +15,14 @@ from sqlmodel import Session
 from stubs.resend_api import ResendStub, ResendStubProcess
 
 from kolaq_console import runtime
-from kolaq_console.emails import queue_email
+from kolaq_console.emails import EmailRequest, outbox
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def tasks_module(settings):
-    """`tasks` rebuilt on this test's queue, so queue_email enqueues where the workers read."""
+    """`tasks` rebuilt on this test's queue, so outbox.add enqueues where the workers read."""
     module = reload_tasks()
     yield module
     runtime.configure(None)
@@ -36,8 +36,10 @@ def resend_env(url: str, **extra: str) -> dict[str, str]:
 
 def queue_generic(engine, settings, n: int, prefix: str = "c") -> list[int]:
     with Session(engine, expire_on_commit=False) as session:
-        return [queue_email(session, settings, "generic", to=f"{prefix}{i}@example.com",
-                            subject=f"Note {i}", body=f"Hello {i}").id for i in range(n)]
+        return [outbox.add(session, settings,
+                           EmailRequest("generic", to=f"{prefix}{i}@example.com",
+                                        subject=f"Note {i}", body=f"Hello {i}")).row.id
+                for i in range(n)]
 
 
 def wait_for_status(engine, row_ids, status, timeout=30.0):

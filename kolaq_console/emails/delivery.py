@@ -26,8 +26,8 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
 
 from kolaq_console.config import Settings
-from kolaq_console.emails.outbox import FROM_HEADER, REPLY_TO_HEADER
 from kolaq_console.emails.ratelimit import RateLimiter
+from kolaq_console.emails.request import FROM_HEADER, REPLY_TO_HEADER
 from kolaq_console.emails.transports import (
     Message,
     PermanentError,

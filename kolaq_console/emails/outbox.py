@@ -1,25 +1,21 @@
 """The email outbox: every email is a row before it is a job.
 
-`queue_email` validates, renders once, inserts the row (status `queued`, a deterministic
-idempotency key), commits, then enqueues a send job carrying only the row id. The same logical
-email queued twice returns the existing row. The row is the record: a job lost with a crashed
-worker is found by `sweep_stale` once its lease has passed, and sent again under the same key,
-which the provider deduplicates.
+`add` composes the request (validate, render once), inserts the row (status `queued`, a
+deterministic idempotency key), commits, then enqueues a send job carrying only the row id.
+The same logical email added twice returns the existing row. The row is the record: a job lost
+with a crashed worker is found by `sweep_stale` once its lease has passed, and sent again under
+the same key, which the provider deduplicates.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parseaddr
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -29,269 +25,23 @@ from sqlmodel import Session, col, select
 from kolaq_console import dispatch
 from kolaq_console.config import Settings
 from kolaq_console.db import session_scope
-from kolaq_console.emails.render import KINDS, Rendered, markdown_html, render
+from kolaq_console.emails.composers import compose, known_kind
+from kolaq_console.emails.request import MAX_KEY_LENGTH, EmailDraft, EmailRequest
 from kolaq_console.errors import NotFound, UserError
-from kolaq_console.models import (
-    ActivityLog,
-    Customer,
-    EmailOutbox,
-    EmailStatus,
-    Order,
-    OrderLine,
-    utcnow,
-)
+from kolaq_console.models import ActivityLog, EmailOutbox, EmailStatus, utcnow
 
 log = logging.getLogger(__name__)
 
-ORDER_KINDS = ("order_confirmation", "shipping_notification", "order_status_update")
-MAX_KEY_LENGTH = 256
 OPEN_STATUSES = (EmailStatus.queued.value, EmailStatus.sending.value)
 
-# Envelope headers kept in the row's `headers` so every attempt sends byte-identical requests
-# (the provider refuses a reused idempotency key with a different body).
-FROM_HEADER = "From"
-REPLY_TO_HEADER = "Reply-To"
-
-STATUS_TEXT = {
-    "pending": ("awaiting payment", "We have your order and are waiting for the payment."),
-    "paid": ("payment received", "Your payment has arrived; we are preparing your order."),
-    "processing": ("being prepared", "Your order is being packed in our workshop."),
-    "shipped": ("shipped", "Your order has left our workshop and is on its way."),
-    "delivered": ("delivered", "Your order has been delivered. Enjoy, and cheers!"),
-    "cancelled": ("cancelled", "Your order has been cancelled. Any payment will be refunded."),
-    "refunded": ("refunded", "Your payment has been refunded."),
-}
-
 
 @dataclass
-class EmailDraft:
-    """A validated, rendered email that is not stored yet (what `email preview` shows)."""
-
-    kind: str
-    to: str
-    subject: str
-    html: str
-    text: str
-    idempotency_key: str
-    headers: dict[str, str] = field(default_factory=dict)
-    order_id: int | None = None
-    broadcast_id: int | None = None
-
-
-@dataclass
-class Queued:
+class Added:
     row: EmailOutbox
-    created: bool  # False: the same logical email was already queued; this is that row
+    created: bool  # False: the same logical email was already in the outbox; this is that row
 
 
-# --- validation --------------------------------------------------------------------------------
-
-
-def validate_address(
-    value: str | None, what: str = "recipient", *, configured: bool = False
-) -> str:
-    """A normalised address, or a UserError naming what was wrong. No DNS look-ups.
-    `configured` (addresses from settings, e.g. the admin's) also accepts special-use domains
-    `.test` (test setups); addresses from users must not use special-use domains."""
-    if not value or not value.strip():
-        raise UserError(f"{what} address is missing")
-    try:
-        return validate_email(
-            value.strip(), check_deliverability=False, test_environment=configured
-        ).normalized
-    except EmailNotValidError as exc:
-        raise UserError(f"invalid {what} address {value.strip()!r}: {exc}") from None
-
-
-@functools.lru_cache(maxsize=16)
-def validate_sender(value: str) -> str:
-    """`Name <addr>` or a bare address, as configured in [email] from_address."""
-    _, addr = parseaddr(value)
-    try:
-        validate_email(addr, check_deliverability=False, test_environment=True)
-    except EmailNotValidError as exc:
-        raise UserError(f"[email] from_address {value!r} is not a valid sender: {exc}") from None
-    return value
-
-
-def validate_key(key: str) -> str:
-    if not key or len(key) > MAX_KEY_LENGTH or any(ord(c) < 32 for c in key):
-        raise UserError(
-            f"idempotency key must be 1-{MAX_KEY_LENGTH} printable characters, got {key!r:.80}"
-        )
-    return key
-
-
-def _digest(*parts: str, length: int = 24) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
-
-
-# --- building each kind ------------------------------------------------------------------------
-
-
-def _order_context(session: Session, settings: Settings, number: str | None):
-    if not number:
-        raise UserError("this email kind needs an order: give --order NUMBER")
-    order = session.exec(select(Order).where(Order.number == number)).first()
-    if order is None:
-        raise NotFound(f"order {number!r} not found")
-    customer = session.get(Customer, order.customer_id)
-    lines = session.exec(
-        select(OrderLine).where(OrderLine.order_id == order.id).order_by(col(OrderLine.id))
-    ).all()
-    zone = settings.shop.zone
-    context = {
-        "order": {
-            "number": order.number,
-            "status": order.status,
-            "currency": order.currency or settings.shop.currency,
-            "subtotal_minor": order.subtotal_minor,
-            "shipping_minor": order.shipping_minor,
-            "total_minor": order.total_minor,
-            "created_at": order.created_at.astimezone(zone).strftime("%d %B %Y"),
-        },
-        "customer": {
-            "name": customer.name if customer else "",
-            "email": customer.email if customer else "",
-        },
-        "lines": [
-            {
-                "sku": line.sku,
-                "name": line.name,
-                "quantity": line.quantity,
-                "unit_price_minor": line.unit_price_minor,
-                "total_minor": line.unit_price_minor * line.quantity,
-            }
-            for line in lines
-        ],
-        "address": dict(order.shipping_address or {}),
-    }
-    return order, customer, context
-
-
-def _low_stock_products(products: Any) -> list[dict[str, Any]]:
-    if not isinstance(products, Sequence) or isinstance(products, str) or not products:
-        raise UserError("low_stock email needs a non-empty list of products")
-    out = []
-    for i, p in enumerate(products):
-        item = dict(p) if isinstance(p, Mapping) else None
-        missing = [k for k in ("sku", "name", "stock", "threshold") if not item or k not in item]
-        if missing:
-            raise UserError(f"low_stock product #{i + 1} lacks {', '.join(missing)}")
-        item.setdefault("units_sold_7d", None)
-        item.setdefault("days_of_cover", None)
-        out.append(item)
-    return out
-
-
-def build_email(
-    session: Session,
-    settings: Settings,
-    kind: str,
-    *,
-    to: str | None = None,
-    order_number: str | None = None,
-    subject: str | None = None,
-    body: str | None = None,
-    context: Mapping[str, Any] | None = None,
-    idempotency_key: str | None = None,
-) -> EmailDraft:
-    """Validate the input and render the email; raises UserError/NotFound, writes nothing.
-
-    - order kinds (`order_confirmation`, `shipping_notification`, `order_status_update`) need
-      `order_number`; the recipient is the order's customer unless `to` is given;
-    - `low_stock`: `context={"products": [{sku, name, stock, threshold, units_sold_7d,
-      days_of_cover}, ...], "as_of": "..."}`, to the admin; pass the alert's own
-      `idempotency_key` (e.g. `low_stock/2026-11-28`), default one per shop-local day;
-    - `broadcast`: one recipient's copy: `to`, `subject`, `body` (Markdown), optional
-      `context={"broadcast_id", "unsubscribe_url"}`;
-    - `generic`: `to`, `subject`, `body` (plain text).
-    """
-    if kind not in KINDS:
-        raise UserError(f"unknown email kind {kind!r}; expected one of: {', '.join(KINDS)}")
-    validate_sender(settings.email.from_address)
-    ctx: dict[str, Any] = dict(context or {})
-    headers: dict[str, str] = {FROM_HEADER: settings.email.from_address}
-    order_id = broadcast_id = None
-
-    if kind in ORDER_KINDS:
-        order, customer, order_ctx = _order_context(session, settings, order_number)
-        order_id = order.id
-        recipient = validate_address(to or (customer.email if customer else None))
-        ctx = {**order_ctx, **ctx}
-        headers[REPLY_TO_HEADER] = settings.email.support_email
-        if kind == "order_confirmation":
-            key = f"order_confirmation/{order.number}"
-        elif kind == "shipping_notification":
-            if not order.tracking_number or not order.carrier:
-                raise UserError(
-                    f"order {order.number} has no carrier/tracking number yet; "
-                    "a shipping notification needs both"
-                )
-            ctx.setdefault("carrier", order.carrier)
-            ctx.setdefault("tracking_number", order.tracking_number)
-            ctx.setdefault("tracking_url", order.tracking_url or "")
-            key = f"shipping_notification/{order.number}/{order.tracking_number}"
-        else:
-            label, message = STATUS_TEXT.get(order.status, (order.status, ""))
-            ctx.setdefault("status_label", label)
-            ctx.setdefault("status_message", message or f"Your order is now {order.status}.")
-            key = f"order_status_update/{order.number}/{order.status}"
-    elif kind == "low_stock":
-        recipient = (
-            validate_address(to) if to
-            else validate_address(settings.email.admin_email, "admin", configured=True)
-        )
-        ctx["products"] = _low_stock_products(ctx.get("products"))
-        ctx["follow_up"] = bool(ctx.get("follow_up"))  # a later alert listing newcomers only
-        today = utcnow().astimezone(settings.shop.zone).date().isoformat()
-        ctx.setdefault("as_of", today)
-        key = f"low_stock/{today}"
-    elif kind == "broadcast":
-        recipient = validate_address(to)
-        subject = (subject or ctx.get("subject") or "").strip()
-        body = body if body is not None else ctx.get("body_markdown")
-        if not subject or not (body or "").strip():
-            raise UserError("a broadcast email needs a subject and a body")
-        broadcast_id = ctx.get("broadcast_id")
-        unsubscribe = ctx.get("unsubscribe_url") or ""
-        ctx.update(
-            subject=subject,
-            body_html=markdown_html(body or ""),
-            body_text=(body or "").strip(),
-            unsubscribe_url=unsubscribe,
-        )
-        if unsubscribe:
-            headers["List-Unsubscribe"] = f"<{unsubscribe}>"
-            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        scope = str(broadcast_id) if broadcast_id is not None else _digest(subject, body or "")
-        key = f"broadcast/{scope}/{_digest(recipient, length=16)}"
-    else:  # generic
-        recipient = validate_address(to)
-        subject = (subject or ctx.get("subject") or "").strip()
-        body = body if body is not None else ctx.get("body")
-        if not subject:
-            raise UserError("a generic email needs a subject (--subject)")
-        if not (body or "").strip():
-            raise UserError("a generic email needs a body (--body-file)")
-        ctx.update(subject=subject, body=(body or "").strip())
-        key = f"generic/{_digest(recipient, subject, body or '')}"
-
-    rendered: Rendered = render(settings, kind, ctx)
-    return EmailDraft(
-        kind=kind,
-        to=recipient,
-        subject=rendered.subject,
-        html=rendered.html,
-        text=rendered.text,
-        idempotency_key=validate_key(idempotency_key or key),
-        headers=headers,
-        order_id=order_id,
-        broadcast_id=broadcast_id,
-    )
-
-
-# --- queueing ----------------------------------------------------------------------------------
+# --- adding ----------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=4)
@@ -317,43 +67,24 @@ def by_key(session: Session, key: str) -> EmailOutbox | None:
     return session.exec(select(EmailOutbox).where(EmailOutbox.idempotency_key == key)).first()
 
 
-def queue(
+def add(
     session: Session,
     settings: Settings,
-    kind: str,
+    request: EmailRequest,
     *,
-    to: str | None = None,
-    order_number: str | None = None,
-    subject: str | None = None,
-    body: str | None = None,
-    context: Mapping[str, Any] | None = None,
-    idempotency_key: str | None = None,
     commit: bool = True,
     enqueue: bool = True,
-) -> Queued:
-    """`queue_email`, also telling whether the row is new (see there)."""
-    draft = build_email(
-        session, settings, kind, to=to, order_number=order_number, subject=subject, body=body,
-        context=context, idempotency_key=idempotency_key,
-    )
+) -> Added:
+    """Compose `request`, store its outbox row, commit, enqueue its send job.
+
+    The same logical email (same idempotency key) added again returns the existing row and
+    sends nothing more. Bad input raises UserError/NotFound and writes nothing.
+    `commit=False` only flushes (the row joins the caller's transaction) and does not enqueue:
+    call `enqueue_send(row.id)` after your commit, or leave it to the sweeper (one lease later).
+    """
+    draft = compose(session, settings, request)
     now = utcnow()
-    values = {
-        "kind": draft.kind,
-        "to_address": draft.to,
-        "subject": draft.subject,
-        "html": draft.html,
-        "text": draft.text,
-        "headers": draft.headers,
-        "status": EmailStatus.queued.value,
-        "attempts": 0,
-        "idempotency_key": draft.idempotency_key,
-        "order_id": draft.order_id,
-        "broadcast_id": draft.broadcast_id,
-        "created_at": now,
-        "updated_at": now,
-        # Not sent by then (never enqueued, or its job lost): the sweeper sends it.
-        "lease_until": now + timedelta(seconds=settings.email.lease_seconds),
-    }
+    values = _row_values(draft, now, settings.email.lease_seconds)
     new_id = _insert_ignoring_duplicate(session, values)
     created = new_id is not None
     if created:
@@ -377,41 +108,29 @@ def queue(
                     exc,
                 )
     if created:
-        log.info("email #%s queued: %s to %s (key %s)", row.id, kind, row.to_address,
+        log.info("email #%s queued: %s to %s (key %s)", row.id, draft.kind, row.to_address,
                  row.idempotency_key)
-    return Queued(row, created)
+    return Added(row, created)
 
 
-def queue_email(
-    session: Session,
-    settings: Settings,
-    kind: str,
-    *,
-    to: str | None = None,
-    order_number: str | None = None,
-    subject: str | None = None,
-    body: str | None = None,
-    context: Mapping[str, Any] | None = None,
-    idempotency_key: str | None = None,
-    commit: bool = True,
-    enqueue: bool = True,
-) -> EmailOutbox:
-    """Validate, render once, store an outbox row, commit, enqueue its send job; the row.
-
-    The same logical email (same idempotency key) queued again returns the existing row and
-    sends nothing more. Bad input raises UserError/NotFound and writes nothing.
-    `commit=False` only flushes (the row joins the caller's transaction) and does not enqueue:
-    call `enqueue_send(row.id)` after your commit, or leave it to the sweeper (one lease later).
-    See `build_email` for what each kind needs; e.g. the inventory check calls::
-
-        queue_email(session, settings, "low_stock", idempotency_key=f"low_stock/{date}",
-                    context={"products": [{"sku", "name", "stock", "threshold",
-                                           "units_sold_7d", "days_of_cover"}, ...]})
-    """
-    return queue(
-        session, settings, kind, to=to, order_number=order_number, subject=subject, body=body,
-        context=context, idempotency_key=idempotency_key, commit=commit, enqueue=enqueue,
-    ).row
+def _row_values(draft: EmailDraft, now: datetime, lease_seconds: float) -> dict[str, Any]:
+    return {
+        "kind": draft.kind,
+        "to_address": draft.to,
+        "subject": draft.subject,
+        "html": draft.html,
+        "text": draft.text,
+        "headers": draft.headers,
+        "status": EmailStatus.queued.value,
+        "attempts": 0,
+        "idempotency_key": draft.idempotency_key,
+        "order_id": draft.order_id,
+        "broadcast_id": draft.broadcast_id,
+        "created_at": now,
+        "updated_at": now,
+        # Not sent by then (never enqueued, or its job lost): the sweeper sends it.
+        "lease_until": now + timedelta(seconds=lease_seconds),
+    }
 
 
 def enqueue_send(row_id: int, *, delay: float | None = None) -> None:
@@ -495,9 +214,7 @@ def list_emails(
             raise UserError(f"unknown status {status!r}; expected one of: {choices}")
         query = query.where(EmailOutbox.status == status)
     if kind:
-        if kind not in KINDS:
-            raise UserError(f"unknown email kind {kind!r}; expected one of: {', '.join(KINDS)}")
-        query = query.where(EmailOutbox.kind == kind)
+        query = query.where(EmailOutbox.kind == known_kind(kind))
     return list(session.exec(query.order_by(col(EmailOutbox.id).desc()).limit(limit)).all())
 
 

@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from kolaq_console.config import Settings
 from kolaq_console.demo import load_demo
-from kolaq_console.emails.outbox import queue
+from kolaq_console.emails import EmailRequest, outbox
 from kolaq_console.inventory.adjust import adjust
 from kolaq_console.inventory.reconcile import reconcile
 from kolaq_console.inventory.stock import CHECKPOINT_KEY
@@ -74,8 +74,8 @@ def seed_emails(engine: Engine, settings: Settings) -> list[int]:
     ids = []
     with Session(engine) as session:
         for number, status, attempts, error, provider_id, minutes in EMAILS:
-            row = queue(session, settings, "order_confirmation", order_number=number,
-                        enqueue=False).row
+            request = EmailRequest("order_confirmation", order_number=number)
+            row = outbox.add(session, settings, request, enqueue=False).row
             at = NOW - timedelta(minutes=minutes)
             session.execute(
                 update(EmailOutbox).where(EmailOutbox.id == row.id).values(
