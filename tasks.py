@@ -11,8 +11,9 @@ from __future__ import annotations
 from huey import crontab
 
 from kolaq_console import dispatch, runtime
-from kolaq_console.emails.delivery import deliver
-from kolaq_console.emails.outbox import reopen_failed, sweep_stale
+from kolaq_console.emails.batches import reopen_batch, reopen_failed
+from kolaq_console.emails.delivery import Delivered, deliver, deliver_batch
+from kolaq_console.emails.outbox import sweep_stale
 from kolaq_console.inventory import periodic as inventory
 from kolaq_console.jobs import install_ledger, on_operator_retry, rerun_safe
 from kolaq_console.taskqueue import make_huey, task_options
@@ -31,28 +32,46 @@ def _opts(queue: str, **kwargs: object) -> dict:
 
 # --- emails ------------------------------------------------------------------------------------
 
-@rerun_safe  # the outbox row's claim and idempotency key make a re-run harmless
-@huey.task(context=True, **_opts("emails"))
-def send_email(row_id: int, task=None) -> str:
-    """Send outbox row `row_id` (the row is the record; this job carries only its id)."""
+def _sending(task) -> dict:
     s = runtime.settings()
     transport = runtime.transport(s)
-    return deliver(
-        runtime.engine(), s, row_id,
-        transport=transport,
-        limiter=runtime.limiter(s) if transport.rate_limited else None,
-        retries_left=task.retries if task else 0,
-        retry_delay=task.retry_delay if task else 0.0,
-        task_id=task.id if task else None,
-    )
+    return {
+        "transport": transport,
+        "limiter": runtime.limiter(s) if transport.rate_limited else None,
+        "retries_left": task.retries if task else 0,
+        "retry_delay": task.retry_delay if task else 0.0,
+        "task_id": task.id if task else None,
+    }
 
 
-# An operator's retry of a failed send reopens its outbox row (same idempotency key).
-on_operator_retry(
-    send_email,
-    lambda conn, row_id, task=None: reopen_failed(conn, row_id,
-                                                  runtime.settings().email.lease_seconds),
-)
+# Transactional email first: within the emails band, a row's send job outranks a broadcast's.
+@rerun_safe  # the claim and the idempotency keys make a re-run harmless
+@huey.task(context=True, **_opts("emails", urgency=50))
+def send_email(row_id: int, task=None) -> str:
+    """Send outbox row `row_id`, with up to 99 other waiting rows in one provider request
+    (the row is the record; this job carries only its id)."""
+    return deliver(runtime.engine(), runtime.settings(), row_id, **_sending(task)).outcome
+
+
+@rerun_safe
+@huey.task(context=True, **_opts("emails", urgency=10))
+def send_email_batch(batch_id: int, task=None) -> str:
+    """Send batch `batch_id` (formed ahead by a broadcast, or swept) in one request."""
+    done: Delivered = deliver_batch(runtime.engine(), runtime.settings(), batch_id,
+                                    **_sending(task))
+    return done.outcome
+
+
+# An operator's retry of a failed send reopens its outbox row, or the batch it failed with
+# (same members, same idempotency key).
+def _lease() -> float:
+    return runtime.settings().email.lease_seconds
+
+
+on_operator_retry(send_email,
+                  lambda conn, row_id, task=None: reopen_failed(conn, row_id, _lease()))
+on_operator_retry(send_email_batch,
+                  lambda conn, batch_id, task=None: reopen_batch(conn, batch_id, _lease()))
 
 
 @huey.periodic_task(crontab(), **_opts("emails", retry=False))
@@ -106,4 +125,5 @@ def jobs_housekeeping() -> None:
 
 # --- the road from domain code onto this queue -----------------------------------------------
 
-dispatch.install(huey, send_email=send_email, reconcile_inventory=reconcile_inventory)
+dispatch.install(huey, send_email=send_email, send_email_batch=send_email_batch,
+                 reconcile_inventory=reconcile_inventory)

@@ -207,11 +207,19 @@ class EmailStatus(enum.StrEnum):
     cancelled = "cancelled"
 
 
+_WAITING_SQL = "status = 'queued' AND batch_id IS NULL"
+
+
 class EmailOutbox(SQLModel, table=True):
     """Every email is a row before it is a job; the job carries only the row id."""
 
     __tablename__ = "email_outbox"
-    __table_args__ = (Index("ix_email_outbox_status_updated", "status", "updated_at"),)
+    __table_args__ = (
+        Index("ix_email_outbox_status_updated", "status", "updated_at"),
+        # Rows waiting for a batch: a claim walks this, however many sent rows the table holds.
+        Index("ix_email_outbox_waiting", "id", sqlite_where=text(_WAITING_SQL),
+              postgresql_where=text(_WAITING_SQL)),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=40, index=True)
@@ -227,12 +235,45 @@ class EmailOutbox(SQLModel, table=True):
     idempotency_key: str = Field(max_length=256, unique=True)
     order_id: int | None = Field(default=None, foreign_key="orders.id", index=True)
     broadcast_id: int | None = Field(default=None, foreign_key="broadcasts.id", index=True)
+    # The provider request this row is (or was last) sent in; fixed before the call.
+    batch_id: int | None = Field(default=None, foreign_key="email_batches.id", index=True)
     task_id: str | None = Field(default=None, max_length=64)
     created_at: datetime = ts(nullable=False, default=True, index=True)
     updated_at: datetime = ts(nullable=False, default=True)
     lease_until: datetime | None = ts()  # past this, a queued/sending row is swept
     next_attempt_at: datetime | None = ts()
     sent_at: datetime | None = ts()
+
+
+class BatchStatus(enum.StrEnum):
+    queued = "queued"  # formed, not sent yet, or released for a retry
+    sending = "sending"  # claimed by a worker (until lease_until)
+    sent = "sent"  # the provider answered; `failed` counts members it refused
+    failed = "failed"  # the request failed for good; every member with it
+
+
+class EmailBatch(SQLModel, table=True):
+    """Outbox rows sent in one provider request. Its members (email_outbox.batch_id) and
+    idempotency key are fixed before the first call, so a retried or swept batch resends the
+    same members under the same key and the provider answers it from its idempotency store."""
+
+    __tablename__ = "email_batches"
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=256, unique=True)
+    status: str = Field(default=BatchStatus.queued.value, max_length=20, index=True)
+    attempts: int = 0
+    size: int = 0
+    sent: int = 0
+    failed: int = 0
+    broadcast_id: int | None = Field(default=None, foreign_key="broadcasts.id", index=True)
+    last_error: str | None = text_field()
+    task_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = ts(nullable=False, default=True)
+    updated_at: datetime = ts(nullable=False, default=True)
+    lease_until: datetime | None = ts()
+    next_attempt_at: datetime | None = ts()
+    finished_at: datetime | None = ts()
 
 
 class Broadcast(SQLModel, table=True):

@@ -11,19 +11,25 @@ from email_support import activity, count, row, rows, seed_order
 from sqlalchemy import update
 from sqlmodel import Session
 
+from kolaq_console import dispatch
 from kolaq_console.emails import EmailRequest, outbox
-from kolaq_console.emails.delivery import claim, mark_sent
+from kolaq_console.emails.batches import Claimed, claim_for_row, finish
 from kolaq_console.errors import NotFound, UserError
 from kolaq_console.models import ActivityLog, EmailOutbox, utcnow
 from kolaq_console.status import outbox_counts
 
 
 @pytest.fixture
-def enqueued(monkeypatch) -> list[int]:
-    """Row ids handed to the queue (the queue itself is exercised by the worker tests)."""
-    ids: list[int] = []
-    monkeypatch.setattr(outbox, "enqueue_send", lambda row_id, **_: ids.append(row_id))
-    return ids
+def enqueued():
+    """Row ids handed to the queue as send_email jobs (the queue itself is exercised by the
+    worker tests); send_email_batch jobs are recorded as ("batch", id)."""
+    ids: list = []
+
+    def record(call):
+        ids.append(call.args[0] if call.task == "send_email" else ("batch", call.args[0]))
+
+    with dispatch.recording(record):
+        yield ids
 
 
 def queue(engine, settings, kind="generic", **kwargs):
@@ -36,6 +42,19 @@ def queue(engine, settings, kind="generic", **kwargs):
                 kwargs.pop(name)
     with Session(engine, expire_on_commit=False) as session:
         return outbox.add(session, settings, EmailRequest(kind, **kwargs))
+
+
+def claim(engine, row_id, lease, task_id=None, now=None):
+    """The row's send job's claim; the claimed row (attempts, key) or None."""
+    claimed = claim_for_row(engine, row_id, lease, task_id, now)
+    return claimed.members[0] if claimed else None
+
+
+def mark_sent(engine, row_id, provider_id):
+    """What the provider's acceptance does to the row (through its batch)."""
+    with Session(engine) as s:
+        batch_id = s.get(EmailOutbox, row_id).batch_id
+    finish(engine, Claimed(batch_id, "", 1, None, ()), {row_id: provider_id}, {})
 
 
 def test_queueing_stores_the_rendered_row_commits_then_enqueues_only_its_id(
@@ -163,6 +182,7 @@ def test_a_sent_row_is_never_claimed_again_and_a_dead_workers_row_is(engine, set
     assert claim(engine, sent_id, 60) is not None
     mark_sent(engine, sent_id, "provider-1")
     assert claim(engine, sent_id, 60, now=utcnow() + timedelta(days=1)) is None
+    assert row(engine, sent_id).provider_message_id == "provider-1"
 
     stuck_id = queue(engine, settings, to="b@example.com").row.id
     assert claim(engine, stuck_id, 60) is not None  # its worker then dies mid-send
@@ -183,13 +203,13 @@ def test_a_row_due_later_is_not_claimed_early(engine, settings, enqueued):
 
 
 def test_sweeper_requeues_rows_past_their_lease_once_per_lease(engine, settings, enqueued):
-    fresh = queue(engine, settings, to="a@example.com").row.id
-    lost_queued = queue(engine, settings, to="b@example.com").row.id
-    lost_sending = queue(engine, settings, to="c@example.com").row.id
     done = queue(engine, settings, to="d@example.com").row.id
-    claim(engine, lost_sending, 1)
     claim(engine, done, 1)
     mark_sent(engine, done, "p")
+    lost_sending = queue(engine, settings, to="c@example.com").row.id
+    claim(engine, lost_sending, 1)  # alone: nothing else waits; then its worker dies
+    lost_queued = queue(engine, settings, to="b@example.com").row.id
+    fresh = queue(engine, settings, to="a@example.com").row.id
     past = utcnow() - timedelta(seconds=5)
     with Session(engine) as s:
         s.execute(update(EmailOutbox).where(EmailOutbox.id.in_([lost_queued, lost_sending]))
@@ -204,8 +224,10 @@ def test_sweeper_requeues_rows_past_their_lease_once_per_lease(engine, settings,
         t.start()
     for t in sweepers:
         t.join()
-    assert sorted(i for r in results for i in r) == [lost_queued, lost_sending]
-    assert sorted(enqueued) == [lost_queued, lost_sending]
+    assert sorted(i for r in results for i in r) == sorted([lost_queued, lost_sending])
+    batch_id = row(engine, lost_sending).batch_id
+    # the row without a batch gets its own job; the one in a batch is sent with its batch
+    assert sorted(enqueued, key=str) == sorted([lost_queued, ("batch", batch_id)], key=str)
     assert row(engine, lost_sending).status == "queued"
     assert outbox.sweep_stale(engine, settings) == []  # fresh leases now
     assert fresh not in enqueued
@@ -216,11 +238,11 @@ def test_sweeper_requeues_rows_past_their_lease_once_per_lease(engine, settings,
 
 def test_list_and_status_counts_reflect_the_outbox(engine, settings, enqueued):
     a = queue(engine, settings, to="a@example.com").row.id
-    b = queue(engine, settings, to="b@example.com").row.id
-    queue(engine, settings, to="c@example.com")
     claim(engine, a, 60)
     mark_sent(engine, a, "p")
+    b = queue(engine, settings, to="b@example.com").row.id
     claim(engine, b, 60)
+    queue(engine, settings, to="c@example.com")
     with Session(engine) as session:
         assert [r.id for r in outbox.list_emails(session, status="sent")] == [a]
         assert len(outbox.list_emails(session)) == 3

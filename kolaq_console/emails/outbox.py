@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
@@ -28,11 +28,19 @@ from kolaq_console.db import session_scope
 from kolaq_console.emails.composers import compose, known_kind
 from kolaq_console.emails.request import MAX_KEY_LENGTH, EmailDraft, EmailRequest
 from kolaq_console.errors import NotFound, UserError
-from kolaq_console.models import ActivityLog, EmailOutbox, EmailStatus, utcnow
+from kolaq_console.models import (
+    ActivityLog,
+    BatchStatus,
+    EmailBatch,
+    EmailOutbox,
+    EmailStatus,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
 OPEN_STATUSES = (EmailStatus.queued.value, EmailStatus.sending.value)
+BATCH_OPEN = (BatchStatus.queued.value, BatchStatus.sending.value)
 
 
 @dataclass
@@ -138,20 +146,9 @@ def enqueue_send(row_id: int, *, delay: float | None = None) -> None:
     dispatch.enqueue("send_email", row_id, delay=delay)
 
 
-def reopen_failed(conn: Connection, row_id: int, lease_seconds: float) -> bool:
-    """Put a `failed` row back to `queued` for an operator's retry of its send job.
-
-    The row keeps its rendered body and idempotency key, so if the provider did accept an
-    earlier attempt it replays that answer instead of sending again. Rows in any other state
-    are left alone (a sent email stays sent)."""
-    now = utcnow()
-    stmt = (
-        update(EmailOutbox)
-        .where(col(EmailOutbox.id) == row_id, col(EmailOutbox.status) == EmailStatus.failed.value)
-        .values(status=EmailStatus.queued.value, next_attempt_at=None, updated_at=now,
-                lease_until=now + timedelta(seconds=lease_seconds))
-    )
-    return conn.execute(stmt).rowcount == 1
+def enqueue_batch(batch_id: int, *, delay: float | None = None) -> None:
+    """Put the send job of batch `batch_id` on the `emails` queue (tasks.send_email_batch)."""
+    dispatch.enqueue("send_email_batch", batch_id, delay=delay)
 
 
 def resend_email(
@@ -252,9 +249,9 @@ def sweep_stale(
 ) -> list[int]:
     """Re-enqueue outbox rows left queued/sending past their lease (their job was lost with a
     worker, or never enqueued). Each swept row is put back to `queued` with a fresh lease in
-    one conditional UPDATE, so concurrent sweepers never enqueue a row twice per lease. The
-    stable idempotency key means the provider never sends twice even if the old job lives on.
-    """
+    one conditional UPDATE, so concurrent sweepers never enqueue a row twice per lease. A row
+    in a batch is sent again with its batch (one job per batch: same members, same key), so
+    the provider never sends twice even if the old job lives on. The swept row ids."""
     now = now or utcnow()
     lease = timedelta(seconds=settings.email.lease_seconds)
     with session_scope(engine) as session:
@@ -273,14 +270,29 @@ def sweep_stale(
                 updated_at=now,
                 last_error=func.coalesce(EmailOutbox.last_error, "re-enqueued after its lease"),
             )
-            .returning(EmailOutbox.id)
+            .returning(EmailOutbox.id, EmailOutbox.batch_id)
             .execution_options(synchronize_session=False)
-        ).scalars().all()
+        ).all()
+        stale_batches = {batch_id for _, batch_id in swept if batch_id is not None}
+        if stale_batches:
+            # Members and their batch share one lease: a swept member's batch is stale too.
+            session.execute(
+                update(EmailBatch)
+                .where(col(EmailBatch.id).in_(stale_batches),
+                       col(EmailBatch.status).in_(BATCH_OPEN))
+                .values(status=BatchStatus.queued.value, lease_until=now + lease,
+                        next_attempt_at=None, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
     swept = sorted(swept)
-    for row_id in swept:
+    rows = [row_id for row_id, batch_id in swept if batch_id is None]
+    in_batches = sorted({batch_id for _, batch_id in swept if batch_id is not None})
+    for row_id in rows:
         enqueue_send(row_id)
+    for batch_id in in_batches:
+        enqueue_batch(batch_id)
     if swept:
-        shown = ", ".join(f"#{i}" for i in swept[:20]) + (" ..." if len(swept) > 20 else "")
-        log.warning("outbox sweeper re-enqueued %d email(s) past their lease: %s", len(swept),
-                    shown)
-    return swept
+        shown = ", ".join(f"#{i}" for i, _ in swept[:20]) + (" ..." if len(swept) > 20 else "")
+        log.warning("outbox sweeper re-enqueued %d email(s) past their lease (%d batch(es)): %s",
+                    len(swept), len(in_batches), shown)
+    return [row_id for row_id, _ in swept]
