@@ -11,6 +11,7 @@ from __future__ import annotations
 from huey import crontab
 
 from kolaq_console import dispatch, runtime
+from kolaq_console.broadcasts import sending as broadcasts
 from kolaq_console.emails.batches import reopen_batch, reopen_failed
 from kolaq_console.emails.delivery import Delivered, deliver, deliver_batch
 from kolaq_console.emails.outbox import sweep_stale
@@ -59,7 +60,16 @@ def send_email_batch(batch_id: int, task=None) -> str:
     """Send batch `batch_id` (formed ahead by a broadcast, or swept) in one request."""
     done: Delivered = deliver_batch(runtime.engine(), runtime.settings(), batch_id,
                                     **_sending(task))
+    if done.broadcast_id is not None:
+        send_broadcast(done.broadcast_id)  # one batch gone: form the next
     return done.outcome
+
+
+@rerun_safe  # forming batches locks its recipients; a re-run forms the rest
+@huey.task(**_opts("emails", urgency=20))
+def send_broadcast(broadcast_id: int) -> int:
+    """Form broadcast `broadcast_id`'s next batches ([email] broadcast_lookahead ahead)."""
+    return broadcasts.produce(runtime.engine(), runtime.settings(), broadcast_id)
 
 
 # An operator's retry of a failed send reopens its outbox row, or the batch it failed with
@@ -76,8 +86,12 @@ on_operator_retry(send_email_batch,
 
 @huey.periodic_task(crontab(), **_opts("emails", retry=False))
 def sweep_email_outbox() -> list[int]:
-    """Every minute: re-enqueue outbox rows whose lease ran out (their job was lost)."""
-    return sweep_stale(runtime.engine(), runtime.settings())
+    """Every minute: re-enqueue outbox rows whose lease ran out (their job was lost), settle
+    broadcasts that ended, restart broadcasts whose sending job was lost."""
+    swept = sweep_stale(runtime.engine(), runtime.settings())
+    for broadcast_id in broadcasts.tend(runtime.engine()):
+        send_broadcast(broadcast_id)
+    return swept
 
 
 # --- inventory -------------------------------------------------------------------------------
@@ -126,4 +140,4 @@ def jobs_housekeeping() -> None:
 # --- the road from domain code onto this queue -----------------------------------------------
 
 dispatch.install(huey, send_email=send_email, send_email_batch=send_email_batch,
-                 reconcile_inventory=reconcile_inventory)
+                 send_broadcast=send_broadcast, reconcile_inventory=reconcile_inventory)

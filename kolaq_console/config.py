@@ -151,6 +151,9 @@ class EmailSettings(Section):
     max_limiter_wait: float = Field(default=5.0, ge=0)
     """Longest a worker thread sleeps for the shared rate limiter after a 429 or quota block;
     a longer wait reschedules the job instead of holding the thread."""
+    broadcast_lookahead: int = Field(default=8, ge=1, le=1000)
+    """Batches of 100 copies a broadcast keeps rendered and queued ahead of sending. More keeps
+    more workers busy; fewer makes a pause or an unsubscribe apply to more of the list."""
 
 
 class InventorySettings(Section):

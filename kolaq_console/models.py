@@ -276,23 +276,63 @@ class EmailBatch(SQLModel, table=True):
     finished_at: datetime | None = ts()
 
 
+class BroadcastStatus(enum.StrEnum):
+    draft = "draft"  # saved, not submitted
+    sending = "sending"  # recipients materialised; batches being formed and sent
+    paused = "paused"  # no new batch is formed; resume goes on where it stopped
+    cancelled = "cancelled"  # what was not handed to the provider never will be
+    done = "done"  # every recipient sent, failed or skipped
+
+
 class Broadcast(SQLModel, table=True):
+    """One marketing message to an audience. Counts are written when it ends; while it runs
+    they are computed from its recipients and their outbox rows."""
+
     __tablename__ = "broadcasts"
 
     id: int | None = Field(default=None, primary_key=True)
     subject: str = Field(max_length=300)
     body_markdown: str = text_field(nullable=False)
-    audience: str = Field(max_length=20)
-    status: str = Field(default="draft", max_length=20, index=True)
+    audience: str = Field(max_length=80)  # subscribers, customers, admin or sku:SKU
+    status: str = Field(default=BroadcastStatus.draft.value, max_length=20, index=True)
+    # Drafts: draft/<uuid>. Submitted: broadcast/<digest of subject, body, audience>, so the
+    # same broadcast submitted twice is one broadcast.
     idempotency_key: str = Field(max_length=256, unique=True)
     total: int = 0
     sent: int = 0
     failed: int = 0
     skipped: int = 0
+    cancelled: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_by: str = Field(default="operator", max_length=120)
     created_at: datetime = ts(nullable=False, default=True)
+    updated_at: datetime | None = ts()
     started_at: datetime | None = ts()
     finished_at: datetime | None = ts()
+
+
+class RecipientStatus(enum.StrEnum):
+    pending = "pending"  # not yet in a batch
+    queued = "queued"  # its copy is an outbox row (outbox_id): that row's status is the news
+    skipped = "skipped"  # consent withdrawn or address refused before its copy was made
+    cancelled = "cancelled"  # the broadcast was cancelled first
+
+
+class BroadcastRecipient(SQLModel, table=True):
+    """A broadcast's audience, materialised once when it is submitted."""
+
+    __tablename__ = "broadcast_recipients"
+    __table_args__ = (
+        UniqueConstraint("broadcast_id", "email", name="uq_broadcast_recipients_email"),
+        Index("ix_broadcast_recipients_status", "broadcast_id", "status", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    broadcast_id: int = Field(foreign_key="broadcasts.id")
+    email: str = Field(max_length=320)  # normalised (lower case)
+    customer_id: int | None = Field(default=None, foreign_key="customers.id")
+    status: str = Field(default=RecipientStatus.pending.value, max_length=20)
+    reason: str | None = Field(default=None, max_length=300)
+    outbox_id: int | None = Field(default=None, foreign_key="email_outbox.id")
 
 
 class Suppression(SQLModel, table=True):

@@ -43,7 +43,7 @@ def args_for(kind: str) -> dict[str, Any]:
             "subject": "Harmattan cocktails",
             "body": "# Three drinks for dry season\n\n- Zobo spritz\n- **Kola** old fashioned\n\n"
                     "Reply and tell us yours.",
-            "context": {"broadcast_id": 7, "unsubscribe_url": "http://shop.test/u/tok123"},
+            "context": {"broadcast_id": 7},
         },
         "generic": {
             "to": "chidi@example.com",
@@ -165,7 +165,8 @@ def test_user_supplied_text_is_escaped_in_html(sqlite_engine, settings):
         ("low_stock", {"context": {"products": [{"sku": "S<1>", "name": evil, "stock": 1,
                                                  "threshold": 2}]}}),
         ("broadcast", {"to": "a@example.com", "subject": f"Hi {evil}",
-                       "body": f"Raw {evil} and <img src=x onerror=alert(1)>"}),
+                       "body": f"Raw {evil} and <img src=x onerror=alert(1)>",
+                       "context": {"broadcast_id": 1}}),
         ("generic", {"to": "a@example.com", "subject": f"Hi {evil}", "body": f"Body {evil}"}),
     ]
     for kind, kwargs in cases:
@@ -198,12 +199,23 @@ def test_templates_dir_overrides_one_template_and_keeps_the_others(
     assert "Hello Chidi" in email.html and "<style" not in email.html  # packaged HTML kept
 
 
-def test_broadcast_carries_one_click_unsubscribe_headers(shop, settings):
+def test_broadcast_carries_one_click_unsubscribe_headers_and_a_visible_link(shop, settings):
+    from kolaq_console import consent
+
     email = draft(shop, settings, "broadcast")
-    assert email.headers["List-Unsubscribe"] == "<http://shop.test/u/tok123>"
+    https, mailto = email.headers["List-Unsubscribe"].split(", ")
+    url = https.strip("<>")
+    assert url.startswith("http://shop.test/unsubscribe/") and mailto.startswith("<mailto:")
+    assert consent.read_token(settings, url.rsplit("/", 1)[1]) == "ngozi@example.com"
     assert email.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert f'href="{url}"' in email.html and url in email.text  # the visible link
     assert email.broadcast_id == 7 and email.idempotency_key.startswith("broadcast/7/")
     assert "<strong>Kola</strong>" in email.html
+
+
+def test_a_broadcast_copy_for_one_address_outside_a_broadcast_is_refused(shop, settings):
+    with pytest.raises(UserError, match="broadcast send"):
+        draft(shop, settings, "broadcast", context={})
 
 
 def test_low_stock_needs_products_and_uses_the_callers_key(shop, settings):
