@@ -61,7 +61,9 @@ def query(session: Session, settings: Settings, audience: Audience) -> Select:
         ordered = select(Order.customer_id)
         stmt = base.where(col(Customer.id).in_(ordered), *not_withdrawn)
     elif audience.kind == "sku":
-        product = session.exec(select(Product.id).where(Product.sku == audience.sku)).first()
+        product = session.execute(
+            select(Product.id).where(col(Product.sku) == audience.sku)
+        ).scalar_one_or_none()
         if product is None:
             raise NotFound(f"no product with SKU {audience.sku!r}")
         bought = (
