@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from kolaq_console import runtime
-from kolaq_console.cli import db, demo, email, inventory, jobs, status, worker
+from kolaq_console.cli import broadcast, db, demo, email, inventory, jobs, status, worker
 from kolaq_console.cli.common import err
 from kolaq_console.config import load_settings
 from kolaq_console.errors import KolaqError
@@ -46,6 +46,7 @@ def root(
         run_console(with_worker=with_worker, read_only=read_only)
 
 
+app.add_typer(broadcast.app, name="broadcast")
 app.add_typer(db.app, name="db")
 app.add_typer(email.app, name="email")
 app.add_typer(inventory.app, name="inventory")

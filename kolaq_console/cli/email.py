@@ -147,8 +147,11 @@ def preview_cmd(
     kind = _kind(kind)
     body = _read_body(body_file)
     with Session(ready_engine()) as session:
+        context = _context(session, kind)
+        if kind == "broadcast":  # a copy as one recipient (or the admin) would see it
+            context = {"test": True}
         request = EmailRequest(kind, to=to, order_number=order, subject=subject, body=body,
-                               context=_context(session, kind))
+                               context=context)
         draft = compose(session, runtime.settings(), request)
         session.rollback()  # preview writes nothing
     try:
