@@ -47,7 +47,8 @@ class Submitted:
     created: bool  # False: this broadcast was already submitted; nothing new was sent
 
 
-def _checked(subject: str | None, body: str | None, audience: str | None):
+def check(subject: str | None, body: str | None, audience: str | None):
+    """(subject, body, audience) as they will be sent, or a UserError naming the problem."""
     subject, body = content(subject, body)
     if len(subject) > MAX_SUBJECT or "\n" in subject or "\r" in subject:
         raise UserError(f"the subject must be one line of at most {MAX_SUBJECT} characters")
@@ -102,7 +103,7 @@ def submit(session: Session, settings: Settings, *, actor: str,
         if draft.status != BroadcastStatus.draft.value:
             return Submitted(draft, False)
         subject, body, audience = draft.subject, draft.body_markdown, draft.audience
-    subject, body, who = _checked(subject, body, audience)
+    subject, body, who = check(subject, body, audience)
     key = content_key(subject, body, who.name)
     same = session.execute(
         select(Broadcast).where(col(Broadcast.idempotency_key) == key)

@@ -127,21 +127,12 @@ def _follow(engine: Any, broadcast_id: int) -> None:
 
 
 def _detail(p: Any) -> str:
+    from kolaq_console.ui.format import duration
+
     rate = "rate unknown" if p.rate is None else f"{p.rate:.1f}/s"
-    eta = "" if p.eta_seconds is None else f", ETA {_duration(p.eta_seconds)}"
+    eta = "" if p.eta_seconds is None else f", ETA {duration(p.eta_seconds)}"
     return (f"{p.sent} sent, {p.failed} failed, {p.skipped} skipped"
             + (f", {p.cancelled} cancelled" if p.cancelled else "") + f" · {rate}{eta}")
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 @app.command("list")

@@ -25,13 +25,14 @@ from kolaq_console.ui.embedded_worker import EmbeddedWorker
 from kolaq_console.ui.format import one_line
 from kolaq_console.ui.messages import EmbeddedWorkerSwitched
 from kolaq_console.ui.screens.base import KolaqScreen, LiveScreen
+from kolaq_console.ui.screens.broadcasts import BroadcastsScreen
 from kolaq_console.ui.screens.emails import EmailsScreen
 from kolaq_console.ui.screens.failed_jobs import FailedJobsScreen
 from kolaq_console.ui.screens.inventory import InventoryScreen
 from kolaq_console.ui.screens.overview import OverviewScreen
 
 GLOBAL_KEYS = [
-    ("1-4", "overview, failed jobs, inventory, emails"),
+    ("1-5", "overview, failed jobs, inventory, emails, broadcasts"),
     ("?", "this help"),
     ("/", "filter the list (Esc clears it)"),
     ("Esc", "back, close, clear"),
@@ -43,7 +44,8 @@ WRITE_ACTIONS = frozenset({"toggle_worker"})
 
 
 class KolaqConsole(App[None]):
-    CSS_PATH = ["styles/app.tcss", "styles/screens.tcss", "styles/dialogs.tcss"]
+    CSS_PATH = ["styles/app.tcss", "styles/screens.tcss", "styles/dialogs.tcss",
+                "styles/broadcasts.tcss"]
     TITLE = "kolaq-console"
     ENABLE_COMMAND_PALETTE = False
     MODES = {
@@ -51,6 +53,7 @@ class KolaqConsole(App[None]):
         "failed": FailedJobsScreen,
         "inventory": InventoryScreen,
         "emails": EmailsScreen,
+        "broadcast": BroadcastsScreen,
     }
     DEFAULT_MODE = "overview"
     BINDINGS = [

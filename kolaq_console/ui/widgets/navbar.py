@@ -8,11 +8,12 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 SCREENS = (("1", "overview", "Overview"), ("2", "failed", "Failed jobs"),
-           ("3", "inventory", "Inventory"), ("4", "emails", "Emails"))
+           ("3", "inventory", "Inventory"), ("4", "emails", "Emails"),
+           ("5", "broadcast", "Broadcasts"))
 
 
 class NavBar(Horizontal):
-    """`1 Overview  2 Failed jobs  3 Inventory  4 Emails` ... `PAUSED  READ-ONLY  worker off`."""
+    """`1 Overview  2 Failed jobs  3 Inventory  4 Emails  5 Broadcasts` ... `PAUSED  worker off`."""
 
     def __init__(self, current: str) -> None:
         super().__init__()
