@@ -169,6 +169,11 @@ class InventorySettings(Section):
     lock_ttl_seconds: float = Field(default=600.0, gt=0)
     """Reconciliation lease: a run renews it as it goes; a crashed run's lock (and its claim on
     a schedule slot) expires after this many seconds."""
+    max_adjustment: int = Field(default=1_000_000, ge=1, le=2_000_000_000)
+    """Most units one `inventory adjust` may add or remove (a typo guard); larger is refused."""
+    max_stock: int = Field(default=1_000_000_000, ge=1, le=2_000_000_000)
+    """Most units a product may hold (either sign): an adjustment past it is refused, and a
+    reconciliation that finds a product beyond it reports it."""
 
     @field_validator("reconcile_cron", "low_stock_cron", "full_reconcile_cron", "catch_up_cron")
     @classmethod
