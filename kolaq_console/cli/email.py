@@ -21,9 +21,14 @@ KIND_HELP = "One of: " + ", ".join(KINDS) + "."
 
 
 def _read_body(path: Path | None) -> str | None:
+    """The --body-file's text; a file over [email] max_body_bytes is refused unread."""
     if path is None:
         return None
+    limit = runtime.settings().email.max_body_bytes
     try:
+        size = path.stat().st_size
+        if size > limit:
+            raise outbox.body_limit_error(size, limit, f"--body-file {path}")
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"--body-file {path}: {exc.strerror or exc}") from None

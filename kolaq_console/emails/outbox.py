@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 ORDER_KINDS = ("order_confirmation", "shipping_notification", "order_status_update")
 MAX_KEY_LENGTH = 256
+MAX_SUBJECT_CHARS = 200  # what a person types; the stored (rendered) subject fits SUBJECT_COLUMN
+SUBJECT_COLUMN = 300  # email_outbox.subject
 OPEN_STATUSES = (EmailStatus.queued.value, EmailStatus.sending.value)
 
 # Envelope headers kept in the row's `headers` so every attempt sends byte-identical requests
@@ -111,6 +113,43 @@ def validate_sender(value: str) -> str:
     except EmailNotValidError as exc:
         raise UserError(f"[email] from_address {value!r} is not a valid sender: {exc}") from None
     return value
+
+
+_LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def validate_subject(subject: str | None, kind: str) -> str:
+    """A subject as typed: one line, at most MAX_SUBJECT_CHARS characters, not empty."""
+    subject = (subject or "").strip()
+    if not subject:
+        raise UserError(f"a {kind} email needs a subject (--subject)")
+    if any(c in _LINE_BREAKS for c in subject):
+        raise UserError("the subject must be one line: it contains a line break")
+    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in subject):
+        raise UserError("the subject contains a control character")
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise UserError(
+            f"the subject is {len(subject):,} characters; at most {MAX_SUBJECT_CHARS}"
+        )
+    return subject
+
+
+def body_limit_error(size: int, limit: int, what: str = "the body") -> UserError:
+    return UserError(
+        f"{what} is {size:,} bytes; at most {limit:,} bytes ([email] max_body_bytes)"
+    )
+
+
+def validate_body(body: str | None, settings: Settings) -> str:
+    """A body as typed (text or Markdown), within [email] max_body_bytes as UTF-8."""
+    body = body or ""
+    limit = settings.email.max_body_bytes
+    # 4 bytes per character at most: most bodies are measured without encoding them
+    if len(body) * 4 > limit:
+        size = len(body.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise body_limit_error(size, limit)
+    return body
 
 
 def validate_key(key: str) -> str:
@@ -248,9 +287,9 @@ def build_email(
         key = f"low_stock/{today}"
     elif kind == "broadcast":
         recipient = validate_address(to)
-        subject = (subject or ctx.get("subject") or "").strip()
-        body = body if body is not None else ctx.get("body_markdown")
-        if not subject or not (body or "").strip():
+        subject = validate_subject(subject or ctx.get("subject"), kind)
+        body = validate_body(body if body is not None else ctx.get("body_markdown"), settings)
+        if not body.strip():
             raise UserError("a broadcast email needs a subject and a body")
         broadcast_id = ctx.get("broadcast_id")
         unsubscribe = ctx.get("unsubscribe_url") or ""
@@ -267,16 +306,17 @@ def build_email(
         key = f"broadcast/{scope}/{_digest(recipient, length=16)}"
     else:  # generic
         recipient = validate_address(to)
-        subject = (subject or ctx.get("subject") or "").strip()
-        body = body if body is not None else ctx.get("body")
-        if not subject:
-            raise UserError("a generic email needs a subject (--subject)")
-        if not (body or "").strip():
+        subject = validate_subject(subject or ctx.get("subject"), kind)
+        body = validate_body(body if body is not None else ctx.get("body"), settings)
+        if not body.strip():
             raise UserError("a generic email needs a body (--body-file)")
         ctx.update(subject=subject, body=(body or "").strip())
         key = f"generic/{_digest(recipient, subject, body or '')}"
 
     rendered: Rendered = render(settings, kind, ctx)
+    if len(rendered.subject) > SUBJECT_COLUMN:
+        raise UserError(f"email {kind}: the subject rendered to {len(rendered.subject):,} "
+                        f"characters; at most {SUBJECT_COLUMN}")
     return EmailDraft(
         kind=kind,
         to=recipient,
