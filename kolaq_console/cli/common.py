@@ -10,7 +10,7 @@ from huey.api import Huey
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
-from kolaq_console import runtime
+from kolaq_console import dispatch, runtime
 from kolaq_console.schema import require_current
 
 out = Console(highlight=False, soft_wrap=True)
@@ -29,8 +29,9 @@ def ready_engine() -> Engine:
     return engine
 
 
-def queue() -> Huey:
-    """The configured `tasks.huey` (imported late so --config applies first)."""
-    import tasks
+def huey() -> Huey:
+    """The configured queue: imports tasks.py (late, so --config applies first), which wires
+    it for every enqueue in this process."""
+    import tasks  # noqa: F401  (installs the queue in kolaq_console.dispatch)
 
-    return tasks.huey
+    return dispatch.huey()

@@ -9,7 +9,7 @@ from rich.table import Table
 from sqlmodel import Session
 
 from kolaq_console import runtime
-from kolaq_console.cli.common import out, print_json, ready_engine
+from kolaq_console.cli.common import huey, out, print_json, ready_engine
 from kolaq_console.emails import outbox
 from kolaq_console.emails.render import KINDS
 from kolaq_console.errors import NotFound, UserError
@@ -71,6 +71,7 @@ def queue_cmd(
     kind = _kind(kind)
     body = _read_body(body_file)
     settings = runtime.settings()
+    huey()  # wire the queue: the new row's send job is enqueued after commit
     with Session(ready_engine(), expire_on_commit=False) as session:
         result = outbox.queue(
             session, settings, kind, to=to, order_number=order, subject=subject, body=body,
@@ -175,6 +176,7 @@ def resend_cmd(
 ) -> None:
     """Send an email again: a new outbox row with a new key, noted in the activity log."""
     settings = runtime.settings()
+    huey()  # wire the queue: the new row's send job is enqueued after commit
     with Session(ready_engine(), expire_on_commit=False) as session:
         row = outbox.resend_email(session, settings, row_id, settings.operator())
     if as_json:

@@ -224,7 +224,7 @@ def retry(
     if not targets:
         out.print("no failed jobs match: nothing to retry")
         return
-    result = ledger.retry_failed(engine, common.queue(), targets, runtime.settings().operator(),
+    result = ledger.retry_failed(engine, common.huey(), targets, runtime.settings().operator(),
                                  None if ids else flt)
     if as_json:
         print_json({
@@ -336,7 +336,7 @@ def stats(
 def sweep() -> None:
     """Look now for jobs lost with a dead worker (workers also do it on their own)."""
     settings = runtime.settings()
-    result = job_workers.sweep_lost_jobs(ready_engine(), common.queue(),
+    result = job_workers.sweep_lost_jobs(ready_engine(), common.huey(),
                                          settings.jobs.lease_seconds)
     out.print(f"{len(result.requeued)} re-enqueued, {len(result.interrupted)} recorded as "
               "interrupted")

@@ -7,7 +7,7 @@ import logging
 import typer
 
 from kolaq_console import runtime
-from kolaq_console.cli.common import queue, ready_engine
+from kolaq_console.cli.common import huey, ready_engine
 from kolaq_console.redact import install_log_redaction
 
 
@@ -34,4 +34,4 @@ def worker(
     if periodic is not None:
         options["periodic"] = periodic
     # -w 1 is Huey's default too: say it was chosen, or [queue] workers would replace it.
-    queue().create_consumer(**options, kolaq_explicit=("workers",)).run()
+    huey().create_consumer(**options, kolaq_explicit=("workers",)).run()
