@@ -174,13 +174,19 @@ def resend_cmd(
     row_id: int = typer.Argument(..., metavar="ID"),
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
-    """Send an email again: a new outbox row with a new key, noted in the activity log."""
+    """Send an email again: a new outbox row with a new key, noted in the activity log. The
+    original's open failed send jobs are closed (a retry of them would send a second copy)."""
     settings = runtime.settings()
-    huey()  # wire the queue: the new row's send job is enqueued after commit
+    huey()  # wire the queue, so the new row's send job is enqueued
     with Session(ready_engine(), expire_on_commit=False) as session:
-        row = outbox.resend_email(session, settings, row_id, settings.operator())
+        resent = outbox.resend_email(session, settings, row_id, settings.operator())
+    row = resent.row
     if as_json:
-        print_json(outbox.row_summary(row))
-    else:
-        out.print(f"queued email #{row.id} (resend of #{row_id}) to {row.to_address}",
+        print_json({**outbox.row_summary(row), "resend_of": row_id,
+                    "closed_failed_jobs": resent.closed_failed_jobs})
+        return
+    out.print(f"queued email #{row.id} (resend of #{row_id}) to {row.to_address}", markup=False)
+    if resent.closed_failed_jobs:
+        ids = ", ".join(f"#{i}" for i in resent.closed_failed_jobs)
+        out.print(f"closed failed job {ids} of email #{row_id}: it will not be retried",
                   markup=False)
