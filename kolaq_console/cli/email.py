@@ -67,8 +67,13 @@ def queue_cmd(
     key: str | None = typer.Option(None, "--key", help="Idempotency key (default: derived)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
-    """Queue one email. The same logical email queued twice is sent once."""
+    """Queue one email. The same logical email queued twice is sent once. `low_stock` is the
+    low-stock alert: it lists the low products no alert listed today, and counts for the day
+    (the 08:00 check then sends only follow-ups for products that fell low since)."""
     kind = _kind(kind)
+    if kind == "low_stock":
+        _queue_low_stock(to, key, as_json)
+        return
     body = _read_body(body_file)
     settings = runtime.settings()
     huey()  # wire the queue: the new row's send job is enqueued after commit
@@ -86,6 +91,37 @@ def queue_cmd(
     else:
         out.print(f"already queued as email #{row.id} ({row.status}); nothing new was queued. "
                   f"Use `email resend {row.id}` to send it again.", markup=False)
+
+
+def _queue_low_stock(to: str | None, key: str | None, as_json: bool) -> None:
+    from kolaq_console.inventory.lowstock import send_alerts
+
+    if key:
+        raise UserError("--key is not taken for low_stock: alerts are keyed per shop day "
+                        "(low_stock/DATE/N) so that every alert sent counts for the day")
+    settings = runtime.settings()
+    engine = ready_engine()
+    huey()  # wire the queue: the alert's send job is enqueued after commit
+    outcome = send_alerts(engine, settings, actor=settings.operator(), to=to)
+    if not outcome.queued and outcome.low == 0:
+        raise UserError("no product is at or below its low-stock threshold; nothing to send")
+    if not outcome.queued:
+        if as_json:
+            print_json({"created": False, "alert": outcome.as_dict()})
+        else:
+            out.print(f"no new low-stock alert: {outcome.reason} ({outcome.low} low product(s))",
+                      markup=False)
+        return
+    with Session(engine) as session:
+        row = session.get(EmailOutbox, outcome.outbox_id)
+        assert row is not None
+        summary = outbox.row_summary(row)
+    if as_json:
+        print_json({**summary, "created": True, "alert": outcome.as_dict()})
+    else:
+        kind = "follow-up alert" if outcome.follow_up else "alert"
+        out.print(f"queued email #{row.id}: low-stock {kind} to {row.to_address} for "
+                  f"{len(outcome.skus)} product(s) ({outcome.key})", markup=False)
 
 
 @app.command("list")
