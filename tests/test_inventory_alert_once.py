@@ -59,7 +59,7 @@ def test_a_manual_alert_counts_for_the_day_and_the_check_sends_only_newcomers(
         engine, settings, capsys, recorded, road):
     _a, _b, c = low_shop(engine)
 
-    code, out, err = cli(capsys, *MANUAL_ROADS[road])
+    code, _out, err = cli(capsys, *MANUAL_ROADS[road])
     assert code == 0, err
     [first] = outbox(engine)
 
