@@ -222,14 +222,14 @@ class EmailsScreen(EmailScreenBase):
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         if self.filter_text or self.status_filter:
             self.filter_text, self.status_filter = "", None
             bar = self.query_one(FilterBar)
             bar.value, bar.display = "", False
             self.reload()
         else:
-            self.app.run_action("go('overview')")
+            await self.app.run_action("go('overview')")
 
     @on(FilterBar.Applied)
     def _filter_applied(self, event: FilterBar.Applied) -> None:

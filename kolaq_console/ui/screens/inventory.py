@@ -140,11 +140,11 @@ class InventoryScreen(LiveScreen):
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         if self.filter_text:
             self.query_one(FilterBar).action_clear_filter()
         else:
-            self.app.run_action("go('overview')")
+            await self.app.run_action("go('overview')")
 
     @on(FilterBar.Applied)
     def _filter_applied(self, event: FilterBar.Applied) -> None:
