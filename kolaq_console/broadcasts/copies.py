@@ -32,7 +32,7 @@ class Copy:
 
 class Copies:
     def __init__(self, settings: Settings, broadcast_id: int, subject: str, body: str) -> None:
-        subject, body = content(subject, body)
+        subject, body = content(subject, body, settings.email.max_body_bytes)
         self.settings = settings
         self.broadcast_id = broadcast_id
         self.sender = validate_sender(settings.email.from_address)

@@ -38,20 +38,15 @@ from kolaq_console.models import (
 
 log = logging.getLogger(__name__)
 
-MAX_SUBJECT = 200
-
-
 @dataclass
 class Submitted:
     broadcast: Broadcast
     created: bool  # False: this broadcast was already submitted; nothing new was sent
 
 
-def check(subject: str | None, body: str | None, audience: str | None):
+def check(settings: Settings, subject: str | None, body: str | None, audience: str | None):
     """(subject, body, audience) as they will be sent, or a UserError naming the problem."""
-    subject, body = content(subject, body)
-    if len(subject) > MAX_SUBJECT or "\n" in subject or "\r" in subject:
-        raise UserError(f"the subject must be one line of at most {MAX_SUBJECT} characters")
+    subject, body = content(subject, body, settings.email.max_body_bytes)
     return subject, body, audiences.parse(audience)
 
 
@@ -103,7 +98,7 @@ def submit(session: Session, settings: Settings, *, actor: str,
         if draft.status != BroadcastStatus.draft.value:
             return Submitted(draft, False)
         subject, body, audience = draft.subject, draft.body_markdown, draft.audience
-    subject, body, who = check(subject, body, audience)
+    subject, body, who = check(settings, subject, body, audience)
     key = content_key(subject, body, who.name)
     same = session.execute(
         select(Broadcast).where(col(Broadcast.idempotency_key) == key)
@@ -242,7 +237,7 @@ def cancel(session: Session, broadcast_id: int, *, actor: str) -> Broadcast:
 def send_test(session: Session, settings: Settings, *, subject: str, body: str,
               actor: str) -> EmailOutbox:
     """One copy to the admin, as a recipient would see it (a new copy at every call)."""
-    subject, body = content(subject, body)
+    subject, body = content(subject, body, settings.email.max_body_bytes)
     request = EmailRequest("broadcast", to=settings.email.admin_email, subject=subject,
                            body=body, context={"test": True})
     row = outbox.add(session, settings, request).row

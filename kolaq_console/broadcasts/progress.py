@@ -56,6 +56,18 @@ class Progress:
         return asdict(self)
 
 
+def duration(seconds: float) -> str:
+    """A span for people: `45s`, `3m05s`, `2h10m`."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
 def counts(session: Session, broadcast_id: int) -> dict[str, int]:
     """sent, failed, skipped, cancelled, remaining and total, counted now."""
     r, o = BroadcastRecipient, EmailOutbox

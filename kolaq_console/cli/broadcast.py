@@ -23,10 +23,15 @@ AUDIENCE_HELP = ("subscribers (marketing consent), customers (everyone who order
 JsonOpt = typer.Option(False, "--json", help="One JSON document.")
 
 
-def _read_body(path: Path) -> str:
+def _read_body(path: Path, limit: int) -> str:
+    """The --body-file's text; a file over [email] max_body_bytes is refused unread."""
+    from kolaq_console.emails.request import body_limit_error
     from kolaq_console.errors import UserError
 
     try:
+        size = path.stat().st_size
+        if size > limit:
+            raise body_limit_error(size, limit, f"--body-file {path}")
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"--body-file {path}: {exc.strerror or exc}") from None
@@ -59,8 +64,8 @@ def send_cmd(
     from kolaq_console.errors import UserError
 
     settings = runtime.settings()
-    body = _read_body(body_file)
-    content(subject, body)
+    body = _read_body(body_file, settings.email.max_body_bytes)
+    content(subject, body, settings.email.max_body_bytes)
     who = audiences.parse(audience)
     engine = ready_engine()
     with Session(engine) as session:
@@ -127,7 +132,7 @@ def _follow(engine: Any, broadcast_id: int) -> None:
 
 
 def _detail(p: Any) -> str:
-    from kolaq_console.ui.format import duration
+    from kolaq_console.broadcasts.progress import duration
 
     rate = "rate unknown" if p.rate is None else f"{p.rate:.1f}/s"
     eta = "" if p.eta_seconds is None else f", ETA {duration(p.eta_seconds)}"

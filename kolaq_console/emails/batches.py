@@ -30,6 +30,7 @@ from kolaq_console import consent
 from kolaq_console.config import Settings
 from kolaq_console.emails.request import FROM_HEADER, REPLY_TO_HEADER
 from kolaq_console.emails.transports import Message
+from kolaq_console.errors import UserError
 from kolaq_console.models import (
     BatchStatus,
     EmailBatch,
@@ -373,19 +374,36 @@ def finish(engine: Engine, claimed: Claimed, accepted: Mapping[int, str],
 
 
 def reopen_failed(conn: Connection, row_id: int, lease_seconds: float) -> bool:
-    """Put a `failed` row back to `queued` for an operator's retry of its send job.
+    """An operator's retry of the send job of row `row_id`: a `failed` row goes back to
+    `queued` (True). Refused (UserError, nothing changed) when the email was sent, was sent
+    again (a later copy exists) or was cancelled: the retry would reach the customer twice.
+    A queued or sending row is left as it is (False): its claim makes a second send a no-op.
 
-    A row that failed with its whole batch reopens the whole batch (same members, same key: if
-    the provider did accept an earlier attempt it replays that answer instead of sending
-    again); a row that failed alone (or was never in a batch) reopens alone. Rows in any other
-    state are left alone (a sent email stays sent)."""
-    found = conn.execute(
-        select(_T.c.status, _T.c.batch_id).where(_T.c.id == row_id)
+    A row that failed with its whole batch reopens the batch (same key: if the provider did
+    accept an earlier attempt it replays that answer instead of sending again); a row that
+    failed alone, or was never in a batch, reopens alone under its own key."""
+    from kolaq_console.emails.outbox import later_copy
+
+    row = conn.execute(
+        select(_T.c.id, _T.c.status, _T.c.sent_at, _T.c.idempotency_key, _T.c.to_address,
+               _T.c.kind, _T.c.batch_id).where(_T.c.id == row_id).with_for_update()
     ).first()
-    if found is None or found.status != EmailStatus.failed.value:
+    if row is None:
+        raise UserError(f"email #{row_id} no longer exists")
+    copy = later_copy(conn, row)
+    if copy is not None:
+        raise UserError(f"email #{row_id} was sent again as #{copy}; retrying would send it "
+                        "twice: discard this entry")
+    if row.status == EmailStatus.sent.value:
+        at = f" at {row.sent_at:%Y-%m-%d %H:%M} UTC" if row.sent_at else ""
+        raise UserError(f"email #{row_id} was already sent{at}; retrying would send it "
+                        "twice: discard this entry")
+    if row.status == EmailStatus.cancelled.value:
+        raise UserError(f"email #{row_id} was cancelled: discard this entry")
+    if row.status != EmailStatus.failed.value:
         return False
-    if found.batch_id is not None:
-        return reopen_batch(conn, found.batch_id, lease_seconds)
+    if row.batch_id is not None:
+        return reopen_batch(conn, row.batch_id, lease_seconds)
     now = utcnow()
     return conn.execute(
         update(_T).where(_T.c.id == row_id, _T.c.status == EmailStatus.failed.value)
@@ -395,7 +413,12 @@ def reopen_failed(conn: Connection, row_id: int, lease_seconds: float) -> bool:
 
 
 def reopen_batch(conn: Connection, batch_id: int, lease_seconds: float) -> bool:
-    """Put a failed batch and its failed members back to `queued` (same key, same members)."""
+    """Put a failed batch and its failed members back to `queued` (same key, same members).
+    A member sent again meanwhile (a later copy exists) stays out: it is cancelled, so the
+    retry cannot reach that customer twice (if the provider had stored the batch, the smaller
+    batch is then refused under its key, which sends nothing)."""
+    from kolaq_console.emails.outbox import later_copy
+
     now = utcnow()
     lease = now + timedelta(seconds=lease_seconds)
     reopened = conn.execute(
@@ -403,9 +426,20 @@ def reopen_batch(conn: Connection, batch_id: int, lease_seconds: float) -> bool:
         .values(status=BatchStatus.queued.value, next_attempt_at=None, lease_until=lease,
                 updated_at=now, finished_at=None, failed=0)
     ).rowcount == 1
-    if reopened:
-        conn.execute(
-            update(_T).where(_T.c.batch_id == batch_id, _T.c.status == EmailStatus.failed.value)
-            .values(status=_QUEUED, next_attempt_at=None, updated_at=now, lease_until=lease)
-        )
-    return reopened
+    if not reopened:
+        return False
+    members = conn.execute(
+        select(_T.c.id, _T.c.idempotency_key, _T.c.to_address, _T.c.kind)
+        .where(_T.c.batch_id == batch_id, _T.c.status == EmailStatus.failed.value)
+    ).all()
+    for member in members:
+        copy = later_copy(conn, member)
+        if copy is not None:
+            conn.execute(update(_T).where(_T.c.id == member.id).values(
+                status=EmailStatus.cancelled.value, batch_id=None, updated_at=now,
+                last_error=f"not retried: sent again as #{copy}"))
+    conn.execute(
+        update(_T).where(_T.c.batch_id == batch_id, _T.c.status == EmailStatus.failed.value)
+        .values(status=_QUEUED, next_attempt_at=None, updated_at=now, lease_until=lease)
+    )
+    return True

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
@@ -26,7 +26,12 @@ from kolaq_console import dispatch
 from kolaq_console.config import Settings
 from kolaq_console.db import session_scope
 from kolaq_console.emails.composers import compose, known_kind
-from kolaq_console.emails.request import MAX_KEY_LENGTH, EmailDraft, EmailRequest
+from kolaq_console.emails.request import (
+    MAX_KEY_LENGTH,
+    EmailDraft,
+    EmailRequest,
+    body_limit_error,
+)
 from kolaq_console.errors import NotFound, UserError
 from kolaq_console.models import (
     ActivityLog,
@@ -36,8 +41,12 @@ from kolaq_console.models import (
     EmailStatus,
     utcnow,
 )
+from kolaq_console.sqlutil import begin_write
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Added", "add", "body_limit_error", "enqueue_batch", "enqueue_send", "list_emails",
+           "resend_email", "row_summary", "sweep_stale"]
 
 OPEN_STATUSES = (EmailStatus.queued.value, EmailStatus.sending.value)
 BATCH_OPEN = (BatchStatus.queued.value, BatchStatus.sending.value)
@@ -151,53 +160,87 @@ def enqueue_batch(batch_id: int, *, delay: float | None = None) -> None:
     dispatch.enqueue("send_email_batch", batch_id, delay=delay)
 
 
+SEND_TASK = "send_email"  # the task whose first argument is an outbox row id
+RESEND_MARK = "/resend-"
+_RESEND_SUFFIX = len(RESEND_MARK) + 12
+
+
+def later_copy(conn: Connection | Session, row: Any) -> int | None:
+    """The id of a later copy of this email (sent again from it, or from another copy of the
+    same email), if any: sending it would reach the customer a second time."""
+    base = row.idempotency_key.split(RESEND_MARK)[0][: MAX_KEY_LENGTH - _RESEND_SUFFIX]
+    o = EmailOutbox
+    return conn.execute(
+        select(o.id).where(col(o.to_address) == row.to_address, col(o.kind) == row.kind,
+                           col(o.id) > row.id,
+                           col(o.idempotency_key).startswith(base + RESEND_MARK,
+                                                             autoescape=True))
+        .order_by(col(o.id)).limit(1)
+    ).scalar()
+
+
+@dataclass
+class Resent:
+    row: EmailOutbox  # the new copy
+    closed_failed_jobs: list[int]  # ledger entries of the original's sends, now discarded
+
+
 def resend_email(
     session: Session, settings: Settings, row_id: int, actor: str | None = None
-) -> EmailOutbox:
+) -> Resent:
     """An operator's explicit "send again": a new row (same content, new key), an activity-log
-    line, committed and enqueued. The original row is left as it was."""
-    original = session.get(EmailOutbox, row_id)
-    if original is None:
-        raise NotFound(f"email #{row_id} not found")
-    base = original.idempotency_key.split("/resend-")[0]
-    suffix = f"/resend-{uuid.uuid4().hex[:12]}"
-    key = base[: MAX_KEY_LENGTH - len(suffix)] + suffix
+    line, committed and enqueued. The original row is left as it was, and the open failed-job
+    entries of its sends are closed (each noted in the activity log), so a later retry of them
+    cannot send a second copy. Refused (nothing written) while the original is queued or being
+    sent: it is on its way already."""
+    actor = actor or settings.operator()
     now = utcnow()
-    row = EmailOutbox(
-        kind=original.kind,
-        to_address=original.to_address,
-        subject=original.subject,
-        html=original.html,
-        text=original.text,
-        headers=dict(original.headers or {}),
-        status=EmailStatus.queued.value,
-        idempotency_key=key,
-        order_id=original.order_id,
-        broadcast_id=original.broadcast_id,
-        created_at=now,
-        updated_at=now,
-        lease_until=now + timedelta(seconds=settings.email.lease_seconds),
-    )
-    session.add(row)
-    session.flush()
-    session.add(
-        ActivityLog(
-            actor=actor or settings.operator(),
-            action="email.resend",
-            entity="email_outbox",
-            entity_id=str(row.id),
-            details={"original_id": original.id, "kind": original.kind,
-                     "to": original.to_address, "idempotency_key": key},
+    try:
+        # Lock order, shared with an operator's retry: ledger entries first, then the row.
+        from kolaq_console.jobs.failed import close_open_calls
+
+        conn = begin_write(session)
+        original = session.exec(select(EmailOutbox).where(col(EmailOutbox.id) == row_id)).first()
+        if original is None:
+            raise NotFound(f"email #{row_id} not found")
+        suffix = f"{RESEND_MARK}{uuid.uuid4().hex[:12]}"
+        base = original.idempotency_key.split(RESEND_MARK)[0]
+        key = base[: MAX_KEY_LENGTH - len(suffix)] + suffix
+        row = EmailOutbox(
+            kind=original.kind, to_address=original.to_address, subject=original.subject,
+            html=original.html, text=original.text, headers=dict(original.headers or {}),
+            status=EmailStatus.queued.value, idempotency_key=key, order_id=original.order_id,
+            broadcast_id=original.broadcast_id, created_at=now, updated_at=now,
+            lease_until=now + timedelta(seconds=settings.email.lease_seconds),
         )
-    )
-    session.commit()
-    log.info("email #%s: resend of #%s requested by %s", row.id, original.id,
-             actor or settings.operator())
+        session.add(row)
+        session.flush()
+        closed = close_open_calls(conn, SEND_TASK, row_id, actor,
+                                  f"email #{row_id} was sent again as #{row.id}", now)
+        status = session.exec(
+            select(EmailOutbox.status).where(col(EmailOutbox.id) == row_id).with_for_update()
+        ).one()
+        if status in OPEN_STATUSES:
+            raise UserError(f"email #{row_id} is {status}: it is on its way already; send it "
+                            "again once it is sent or has failed")
+        session.add(ActivityLog(
+            actor=actor, action="email.resend", entity="email_outbox", entity_id=str(row.id),
+            details={"original_id": original.id, "kind": original.kind,
+                     "to": original.to_address, "idempotency_key": key,
+                     "closed_failed_jobs": closed},
+            created_at=now,
+        ))
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    log.info("email #%s: resend of #%s requested by %s%s", row.id, row_id, actor,
+             f"; closed failed job(s) {closed}" if closed else "")
     try:
         enqueue_send(row.id)  # type: ignore[arg-type]
     except Exception as exc:
         log.warning("email #%s stored but not enqueued (%s); the sweeper will send it", row.id, exc)
-    return row
+    return Resent(row, closed)
 
 
 def list_emails(

@@ -20,6 +20,8 @@ from email_validator import EmailNotValidError, validate_email
 from kolaq_console.errors import UserError
 
 MAX_KEY_LENGTH = 256
+MAX_SUBJECT_CHARS = 200  # what a person types; the stored (rendered) subject fits SUBJECT_COLUMN
+SUBJECT_COLUMN = 300  # email_outbox.subject
 
 # Envelope headers kept in the row's `headers` so every attempt sends byte-identical requests
 # (the provider refuses a reused idempotency key with a different body).
@@ -88,6 +90,42 @@ def validate_sender(value: str) -> str:
     except EmailNotValidError as exc:
         raise UserError(f"[email] from_address {value!r} is not a valid sender: {exc}") from None
     return value
+
+
+_LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def validate_subject(subject: str | None, kind: str) -> str:
+    """A subject as typed: one line, at most MAX_SUBJECT_CHARS characters, not empty."""
+    subject = (subject or "").strip()
+    if not subject:
+        raise UserError(f"a {kind} email needs a subject (--subject)")
+    if any(c in _LINE_BREAKS for c in subject):
+        raise UserError("the subject must be one line: it contains a line break")
+    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in subject):
+        raise UserError("the subject contains a control character")
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise UserError(
+            f"the subject is {len(subject):,} characters; at most {MAX_SUBJECT_CHARS}"
+        )
+    return subject
+
+
+def body_limit_error(size: int, limit: int, what: str = "the body") -> UserError:
+    return UserError(
+        f"{what} is {size:,} bytes; at most {limit:,} bytes ([email] max_body_bytes)"
+    )
+
+
+def validate_body(body: str | None, limit: int) -> str:
+    """A body as typed (text or Markdown), within `limit` ([email] max_body_bytes) as UTF-8."""
+    body = body or ""
+    # 4 bytes per character at most: most bodies are measured without encoding them
+    if len(body) * 4 > limit:
+        size = len(body.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise body_limit_error(size, limit)
+    return body
 
 
 def validate_key(key: str) -> str:

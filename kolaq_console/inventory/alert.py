@@ -41,10 +41,11 @@ def email_context(products: Sequence[Any], *, follow_up: bool = False,
 
 def send_low_stock_alert(session: Session, settings: Settings, products: Sequence[Any],
                          idempotency_key: str, *, follow_up: bool = False,
-                         as_of: str | None = None) -> int:
-    """Queue the alert email in the caller's transaction; returns the outbox row id."""
-    request = EmailRequest(KIND, context=email_context(products, follow_up=follow_up,
-                                                       as_of=as_of),
+                         as_of: str | None = None, to: str | None = None) -> int:
+    """Queue the alert email (to the admin, unless `to`) in the caller's transaction; returns
+    the outbox row id."""
+    request = EmailRequest(KIND, to=to,
+                           context=email_context(products, follow_up=follow_up, as_of=as_of),
                            idempotency_key=idempotency_key)
     row = add(session, settings, request, commit=False, enqueue=False).row
     assert row.id is not None

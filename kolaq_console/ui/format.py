@@ -56,18 +56,6 @@ def ago(moment: datetime | None, now: datetime) -> str:
     return f"{seconds // 86400}d"
 
 
-def duration(seconds: float) -> str:
-    """A span for people: `45s`, `3m05s`, `2h10m`."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
 def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 

@@ -17,7 +17,13 @@ from sqlmodel import Session
 from kolaq_console import consent
 from kolaq_console.config import Settings
 from kolaq_console.emails.composers.base import Composition, composer
-from kolaq_console.emails.request import EmailRequest, digest, validate_address
+from kolaq_console.emails.request import (
+    EmailRequest,
+    digest,
+    validate_address,
+    validate_body,
+    validate_subject,
+)
 from kolaq_console.errors import UserError
 
 RETIRED = (
@@ -27,13 +33,13 @@ RETIRED = (
 )
 
 
-def content(subject: str | None, body: str | None) -> tuple[str, str]:
-    """The subject and Markdown body as typed, or a UserError naming what is missing."""
-    subject = (subject or "").strip()
-    body = (body or "").strip()
-    if not subject or not body:
+def content(subject: str | None, body: str | None, max_body_bytes: int) -> tuple[str, str]:
+    """The subject (one line, at most 200 characters) and Markdown body (within [email]
+    max_body_bytes) as they will be sent, or a UserError naming what is wrong."""
+    if not (subject or "").strip() or not (body or "").strip():
         raise UserError("a broadcast needs a subject and a body")
-    return subject, body
+    subject = validate_subject(subject, "broadcast")
+    return subject, validate_body(body, max_body_bytes).strip()
 
 
 def template_context(subject: str, body: str, unsubscribe_url: str) -> dict[str, Any]:
@@ -56,7 +62,7 @@ def broadcast(session: Session, settings: Settings, request: EmailRequest) -> Co
     if broadcast_id is None and not test:
         raise UserError(RETIRED)
     to = validate_address(request.to, configured=test)
-    subject, body = content(request.subject, request.body)
+    subject, body = content(request.subject, request.body, settings.email.max_body_bytes)
     return Composition(
         to=to,
         context=template_context(subject, body, consent.unsubscribe_url(settings, to)),

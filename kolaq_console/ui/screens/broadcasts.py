@@ -15,12 +15,13 @@ from textual.widgets import DataTable, Input, Markdown, ProgressBar, Static, Tex
 
 from kolaq_console.broadcasts import lifecycle
 from kolaq_console.broadcasts.audience import NAMES
+from kolaq_console.broadcasts.progress import duration
 from kolaq_console.db import session_scope
 from kolaq_console.errors import UserError
 from kolaq_console.models import Broadcast
 from kolaq_console.ui import broadcast_data
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
-from kolaq_console.ui.format import clip, duration, one_line, when
+from kolaq_console.ui.format import clip, one_line, when
 from kolaq_console.ui.messages import (
     AdminCopySent,
     BroadcastChanged,
@@ -108,6 +109,8 @@ class BroadcastsScreen(LiveScreen):
 
     def on_mount(self) -> None:
         self.query_one(RecordTable).set_columns(*COLUMNS)
+        for editor in self.query("#bc-editor Input, #bc-body"):
+            editor.cursor_blink = False  # a steady cursor: what the screen shows is stable
         if self.console.read_only:
             for widget in self.query("#bc-editor Input, #bc-body"):
                 widget.disabled = True
@@ -279,7 +282,7 @@ class BroadcastsScreen(LiveScreen):
         submitted (unless someone unsubscribes in between)."""
         app = self.console
         with session_scope(app.engine) as session:
-            lifecycle.check(subject, body, audience)
+            lifecycle.check(app.settings, subject, body, audience)
             draft = lifecycle.save_draft(session, subject=subject, body=body, audience=audience,
                                          actor=app.operator, broadcast_id=self.draft_id)
             reach = broadcast_data.reach(session, app.settings, audience)
