@@ -46,7 +46,10 @@ def test_kill_9_mid_broadcast_then_restart_sends_everyone_exactly_once(
     seed_customers(sqlite_engine, people)
     with ResendStubProcess(api_keys=[KEY]) as stub:
         env = resend_env(stub.url)
-        stub.inject(delay=1.0, times=3, path="/emails/batch")  # batches really in flight
+        # The first batch request is answered soon, the next two are held 4 s: a kill lands
+        # with one batch sent and others in flight, however loaded the machine is.
+        stub.inject(delay=0.3, times=1, path="/emails/batch")
+        stub.inject(delay=4.0, times=2, path="/emails/batch")
         with Session(sqlite_engine, expire_on_commit=False) as s:
             b = lifecycle.submit(s, settings, actor="ops", subject="Harmattan",
                                  body="Three drinks.", audience="subscribers").broadcast

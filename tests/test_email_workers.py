@@ -100,11 +100,12 @@ def test_retries_follow_the_backoff_429_spends_none_and_permanent_errors_are_not
 def test_kill_9_with_batches_in_flight_then_restart_delivers_each_email_exactly_once(
     queue_backend, sqlite_engine, settings, tasks_module, spawn
 ):
-    """250 emails wait: three batches go out at once, each request slowed to 1 s; the worker
-    is killed with one batch delivered and others in flight, then restarted."""
+    """250 emails wait: three batches go out at once, the first answered soon, the others held
+    4 s; the worker is killed with one batch delivered and others in flight, then restarted."""
     with ResendStubProcess(api_keys=[KEY]) as stub:
         env = resend_env(stub.url)
-        stub.inject(delay=1.0, times=3, path="/emails/batch")
+        stub.inject(delay=0.3, times=1, path="/emails/batch")
+        stub.inject(delay=4.0, times=2, path="/emails/batch")
         ids = queue_generic(sqlite_engine, settings, 250)
         worker = spawn("worker", "-w", "4", env=env)
         wait_until(lambda: len(stub.pending_idempotency_keys()) >= 1
