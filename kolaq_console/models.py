@@ -127,6 +127,8 @@ class InventoryEvent(SQLModel, table=True):
 
 class Customer(SQLModel, table=True):
     __tablename__ = "customers"
+    # Consent checks look addresses up case-insensitively, a batch of 100 at a time.
+    __table_args__ = (Index("ix_customers_email_lower", text("lower(email)")),)
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=320, unique=True, index=True)

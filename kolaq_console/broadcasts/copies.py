@@ -8,6 +8,7 @@ that recipient (a test holds the two equal), at a fraction of the cost.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from kolaq_console.emails.render import render
 from kolaq_console.emails.request import FROM_HEADER, validate_sender
 
 SLOT = "kolaq-unsubscribe-token-slot"  # URL-safe, survives escaping and CSS inlining
+_lock = threading.Lock()
+_made: dict[tuple, Copies] = {}
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,25 @@ class Copy:
 
 
 class Copies:
+    @classmethod
+    def of(cls, settings: Settings, broadcast_id: int, subject: str, body: str) -> Copies:
+        """The renderer of this broadcast, made once per process: a worker forms its batches
+        over many short jobs, and rendering is most of a batch's cost."""
+        e, shop = settings.email, settings.shop
+        key = (broadcast_id, subject, body, e.from_address, e.support_email, e.templates_dir,
+               e.max_body_bytes, shop.name, shop.public_url,
+               hash(settings.secrets.signing_key.get_secret_value())
+               if settings.secrets.signing_key else None)
+        with _lock:
+            made = _made.get(key)
+        if made is None:
+            made = cls(settings, broadcast_id, subject, body)
+            with _lock:
+                _made[key] = made
+                while len(_made) > 8:
+                    _made.pop(next(iter(_made)))
+        return made
+
     def __init__(self, settings: Settings, broadcast_id: int, subject: str, body: str) -> None:
         subject, body = content(subject, body, settings.email.max_body_bytes)
         self.settings = settings

@@ -6,7 +6,8 @@ Create Date: 2026-11-30 17:49:20.052927
 
 - broadcast_recipients: a broadcast's audience, one row per address (unique per broadcast),
   each with its status and, once its copy is made, its outbox row;
-- broadcasts.audience grows to 80 characters (sku:SKU); broadcasts.cancelled, updated_at.
+- broadcasts.audience grows to 80 characters (sku:SKU); broadcasts.cancelled, updated_at;
+- ix_customers_email_lower: consent checks look up lower(email), 100 addresses per batch.
 """
 from collections.abc import Sequence
 
@@ -40,6 +41,8 @@ def upgrade() -> None:
     with op.batch_alter_table('broadcast_recipients', schema=None) as batch_op:
         batch_op.create_index('ix_broadcast_recipients_status', ['broadcast_id', 'status', 'id'], unique=False)
 
+    op.create_index('ix_customers_email_lower', 'customers', [sa.text('lower(email)')])
+
     with op.batch_alter_table('broadcasts', schema=None) as batch_op:
         batch_op.add_column(sa.Column('cancelled', sa.Integer(), server_default='0', nullable=False))
         batch_op.add_column(sa.Column('updated_at', kolaq_console.models.UTCDateTime(), nullable=True))
@@ -58,6 +61,8 @@ def downgrade() -> None:
                existing_nullable=False)
         batch_op.drop_column('updated_at')
         batch_op.drop_column('cancelled')
+
+    op.drop_index('ix_customers_email_lower', table_name='customers')
 
     with op.batch_alter_table('broadcast_recipients', schema=None) as batch_op:
         batch_op.drop_index('ix_broadcast_recipients_status')
