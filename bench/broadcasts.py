@@ -157,7 +157,9 @@ def cpu_line(rounds: list[Round]) -> str:
 
 
 def ceiling(args, workdir, env, stub, stack) -> None:
-    for rate, target in ((2, 0.9), (10, 0.8)):
+    targets = {2: 0.9, 10: 0.8}
+    for rate in args.rates:
+        target = targets.get(rate, 0.8)
         stub.set_rate_limit(rate)
         side = BroadcastSide(args, workdir, env, stub.pid, stack, rate)
         rpid = redis_pid(side.tasks.huey.storage.conn)
@@ -214,6 +216,8 @@ def main() -> int:
     parser.add_argument("--noops", type=int, default=10_000, help="no-op jobs per round")
     parser.add_argument("--rounds", type=int, default=3, help="paired rounds, batch vs Huey")
     parser.add_argument("--ceiling-rounds", type=int, default=1)
+    parser.add_argument("--rates", type=lambda v: [int(x) for x in v.split(",")],
+                        default=[2, 10], help="provider limits to run the ceiling at")
     parser.add_argument("--workers", type=int, default=4, help="threads of each worker")
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL",
                                                               "redis://127.0.0.1:6379/10"))
