@@ -10,12 +10,18 @@ from huey import crontab
 
 from kolaq_console import runtime
 from kolaq_console.emails import jobs as email_jobs
+from kolaq_console.errors import KolaqError
 from kolaq_console.inventory import jobs as inventory_jobs
 from kolaq_console.jobs import install_ledger, on_operator_retry, rerun_safe
 from kolaq_console.queue import make_huey, task_options
 
-settings = runtime.settings()
-huey = make_huey(settings)
+try:
+    settings = runtime.settings()
+    huey = make_huey(settings)
+except KolaqError as exc:
+    # `huey_consumer tasks.huey` would print a long traceback (twice: it retries the import);
+    # SystemExit ends any process importing this module with just the reason.
+    raise SystemExit(f"tasks.huey: {exc}") from None
 # Failed, interrupted and in-flight jobs in the database. A task whose re-run is harmless
 # (idempotent) is declared with `@rerun_safe` (kolaq_console.jobs) above `@huey.task(...)`:
 # if its worker dies or stops mid-job it is re-enqueued instead of listed as interrupted.

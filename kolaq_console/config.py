@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "KOLAQ_"
 CONFIG_ENV = "KOLAQ_CONFIG"
-DEV_SIGNING_KEY = "kolaq-development-signing-key-do-not-use-in-production"
 
 
 class ConfigError(KolaqError):
@@ -98,7 +97,8 @@ class DatabaseSettings(Section):
 
 class QueueSettings(Section):
     backend: Literal["sqlite", "redis"] = "sqlite"
-    """'sqlite' (embedded, default) or 'redis' (production, priority queue)."""
+    """'sqlite' (embedded, default) or 'redis' (production, priority queue). When not set
+    explicitly (file or KOLAQ_QUEUE__BACKEND), REDIS_URL/REDIS_HOST/REDIS_PORT select 'redis'."""
     name: str = "kolaq"
     """Huey instance name; also the key prefix in Redis and the queue name in SQLite."""
     sqlite_path: str = "var/queue.db"
@@ -242,15 +242,6 @@ class Secrets:
         }
         return cls(**values)
 
-    def signing_key_or_dev(self) -> str:
-        if self.signing_key is not None:
-            return self.signing_key.get_secret_value()
-        log.warning(
-            "KOLAQ_SIGNING_KEY is not set: queue payloads are signed with the public development "
-            "key. Set KOLAQ_SIGNING_KEY in production."
-        )
-        return DEV_SIGNING_KEY
-
     def values(self) -> list[str]:
         return [s.get_secret_value() for s in vars(self).values() if s is not None]
 
@@ -275,6 +266,30 @@ def _seed_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             )
         out.setdefault("queue", {})["redis_url"] = f"redis://{host}:{port}/0"
     return out
+
+
+REDIS_ENV = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT")
+
+
+def _choose_queue_backend(merged: dict[str, dict[str, Any]], data: dict[str, Any],
+                          env: Mapping[str, str], path: Path | None) -> None:
+    """The seed's Redis variables select the Redis backend unless `[queue] backend` was set
+    explicitly (file or KOLAQ_QUEUE__BACKEND); an explicit "sqlite" wins, with a warning."""
+    given = [name for name in REDIS_ENV if env.get(name)]
+    if not given:
+        return
+    env_name = f"{ENV_PREFIX}QUEUE__BACKEND"
+    if env.get(env_name):
+        explicit, where = env[env_name], f"environment variable {env_name}"
+    elif isinstance(data.get("queue"), dict) and "backend" in data["queue"]:
+        explicit, where = data["queue"]["backend"], f"{path}: [queue] backend"
+    else:
+        merged.setdefault("queue", {})["backend"] = "redis"
+        return
+    if explicit == "sqlite":
+        log.warning("%s %s set but %s = \"sqlite\": %s ignored, the SQLite queue is used",
+                    "/".join(given), "is" if len(given) == 1 else "are", where,
+                    "it is" if len(given) == 1 else "they are")
 
 
 SEED_ENV = {
@@ -468,6 +483,7 @@ def load_settings(
     path = path or config_path(env, cwd)
     data = _read_file(path) if path is not None else {}
     merged = _merge(data, _env_overrides(env), _seed_overrides(env))
+    _choose_queue_backend(merged, data, env, path)
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:

@@ -25,6 +25,7 @@ from huey.storage import RedisPriorityQueue, SqliteStorage
 from kolaq_console.config import Settings
 from kolaq_console.db import StorageUnavailable
 from kolaq_console.errors import PermanentJobError
+from kolaq_console.signing import queue_signing_key
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def make_huey(settings: Settings, **overrides: Any) -> Huey:
         "name": q.name,
         "results": False,  # the database (outbox, ledger) is the record, not Huey results
         "utc": True,
-        "serializer": SignedSerializer(secret=settings.secrets.signing_key_or_dev(), salt="kolaq"),
+        "serializer": SignedSerializer(secret=queue_signing_key(settings), salt="kolaq"),
         "store_intermediate_errors": False,
     }
     options.update(overrides)

@@ -28,6 +28,7 @@ class Status:
     low_stock: list[dict[str, Any]] = field(default_factory=list)
     outbox: dict[str, int] = field(default_factory=lambda: {"queued": 0, "sent": 0, "failed": 0})
     storage: dict[str, str] = field(default_factory=lambda: {"database": "ok", "queue": "ok"})
+    queue_backend: str = "sqlite"
 
     @property
     def healthy(self) -> bool:
@@ -40,6 +41,7 @@ class Status:
             "low_stock": self.low_stock,
             "outbox": self.outbox,
             "storage": self.storage,
+            "queue_backend": self.queue_backend,
         }
 
 
@@ -72,7 +74,7 @@ def failed_count(session: Session) -> int:
 
 def collect(settings: Settings, engine: Engine, huey: Huey) -> Status:
     """Gather everything; an unreachable store is reported in `storage`, not raised."""
-    status = Status()
+    status = Status(queue_backend=settings.queue.backend)
     in_flight: dict[str, int] = {}
     try:
         ping(engine)

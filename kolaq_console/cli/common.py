@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from kolaq_console import runtime
 from kolaq_console.schema import require_current
+from kolaq_console.signing import queue_signing_key
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -30,7 +31,9 @@ def ready_engine() -> Engine:
 
 
 def queue() -> Huey:
-    """The configured `tasks.huey` (imported late so --config applies first)."""
+    """The configured `tasks.huey` (imported late so --config applies first). A configuration
+    it cannot be built from (no KOLAQ_SIGNING_KEY for Redis, ...) is a one-line ConfigError."""
+    queue_signing_key(runtime.settings())
     import tasks
 
     return tasks.huey

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from kolaq_console import runtime
-from kolaq_console.cli.common import ready_engine
+from kolaq_console.cli.common import queue, ready_engine
 
 
 def run_console(with_worker: bool, read_only: bool) -> None:
     ready_engine()
+    huey = queue()
     from kolaq_console.ui.app import make_app
 
-    make_app(runtime.settings(), with_worker=with_worker, read_only=read_only).run()
+    make_app(runtime.settings(), with_worker=with_worker, read_only=read_only, huey=huey).run()

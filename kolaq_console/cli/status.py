@@ -41,4 +41,5 @@ def _print(s: Status) -> None:
     out.print(f"low stock: {len(s.low_stock)} product(s)")
     for p in s.low_stock:
         out.print(f"  {p['sku']:<20} {p['stock']:>5} / {p['threshold']:<4} {p['name']}")
-    out.print(f"storage: database {s.storage['database']}, queue {s.storage['queue']}")
+    out.print(f"storage: database {s.storage['database']}, "
+              f"queue ({s.queue_backend}) {s.storage['queue']}")

@@ -27,11 +27,12 @@ def worker(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a worker (consumer) until SIGTERM/SIGINT, which let running jobs finish first."""
+    settings = runtime.settings()
+    huey = queue()  # refuse to start on a queue it cannot build (no KOLAQ_SIGNING_KEY, ...)
     setup_logging(verbose)
     ready_engine()  # refuse to start on an unreachable or out-of-date database
-    settings = runtime.settings()
     options: dict = {"workers": workers or settings.queue.workers}
     if periodic is not None:
         options["periodic"] = periodic
     # -w 1 is Huey's default too: say it was chosen, or [queue] workers would replace it.
-    queue().create_consumer(**options, kolaq_explicit=("workers",)).run()
+    huey.create_consumer(**options, kolaq_explicit=("workers",)).run()
