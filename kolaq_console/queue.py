@@ -25,6 +25,7 @@ from huey.storage import RedisPriorityQueue, SqliteStorage
 from kolaq_console.config import Settings
 from kolaq_console.db import StorageUnavailable
 from kolaq_console.errors import PermanentJobError
+from kolaq_console.payloads import KolaqRedisStorage, KolaqSqliteStorage, VerifyingHueyMixin
 from kolaq_console.signing import queue_signing_key
 
 log = logging.getLogger(__name__)
@@ -94,16 +95,17 @@ def _stop_retrying_permanent_errors(signal: str, task: Any, exc: BaseException |
         task.retries = 0
 
 
-class KolaqSqliteHuey(_SettingsConsumerMixin, SqliteHuey):
-    pass
+class KolaqSqliteHuey(VerifyingHueyMixin, _SettingsConsumerMixin, SqliteHuey):
+    storage_class = KolaqSqliteStorage
 
 
-class KolaqRedisHuey(_SettingsConsumerMixin, PriorityRedisHuey):
-    pass
+class KolaqRedisHuey(VerifyingHueyMixin, _SettingsConsumerMixin, PriorityRedisHuey):
+    storage_class = KolaqRedisStorage
 
 
 def make_huey(settings: Settings, **overrides: Any) -> Huey:
-    """The queue for these settings. Payloads are HMAC-signed: a forged pickle is refused."""
+    """The queue for these settings. Payloads are HMAC-signed: a forged pickle is refused, and
+    reported to the instance's `on_rejected` listeners (the job ledger records it)."""
     q = settings.queue
     options: dict[str, Any] = {
         "name": q.name,

@@ -25,6 +25,7 @@ class Status:
         default_factory=lambda: {q: QueueDepth() for q in LOGICAL_QUEUES}
     )
     failed_jobs: int = 0
+    rejected_payloads: int = 0  # of failed_jobs: queue payloads a worker refused unread
     low_stock: list[dict[str, Any]] = field(default_factory=list)
     outbox: dict[str, int] = field(default_factory=lambda: {"queued": 0, "sent": 0, "failed": 0})
     storage: dict[str, str] = field(default_factory=lambda: {"database": "ok", "queue": "ok"})
@@ -38,6 +39,7 @@ class Status:
         return {
             "queues": {name: depth.as_dict() for name, depth in self.queues.items()},
             "failed_jobs": self.failed_jobs,
+            "rejected_payloads": self.rejected_payloads,
             "low_stock": self.low_stock,
             "outbox": self.outbox,
             "storage": self.storage,
@@ -80,6 +82,7 @@ def collect(settings: Settings, engine: Engine, huey: Huey) -> Status:
         ping(engine)
         with Session(engine) as session:
             status.failed_jobs = failed_count(session)
+            status.rejected_payloads = failed_jobs.count_rejected(session)
             status.low_stock = low_stock_products(session, settings.inventory.low_stock_threshold)
             status.outbox = outbox_counts(session)
             in_flight = in_flight_by_queue(session, settings.jobs.lease_seconds)

@@ -47,7 +47,8 @@ def test_demo_stock_matches_its_event_log_and_some_products_are_low(engine, sett
     assert 3 <= len(low) <= 15
 
 
-STATUS_KEYS = {"queues", "failed_jobs", "low_stock", "outbox", "storage", "queue_backend"}
+STATUS_KEYS = {"queues", "failed_jobs", "low_stock", "outbox", "storage", "queue_backend",
+               "rejected_payloads"}
 
 
 def test_status_json_has_the_contract_keys_on_both_backends(queue_backend, database_url,

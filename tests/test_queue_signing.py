@@ -4,11 +4,13 @@ other key never runs in a real worker."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import secrets
 import stat
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from sqlmodel import Session
 
 from kolaq_console.config import ConfigError, load_settings
 from kolaq_console.db import make_engine
-from kolaq_console.models import EmailOutbox
+from kolaq_console.models import EmailOutbox, FailedJob
 from kolaq_console.queue import make_huey, priority_for
 from kolaq_console.signing import key_file, local_key
 
@@ -112,18 +114,31 @@ class Exploit:
         return (open, (self.marker, "w"))
 
 
-def test_a_payload_signed_with_any_other_key_never_runs_in_a_real_worker(
+def rejected_entries(engine) -> list[FailedJob]:
+    with Session(engine) as s:
+        return list(s.exec(select(FailedJob).where(FailedJob.error_type == "RejectedPayload")
+                           .order_by(FailedJob.id)).scalars())
+
+
+def test_a_payload_signed_with_any_other_key_never_runs_and_each_is_recorded(
         queue_backend, sqlite_engine, settings, kolaq_env, spawn, tmp_path):
     huey = make_huey(settings)
-    markers = []
+    markers, sizes = [], []
     for key in ("", secrets.token_hex(8), secrets.token_urlsafe(40)):
         marker = tmp_path / f"pwned-{len(markers)}"
         markers.append(marker)
         data = pickle.dumps(Exploit(marker))
         if key:  # signed exactly as Huey signs, with the wrong key
             data = SignedSerializer(secret=key, salt="kolaq")._sign(data)
+        sizes.append(len(data))
         huey.storage.enqueue(data, priority=priority_for("emails"))
-    spawn("worker", "-w", "2", "--no-periodic")
+    # and one in the schedule, where retries and delayed jobs wait
+    late = SignedSerializer(secret="another", salt="kolaq")._sign(pickle.dumps(Exploit(
+        tmp_path / "pwned-late")))
+    huey.storage.add_to_schedule(late, datetime(2000, 1, 1))
+    markers.append(tmp_path / "pwned-late")
+
+    worker = spawn("worker", "-w", "2")
     legit = Path(kolaq_env["KOLAQ_EMAIL__OUTBOX_DIR"])
     body = tmp_path / "body.txt"
     body.write_text("Hello")
@@ -131,5 +146,46 @@ def test_a_payload_signed_with_any_other_key_never_runs_in_a_real_worker(
                    "--subject", "Hi", "--body-file", str(body)).returncode == 0
     wait_until(lambda: legit.exists() and list(legit.glob("*.eml")),
                message="the legitimate email after the forgeries")
-    wait_until(lambda: huey.storage.queue_size() == 0, message="the forgeries dequeued")
+    entries = wait_until(lambda: len(rejected_entries(sqlite_engine)) == 4
+                         and rejected_entries(sqlite_engine), message="4 rejections recorded")
     assert not any(m.exists() for m in markers)  # none of them ran
+
+    queued = [e for e in entries if e.queue == "emails"]
+    [scheduled] = [e for e in entries if e.queue == "unknown"]  # the schedule has no priority
+    other_key = "signed with a different KOLAQ_SIGNING_KEY"
+    reasons = sorted(e.error_message.split(" (")[0].split(",")[0] for e in queued)
+    assert reasons == ["not signed: forged", other_key, other_key]
+    assert scheduled.error_message.startswith("signed with a different KOLAQ_SIGNING_KEY")
+    assert sorted(int(e.error_message.split("; ")[-1].split()[0]) for e in queued) == sorted(
+        sizes)
+    for entry in entries:  # never the content: no path, no pickled class name
+        assert "pwned" not in entry.error_message and "Exploit" not in entry.error_message
+        assert entry.task_name == "(rejected payload)" and entry.worker_pid == worker.pid
+        assert entry.status == "failed" and entry.payload is None
+    assert "Traceback" not in worker.output()
+
+    status = run_cli(kolaq_env, "status", "--json")
+    doc = json.loads(status.stdout)
+    assert doc["rejected_payloads"] == 4 and doc["failed_jobs"] == 4
+    assert "rejected queue payloads: 4" in run_cli(kolaq_env, "status").stdout
+    retry = run_cli(kolaq_env, "jobs", "retry", str(scheduled.id))
+    assert "a rejected payload is never kept" in retry.stdout + retry.stderr
+
+
+def test_a_cli_with_another_key_than_the_worker_is_seen_not_silently_lost(
+        queue_backend, sqlite_engine, settings, kolaq_env, spawn, tmp_path):
+    worker = spawn("worker", "-w", "1", "--no-periodic")
+    worker.wait_for_output("Huey consumer started")
+    body = tmp_path / "body.txt"
+    body.write_text("Hello")
+    queued = run_cli({**kolaq_env, "KOLAQ_SIGNING_KEY": "a-key-the-worker-does-not-have"},
+                     "email", "queue", "generic", "--to", "a@example.com", "--subject", "Hi",
+                     "--body-file", str(body))
+    assert queued.returncode == 0, queued.stderr
+    [entry] = wait_until(lambda: rejected_entries(sqlite_engine), message="the rejection")
+    assert entry.queue == "emails"
+    assert entry.error_message.startswith("signed with a different KOLAQ_SIGNING_KEY")
+    doc = json.loads(run_cli(kolaq_env, "status", "--json").stdout)
+    assert doc["rejected_payloads"] == 1
+    with Session(sqlite_engine) as s:  # the email itself waits for the outbox sweeper
+        assert s.exec(select(EmailOutbox.status)).scalars().all() == ["queued"]

@@ -38,6 +38,9 @@ def _print(s: Status) -> None:
         f"failed jobs: {s.failed_jobs}   outbox: {s.outbox['queued']} queued, "
         f"{s.outbox['sent']} sent, {s.outbox['failed']} failed"
     )
+    if s.rejected_payloads:
+        out.print(f"rejected queue payloads: {s.rejected_payloads} (signature or decoding "
+                  "failed; see `jobs failed --task '(rejected payload)'`)")
     out.print(f"low stock: {len(s.low_stock)} product(s)")
     for p in s.low_stock:
         out.print(f"  {p['sku']:<20} {p['stock']:>5} / {p['threshold']:<4} {p['name']}")

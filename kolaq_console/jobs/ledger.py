@@ -40,6 +40,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,7 +70,8 @@ from kolaq_console.jobs.records import (
 )
 from kolaq_console.jobs.stats import StatDelta, merge_into, write_stats
 from kolaq_console.models import FailedJob, FailedJobStatus, JobAttempt, JobRun, utcnow
-from kolaq_console.queue import LOGICAL_QUEUES, priority_for
+from kolaq_console.payloads import REJECTED_ERROR_TYPE, REJECTED_TASK_NAME, RejectedPayload
+from kolaq_console.queue import LOGICAL_QUEUES, priority_for, queue_for_priority
 from kolaq_console.redact import redact
 
 log = logging.getLogger(__name__)
@@ -299,6 +301,25 @@ class Ledger:
                     "re-enqueued as " + row["retried_as"] if row["retried_as"] else "recorded")
         if not self._flusher_alive():
             self.flush()  # an embedded consumer stopped: nobody else will write it
+
+    def on_rejected(self, rejected: RejectedPayload) -> None:
+        """A payload the queue refused (bad signature, undecodable): a failed-list entry with
+        the reason and size; its content is never kept (it is untrusted)."""
+        if self.huey.immediate:
+            return
+        queue = "unknown" if rejected.priority is None else queue_for_priority(rejected.priority)
+        task_id = f"rejected-{uuid.uuid4().hex[:24]}"
+        row = failed_row(
+            rejected.at,
+            task_id=task_id, task_name=REJECTED_TASK_NAME, queue=queue,
+            error_type=REJECTED_ERROR_TYPE,
+            error_message=f"{rejected.reason}; {rejected.size} bytes, taken off the queue unread",
+            attempts=0, last_attempt_at=rejected.at, worker_host=self.host,
+            worker_pid=os.getpid(),
+        )
+        self._record(row, task_id, had_row=False)
+        with self._lock:
+            self._count(rejected.at.timestamp(), (queue, REJECTED_TASK_NAME)).failed += 1
 
     # --- synchronous writes ------------------------------------------------------------------
 
@@ -603,6 +624,8 @@ def install_ledger(huey: Huey, settings: Settings) -> Ledger:
     huey.signal(SIGNAL_INTERRUPTED)(ledger.on_interrupted)
     huey.post_execute("kolaq_ledger")(ledger.after_execute)
     huey.on_startup("kolaq_ledger")(ledger.on_worker_startup)
+    if hasattr(huey, "on_rejected"):
+        huey.on_rejected(ledger.on_rejected)
     huey.on_shutdown("kolaq_ledger")(ledger.on_worker_shutdown)
 
     create_consumer = huey.create_consumer

@@ -113,9 +113,12 @@ class OverviewScreen(LiveScreen):
         live = sum(1 for w in data.workers if w["state"] == "live")
         dead = sum(1 for w in data.workers if w["state"] == "dead")
         embedded = "[b $success]running[/]" if self.console.worker_running else "stopped"
+        rejected = (f" · [b $error]{s.rejected_payloads} payload"
+                    f"{'' if s.rejected_payloads == 1 else 's'} rejected[/]"
+                    if s.rejected_payloads else "")
         return (
             f"Database  {state(s.storage['database'])}\n"
-            f"Queue     {state(s.storage['queue'])}\n"
+            f"Queue     {state(s.storage['queue'])}{rejected}\n"
             f"Workers   {live} live · {'[b $error]' if dead else ''}{dead} dead"
             f"{'[/]' if dead else ''}\n"
             f"Embedded  {embedded}"
