@@ -10,7 +10,8 @@ from huey import crontab
 
 from kolaq_console import runtime
 from kolaq_console.emails import jobs as email_jobs
-from kolaq_console.errors import KolaqError
+from kolaq_console.emails.sendable import require_can_send
+from kolaq_console.errors import KolaqError, print_operator_errors_in_one_line
 from kolaq_console.inventory import jobs as inventory_jobs
 from kolaq_console.jobs import install_ledger, on_operator_retry, rerun_safe
 from kolaq_console.queue import make_huey, task_options
@@ -22,6 +23,11 @@ except KolaqError as exc:
     # `huey_consumer tasks.huey` would print a long traceback (twice: it retries the import);
     # SystemExit ends any process importing this module with just the reason.
     raise SystemExit(f"tasks.huey: {exc}") from None
+# ...and a refusal later (its create_consumer) is one line too, not a traceback.
+print_operator_errors_in_one_line("tasks.huey")
+# A worker on a configuration that cannot send email refuses to start (one line), rather than
+# spending every email's retries on it.
+huey.check_before_consuming(require_can_send)
 # Failed, interrupted and in-flight jobs in the database. A task whose re-run is harmless
 # (idempotent) is declared with `@rerun_safe` (kolaq_console.jobs) above `@huey.task(...)`:
 # if its worker dies or stops mid-job it is re-enqueued instead of listed as interrupted.

@@ -11,6 +11,7 @@ first, then customer email, then stock bookkeeping.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,18 @@ class _SettingsConsumerMixin:
 
     kolaq_settings: Settings
 
+    def check_before_consuming(self, check: Callable[[Settings], Any]) -> None:
+        """Run `check(settings)` before any consumer starts: it raises (a ConfigError, one
+        line) to refuse a configuration on which the tasks could not do their work."""
+        self.__dict__.setdefault("_kolaq_checks", []).append(check)
+
+    def check_ready(self) -> None:
+        """Raise what a check registered with `check_before_consuming` raises, if any."""
+        for check in self.__dict__.get("_kolaq_checks", ()):
+            check(self.kolaq_settings)
+
     def create_consumer(self, **options: Any) -> Consumer:
+        self.check_ready()
         explicit = set(options.pop("kolaq_explicit", ()))
         q = self.kolaq_settings.queue
         ours = {

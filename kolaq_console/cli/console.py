@@ -9,6 +9,8 @@ from kolaq_console.cli.common import queue, ready_engine
 def run_console(with_worker: bool, read_only: bool) -> None:
     ready_engine()
     huey = queue()
+    if with_worker and not read_only:
+        huey.check_ready()  # an embedded worker that could not send refuses here, in one line
     from kolaq_console.ui.app import make_app
 
     make_app(runtime.settings(), with_worker=with_worker, read_only=read_only, huey=huey).run()

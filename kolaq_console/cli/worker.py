@@ -29,6 +29,7 @@ def worker(
     """Run a worker (consumer) until SIGTERM/SIGINT, which let running jobs finish first."""
     settings = runtime.settings()
     huey = queue()  # refuse to start on a queue it cannot build (no KOLAQ_SIGNING_KEY, ...)
+    huey.check_ready()  # ...or on a configuration that cannot send email
     setup_logging(verbose)
     ready_engine()  # refuse to start on an unreachable or out-of-date database
     options: dict = {"workers": workers or settings.queue.workers}

@@ -110,3 +110,24 @@ async def test_the_health_panel_counts_queue_payloads_the_workers_refused(shop, 
         await settle(pilot)
         health = str(app.screen.query_one("#ov-health", Static).render())
         assert "2 payloads rejected" in health.splitlines()[1]  # on the Queue line
+
+
+async def test_the_embedded_worker_refuses_a_configuration_that_cannot_send(
+        sqlite_engine, make_settings):
+    from conftest import clock
+
+    from kolaq_console.emails.sendable import require_can_send
+    from kolaq_console.queue import make_huey
+    from kolaq_console.ui.app import make_app
+
+    settings = make_settings(email__transport="resend")  # and no RESEND_API_KEY
+    huey = make_huey(settings)
+    huey.check_before_consuming(require_can_send)  # as tasks.py does for tasks.huey
+    app = make_app(settings, huey=huey, clock=clock)
+    notes: list[str] = []
+    async with app.run_test() as pilot:
+        app.notify = lambda message, **kw: notes.append(str(message))  # type: ignore[method-assign]
+        await pilot.press("w")
+        await settle(pilot)
+        assert not app.embedded.running and not app.worker_running
+    assert any(n.startswith("RESEND_API_KEY is not set") for n in notes), notes
