@@ -13,7 +13,7 @@ from kolaq_console.emails import jobs as email_jobs
 from kolaq_console.emails.sendable import require_can_send
 from kolaq_console.errors import KolaqError, print_operator_errors_in_one_line
 from kolaq_console.inventory import jobs as inventory_jobs
-from kolaq_console.jobs import install_ledger, on_operator_retry, rerun_safe
+from kolaq_console.jobs import install_ledger, on_job_lost, on_operator_retry, rerun_safe
 from kolaq_console.queue import make_huey, task_options
 
 try:
@@ -49,11 +49,16 @@ def send_email(row_id: int, task=None) -> str:
         retries_left=task.retries if task else 0,
         retry_delay=task.retry_delay if task else 0.0,
         task_id=task.id if task else None,
+        worker_id=ledger.worker_id,
     )
 
 
 # An operator's retry of a failed send reopens its outbox row (same idempotency key).
 on_operator_retry(send_email, email_jobs.reopen)
+# A send interrupted by a shutdown, or lost with its worker, hands its row back at once...
+on_job_lost(send_email, email_jobs.release_lost)
+# ...and so does every email a worker known dead (kill -9) or stopped was still sending.
+ledger.when_workers_lost(email_jobs.release_claims)
 
 
 @huey.periodic_task(crontab(), **_opts("emails", retry=False))

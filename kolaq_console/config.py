@@ -119,6 +119,9 @@ class QueueSettings(Section):
     """Ceiling of the idle back-off, so an idle queue notices new work quickly."""
     shutdown_timeout: float = Field(default=30.0, gt=0)
     """Seconds a graceful stop (SIGTERM/SIGINT) waits for running jobs before interrupting them."""
+    outage_max_delay: float = Field(default=10.0, gt=0)
+    """While the queue storage is unreachable, workers pause between attempts, doubling the
+    pause up to this many seconds (so they notice its return within it)."""
     periodic: bool = True
     """Run periodic tasks in this consumer. Exactly one consumer per deployment should."""
 

@@ -24,6 +24,7 @@ from huey.signals import SIGNAL_ERROR
 from huey.storage import RedisPriorityQueue, SqliteStorage
 
 from kolaq_console.config import Settings
+from kolaq_console.consumer import KolaqConsumer
 from kolaq_console.db import StorageUnavailable
 from kolaq_console.errors import PermanentJobError
 from kolaq_console.payloads import KolaqRedisStorage, KolaqSqliteStorage, VerifyingHueyMixin
@@ -98,7 +99,8 @@ class _SettingsConsumerMixin:
         options.setdefault("initial_delay", q.poll_interval)
         if not q.periodic:
             options["periodic"] = False
-        return Consumer(self, **options)  # type: ignore[arg-type]
+        return KolaqConsumer(self, outage_max_delay=q.outage_max_delay,  # type: ignore[arg-type]
+                             **options)
 
 
 def _stop_retrying_permanent_errors(signal: str, task: Any, exc: BaseException | None = None):

@@ -58,6 +58,7 @@ from sqlalchemy.engine import Connection, Engine
 from kolaq_console.config import Settings
 from kolaq_console.db import engine_for
 from kolaq_console.jobs import workers as wk
+from kolaq_console.jobs.process import ProcessIdentity, this_process
 from kolaq_console.jobs.records import (
     display_call,
     error_fields,
@@ -112,6 +113,18 @@ def on_operator_retry(wrapper: TaskWrapper, hook: Callable[..., Any]) -> TaskWra
     return wrapper
 
 
+def on_job_lost(wrapper: TaskWrapper, hook: Callable[..., Any]) -> TaskWrapper:
+    """Run `hook(conn, task_id, *args, **kwargs)` when a run of this task is interrupted by a
+    shutdown or lost with its worker, before the job is re-enqueued (rerun-safe tasks): it
+    hands back what the run held, e.g. the outbox row an email send had claimed, so the new
+    job can take it at once. `task_id` is the lost run's."""
+    cls = getattr(wrapper, "task_class", None)
+    if cls is None:
+        raise TypeError("on_job_lost takes the function @huey.task(...) returned")
+    cls.on_lost = staticmethod(hook)
+    return wrapper
+
+
 class _Run:
     """A job running in this process (a slotted object: made and dropped for every job)."""
 
@@ -160,6 +173,8 @@ class Ledger:
         self._stop = threading.Event()
         self._consumer: dict[str, Any] = {}
         self._atexit = False
+        self._process: ProcessIdentity | None = None
+        self._lost_hooks: list[Callable[[list[str]], Any]] = []
 
     # --- identity ---------------------------------------------------------------------------
 
@@ -285,6 +300,10 @@ class Ledger:
         if is_rerun_safe(task):
             copy = fresh_copy(task)
             try:
+                release = getattr(task, "on_lost", None)
+                if release is not None:  # hand back what this run held, for the copy
+                    with self.engine.begin() as conn:
+                        release(conn, task.id, *task.args, **_call_kwargs(task))
                 self.huey.enqueue(copy)
             except Exception as exc:
                 row["error_message"] += f"; re-enqueueing failed: {redact(str(exc))}"
@@ -458,16 +477,37 @@ class Ledger:
                 conn.execute(stale)
 
     def _worker_row(self, now: datetime) -> dict[str, Any]:
+        if self._process is None or self._process.pid != os.getpid():
+            self._process = this_process()
         return {
             "id": self.worker_id, "host": self.host, "pid": os.getpid(),
             "queues": list(LOGICAL_QUEUES),
             "threads": self._consumer.get("workers") or max(len(self._threads), 1),
             "periodic": bool(self._consumer.get("periodic", False)),
             "started_at": self._started_at, "heartbeat_at": now, "stopped_at": None,
+            "process_started": self._process.started, "pid_scope": self._process.scope,
         }
 
+    def when_workers_lost(self, hook: Callable[[list[str]], Any]) -> None:
+        """Call `hook(worker_ids)` at each sweep with the workers known dead or stopped (e.g.
+        to hand back the emails they were sending); it must be idempotent."""
+        self._lost_hooks.append(hook)
+
     def sweep(self) -> wk.SweepResult:
-        return wk.sweep_lost_jobs(self.engine, self.huey, self.settings.jobs.lease_seconds)
+        """Jobs and claims of dead workers: those provably gone from this machine at once,
+        any other once its heartbeat is older than the lease."""
+        lease = self.settings.jobs.lease_seconds
+        lost = wk.lost_workers(self.engine, lease, exclude=self.worker_id)
+        if lost.newly_gone:
+            log.warning("worker(s) %s no longer run on this machine: taking over their work now",
+                        ", ".join(lost.newly_gone))
+        for hook in self._lost_hooks if lost.all else ():
+            try:
+                hook(lost.all)
+            except Exception as exc:
+                log.warning("handing back the work of lost workers failed: %s",
+                            redact(str(exc)).splitlines()[0])
+        return wk.sweep_lost_jobs(self.engine, self.huey, lease, gone=lost.gone)
 
     def housekeeping(self) -> None:
         """The periodic task: sweep lost jobs, prune old statistics and worker rows."""
@@ -477,7 +517,9 @@ class Ledger:
     def _loop(self, stop: threading.Event) -> None:
         """The flusher thread: register and sweep at start, then flush / beat / sweep."""
         jobs = self.settings.jobs
-        sweep_every = max(jobs.lease_seconds / 2, jobs.heartbeat_seconds)
+        # Sweep at every heartbeat: a dead worker's jobs and emails are taken over within one
+        # heartbeat of its own going stale (a few indexed reads when there is nothing to do).
+        sweep_every = jobs.heartbeat_seconds
         next_beat = next_sweep = 0.0
         while True:
             now = time.monotonic()
@@ -508,6 +550,11 @@ class Ledger:
             if self._flusher_alive():
                 return
             self._new_identity()  # a new run of the consumer is a new worker
+            try:  # registered before any job starts, so its claims can be traced to it
+                self.heartbeat()
+            except Exception as exc:
+                log.warning("could not register worker %s yet: %s", self.worker_id,
+                            redact(str(exc)).splitlines()[0])
             self._stop = stop = threading.Event()
             self._flusher = threading.Thread(
                 target=self._loop, args=(stop,), name="kolaq-ledger", daemon=True
@@ -546,6 +593,11 @@ class Ledger:
 
     def consumer_created(self, options: dict[str, Any]) -> None:
         self._consumer = options
+
+
+def _call_kwargs(task: Task) -> dict[str, Any]:
+    """The task's keyword arguments without the context task Huey injects (context=True)."""
+    return {k: v for k, v in (task.kwargs or {}).items() if v is not task}
 
 
 def _chunks(items: list[str], size: int = CHUNK) -> Iterable[list[str]]:
