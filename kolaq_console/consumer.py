@@ -13,27 +13,38 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from typing import Any
 
+import redis.exceptions
 from huey.consumer import Consumer, Scheduler, Worker
 from huey.consumer import WorkerRecycle as _Recycle
 
 from kolaq_console.redact import redact
 
 log = logging.getLogger("kolaq_console.queue")
+# What the storage raises when it cannot be reached (Redis down, the SQLite file locked or gone).
+STORAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                  sqlite3.OperationalError)
 
 
 class QueueOutage:
     """Shared by a consumer's threads: whether the queue storage is reachable, and how long to
-    pause before the next attempt while it is not."""
+    pause before the next attempt while it is not.
+
+    Threads see the storage fail and recover in slightly different orders (a reply already in
+    a socket's buffer, a pooled connection broken by the last outage), so an attempt counts
+    only for the state at its start: one that began before the outage was noticed does not
+    end it, and one that began before the storage came back does not start a new one."""
 
     def __init__(self, first_delay: float, max_delay: float) -> None:
         self.first_delay = min(first_delay, max_delay)
         self.max_delay = max_delay
         self._lock = threading.Lock()
         self._down_since: float | None = None
+        self._up_since = 0.0
         self._delay = self.first_delay
         self._next_attempt = 0.0
 
@@ -41,11 +52,24 @@ class QueueOutage:
     def down(self) -> bool:
         return self._down_since is not None
 
-    def failed(self, exc: BaseException) -> float:
-        """Note a failed attempt; returns the seconds to pause before the next one."""
+    def call(self, fn: Any) -> Any:
+        """`fn()`, tried a second time at once if it fails while the storage is thought up: a
+        client connection broken by an earlier outage fails once, then is replaced."""
+        try:
+            return fn()
+        except Exception:
+            if self.down:
+                raise
+        return fn()
+
+    def failed(self, exc: BaseException, started: float | None = None) -> float:
+        """Note an attempt (begun at `started`, monotonic) that failed; returns the seconds to
+        pause before the next one."""
         with self._lock:
             now = time.monotonic()
             if self._down_since is None:
+                if started is not None and started < self._up_since:
+                    return self.first_delay  # a leftover of the outage that just ended
                 self._down_since = now
                 self._delay = self.first_delay
                 reason = redact(f"{type(exc).__name__}: {exc}").splitlines()[0]
@@ -58,20 +82,23 @@ class QueueOutage:
             self._next_attempt = now + self._delay
             return self._delay
 
+    def succeeded(self, started: float) -> None:
+        """Note an attempt begun at `started` (monotonic) that succeeded."""
+        if self._down_since is None:  # the common case: no lock
+            return
+        with self._lock:
+            if self._down_since is not None and started >= self._down_since:
+                now = time.monotonic()
+                log.warning("queue storage reachable again after %.1f s",
+                            now - self._down_since)
+                self._down_since = None
+                self._up_since = now
+
     def wait_before_attempt(self) -> float:
         """Seconds until the next attempt is due (0 when the storage is up)."""
         if self._down_since is None:
             return 0.0
         return max(0.0, self._next_attempt - time.monotonic())
-
-    def succeeded(self) -> None:
-        if self._down_since is None:  # the common case: no lock
-            return
-        with self._lock:
-            if self._down_since is not None:
-                log.warning("queue storage reachable again after %.1f s",
-                            time.monotonic() - self._down_since)
-                self._down_since = None
 
 
 class KolaqWorker(Worker):
@@ -79,17 +106,24 @@ class KolaqWorker(Worker):
 
     def loop(self, now: Any = None) -> None:
         # Huey 3.5's Worker.loop, with the outage handling in place of a traceback per poll.
+        started = time.monotonic()
         try:
-            task = self.huey.dequeue()
+            task = self.outage.call(self.huey.dequeue)
         except Exception as exc:
-            self.stop_flag.wait(self.outage.failed(exc))
+            self.stop_flag.wait(self.outage.failed(exc, started))
             return
-        self.outage.succeeded()
+        self.outage.succeeded(started)
         if task is not None:
             self.delay = self.default_delay
             self.task_count += 1
             try:
                 self.huey.execute(task, now)
+            except STORAGE_ERRORS as exc:
+                # Huey reads and writes the storage around a job (revocation, retries): a job
+                # caught by the outage gets a line of its own, not a traceback.
+                self.outage.failed(exc)
+                self._logger.warning("job %s: the queue storage failed while handling it; "
+                                     "it may not have run", task)
             except Exception:
                 self._logger.exception("Unhandled error during execution of task %s.",
                                        task.id)
@@ -136,12 +170,13 @@ class KolaqScheduler(Scheduler):
                 return  # the storage is down: the others would fail the same way
 
     def _attempt(self, call: Any) -> Any:
+        started = time.monotonic()
         try:
-            result = call()
+            result = self.outage.call(call)
         except Exception as exc:
-            self.outage.failed(exc)
+            self.outage.failed(exc, started)
             return None
-        self.outage.succeeded()
+        self.outage.succeeded(started)
         return result
 
 
