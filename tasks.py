@@ -1,20 +1,28 @@
 """The Huey instance `huey` and every task: `huey_consumer tasks.huey` runs them.
 
-Each task is a thin call into kolaq_console; arguments are row ids and plain values, never
-objects, so a retried or re-enqueued job reads the current state of the database.
+This module is the only wiring between the queue and the domain: each task is a thin call into
+kolaq_console, every periodic task is declared here, and `dispatch.install` at the bottom is
+the road by which domain code enqueues (it never imports this module). Arguments are row ids
+and plain values, never objects, so a retried or re-enqueued job reads the current state.
 """
 
 from __future__ import annotations
 
 from huey import crontab
 
-from kolaq_console import runtime
-from kolaq_console.emails import jobs as email_jobs
+from kolaq_console import dispatch, runtime
+from kolaq_console.emails.delivery import deliver
+from kolaq_console.emails.outbox import (
+    release_claim,
+    release_claims_of,
+    reopen_failed,
+    sweep_stale,
+)
 from kolaq_console.emails.sendable import require_can_send
 from kolaq_console.errors import KolaqError, print_operator_errors_in_one_line
-from kolaq_console.inventory import jobs as inventory_jobs
+from kolaq_console.inventory import periodic as inventory
 from kolaq_console.jobs import install_ledger, on_job_lost, on_operator_retry, rerun_safe
-from kolaq_console.queue import make_huey, task_options
+from kolaq_console.taskqueue import make_huey, task_options
 
 try:
     settings = runtime.settings()
@@ -44,8 +52,12 @@ def _opts(queue: str, **kwargs: object) -> dict:
 @huey.task(context=True, **_opts("emails"))
 def send_email(row_id: int, task=None) -> str:
     """Send outbox row `row_id` (the row is the record; this job carries only its id)."""
-    return email_jobs.send(
-        row_id,
+    s = runtime.settings()
+    transport = runtime.transport(s)
+    return deliver(
+        runtime.engine(), s, row_id,
+        transport=transport,
+        limiter=runtime.limiter(s) if transport.rate_limited else None,
         retries_left=task.retries if task else 0,
         retry_delay=task.retry_delay if task else 0.0,
         task_id=task.id if task else None,
@@ -54,17 +66,26 @@ def send_email(row_id: int, task=None) -> str:
 
 
 # An operator's retry of a failed send reopens its outbox row (same idempotency key).
-on_operator_retry(send_email, email_jobs.reopen)
+on_operator_retry(
+    send_email,
+    lambda conn, row_id, task=None: reopen_failed(conn, row_id,
+                                                  runtime.settings().email.lease_seconds),
+)
 # A send interrupted by a shutdown, or lost with its worker, hands its row back at once...
-on_job_lost(send_email, email_jobs.release_lost)
-# ...and so does every email a worker known dead (kill -9) or stopped was still sending.
-ledger.when_workers_lost(email_jobs.release_claims)
+on_job_lost(
+    send_email,
+    lambda conn, task_id, row_id, task=None: release_claim(
+        conn, row_id, task_id, runtime.settings().email.lease_seconds),
+)
+# ...and so does every email that a worker known dead (kill -9) or stopped was still sending.
+ledger.when_workers_lost(
+    lambda worker_ids: release_claims_of(runtime.engine(), runtime.settings(), worker_ids))
 
 
 @huey.periodic_task(crontab(), **_opts("emails", retry=False))
 def sweep_email_outbox() -> list[int]:
     """Every minute: re-enqueue outbox rows whose lease ran out (their job was lost)."""
-    return email_jobs.sweep()
+    return sweep_stale(runtime.engine(), runtime.settings())
 
 
 # --- inventory -------------------------------------------------------------------------------
@@ -75,30 +96,41 @@ def sweep_email_outbox() -> list[int]:
 @rerun_safe  # reconciliation converges on the event log, under a lease
 @huey.task(**_opts("inventory"))
 def reconcile_inventory(sku: str | None = None, full: bool = False) -> dict:
-    return inventory_jobs.reconcile_now(runtime.engine(), runtime.settings(), sku, full)
+    return inventory.reconcile_now(runtime.engine(), runtime.settings(), sku, full)
 
 
-@huey.periodic_task(inventory_jobs.schedule(settings, inventory_jobs.RECONCILE_JOB),
-                    **_opts("inventory"))
+@huey.periodic_task(inventory.schedule(settings, inventory.RECONCILE_JOB), **_opts("inventory"))
 def nightly_reconcile() -> None:
-    inventory_jobs.run_scheduled(runtime.engine(), runtime.settings(),
-                                 inventory_jobs.RECONCILE_JOB)
+    inventory.run_scheduled(runtime.engine(), runtime.settings(), inventory.RECONCILE_JOB)
 
 
-@huey.periodic_task(inventory_jobs.schedule(settings, inventory_jobs.FULL_RECONCILE_JOB),
+@huey.periodic_task(inventory.schedule(settings, inventory.FULL_RECONCILE_JOB),
                     **_opts("inventory"))
 def full_reconcile() -> None:
-    inventory_jobs.run_scheduled(runtime.engine(), runtime.settings(),
-                                 inventory_jobs.FULL_RECONCILE_JOB)
+    inventory.run_scheduled(runtime.engine(), runtime.settings(), inventory.FULL_RECONCILE_JOB)
 
 
-@huey.periodic_task(inventory_jobs.schedule(settings, inventory_jobs.CHECK_JOB),
-                    **_opts("inventory"))
+@huey.periodic_task(inventory.schedule(settings, inventory.CHECK_JOB), **_opts("inventory"))
 def low_stock_check() -> None:
-    inventory_jobs.run_scheduled(runtime.engine(), runtime.settings(), inventory_jobs.CHECK_JOB)
+    inventory.run_scheduled(runtime.engine(), runtime.settings(), inventory.CHECK_JOB)
 
 
-@huey.periodic_task(inventory_jobs.schedule(settings, "catch_up_cron"),
+@huey.periodic_task(inventory.schedule(settings, "catch_up_cron"),
                     **_opts("inventory", retry=False))
 def inventory_catch_up() -> None:
-    inventory_jobs.catch_up(runtime.engine(), runtime.settings())
+    inventory.catch_up(runtime.engine(), runtime.settings())
+
+
+# --- the job ledger --------------------------------------------------------------------------
+
+
+@rerun_safe  # idempotent: if its worker dies mid-run it is simply run again
+@huey.periodic_task(crontab(), **_opts("inventory", retry=False))
+def jobs_housekeeping() -> None:
+    """Every minute: sweep jobs lost with their workers, prune old statistics."""
+    ledger.housekeeping()
+
+
+# --- the road from domain code onto this queue -----------------------------------------------
+
+dispatch.install(huey, send_email=send_email, reconcile_inventory=reconcile_inventory)

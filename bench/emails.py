@@ -39,6 +39,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the Resend stand-in lives with the tests
 
 KEY = "test-key-not-real"
 NOOP_MODULE = '''
@@ -266,8 +267,8 @@ class EmailSide:
                  stack: ExitStack) -> None:
         from kolaq_console import runtime
         from kolaq_console.db import make_engine
-        from kolaq_console.queue import make_huey
         from kolaq_console.schema import upgrade
+        from kolaq_console.taskqueue import make_huey
 
         self.settings = settings
         runtime.configure(settings)
@@ -412,9 +413,9 @@ def main() -> int:
         args.emails, args.noops, args.rounds = 100, 400, 1
 
     import redis
+    from stubs.resend_api import ResendStubProcess
 
     from kolaq_console.config import load_settings
-    from kolaq_console.testing.resend_stub import ResendStubProcess
 
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kolaq-bench-")))

@@ -34,12 +34,13 @@ from sqlalchemy import insert
 from sqlmodel import Session
 
 from kolaq_console.config import load_settings
-from kolaq_console.db import dispose_engines, make_engine
+from kolaq_console.db import make_engine
 from kolaq_console.jobs import install_ledger
 from kolaq_console.jobs.failed import PAGE_COUNT_CAP, JobFilter, count_failed, list_failed
 from kolaq_console.models import FailedJob, utcnow
-from kolaq_console.queue import make_huey, priority_for
+from kolaq_console.runtime import dispose_engines
 from kolaq_console.schema import upgrade
+from kolaq_console.taskqueue import make_huey, priority_for
 
 REDIS_URL = os.environ.get("KOLAQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 PG_ADMIN = os.environ.get("KOLAQ_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -12,7 +12,7 @@ process in turn, in a rotated order (round r starts at version r), so drift of t
 spreads over all versions instead of landing on one.
 
 Inside a venv the measurement, for PriorityRedisHuey and for RedisHuey, configured like
-kolaq_console.queue.make_huey (results=False, utc=True, SignedSerializer,
+kolaq_console.taskqueue.make_huey (results=False, utc=True, SignedSerializer,
 store_intermediate_errors=False; priorities in the three logical bands):
 
   enqueue         N calls of a no-op task from one thread                     -> tasks/s
@@ -60,7 +60,7 @@ N, URL, THREADS, WARM = cfg["n"], cfg["url"], cfg["threads"], cfg["warmup"]
 if cfg.get("cpu") is not None:
     os.sched_setaffinity(0, {cfg["cpu"]})  # threads started later inherit it
 logging.getLogger("huey").setLevel(logging.CRITICAL)
-BANDS = (300, 200, 100)  # webhooks, emails, inventory (kolaq_console.queue.PRIORITY_BANDS)
+BANDS = (300, 200, 100)  # webhooks, emails, inventory (kolaq_console.taskqueue.PRIORITY_BANDS)
 
 
 def make(cls):

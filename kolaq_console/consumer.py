@@ -24,7 +24,7 @@ from huey.consumer import WorkerRecycle as _Recycle
 
 from kolaq_console.redact import redact
 
-log = logging.getLogger("kolaq_console.queue")
+log = logging.getLogger("kolaq_console.taskqueue")
 # What the storage raises when it cannot be reached (Redis down, the SQLite file locked or gone).
 STORAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                   sqlite3.OperationalError)

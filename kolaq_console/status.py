@@ -16,7 +16,7 @@ from kolaq_console.inventory.lowstock import low_stock_products as inventory_low
 from kolaq_console.jobs import failed as failed_jobs
 from kolaq_console.jobs import workers
 from kolaq_console.models import EmailOutbox
-from kolaq_console.queue import LOGICAL_QUEUES, QueueDepth, ping_queue, queue_depths
+from kolaq_console.taskqueue import LOGICAL_QUEUES, QueueDepth, ping_queue, queue_depths
 
 
 @dataclass

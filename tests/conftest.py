@@ -42,7 +42,8 @@ from helpers import Proc  # noqa: E402
 
 from kolaq_console import runtime  # noqa: E402
 from kolaq_console.config import Settings, load_settings  # noqa: E402
-from kolaq_console.db import dispose_engines, make_engine  # noqa: E402
+from kolaq_console.db import make_engine  # noqa: E402
+from kolaq_console.runtime import dispose_engines  # noqa: E402
 from kolaq_console.schema import upgrade  # noqa: E402
 
 # --- databases -------------------------------------------------------------------------------
@@ -207,7 +208,7 @@ def sqlite_engine(settings):
 @pytest.fixture
 def huey(settings):
     """A Huey instance for this test's queue settings (not the tasks module's)."""
-    from kolaq_console.queue import make_huey
+    from kolaq_console.taskqueue import make_huey
 
     h = make_huey(settings)
     yield h

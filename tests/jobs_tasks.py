@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from kolaq_console import runtime
 from kolaq_console.errors import PermanentJobError
 from kolaq_console.jobs import install_ledger, rerun_safe
-from kolaq_console.queue import make_huey, task_options
+from kolaq_console.taskqueue import make_huey, task_options
 
 
 def runs_dir() -> Path:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from kolaq_console import runtime
-from kolaq_console.queue import make_huey, task_options
+from kolaq_console.taskqueue import make_huey, task_options
 
 settings = runtime.settings()
 huey = make_huey(settings)

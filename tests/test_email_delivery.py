@@ -12,6 +12,7 @@ from email_support import KEY, row, seed_order
 from huey.exceptions import RetryTask
 from sqlalchemy import update
 from sqlmodel import Session
+from stubs.resend_api import ResendStub
 
 from kolaq_console.emails import outbox
 from kolaq_console.emails.delivery import deliver
@@ -24,7 +25,6 @@ from kolaq_console.emails.transports import (
 )
 from kolaq_console.errors import KolaqError, PermanentJobError
 from kolaq_console.models import EmailOutbox, utcnow
-from kolaq_console.testing.resend_stub import ResendStub
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import pytest
 from email_support import KEY, reload_tasks, rows, status_counts
 from helpers import wait_until
 from sqlmodel import Session
+from stubs.resend_api import ResendStub, ResendStubProcess
 
 from kolaq_console import runtime
 from kolaq_console.emails import queue_email
-from kolaq_console.testing.resend_stub import ResendStub, ResendStubProcess
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 from helpers import wait_until
 from inventory_helpers import activity, add_events, add_products, outbox, schedule_rows
 
-from kolaq_console.inventory import jobs
+from kolaq_console.inventory import periodic as jobs
 from kolaq_console.inventory.lowstock import CHECK_JOB
 from kolaq_console.inventory.reconcile import ACTION_RUN
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 import threading
-import types
 from datetime import UTC, datetime, timedelta
 
 from inventory_helpers import add_events, add_products, outbox, schedule_rows
 from sqlmodel import Session
 
+from kolaq_console import dispatch
 from kolaq_console.inventory import alert
 from kolaq_console.inventory.lowstock import ALERT_JOB, low_stock_products, send_alerts
 from kolaq_console.inventory.reconcile import reconcile
@@ -124,27 +123,27 @@ def test_concurrent_checks_send_exactly_one_alert(engine, settings):
     assert len(outbox(engine)) == 1 and len(schedule_rows(engine, ALERT_JOB)) == 1
 
 
-def test_seam_hands_the_row_to_a_registered_send_task_only_after_commit(
-        engine, settings, monkeypatch):
+def test_seam_hands_the_row_to_the_send_task_only_after_commit(engine, settings):
     _shop(engine)
-    calls: list[tuple[int, int]] = []
+    calls: list[tuple[str, tuple, int]] = []
 
-    def send_email(outbox_id: int) -> None:
-        calls.append((outbox_id, len(outbox(engine))))  # the row must already be committed
+    def send_email(call: dispatch.Call) -> None:
+        # the row must already be committed when its job is enqueued
+        calls.append((call.task, call.args, len(outbox(engine))))
 
-    monkeypatch.setitem(sys.modules, "tasks", types.SimpleNamespace(send_email=send_email))
-    with Session(engine) as session:
-        with session.begin():
-            items = low_stock_products(session, 10)
-            alert.send_low_stock_alert(session, settings, items, "low_stock/test/1")
-            assert calls == []
-        (row,) = outbox(engine)
-    assert calls == [(row.id, 1)]
+    with dispatch.recording(send_email):
+        with Session(engine) as session:
+            with session.begin():
+                items = low_stock_products(session, 10)
+                alert.send_low_stock_alert(session, settings, items, "low_stock/test/1")
+                assert calls == []
+            (row,) = outbox(engine)
+        assert calls == [("send_email", (row.id,), 1)]
 
-    with Session(engine) as session:  # rolled back: nothing is handed over
-        session.begin()
-        alert.send_low_stock_alert(session, settings, items, "low_stock/test/2")
-        session.rollback()
+        with Session(engine) as session:  # rolled back: nothing is handed over
+            session.begin()
+            alert.send_low_stock_alert(session, settings, items, "low_stock/test/2")
+            session.rollback()
     assert len(calls) == 1 and len(outbox(engine)) == 1
 
 

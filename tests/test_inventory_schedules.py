@@ -11,7 +11,7 @@ from inventory_helpers import activity, add_events, add_products, outbox, schedu
 
 from kolaq_console.config import ConfigError
 from kolaq_console.cron import CronError, parse_cron
-from kolaq_console.inventory import jobs
+from kolaq_console.inventory import periodic as jobs
 from kolaq_console.inventory.lowstock import CHECK_JOB
 from kolaq_console.inventory.reconcile import ACTION_RUN
 from kolaq_console.schedules import ShopCrontab, claim_slot, run_in_slot, slot_key
@@ -192,7 +192,7 @@ def test_missed_0800_check_runs_once_when_a_consumer_comes_up_later_that_day(eng
 def test_inventory_tasks_are_on_the_inventory_queue_and_retry_with_the_configured_backoff(
         settings):
     import tasks
-    from kolaq_console.queue import queue_for_priority
+    from kolaq_console.taskqueue import queue_for_priority
 
     q = tasks.settings.queue
     for task in (tasks.reconcile_inventory, tasks.nightly_reconcile, tasks.full_reconcile,

@@ -25,8 +25,8 @@ from kolaq_console.jobs.stats import (
     totals_by_queue,
 )
 from kolaq_console.models import ActivityLog, FailedJob, JobAttempt, JobRun, JobStat, Worker, utcnow
-from kolaq_console.queue import make_huey
 from kolaq_console.status import collect
+from kolaq_console.taskqueue import make_huey
 
 SECRET = "test-key-not-real-0451"
 
@@ -291,7 +291,7 @@ def cli(jobs, monkeypatch, capsys):
     """Run `kolaq-console ...` in this process against the test's Huey."""
     from kolaq_console.cli import common
 
-    monkeypatch.setattr(common, "queue", lambda: jobs.huey)
+    monkeypatch.setattr(common, "huey", lambda: jobs.huey)
 
     def run(*argv: str) -> tuple[int, str, str]:
         capsys.readouterr()  # only what this command prints

@@ -13,7 +13,7 @@ from helpers import ROOT, wait_until
 from huey.serializer import SignedSerializer
 
 from kolaq_console.config import Settings
-from kolaq_console.queue import (
+from kolaq_console.taskqueue import (
     PRIORITY_BANDS,
     make_huey,
     pending_by_queue,

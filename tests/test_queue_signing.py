@@ -22,8 +22,8 @@ from sqlmodel import Session
 from kolaq_console.config import ConfigError, load_settings
 from kolaq_console.db import make_engine
 from kolaq_console.models import EmailOutbox, FailedJob
-from kolaq_console.queue import make_huey, priority_for
 from kolaq_console.signing import key_file, local_key
+from kolaq_console.taskqueue import make_huey, priority_for
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import resend
 from resend import exceptions as rx
-
-from kolaq_console.testing.resend_stub import (
+from stubs.resend_api import (
     DEFAULT_TEST_API_KEY,
     ResendStub,
     ResendStubProcess,

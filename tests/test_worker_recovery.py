@@ -20,10 +20,10 @@ from email_support import KEY, rows, status_counts
 from helpers import run_cli, wait_until
 from sqlalchemy import select, update
 from sqlmodel import Session
+from stubs.resend_api import ResendStubProcess
 
 from kolaq_console.emails.outbox import HANDED_BACK
 from kolaq_console.models import FailedJob, Worker
-from kolaq_console.testing.resend_stub import ResendStubProcess
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from huey.api import Huey
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
-from kolaq_console import runtime
+from kolaq_console import dispatch, runtime
 from kolaq_console.schema import require_current
 from kolaq_console.signing import queue_signing_key
 
@@ -30,10 +30,11 @@ def ready_engine() -> Engine:
     return engine
 
 
-def queue() -> Huey:
-    """The configured `tasks.huey` (imported late so --config applies first). A configuration
-    it cannot be built from (no KOLAQ_SIGNING_KEY for Redis, ...) is a one-line ConfigError."""
+def huey() -> Huey:
+    """The configured queue: imports tasks.py (late, so --config applies first), which wires
+    it for every enqueue in this process. A configuration it cannot be built from (no
+    KOLAQ_SIGNING_KEY for Redis, ...) is a one-line ConfigError, before anything is written."""
     queue_signing_key(runtime.settings())
-    import tasks
+    import tasks  # noqa: F401  (installs the queue in kolaq_console.dispatch)
 
-    return tasks.huey
+    return dispatch.huey()

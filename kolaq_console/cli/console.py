@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from kolaq_console import runtime
-from kolaq_console.cli.common import queue, ready_engine
+from kolaq_console.cli.common import huey, ready_engine
 
 
 def run_console(with_worker: bool, read_only: bool) -> None:
     ready_engine()
-    huey = queue()
+    queue = huey()
     if with_worker and not read_only:
-        huey.check_ready()  # an embedded worker that could not send refuses here, in one line
+        queue.check_ready()  # an embedded worker that could not send refuses here, in one line
     from kolaq_console.ui.app import make_app
 
-    make_app(runtime.settings(), with_worker=with_worker, read_only=read_only, huey=huey).run()
+    make_app(runtime.settings(), with_worker=with_worker, read_only=read_only, huey=queue).run()

@@ -9,7 +9,7 @@ from rich.table import Table
 from sqlmodel import Session
 
 from kolaq_console import runtime
-from kolaq_console.cli.common import out, print_json, queue, ready_engine
+from kolaq_console.cli.common import huey, out, print_json, ready_engine
 from kolaq_console.emails import outbox
 from kolaq_console.emails.render import KINDS
 from kolaq_console.errors import NotFound, UserError
@@ -67,7 +67,7 @@ def queue_cmd(
     body = _read_body(body_file)
     settings = runtime.settings()
     engine = ready_engine()
-    queue()  # a queue that cannot be built refuses here, before the row is written
+    huey()  # wire the queue (the send job is enqueued after commit); refuses before any write
     with Session(engine, expire_on_commit=False) as session:
         result = outbox.queue(
             session, settings, kind, to=to, order_number=order, subject=subject, body=body,
@@ -173,7 +173,7 @@ def resend_cmd(
     """Send an email again: a new outbox row with a new key, noted in the activity log."""
     settings = runtime.settings()
     engine = ready_engine()
-    queue()  # a queue that cannot be built refuses here, before the row is written
+    huey()  # wire the queue (the send job is enqueued after commit); refuses before any write
     with Session(engine, expire_on_commit=False) as session:
         row = outbox.resend_email(session, settings, row_id, settings.operator())
     if as_json:

@@ -13,7 +13,7 @@ from rich.table import Table
 from sqlmodel import Session
 
 from kolaq_console import runtime
-from kolaq_console.cli.common import err, out, print_json, queue, ready_engine
+from kolaq_console.cli.common import err, huey, out, print_json, ready_engine
 from kolaq_console.errors import UserError
 from kolaq_console.inventory import adjust as adjust_mod
 from kolaq_console.inventory.lowstock import low_stock_products, send_alerts
@@ -118,7 +118,7 @@ def low_stock_cmd(
                                    with_sales=True)
     outcome = None
     if send:
-        queue()  # load tasks.py so a registered send task gets the row after commit
+        huey()  # wire the queue (tasks.py) so the alert is enqueued after commit
         outcome = send_alerts(engine, settings, actor=settings.operator())
     if as_json:
         print_json({"default_threshold": settings.inventory.low_stock_threshold,

@@ -224,7 +224,7 @@ def retry(
     if not targets:
         out.print("no failed jobs match: nothing to retry")
         return
-    result = ledger.retry_failed(engine, common.queue(), targets, runtime.settings().operator(),
+    result = ledger.retry_failed(engine, common.huey(), targets, runtime.settings().operator(),
                                  None if ids else flt)
     if as_json:
         print_json({
@@ -336,6 +336,6 @@ def stats(
 def sweep() -> None:
     """Look now for jobs and emails lost with a dead worker (workers also do it on their own)."""
     ready_engine()
-    result = common.queue().kolaq_ledger.sweep()  # the ledger of tasks.huey, with its hooks
+    result = common.huey().kolaq_ledger.sweep()  # the ledger of tasks.huey, with its hooks
     out.print(f"{len(result.requeued)} re-enqueued, {len(result.interrupted)} recorded as "
               "interrupted")

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from kolaq_console import runtime
-from kolaq_console.cli.common import out, print_json, queue
+from kolaq_console.cli.common import huey, out, print_json
 from kolaq_console.errors import KolaqError
 from kolaq_console.status import Status, collect
 
@@ -17,7 +17,7 @@ class StorageDown(KolaqError):
 
 def status(as_json: bool = typer.Option(False, "--json", help="One JSON document.")) -> None:
     """Print the system's status; exits 1 when the database or the queue is unreachable."""
-    snapshot = collect(runtime.settings(), runtime.engine(), queue())
+    snapshot = collect(runtime.settings(), runtime.engine(), huey())
     if as_json:
         print_json(snapshot.as_dict())
     else:

@@ -7,7 +7,7 @@ import logging
 import typer
 
 from kolaq_console import runtime
-from kolaq_console.cli.common import queue, ready_engine
+from kolaq_console.cli.common import huey, ready_engine
 from kolaq_console.redact import install_log_redaction
 
 
@@ -28,12 +28,12 @@ def worker(
 ) -> None:
     """Run a worker (consumer) until SIGTERM/SIGINT, which let running jobs finish first."""
     settings = runtime.settings()
-    huey = queue()  # refuse to start on a queue it cannot build (no KOLAQ_SIGNING_KEY, ...)
-    huey.check_ready()  # ...or on a configuration that cannot send email
+    queue = huey()  # refuse to start on a queue it cannot build (no KOLAQ_SIGNING_KEY, ...)
+    queue.check_ready()  # ...or on a configuration that cannot send email
     setup_logging(verbose)
     ready_engine()  # refuse to start on an unreachable or out-of-date database
     options: dict = {"workers": workers or settings.queue.workers}
     if periodic is not None:
         options["periodic"] = periodic
     # -w 1 is Huey's default too: say it was chosen, or [queue] workers would replace it.
-    huey.create_consumer(**options, kolaq_explicit=("workers",)).run()
+    queue.create_consumer(**options, kolaq_explicit=("workers",)).run()

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
+from kolaq_console import dispatch
 from kolaq_console.config import Settings
 from kolaq_console.db import session_scope
 from kolaq_console.emails.render import KINDS, Rendered, markdown_html, render
@@ -415,12 +416,7 @@ def queue_email(
 
 def enqueue_send(row_id: int, *, delay: float | None = None) -> None:
     """Put the send job of outbox row `row_id` on the `emails` queue (tasks.send_email)."""
-    import tasks
-
-    if delay:
-        tasks.send_email.schedule(args=(row_id,), delay=delay)
-    else:
-        tasks.send_email(row_id)
+    dispatch.enqueue("send_email", row_id, delay=delay)
 
 
 def reopen_failed(conn: Connection, row_id: int, lease_seconds: float) -> bool:

@@ -339,31 +339,14 @@ class DevTransport:
         return SendResult(self.message_id(message))
 
 
-_transports: dict[tuple, Transport] = {}
-_transports_lock = threading.Lock()
-
-
-def make_transport(settings: Settings) -> Transport:
-    """The configured transport, one per process and configuration."""
+def build_transport(settings: Settings) -> Transport:
+    """The configured transport (runtime.transport() keeps one per process)."""
     e = settings.email
-    key = settings.secrets.resend_api_key
-    cache_key = (
-        e.transport,
-        e.outbox_dir,
-        e.api_url,
-        e.request_timeout,
-        hashlib.sha256(key.get_secret_value().encode()).hexdigest() if key else None,
-    )
-    with _transports_lock:
-        transport = _transports.get(cache_key)
-        if transport is None:
-            if e.transport == "resend":
-                transport = ResendTransport(
-                    key.get_secret_value() if key else "",
-                    e.api_url or os.environ.get("RESEND_API_URL") or None,
-                    e.request_timeout,
-                )
-            else:
-                transport = DevTransport(e.outbox_dir)
-            _transports[cache_key] = transport
-        return transport
+    if e.transport == "resend":
+        key = settings.secrets.resend_api_key
+        return ResendTransport(
+            key.get_secret_value() if key else "",
+            e.api_url or os.environ.get("RESEND_API_URL") or None,
+            e.request_timeout,
+        )
+    return DevTransport(e.outbox_dir)

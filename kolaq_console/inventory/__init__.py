@@ -9,5 +9,5 @@ Public entry points (domain functions take an Engine or Session):
 - lowstock.low_stock_products(session, default_threshold)      the one low-stock query
 - lowstock.send_alerts(engine, settings)                       the deduplicated daily alert
 - alert.send_low_stock_alert(session, settings, products, key) the seam to the email outbox
-- jobs.run_scheduled / jobs.catch_up / jobs.reconcile_now      what tasks.py calls
+- periodic.run_scheduled / periodic.catch_up / periodic.reconcile_now  what tasks.py calls
 """

@@ -32,8 +32,8 @@ from kolaq_console.models import (
     utcnow,
 )
 from kolaq_console.payloads import REJECTED_ERROR_TYPE
-from kolaq_console.queue import LOGICAL_QUEUES
 from kolaq_console.redact import redact, redact_value
+from kolaq_console.taskqueue import LOGICAL_QUEUES
 
 F = FailedJob.__table__
 # Literal (not bound) so both databases match it to the partial index ix_failed_jobs_open_id.

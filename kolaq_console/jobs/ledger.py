@@ -3,7 +3,7 @@
 `install_ledger(huey, settings)` (one call in tasks.py) connects:
 
 - SIGNAL_EXECUTING: the job is noted in memory as running in this process.
-- a post-execute hook, which sees every outcome with its exception, after Huey (and queue.py's
+- a post-execute hook, which sees every outcome with its exception, after Huey (and taskqueue.py's
   PermanentJobError handler) decided whether it will be retried. Huey emits different signals
   per failure kind (error, timeout, locked, rate-limited, none for RetryTask) and none that
   says "final", so the hook is where a terminal failure is recognised: an exception and no
@@ -47,7 +47,6 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from huey import crontab
 from huey.api import Huey, Task, TaskWrapper
 from huey.exceptions import CancelExecution
 from huey.signals import SIGNAL_EXECUTING, SIGNAL_INTERRUPTED
@@ -56,7 +55,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from kolaq_console.config import Settings
-from kolaq_console.db import engine_for
 from kolaq_console.jobs import workers as wk
 from kolaq_console.jobs.process import ProcessIdentity, this_process
 from kolaq_console.jobs.records import (
@@ -72,8 +70,9 @@ from kolaq_console.jobs.records import (
 from kolaq_console.jobs.stats import StatDelta, merge_into, write_stats
 from kolaq_console.models import FailedJob, FailedJobStatus, JobAttempt, JobRun, utcnow
 from kolaq_console.payloads import REJECTED_ERROR_TYPE, REJECTED_TASK_NAME, RejectedPayload
-from kolaq_console.queue import LOGICAL_QUEUES, priority_for, queue_for_priority
 from kolaq_console.redact import redact
+from kolaq_console.runtime import engine_for
+from kolaq_console.taskqueue import LOGICAL_QUEUES, queue_for_priority
 
 log = logging.getLogger(__name__)
 
@@ -667,7 +666,8 @@ def _resolve_interrupted(conn: Connection, ended: list[tuple[str, str]], now: da
 
 
 def install_ledger(huey: Huey, settings: Settings) -> Ledger:
-    """Connect the job ledger to `huey` (idempotent). Call once in tasks.py."""
+    """Connect the job ledger to `huey` (idempotent). Call once in tasks.py, which also declares
+    the periodic `jobs_housekeeping` task calling `ledger.housekeeping()`."""
     existing = getattr(huey, "kolaq_ledger", None)
     if existing is not None:
         return existing
@@ -688,12 +688,6 @@ def install_ledger(huey: Huey, settings: Settings) -> Ledger:
         return consumer
 
     huey.create_consumer = create_consumer_noting_options  # type: ignore[method-assign]
-
-    @rerun_safe  # idempotent: if its worker dies mid-run it is simply run again
-    @huey.periodic_task(crontab(), priority=priority_for("inventory"), name="jobs_housekeeping")
-    def jobs_housekeeping() -> None:
-        """Every minute: sweep jobs lost with their workers, prune old statistics."""
-        ledger.housekeeping()
 
     huey.kolaq_ledger = ledger  # type: ignore[attr-defined]
     return ledger

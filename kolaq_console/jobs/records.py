@@ -21,8 +21,8 @@ from huey.exceptions import HueyException
 
 from kolaq_console.errors import UserError
 from kolaq_console.payloads import REJECTED_TASK_NAME
-from kolaq_console.queue import queue_for_priority
 from kolaq_console.redact import is_secret_name, redact, redact_value
+from kolaq_console.taskqueue import queue_for_priority
 
 MAX_ERROR_MESSAGE = 4_000
 MAX_TRACEBACK = 20_000

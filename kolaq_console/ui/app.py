@@ -17,8 +17,8 @@ from textual.binding import Binding
 from textual.reactive import reactive
 from textual.worker import Worker, WorkerState
 
+from kolaq_console import dispatch, runtime
 from kolaq_console.config import Settings
-from kolaq_console.db import engine_for
 from kolaq_console.models import utcnow
 from kolaq_console.ui.dialogs.help import HelpDialog
 from kolaq_console.ui.embedded_worker import EmbeddedWorker
@@ -83,7 +83,7 @@ class KolaqConsole(App[None]):
         self.read_only = read_only
         self.with_worker = with_worker
         self.clock = clock
-        self.engine = engine_for(settings.database.url)
+        self.engine = runtime.engine_for(settings.database.url)
         self.embedded = EmbeddedWorker(huey, settings.queue.workers)
         self.sub_title = settings.shop.name
 
@@ -186,11 +186,8 @@ def make_app(
     huey: Huey | None = None,
     clock: Callable[[], datetime] | None = None,
 ) -> KolaqConsole:
-    """The app factory used by the CLI and the tests. `huey` defaults to `tasks.huey` (the
-    queue the workers consume); `clock` (UTC now) is fixed by snapshot tests."""
-    if huey is None:
-        import tasks
-
-        huey = tasks.huey
-    return KolaqConsole(settings, huey, read_only=read_only, with_worker=with_worker,
-                        clock=clock or utcnow)
+    """The app factory used by the CLI and the tests. `huey` defaults to the queue tasks.py
+    wired (kolaq_console.dispatch), the one every enqueue of this process goes to; `clock`
+    (UTC now) is fixed by snapshot tests."""
+    return KolaqConsole(settings, huey or dispatch.huey(), read_only=read_only,
+                        with_worker=with_worker, clock=clock or utcnow)

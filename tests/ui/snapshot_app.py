@@ -11,8 +11,8 @@ from seed import clock, seed_emails, seed_ledger, seed_shop
 
 from kolaq_console.config import load_settings
 from kolaq_console.db import make_engine
-from kolaq_console.queue import make_huey
 from kolaq_console.schema import upgrade
+from kolaq_console.taskqueue import make_huey
 from kolaq_console.ui.app import make_app
 
 folder = Path(tempfile.mkdtemp(prefix="kolaq-snap-"))

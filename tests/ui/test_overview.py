@@ -117,7 +117,7 @@ async def test_the_embedded_worker_refuses_a_configuration_that_cannot_send(
     from conftest import clock
 
     from kolaq_console.emails.sendable import require_can_send
-    from kolaq_console.queue import make_huey
+    from kolaq_console.taskqueue import make_huey
     from kolaq_console.ui.app import make_app
 
     settings = make_settings(email__transport="resend")  # and no RESEND_API_KEY

@@ -13,7 +13,7 @@ from textual.markup import escape
 from textual.widgets import DataTable, Static
 
 from kolaq_console.jobs import failed as ledger
-from kolaq_console.queue import LOGICAL_QUEUES
+from kolaq_console.taskqueue import LOGICAL_QUEUES
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
 from kolaq_console.ui.format import ago, clip, plural, short_task, when
 from kolaq_console.ui.messages import (

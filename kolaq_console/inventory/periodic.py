@@ -1,4 +1,4 @@
-"""The inventory's scheduled jobs, as the periodic tasks in tasks.py call them.
+"""The inventory's periodic jobs and the on-demand reconcile, as tasks.py calls them.
 
 Each job runs once per slot of its crontab on the shop's clock (schedules.run_in_slot):
 

@@ -13,7 +13,7 @@ In-process::
 
 As a separate process (for tests that spawn worker subprocesses sharing one stand-in)::
 
-    python -m kolaq_console.testing.resend_stub --port 0 --rate-limit 2 --api-key KEY
+    python tests/stubs/resend_api.py --port 0 --rate-limit 2 --api-key KEY
 
 prints its URL on the first stdout line and serves until SIGTERM/SIGINT. `ResendStubClient(url)`
 (or `ResendStubProcess`, which also spawns it) offers the same inspection methods over the
@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import re
 import signal
 import subprocess
@@ -74,7 +73,6 @@ JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 SEND_PATH = "/emails"
 BATCH_PATH = "/emails/batch"
 CONTROL_PREFIX = "/_stub/"
-_MODULE = "kolaq_console.testing.resend_stub"  # not __name__: that is "__main__" under -m
 
 SEND_FIELDS = frozenset(
     {
@@ -1068,7 +1066,8 @@ class ResendStubClient(_Inspection):
 
 
 class ResendStubProcess(ResendStubClient):
-    """Spawn `python -m kolaq_console.testing.resend_stub` and inspect it like a `ResendStub`."""
+    """Spawn this file as a process (`python tests/stubs/resend_api.py`); inspect it like a
+    `ResendStub`."""
 
     def __init__(
         self,
@@ -1082,7 +1081,8 @@ class ResendStubProcess(ResendStubClient):
     ) -> None:
         super().__init__("")
         keys = [api_keys] if isinstance(api_keys, str) else list(api_keys)
-        self._argv = [sys.executable, "-m", _MODULE, "--host", host, "--port", str(port)]
+        script = str(Path(__file__).resolve())
+        self._argv = [sys.executable, script, "--host", host, "--port", str(port)]
         for key in keys:
             self._argv += ["--api-key", key]
         if rate_limit is not None:
@@ -1099,14 +1099,8 @@ class ResendStubProcess(ResendStubClient):
     def start(self) -> ResendStubProcess:
         if self._proc is not None:
             raise RuntimeError("stub process already started")
-        # The child must import this package even when the parent found it via sys.path tweaks
-        # (pytest rootdir, bench scripts) rather than an installed distribution.
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        self._proc = subprocess.Popen(
-            self._argv, stdout=subprocess.PIPE, text=True, env=env, close_fds=True
-        )
+        # Pure stdlib: the child runs this file as a script and needs no import path.
+        self._proc = subprocess.Popen(self._argv, stdout=subprocess.PIPE, text=True, close_fds=True)
         assert self._proc.stdout is not None
         watchdog = threading.Timer(self._startup_timeout, self._proc.kill)
         watchdog.start()
@@ -1143,7 +1137,7 @@ class ResendStubProcess(ResendStubClient):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kolaq_console.testing.resend_stub",
+        prog="python tests/stubs/resend_api.py",
         description="Run the Resend API stand-in; prints its URL on the first stdout line.",
     )
     parser.add_argument("--host", default="127.0.0.1")

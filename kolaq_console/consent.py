@@ -1,0 +1,145 @@
+"""Marketing consent, unsubscribe tokens and the suppression list.
+
+- An unsubscribe link carries a signed token naming the address (itsdangerous, keyed by the
+  queue's signing key with its own salt), so the endpoint needs no login and a link cannot be
+  forged for someone else's address. Tokens do not expire: RFC 8058 links must keep working.
+- `unsubscribe` withdraws marketing consent (the customer row, or a suppression row for an
+  address that is not a customer); it is idempotent and audited.
+- `suppress` records an address we must not email at all (hard bounce, complaint, manual).
+- Marketing goes only to `marketing_allowed` addresses; transactional email ignores consent but
+  not suppression of hard bounces and complaints (callers decide which check applies).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from kolaq_console.config import Settings
+from kolaq_console.errors import UserError
+from kolaq_console.models import ActivityLog, Customer, Suppression, utcnow
+from kolaq_console.signing import queue_signing_key
+
+SALT = "kolaq.unsubscribe"
+UNSUBSCRIBED = "unsubscribed"  # suppression reason for a non-customer's unsubscribe
+# Reasons that block every email, transactional too (the address does not work or objects).
+BLOCKING_REASONS = ("bounced", "complained", "manual")
+
+
+class InvalidToken(UserError):
+    """An unsubscribe token that was not made by this shop (or was mangled in transit)."""
+
+
+def _serializer(settings: Settings) -> URLSafeSerializer:
+    return URLSafeSerializer(queue_signing_key(settings), salt=SALT)
+
+
+def normalise(address: str) -> str:
+    return address.strip().lower()
+
+
+def make_token(settings: Settings, address: str) -> str:
+    return str(_serializer(settings).dumps(normalise(address)))
+
+
+def read_token(settings: Settings, token: str) -> str:
+    """The address a token was made for; InvalidToken if it was not made with our key."""
+    try:
+        address = _serializer(settings).loads(token)
+    except BadSignature:
+        raise InvalidToken("this unsubscribe link is not valid (it may be incomplete)") from None
+    if not isinstance(address, str) or "@" not in address:
+        raise InvalidToken("this unsubscribe link is not valid")
+    return address
+
+
+def unsubscribe_url(settings: Settings, address: str) -> str:
+    """The https link for List-Unsubscribe and the visible footer link."""
+    return f"{settings.shop.public_url.rstrip('/')}/unsubscribe/{make_token(settings, address)}"
+
+
+def unsubscribe_mailto(settings: Settings, address: str) -> str:
+    """The mailto: alternative of List-Unsubscribe (to the support address)."""
+    subject = quote(f"unsubscribe {normalise(address)}")
+    return f"mailto:{settings.email.support_email}?subject={subject}"
+
+
+def list_unsubscribe_headers(settings: Settings, address: str) -> dict[str, str]:
+    """RFC 2369 + RFC 8058 headers for one recipient of a marketing message."""
+    return {
+        "List-Unsubscribe": (
+            f"<{unsubscribe_url(settings, address)}>, <{unsubscribe_mailto(settings, address)}>"
+        ),
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+
+def _customer(session: Session, address: str) -> Customer | None:
+    return session.exec(
+        select(Customer).where(func.lower(col(Customer.email)) == normalise(address))
+    ).first()
+
+
+def _suppression(session: Session, address: str) -> Suppression | None:
+    return session.exec(
+        select(Suppression).where(Suppression.email == normalise(address))
+    ).first()
+
+
+def unsubscribe(session: Session, address: str, *, source: str, actor: str = "recipient") -> bool:
+    """Withdraw marketing consent for `address`; True if it changed anything. The caller
+    commits. Idempotent: a second unsubscribe changes nothing and logs nothing."""
+    address = normalise(address)
+    now = utcnow()
+    changed = False
+    customer = _customer(session, address)
+    if customer is not None:
+        if customer.unsubscribed_at is None or customer.marketing_consent:
+            customer.unsubscribed_at = customer.unsubscribed_at or now
+            customer.marketing_consent = False
+            session.add(customer)
+            changed = True
+    elif _suppression(session, address) is None:
+        session.add(Suppression(email=address, reason=UNSUBSCRIBED, source=source))
+        changed = True
+    if changed:
+        session.add(ActivityLog(actor=actor, action="consent.unsubscribe", entity="customer",
+                                entity_id=address, details={"source": source}))
+    return changed
+
+
+def suppress(session: Session, address: str, reason: str, *, source: str,
+             actor: str = "system") -> bool:
+    """Add `address` to the suppression list (bounced, complained, manual); True if new. A
+    stronger reason replaces an unsubscribe-only row. The caller commits."""
+    address = normalise(address)
+    row = _suppression(session, address)
+    if row is not None and (row.reason == reason or row.reason in BLOCKING_REASONS):
+        return False
+    if row is None:
+        row = Suppression(email=address, reason=reason, source=source)
+    else:
+        row.reason, row.source = reason, source
+    session.add(row)
+    session.add(ActivityLog(actor=actor, action="consent.suppress", entity="customer",
+                            entity_id=address, details={"reason": reason, "source": source}))
+    return True
+
+
+def is_blocked(session: Session, address: str) -> str | None:
+    """The suppression reason that forbids ANY email to `address` (bounce, complaint,
+    manual block), or None."""
+    row = _suppression(session, address)
+    return row.reason if row is not None and row.reason in BLOCKING_REASONS else None
+
+
+def marketing_allowed(session: Session, address: str) -> bool:
+    """May this address receive marketing now? Consent given, not withdrawn, not suppressed.
+    (Addresses that are not customers never gave consent.)"""
+    customer = _customer(session, address)
+    if customer is None or not customer.marketing_consent or customer.unsubscribed_at:
+        return False
+    return _suppression(session, address) is None

@@ -1,0 +1,57 @@
+"""Unsubscribe tokens, consent withdrawal and the suppression list."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import Session, select
+
+from kolaq_console import consent
+from kolaq_console.models import ActivityLog, Customer, Suppression
+
+
+def test_token_names_its_address_and_a_forged_or_foreign_one_is_refused(make_settings):
+    ours = make_settings(KOLAQ_SIGNING_KEY="ours-test-only")
+    theirs = make_settings(KOLAQ_SIGNING_KEY="someone-else-test-only")
+    token = consent.make_token(ours, " Ada@Example.COM ")
+    assert consent.read_token(ours, token) == "ada@example.com"
+    with pytest.raises(consent.InvalidToken):
+        consent.read_token(theirs, token)
+    with pytest.raises(consent.InvalidToken):
+        consent.read_token(ours, token[:-2] + ("AA" if token[-2:] != "AA" else "BB"))
+
+
+def test_list_unsubscribe_headers_are_one_click_with_https_and_mailto(make_settings):
+    s = make_settings(shop__public_url="https://shop.test")
+    headers = consent.list_unsubscribe_headers(s, "ada@example.com")
+    https, mailto = headers["List-Unsubscribe"].split(", ")
+    assert https.startswith("<https://shop.test/unsubscribe/") and mailto.startswith("<mailto:")
+    token = https.strip("<>").rsplit("/", 1)[1]
+    assert consent.read_token(s, token) == "ada@example.com"
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_unsubscribe_withdraws_consent_once_and_is_audited(engine):
+    with Session(engine) as s:
+        s.add(Customer(email="Ada@example.com", name="Ada", marketing_consent=True))
+        s.commit()
+        assert consent.marketing_allowed(s, "ada@example.com")
+        assert consent.unsubscribe(s, "ada@example.com", source="link") is True
+        s.commit()
+        assert consent.unsubscribe(s, "ada@example.com", source="link") is False
+        s.commit()
+        assert not consent.marketing_allowed(s, "ada@example.com")
+        assert len(s.exec(select(ActivityLog)).all()) == 1
+        # a non-customer's unsubscribe is remembered too, as a suppression row
+        assert consent.unsubscribe(s, "stranger@example.com", source="mailto") is True
+        s.commit()
+        assert s.exec(select(Suppression)).one().reason == consent.UNSUBSCRIBED
+        assert consent.is_blocked(s, "stranger@example.com") is None  # transactional allowed
+
+
+def test_a_bounce_blocks_every_email_and_replaces_an_unsubscribe(engine):
+    with Session(engine) as s:
+        consent.unsubscribe(s, "gone@example.com", source="link")
+        assert consent.suppress(s, "gone@example.com", "bounced", source="resend") is True
+        assert consent.suppress(s, "gone@example.com", "complained", source="resend") is False
+        s.commit()
+        assert consent.is_blocked(s, "GONE@example.com") == "bounced"
