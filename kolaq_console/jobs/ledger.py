@@ -298,11 +298,15 @@ class Ledger:
         )
         if is_rerun_safe(task):
             copy = fresh_copy(task)
-            try:
-                release = getattr(task, "on_lost", None)
-                if release is not None:  # hand back what this run held, for the copy
+            release = getattr(task, "on_lost", None)
+            if release is not None:  # hand back what this run held, for the copy
+                try:
                     with self.engine.begin() as conn:
                         release(conn, task.id, *task.args, **_call_kwargs(task))
+                except Exception as exc:  # what it held then waits for its own lease
+                    log.warning("job %s %s: handing back what it held failed: %s", name,
+                                task.id, redact(str(exc)).splitlines()[0])
+            try:
                 self.huey.enqueue(copy)
             except Exception as exc:
                 row["error_message"] += f"; re-enqueueing failed: {redact(str(exc))}"
