@@ -185,8 +185,10 @@ class InventorySettings(Section):
 class JobsSettings(Section):
     lease_seconds: float = Field(default=120.0, gt=0)
     """An in-flight job whose worker has not beaten its heart this long is treated as lost:
-    re-enqueued if its task is declared safe to re-run, else listed as interrupted. Workers look
-    for such jobs at start-up, every lease_seconds / 2, and in a periodic task."""
+    re-enqueued if its task is declared safe to re-run, else listed as interrupted, and the
+    emails it was sending are handed back. Workers look for such jobs at start-up, at every
+    heartbeat, and in a periodic task; a worker on the same machine whose process is provably
+    gone (kill -9) is taken over at once, without waiting for the lease."""
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     """How often a worker records that it is alive (keep it well under lease_seconds)."""
     flush_seconds: float = Field(default=0.5, gt=0, le=10)

@@ -21,14 +21,16 @@
 Everything else is buffered and written by the flusher every `[jobs] flush_seconds` in one
 transaction: the `job_runs` row of each job still running (a job that starts and ends between
 two flushes costs no row at all), the deletion of rows of jobs that ended, and per-minute
-statistics. Every `heartbeat_seconds` it refreshes the worker's heartbeat, and every
-`lease_seconds / 2` it sweeps jobs of dead workers (see workers.py). If the database is
+statistics. Every `heartbeat_seconds` it refreshes the worker's heartbeat and sweeps the
+jobs of dead workers: those whose heartbeat is older than the lease, and at once those of this
+machine whose process is provably gone (see workers.py, process.py); `when_workers_lost` hooks
+hand back what such workers held (tasks.py: the emails they were sending). If the database is
 unreachable, writes stay buffered (terminal failures included) and are retried each flush.
 
 Limits, by design: a worker killed within `flush_seconds` of starting a job leaves no run row
-for it (the price of not writing per job; rerun-safe email sends are also covered by the
-outbox's own lease); a failure buffered because the database was down is lost if the process
-then dies before the database comes back (its run row, if flushed, still becomes an
+for it (the price of not writing per job; email sends are covered by the outbox row's own
+claim, which names the worker); a failure buffered because the database was down is lost if
+the process then dies before the database comes back (its run row, if flushed, still becomes an
 `interrupted` entry). Immediate mode (tests, development) records nothing.
 """
 
