@@ -1,7 +1,7 @@
 """outbox claims and worker process identity
 
-Revision ID: 0005_worker_claims
-Revises: 0004_jobs
+Revision ID: 0006_worker_claims
+Revises: 0005_stock_bigint
 Create Date: 2026-11-30 17:20:07.843143
 
 - email_outbox.claimed_by: the worker sending the row, so the emails of a worker that died
@@ -19,8 +19,8 @@ from alembic import op
 import kolaq_console.models
 
 
-revision: str = '0005_worker_claims'
-down_revision: str | None = '0004_jobs'
+revision: str = '0006_worker_claims'
+down_revision: str | None = '0005_stock_bigint'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
