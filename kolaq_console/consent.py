@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 from kolaq_console.config import Settings
 from kolaq_console.errors import UserError
 from kolaq_console.models import ActivityLog, Customer, Suppression, utcnow
+from kolaq_console.signing import queue_signing_key
 
 SALT = "kolaq.unsubscribe"
 UNSUBSCRIBED = "unsubscribed"  # suppression reason for a non-customer's unsubscribe
@@ -35,7 +36,7 @@ class InvalidToken(UserError):
 
 
 def _serializer(settings: Settings) -> URLSafeSerializer:
-    return _serializer_for(settings.secrets.signing_key_or_dev())
+    return _serializer_for(queue_signing_key(settings))
 
 
 @functools.lru_cache(maxsize=4)

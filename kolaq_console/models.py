@@ -243,6 +243,7 @@ class EmailOutbox(SQLModel, table=True):
     # The provider request this row is (or was last) sent in; fixed before the call.
     batch_id: int | None = Field(default=None, foreign_key="email_batches.id", index=True)
     task_id: str | None = Field(default=None, max_length=64)
+    claimed_by: str | None = Field(default=None, max_length=200)  # worker id while sending
     created_at: datetime = ts(nullable=False, default=True, index=True)
     updated_at: datetime = ts(nullable=False, default=True)
     lease_until: datetime | None = ts()  # past this, a queued/sending row is swept
@@ -469,6 +470,11 @@ class Worker(SQLModel, table=True):
     started_at: datetime = ts(nullable=False, default=True)
     heartbeat_at: datetime = ts(nullable=False, default=True, index=True)
     stopped_at: datetime | None = ts()
+    # The OS start time of the process and where its pid is meaningful (jobs/process.py), so
+    # a worker on the same machine can tell at once that this one is gone (kill -9).
+    process_started: float | None = None
+    pid_scope: str | None = Field(default=None, max_length=200)
+    found_dead_at: datetime | None = ts()  # when a worker on its machine saw it gone
 
 
 HISTOGRAM_BUCKETS = 22

@@ -115,8 +115,8 @@ def test_a_failed_batch_is_retried_with_the_same_members_under_the_same_key(
 ):
     ids = add(engine, settings, addresses(30))
     stub.inject(drop=True, after_processing=True, path="/emails/batch")  # sent, answer lost
-    with pytest.raises(TransientError):
-        run_jobs(engine, settings, transport, ids[:1])
+    with pytest.raises(TransientError):  # the last row's job forms the batch (any row may)
+        run_jobs(engine, settings, transport, ids[-1:])
     assert status_counts(engine) == {"queued": 30}
     # more mail arrives meanwhile: it is not added to the batch being retried
     late = add(engine, settings, addresses(5, "late"))
@@ -126,7 +126,7 @@ def test_a_failed_batch_is_retried_with_the_same_members_under_the_same_key(
         s.execute(update(EmailOutbox).where(EmailOutbox.batch_id == batch.id)
                   .values(next_attempt_at=utcnow()))
         s.commit()
-    assert run_jobs(engine, settings, transport, ids[:1]) == ["sent"]  # Huey's retry of the job
+    assert run_jobs(engine, settings, transport, ids[-1:]) == ["sent"]  # Huey's retry of the job
     first, again = stub.requests[0], stub.requests[1]
     assert first.idempotency_key == again.idempotency_key == batch.idempotency_key
     assert again.replayed and again.emails == 30  # same members: answered from the store

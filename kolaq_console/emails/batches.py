@@ -129,7 +129,8 @@ def _claim_waiting_statement():
                _T.c.batch_id.is_(None))
         .values(status=_SENDING, batch_id=bindparam("b_batch"), attempts=_T.c.attempts + 1,
                 lease_until=bindparam("b_lease"), updated_at=bindparam("b_now"),
-                next_attempt_at=None, task_id=bindparam("b_task"))
+                next_attempt_at=None, task_id=bindparam("b_task"),
+                claimed_by=bindparam("b_worker"))
         .returning(*_MEMBER_COLUMNS)
     )
 
@@ -156,27 +157,30 @@ def _claim_batch_statements():
         .where(_T.c.batch_id == bindparam("b_batch"), _T.c.status.in_(_OPEN))
         .values(status=_SENDING, attempts=_T.c.attempts + 1, lease_until=bindparam("b_lease"),
                 updated_at=bindparam("b_now"), next_attempt_at=None,
-                task_id=bindparam("b_task"))
+                task_id=bindparam("b_task"), claimed_by=bindparam("b_worker"))
         .returning(*_MEMBER_COLUMNS)
     )
     return batch, members
 
 
-def _params(lease_seconds: float, task_id: str | None, now: datetime | None) -> dict[str, Any]:
+def _params(lease_seconds: float, task_id: str | None, now: datetime | None,
+            worker_id: str | None = None) -> dict[str, Any]:
+    """The claim's values; the members note the claiming worker (`claimed_by`), so that if it
+    dies they are handed back as soon as it is known dead (outbox.release_claims_of)."""
     now = now or utcnow()
     return {"b_now": now, "b_due": now + SCHEDULE_TOLERANCE, "b_task": task_id,
-            "b_lease": now + timedelta(seconds=lease_seconds)}
+            "b_lease": now + timedelta(seconds=lease_seconds), "b_worker": worker_id}
 
 
 def claim_for_row(
     engine: Engine, row_id: int, lease_seconds: float,
-    task_id: str | None = None, now: datetime | None = None,
+    task_id: str | None = None, now: datetime | None = None, worker_id: str | None = None,
 ) -> Claimed | None:
     """The send job of row `row_id`: if the row waits, claim it and up to 99 more waiting rows
     as a new batch; if it belongs to a batch that may be sent now (released for a retry, or
     its worker's lease ran out), claim that batch; otherwise None (sent, failed, not due, or
     being sent by another worker)."""
-    params = _params(lease_seconds, task_id, now)
+    params = _params(lease_seconds, task_id, now, worker_id)
     with write_session(engine) as session:
         conn = session.connection()
         anchor = conn.execute(
@@ -198,7 +202,9 @@ def claim_for_row(
         ).scalar_one()
         rows = conn.execute(_claim_waiting_statement(),
                             {**params, "b_anchor": row_id, "b_batch": batch_id}).all()
-        members = sorted((Member(*r) for r in rows), key=lambda m: (m.id != row_id, m.id))
+        # Request order is id order, on every attempt: a retry under the batch's key must
+        # send byte for byte the same request, whichever row's job formed the batch.
+        members = sorted((Member(*r) for r in rows), key=lambda m: m.id)
         members = _take_out_refused(session, batch_id, members)
         if not members:
             session.rollback()
@@ -209,11 +215,11 @@ def claim_for_row(
 
 def claim_batch(
     engine: Engine, batch_id: int, lease_seconds: float,
-    task_id: str | None = None, now: datetime | None = None,
+    task_id: str | None = None, now: datetime | None = None, worker_id: str | None = None,
 ) -> Claimed | None:
     """Claim batch `batch_id` with its unsent members, or None if it may not be sent now."""
     with write_session(engine) as session:
-        return _claim_batch(session, batch_id, _params(lease_seconds, task_id, now))
+        return _claim_batch(session, batch_id, _params(lease_seconds, task_id, now, worker_id))
 
 
 def _claim_batch(session: Session, batch_id: int, params: dict[str, Any]) -> Claimed | None:

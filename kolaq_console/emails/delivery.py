@@ -69,13 +69,15 @@ def deliver(
     retries_left: int = 0,
     retry_delay: float = 0.0,
     task_id: str | None = None,
+    worker_id: str | None = None,
 ) -> Delivered:
     """Send outbox row `row_id` (and whatever waits with it) once; see the module doc.
 
     `retries_left`/`retry_delay` are the Huey task's remaining retries and the delay before
     its next retry, so the rows can say when they will be tried again, or that they failed.
     """
-    claimed = batches.claim_for_row(engine, row_id, settings.email.lease_seconds, task_id)
+    claimed = batches.claim_for_row(engine, row_id, settings.email.lease_seconds, task_id,
+                                    worker_id=worker_id)
     if claimed is None:
         log.info("email #%s: not claimable (sent, failed, not due, or being sent); skipped",
                  row_id)
@@ -93,9 +95,11 @@ def deliver_batch(
     retries_left: int = 0,
     retry_delay: float = 0.0,
     task_id: str | None = None,
+    worker_id: str | None = None,
 ) -> Delivered:
     """Send batch `batch_id` (formed ahead, or swept) once; see the module doc."""
-    claimed = batches.claim_batch(engine, batch_id, settings.email.lease_seconds, task_id)
+    claimed = batches.claim_batch(engine, batch_id, settings.email.lease_seconds, task_id,
+                                  worker_id=worker_id)
     if claimed is None:
         log.info("batch #%s: not claimable (sent, failed, not due, or being sent); skipped",
                  batch_id)

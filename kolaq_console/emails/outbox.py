@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -339,3 +340,76 @@ def sweep_stale(
         log.warning("outbox sweeper re-enqueued %d email(s) past their lease (%d batch(es)): %s",
                     len(swept), len(in_batches), shown)
     return [row_id for row_id, _ in swept]
+
+
+# --- claims of workers that stopped or died ----------------------------------------------------
+
+HANDED_BACK = "handed back: the worker sending it stopped or died mid-send"
+
+
+def _handed_back(now: datetime, lease_seconds: float) -> dict[str, Any]:
+    return {"status": EmailStatus.queued.value, "next_attempt_at": None, "updated_at": now,
+            "lease_until": now + timedelta(seconds=lease_seconds), "last_error": HANDED_BACK}
+
+
+def _batches_handed_back(conn: Connection, batch_ids: set[int], now: datetime,
+                         lease_seconds: float) -> None:
+    """Their batches go back to `queued` too (same members, same key: a replay if the
+    provider had them)."""
+    if batch_ids:
+        conn.execute(
+            update(EmailBatch)
+            .where(col(EmailBatch.id).in_(sorted(batch_ids)),
+                   col(EmailBatch.status) == BatchStatus.sending.value)
+            .values(status=BatchStatus.queued.value, next_attempt_at=None, updated_at=now,
+                    lease_until=now + timedelta(seconds=lease_seconds))
+        )
+
+
+def release_claim(conn: Connection, task_id: str, lease_seconds: float) -> bool:
+    """Put back to `queued` the rows (and their batch) that the job run `task_id` was sending
+    when it was interrupted (shutdown) or lost (its worker died): the job re-enqueued for it can
+    claim them at once instead of after the lease. Rows since sent, or claimed by another run,
+    stay."""
+    now = utcnow()
+    released = conn.execute(
+        update(EmailOutbox)
+        .where(col(EmailOutbox.status) == EmailStatus.sending.value,
+               col(EmailOutbox.task_id) == task_id)
+        .values(**_handed_back(now, lease_seconds))
+        .returning(EmailOutbox.batch_id)
+    ).scalars().all()
+    _batches_handed_back(conn, {b for b in released if b is not None}, now, lease_seconds)
+    return bool(released)
+
+
+def release_claims_of(engine: Engine, settings: Settings, worker_ids: Sequence[str]
+                      ) -> list[int]:
+    """Hand back and re-enqueue the rows that workers known to be dead or stopped were
+    sending (a row alone gets its send job, a batch one job). One conditional UPDATE per
+    chunk: of concurrent callers, one takes each row. The idempotency keys make a send that
+    did reach the provider a replay, not a copy."""
+    released: list[tuple[int, int | None]] = []
+    ids = sorted(set(worker_ids))
+    lease = settings.email.lease_seconds
+    for i in range(0, len(ids), 500):
+        now = utcnow()
+        with engine.begin() as conn:
+            found = conn.execute(
+                update(EmailOutbox)
+                .where(col(EmailOutbox.status) == EmailStatus.sending.value,
+                       col(EmailOutbox.claimed_by).in_(ids[i:i + 500]))
+                .values(**_handed_back(now, lease))
+                .returning(EmailOutbox.id, EmailOutbox.batch_id)
+            ).all()
+            _batches_handed_back(conn, {b for _, b in found if b is not None}, now, lease)
+        released += [(row_id, batch_id) for row_id, batch_id in found]
+    for row_id in sorted(r for r, b in released if b is None):
+        enqueue_send(row_id)
+    for batch_id in sorted({b for _, b in released if b is not None}):
+        enqueue_batch(batch_id)
+    if released:
+        shown = ", ".join(f"#{i}" for i, _ in sorted(released)[:20])
+        log.warning("handed back %d email(s) of dead or stopped workers: %s%s", len(released),
+                    shown, " ..." if len(released) > 20 else "")
+    return sorted(r for r, _ in released)

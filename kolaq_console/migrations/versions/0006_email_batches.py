@@ -1,7 +1,7 @@
 """email batches: outbox rows sent in one provider request
 
 Revision ID: 0006_email_batches
-Revises: 0005_stock_bigint
+Revises: 0006_worker_claims
 Create Date: 2026-11-30 17:31:29.531933
 
 - email_batches: a batch's idempotency key, status, attempts, lease and counts;
@@ -18,7 +18,7 @@ from alembic import op
 import kolaq_console.models
 
 revision: str = '0006_email_batches'
-down_revision: str | None = '0005_stock_bigint'
+down_revision: str | None = '0006_worker_claims'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
