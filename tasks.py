@@ -16,6 +16,8 @@ from kolaq_console.emails.outbox import reopen_failed, sweep_stale
 from kolaq_console.inventory import periodic as inventory
 from kolaq_console.jobs import install_ledger, on_operator_retry, rerun_safe
 from kolaq_console.taskqueue import make_huey, task_options
+from kolaq_console.webhooks import inbox as webhook_inbox
+from kolaq_console.webhooks.process import process_event
 
 settings = runtime.settings()
 huey = make_huey(settings)
@@ -104,6 +106,27 @@ def jobs_housekeeping() -> None:
     ledger.housekeeping()
 
 
+# --- webhooks --------------------------------------------------------------------------------
+
+
+@rerun_safe  # the event's claim and one transaction make a re-run harmless
+@huey.task(context=True, **_opts("webhooks"))
+def process_webhook(event_row_id: int, task=None) -> str:
+    """Apply stored webhook event `event_row_id` once (the row is the record)."""
+    return process_event(
+        runtime.engine(), runtime.settings(), event_row_id,
+        retries_left=task.retries if task else 0,
+        retry_delay=task.retry_delay if task else 0.0,
+    )
+
+
+@huey.periodic_task(crontab(), **_opts("webhooks", retry=False))
+def sweep_webhooks() -> list[int]:
+    """Every minute: re-enqueue acknowledged events whose processing job was lost."""
+    return webhook_inbox.sweep_stale(runtime.engine(), runtime.settings().webhooks.lease_seconds)
+
+
 # --- the road from domain code onto this queue -----------------------------------------------
 
-dispatch.install(huey, send_email=send_email, reconcile_inventory=reconcile_inventory)
+dispatch.install(huey, send_email=send_email, reconcile_inventory=reconcile_inventory,
+                 process_webhook=process_webhook)
