@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 
 import typer
 
@@ -53,6 +54,9 @@ def serve(
         server_header=False, timeout_graceful_shutdown=settings.webhooks.shutdown_seconds,
         lifespan="on",
     )
+    # uvicorn stops gracefully on SIGTERM, then re-raises it to the handler it found: a no-op
+    # one here, so a supervisor's stop ends with exit status 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.Server(config).run()
 
 
