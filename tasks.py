@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from huey import crontab
 
-from kolaq_console import dispatch, runtime
+from kolaq_console import alerts, dispatch, runtime
 from kolaq_console.emails.delivery import deliver
 from kolaq_console.emails.outbox import reopen_failed, sweep_stale
 from kolaq_console.inventory import periodic as inventory
@@ -124,6 +124,12 @@ def process_webhook(event_row_id: int, task=None) -> str:
 def sweep_webhooks() -> list[int]:
     """Every minute: re-enqueue acknowledged events whose processing job was lost."""
     return webhook_inbox.sweep_stale(runtime.engine(), runtime.settings().webhooks.lease_seconds)
+
+
+@huey.periodic_task(crontab(minute="*/5"), **_opts("inventory", retry=False))
+def alert_failing_jobs() -> int | None:
+    """Every 5 minutes: email the admin if jobs keep failing (once per configured period)."""
+    return alerts.failing_jobs(runtime.engine(), runtime.settings())
 
 
 # --- the road from domain code onto this queue -----------------------------------------------

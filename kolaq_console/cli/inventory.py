@@ -96,6 +96,11 @@ def reconcile_cmd(
         with _progress(not as_json) as report:
             result = reconcile(engine, full=full, actor=actor,
                                lease_ttl=settings.inventory.lock_ttl_seconds, progress=report)
+    if any(c.unexplained for c in result.changes):
+        from kolaq_console.alerts import reconciliation_report
+
+        huey()  # wire the queue for the report's send job
+        reconciliation_report(engine, settings, result)
     if as_json:
         print_json(result.as_dict())
     else:
