@@ -17,7 +17,7 @@ from kolaq_console.inventory import periodic as inventory
 from kolaq_console.jobs import install_ledger, on_operator_retry, rerun_safe
 from kolaq_console.taskqueue import make_huey, task_options
 from kolaq_console.webhooks import inbox as webhook_inbox
-from kolaq_console.webhooks.process import process_event
+from kolaq_console.webhooks.process import process_events
 
 settings = runtime.settings()
 huey = make_huey(settings)
@@ -109,12 +109,13 @@ def jobs_housekeeping() -> None:
 # --- webhooks --------------------------------------------------------------------------------
 
 
-@rerun_safe  # the event's claim and one transaction make a re-run harmless
+@rerun_safe  # each event's claim and one transaction make a re-run harmless
 @huey.task(context=True, **_opts("webhooks"))
-def process_webhook(event_row_id: int, task=None) -> str:
-    """Apply stored webhook event `event_row_id` once (the row is the record)."""
-    return process_event(
-        runtime.engine(), runtime.settings(), event_row_id,
+def process_webhook(*event_row_ids: int, task=None) -> list[str]:
+    """Apply stored webhook events once each (the rows are the record; the server enqueues
+    one job per group commit)."""
+    return process_events(
+        runtime.engine(), runtime.settings(), event_row_ids,
         retries_left=task.retries if task else 0,
         retry_delay=task.retry_delay if task else 0.0,
     )

@@ -31,7 +31,7 @@ from kolaq_console.models import (
     Suppression,
     WebhookEvent,
 )
-from kolaq_console.webhooks.process import process_event
+from kolaq_console.webhooks.process import process_event, process_events
 from kolaq_console.webhooks.server import make_app
 
 TOTAL = 2 * 1_250_000 + 450_000 + 250_000  # seed_order's default lines and shipping
@@ -68,7 +68,7 @@ def run_jobs(engine, settings, calls) -> list[str]:
     while calls:
         call = calls.pop(0)
         if call.task == "process_webhook":
-            done.append(process_event(engine, settings, *call.args))
+            done.extend(process_events(engine, settings, call.args))
     return done
 
 
@@ -441,3 +441,44 @@ def test_a_forged_unsubscribe_token_changes_nothing(server, engine, wh_settings)
     page = request(server.url, "GET", f"/unsubscribe/{forged}")
     assert page.status == 400 and b"does not work" in page.body
     assert activity(engine) == []
+
+
+def test_concurrent_deliveries_share_commits_and_each_event_is_stored_and_enqueued_once(
+        server, engine, wh_settings, secrets_env):
+    from concurrent.futures import ThreadPoolExecutor
+
+    payloads = [paystack_charge(f"REF-{i}", 100, tx_id=i) for i in range(60)]
+    deliveries = payloads + payloads[:20]  # a third of them delivered twice, concurrently
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(lambda p: post_event(server.url, "paystack", p, secrets_env),
+                                deliveries))
+    assert {r.status for r in replies} == {200}
+    statuses = [r.json()["status"] for r in replies]
+    assert statuses.count("accepted") == 60 and statuses.count("duplicate") == 20
+    stored = events(engine)
+    assert len(stored) == 60
+    enqueued = [i for c in server.calls for i in c.args]
+    assert sorted(enqueued) == sorted(e.id for e in stored)  # each in exactly one job
+
+
+def test_store_many_keeps_order_and_reports_copies_in_one_batch_as_duplicates(engine):
+    from kolaq_console.webhooks.inbox import store_many
+    from kolaq_console.webhooks.verify import Event
+
+    a, b = Event("stripe", "evt_a", "x", {}), Event("stripe", "evt_b", "x", {})
+    first = store_many(engine, [a, b, a], 60)
+    assert [s.created for s in first] == [True, True, False]
+    assert first[0].id == first[2].id != first[1].id
+    again = store_many(engine, [b, Event("paystack", "evt_a", "x", {})], 60)
+    assert [s.created for s in again] == [False, True] and again[0].id == first[1].id
+
+
+def test_storage_down_answers_503_so_the_provider_retries(engine, wh_settings, secrets_env):
+    from kolaq_console.db import make_engine
+
+    broken = make_engine("postgresql://nobody@127.0.0.1:1/none")
+    with dispatch.recording() as calls, ServerThread(make_app(wh_settings, broken)) as srv:
+        reply = post_event(srv.url, "paystack", valid_event("paystack"), secrets_env)
+        assert reply.status == 503 and "retry" in reply.json()["error"]
+        assert request(srv.url, "GET", "/health").status == 503
+    assert calls == []

@@ -67,18 +67,64 @@ def store(engine: Engine, event: Event, lease_seconds: float) -> Stored:
     return Stored(existing, False)
 
 
-def enqueue(row_id: int) -> None:
-    dispatch.enqueue(TASK, row_id)
+def store_many(engine: Engine, events: list[Event], lease_seconds: float) -> list[Stored]:
+    """`store` for several events in one transaction: one multi-row INSERT ... ON CONFLICT DO
+    NOTHING, one commit (the server's group commit). Results in the order of `events`; of two
+    copies of one event in the same batch, the first is the new one."""
+    if not events:
+        return []
+    now = utcnow()
+    lease = now + timedelta(seconds=lease_seconds)
+    table = WebhookEvent.__table__  # type: ignore[attr-defined]
+    keys = [(e.provider, e.event_id) for e in events]
+    unique = list(dict.fromkeys(keys))
+    by_key = {(e.provider, e.event_id): e for e in events}
+    rows = [{"provider": p, "event_id": i, "event_type": by_key[(p, i)].event_type,
+             "payload": by_key[(p, i)].payload, "status": WebhookStatus.received.value,
+             "attempts": 0, "lease_until": lease, "received_at": now} for p, i in unique]
+    with engine.begin() as conn:
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        created = {
+            (r.provider, r.event_id): r.id
+            for r in conn.execute(
+                insert(table).values(rows)
+                .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+                .returning(table.c.provider, table.c.event_id, table.c.id)
+            )
+        }
+        existing: dict[tuple[str, str], int] = {}
+        missing = [k for k in unique if k not in created]
+        for provider in {p for p, _ in missing}:
+            ids = [i for p, i in missing if p == provider]
+            existing.update({
+                (provider, r.event_id): r.id for r in conn.execute(
+                    select(table.c.event_id, table.c.id)
+                    .where(table.c.provider == provider, table.c.event_id.in_(ids)))
+            })
+    out: list[Stored] = []
+    fresh = set(created)
+    for key in keys:
+        if key in fresh:
+            fresh.discard(key)
+            out.append(Stored(created[key], True))
+        else:
+            out.append(Stored(created.get(key) or existing[key], False))
+    return out
 
 
-def enqueue_or_leave(row_id: int) -> bool:
+def enqueue(*row_ids: int) -> None:
+    """One processing job for these events (a group commit's batch enqueues once)."""
+    dispatch.enqueue(TASK, *row_ids)
+
+
+def enqueue_or_leave(*row_ids: int) -> bool:
     """Enqueue the processing job; if the queue is down, the sweeper will (returns False)."""
     try:
-        enqueue(row_id)
+        enqueue(*row_ids)
         return True
     except Exception as exc:
-        log.warning("webhook event #%s stored but not enqueued (%s); the sweeper will "
-                    "enqueue it after its lease", row_id, exc)
+        log.warning("webhook event(s) %s stored but not enqueued (%s); the sweeper will "
+                    "enqueue them after their lease", ", ".join(f"#{i}" for i in row_ids), exc)
         return False
 
 

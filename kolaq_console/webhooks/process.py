@@ -92,3 +92,22 @@ def _record_failure(engine: Engine, row_id: int, exc: BaseException, retries_lef
     else:
         log.warning("webhook event #%s: %s; retry in %.2f s (%d left)", row_id, reason,
                     retry_delay, retries_left)
+
+
+def process_events(engine: Engine, settings: Settings, row_ids: tuple[int, ...], *,
+                   retries_left: int = 0, retry_delay: float = 0.0) -> list[str]:
+    """Process each event of one job (a batch the server committed together) in its own
+    transaction; if any raised, the first error is re-raised after the others ran, so Huey
+    retries the job and the events already done are skipped."""
+    outcomes: list[str] = []
+    first_error: Exception | None = None
+    for row_id in row_ids:
+        try:
+            outcomes.append(process_event(engine, settings, row_id, retries_left=retries_left,
+                                          retry_delay=retry_delay))
+        except Exception as exc:
+            outcomes.append("error")
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
+    return outcomes

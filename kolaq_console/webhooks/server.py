@@ -1,8 +1,9 @@
 """The webhook receiver (Starlette, served by uvicorn).
 
 - POST /webhooks/{paystack,stripe,resend}: size check, signature on the raw body, JSON, then the
-  event is committed to the inbox before the 200; its processing job is enqueued after. A
-  redelivery answers 200 and does nothing. 401 bad or missing signature (nothing stored, the
+  event is committed to the inbox before the 200 (concurrent events share one commit, see
+  `writer`); its processing job is enqueued after. A redelivery answers 200 and does nothing;
+  storage down answers 503 (the provider retries). 401 bad or missing signature (nothing stored, the
   reason logged), 400 malformed, 413 too large, 503 when the provider's secret is not set: an
   endpoint without its secret refuses every event (never accepts unsigned ones) and the
   provider keeps retrying until an operator sets it.
@@ -31,7 +32,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kolaq_console.config import Settings
-from kolaq_console.webhooks import inbox, pages
+from kolaq_console.webhooks import pages
 from kolaq_console.webhooks.verify import (
     PROVIDERS,
     SECRET_NAMES,
@@ -39,6 +40,7 @@ from kolaq_console.webhooks.verify import (
     MalformedEvent,
     verify,
 )
+from kolaq_console.webhooks.writer import InboxWriter
 
 log = logging.getLogger("kolaq_console.webhooks")
 access_log = logging.getLogger("kolaq.access")
@@ -76,6 +78,7 @@ class Receiver:
     def __init__(self, settings: Settings, engine: Engine):
         self.settings = settings
         self.engine = engine
+        self.writer = InboxWriter(engine, settings.webhooks.lease_seconds)
         secrets = settings.secrets
         self.secrets = {
             "paystack": secrets.paystack_secret_key,
@@ -113,17 +116,16 @@ class Receiver:
             _state(request, reason=str(exc))
             log.warning("%s webhook refused (400): %s", provider, exc)
             return JSONResponse({"error": f"malformed event: {exc}"}, 400)
-        stored = await run_in_threadpool(self._store, event)
+        try:
+            stored = await self.writer.store(event)
+        except Exception as exc:  # the provider will retry: nothing was acknowledged
+            _state(request, reason="storage unavailable")
+            log.error("%s webhook not stored (503): %s", provider, exc)
+            return JSONResponse({"error": "storage unavailable; retry later"}, 503)
         _state(request, event_id=event.event_id, event_type=event.event_type, row=stored.id,
                duplicate=not stored.created)
         return JSONResponse({"status": "accepted" if stored.created else "duplicate",
                              "id": stored.id})
-
-    def _store(self, event) -> inbox.Stored:
-        stored = inbox.store(self.engine, event, self.settings.webhooks.lease_seconds)
-        if stored.created:
-            inbox.enqueue_or_leave(stored.id)
-        return stored
 
     async def unsubscribe_page(self, request: Request) -> Response:
         from kolaq_console import consent
@@ -234,6 +236,7 @@ def make_app(settings: Settings, engine: Engine, *,
         for name in receiver.missing_secrets():
             log.warning("%s is not set: its webhook endpoint answers 503 to every event", name)
         yield
+        await receiver.writer.close()
         engine.dispose()
 
     routes = [
