@@ -13,7 +13,6 @@ import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,31 +39,16 @@ class Stored:
 
 
 @functools.lru_cache(maxsize=4)
-def _insert_statement(dialect: str):
+def _insert_many_statement(dialect: str):
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table = WebhookEvent.__table__  # type: ignore[attr-defined]
     return (insert(table).on_conflict_do_nothing(index_elements=["provider", "event_id"])
-            .returning(table.c.id))
+            .returning(table.c.provider, table.c.event_id, table.c.id))
 
 
 def store(engine: Engine, event: Event, lease_seconds: float) -> Stored:
-    """Insert the event (or find it) and commit; one round trip when it is new."""
-    now = utcnow()
-    values: dict[str, Any] = {
-        "provider": event.provider, "event_id": event.event_id, "event_type": event.event_type,
-        "payload": event.payload, "status": WebhookStatus.received.value, "attempts": 0,
-        "lease_until": now + timedelta(seconds=lease_seconds), "received_at": now,
-    }
-    table = WebhookEvent.__table__  # type: ignore[attr-defined]
-    with engine.begin() as conn:
-        new_id = conn.execute(_insert_statement(conn.dialect.name), values).scalar()
-        if new_id is not None:
-            return Stored(new_id, True)
-        existing = conn.execute(
-            select(table.c.id).where(table.c.provider == event.provider,
-                                     table.c.event_id == event.event_id)
-        ).scalar_one()
-    return Stored(existing, False)
+    """Insert the event (or find it) and commit."""
+    return store_many(engine, [event], lease_seconds)[0]
 
 
 def store_many(engine: Engine, events: list[Event], lease_seconds: float) -> list[Stored]:
@@ -83,14 +67,11 @@ def store_many(engine: Engine, events: list[Event], lease_seconds: float) -> lis
              "payload": by_key[(p, i)].payload, "status": WebhookStatus.received.value,
              "attempts": 0, "lease_until": lease, "received_at": now} for p, i in unique]
     with engine.begin() as conn:
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        # One cached statement; SQLAlchemy sends the rows as one multi-row INSERT
+        # ("insertmanyvalues"), so neither compiling nor round trips grow with the batch.
         created = {
             (r.provider, r.event_id): r.id
-            for r in conn.execute(
-                insert(table).values(rows)
-                .on_conflict_do_nothing(index_elements=["provider", "event_id"])
-                .returning(table.c.provider, table.c.event_id, table.c.id)
-            )
+            for r in conn.execute(_insert_many_statement(conn.dialect.name), rows)
         }
         existing: dict[tuple[str, str], int] = {}
         missing = [k for k in unique if k not in created]
