@@ -49,20 +49,24 @@ class InboxWriter:
                 batch.append(self._queue.get_nowait())
             events = [e for e, _ in batch]
             try:
-                stored = await run_in_threadpool(inbox.store_many, self.engine, events,
-                                                 self.lease_seconds)
+                stored = await run_in_threadpool(self._store_and_enqueue, events)
             except Exception as exc:
                 log.error("could not store %d webhook event(s): %s", len(batch), exc)
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            new = [s.id for s in stored if s.created]
-            if new:
-                await run_in_threadpool(inbox.enqueue_or_leave, *new)
             for (_, done), result in zip(batch, stored, strict=True):
                 if not done.done():
                     done.set_result(result)
+
+    def _store_and_enqueue(self, events: list[Event]) -> list[inbox.Stored]:
+        """One trip to a worker thread per batch: commit, then one job for the new events."""
+        stored = inbox.store_many(self.engine, events, self.lease_seconds)
+        new = [s.id for s in stored if s.created]
+        if new:
+            inbox.enqueue_or_leave(*new)
+        return stored
 
     async def close(self) -> None:
         if self._task is not None:
