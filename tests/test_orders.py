@@ -124,3 +124,23 @@ def test_order_detail_links_emails_events_and_activity(engine, settings):
     assert d["payment"]["status"] == "paid" and d["payment"]["provider"] == "manual"
     assert [e["kind"] for e in d["emails"]] == ["order_confirmation"]
     assert d["activity"][0]["action"] == "order.status"
+
+
+def test_the_demo_shop_has_payable_orders_tracking_links_and_webhook_events(engine):
+    from kolaq_console.demo import load_demo
+    from kolaq_console.models import Order, Suppression, WebhookEvent
+
+    first = load_demo(engine)
+    assert first.webhooks > 0
+    assert load_demo(engine).webhooks == 0  # idempotent
+    with Session(engine) as s:
+        orders = s.exec(select(Order)).all()
+        events = s.exec(select(WebhookEvent)).all()
+        suppressed = s.exec(select(Suppression)).all()
+    pending = [o for o in orders if o.status == "pending"]
+    assert pending and all(o.payment_reference for o in pending)
+    shipped = [o for o in orders if o.tracking_number]
+    assert shipped and all(o.tracking_url.startswith("https://") for o in shipped)
+    assert {e.status for e in events} >= {"processed", "flagged", "ignored"}
+    assert {e.provider for e in events} == {"paystack", "stripe", "resend"}
+    assert [s.reason for s in suppressed] == ["bounced"]
