@@ -246,3 +246,12 @@ def test_order_emails_right_align_number_headings_after_inlining_and_link_the_or
     assert "Nigeria" in html and ">NG<" not in html
     shipping = draft(shop, settings, "shipping_notification")
     assert 'href="https://track.example/GIG7000001"' in shipping.html
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_customer_email_has_reply_to_support(shop, settings, kind):
+    email = draft(shop, settings, kind)
+    if kind == "low_stock":  # to the admin
+        assert "Reply-To" not in email.headers
+    else:
+        assert email.headers["Reply-To"] == settings.email.support_email

@@ -212,6 +212,8 @@ def build_email(
     validate_sender(settings.email.from_address)
     ctx: dict[str, Any] = dict(context or {})
     headers: dict[str, str] = {FROM_HEADER: settings.email.from_address}
+    if kind != "low_stock":  # customers' replies go to support, not the no-reply sender
+        headers[REPLY_TO_HEADER] = settings.email.support_email
     order_id = broadcast_id = None
 
     if kind in ORDER_KINDS:
@@ -219,7 +221,6 @@ def build_email(
         order_id = order.id
         recipient = validate_address(to or (customer.email if customer else None))
         ctx = {**order_ctx, **ctx}
-        headers[REPLY_TO_HEADER] = settings.email.support_email
         if kind == "order_confirmation":
             key = f"order_confirmation/{order.number}"
         elif kind == "shipping_notification":
