@@ -25,7 +25,12 @@ from kolaq_console.alerts import reconciliation_report
 from kolaq_console.config import Settings
 from kolaq_console.errors import NotFound, PermanentJobError
 from kolaq_console.inventory.lowstock import CHECK_JOB, follow_up, send_alerts
-from kolaq_console.inventory.reconcile import ReconcileResult, reconcile, reconcile_product
+from kolaq_console.inventory.reconcile import (
+    ReconcileResult,
+    Unreconcilable,
+    reconcile,
+    reconcile_product,
+)
 from kolaq_console.schedules import ShopCrontab, SlotOutcome, run_in_slot
 
 log = logging.getLogger(__name__)
@@ -59,13 +64,13 @@ def reported(engine: Engine, settings: Settings, result: ReconcileResult) -> dic
 
 def _work(engine: Engine, settings: Settings, job: str,
           now: datetime | None) -> Callable[[], dict[str, Any]]:
-    ttl = settings.inventory.lock_ttl_seconds
+    ttl, top = settings.inventory.lock_ttl_seconds, settings.inventory.max_stock
     if job == RECONCILE_JOB:
-        return lambda: reported(engine, settings,
-                                reconcile(engine, actor=SCHEDULER, lease_ttl=ttl))
+        return lambda: reported(engine, settings, reconcile(engine, actor=SCHEDULER, lease_ttl=ttl,
+                                                            max_stock=top))
     if job == FULL_RECONCILE_JOB:
-        return lambda: reported(engine, settings,
-                                reconcile(engine, full=True, actor=SCHEDULER, lease_ttl=ttl))
+        return lambda: reported(engine, settings, reconcile(engine, full=True, actor=SCHEDULER,
+                                                            lease_ttl=ttl, max_stock=top))
     if job == CHECK_JOB:
         return lambda: send_alerts(engine, settings, now=now, actor=SCHEDULER).as_dict()
     raise ValueError(f"unknown inventory job {job!r}; expected one of {', '.join(SETTINGS)}")
@@ -106,8 +111,10 @@ def reconcile_now(engine: Engine, settings: Settings, sku: str | None = None,
     event table raises a retryable error; an unknown SKU fails at once."""
     if sku:
         try:
-            return reported(engine, settings, reconcile_product(engine, sku, actor=actor))
-        except NotFound as exc:
+            return reported(engine, settings, reconcile_product(
+                engine, sku, actor=actor, max_stock=settings.inventory.max_stock))
+        except (NotFound, Unreconcilable) as exc:
             raise PermanentJobError(str(exc)) from exc
-    return reported(engine, settings, reconcile(engine, full=full, actor=actor,
-                                                lease_ttl=settings.inventory.lock_ttl_seconds))
+    return reported(engine, settings, reconcile(
+        engine, full=full, actor=actor, lease_ttl=settings.inventory.lock_ttl_seconds,
+        max_stock=settings.inventory.max_stock))

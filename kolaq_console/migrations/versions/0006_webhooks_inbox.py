@@ -1,7 +1,7 @@
 """webhooks inbox and email delivery state
 
-Revision ID: 0005_webhooks_inbox
-Revises: 0004_jobs
+Revision ID: 0006_webhooks_inbox
+Revises: 0005_stock_bigint
 Create Date: 2026-11-30 17:21:43.659650
 
 - webhook_events: attempts, lease_until (past it the sweeper re-enqueues a `received` event
@@ -19,8 +19,8 @@ from alembic import op
 import kolaq_console.models
 
 
-revision: str = '0005_webhooks_inbox'
-down_revision: str | None = '0004_jobs'
+revision: str = '0006_webhooks_inbox'
+down_revision: str | None = '0005_stock_bigint'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
