@@ -1,7 +1,7 @@
 """webhooks inbox and email delivery state
 
-Revision ID: 0006_webhooks_inbox
-Revises: 0005_stock_bigint
+Revision ID: 0007_webhooks_inbox
+Revises: 0006_worker_claims
 Create Date: 2026-11-30 17:21:43.659650
 
 - webhook_events: attempts, lease_until (past it the sweeper re-enqueues a `received` event
@@ -19,8 +19,8 @@ from alembic import op
 import kolaq_console.models
 
 
-revision: str = '0006_webhooks_inbox'
-down_revision: str | None = '0005_stock_bigint'
+revision: str = '0007_webhooks_inbox'
+down_revision: str | None = '0006_worker_claims'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
