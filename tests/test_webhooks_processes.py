@@ -100,14 +100,15 @@ def test_worker_killed_between_the_2xx_and_processing_then_restart_processes_the
         s.commit()
     server, url = start_server(spawn, secrets_env)
     payment = paystack_charge("PSK-REF-1", TOTAL)
+    huey = tasks_module.huey
+    worker = spawn("worker", "-w", "2", env=secrets_env, name="worker")
+    worker.wait_for_output("job ledger: worker")  # registered: it takes jobs from now on
+    worker.signal(signal.SIGSTOP)  # frozen, so the job waits for it in the queue
 
     reply = post_event(url, "paystack", payment, secrets_env)
     assert reply.status == 200 and reply.json()["status"] == "accepted"
-    huey = tasks_module.huey
-    assert pending_by_queue(huey)["webhooks"] == 1
-
     with holding_the_order(settings, "KB-1001"):
-        worker = spawn("worker", "-w", "2", env=secrets_env, name="worker")
+        worker.signal(signal.SIGCONT)
         wait_until(lambda: pending_by_queue(huey)["webhooks"] == 0,
                    message="the worker to take the job off the queue")
         time.sleep(0.5)  # let it reach the blocked statement (not an assertion)
