@@ -16,7 +16,7 @@ from kolaq_console import consent
 from kolaq_console.config import Settings
 from kolaq_console.emails.composers.broadcast import content, copy_key, template_context
 from kolaq_console.emails.render import render
-from kolaq_console.emails.request import FROM_HEADER, validate_sender
+from kolaq_console.emails.request import FROM_HEADER, REPLY_TO_HEADER, validate_sender
 
 SLOT = "kolaq-unsubscribe-token-slot"  # URL-safe, survives escaping and CSS inlining
 _lock = threading.Lock()
@@ -69,7 +69,7 @@ class Copies:
             subject=r.subject,
             html=r.html.replace(SLOT, token),
             text=r.text.replace(SLOT, token),
-            headers={FROM_HEADER: self.sender,
+            headers={FROM_HEADER: self.sender, REPLY_TO_HEADER: self.settings.email.support_email,
                      **consent.list_unsubscribe_headers(self.settings, address, token)},
             idempotency_key=copy_key(self.broadcast_id, address),
         )

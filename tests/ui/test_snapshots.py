@@ -83,3 +83,21 @@ def test_broadcasts(snap_compare, size):
 def test_broadcast_send_confirmation(snap_compare):
     assert snap_compare(BROADCASTS_APP, terminal_size=(80, 24),
                         run_before=keys("5", "ctrl+g"))
+
+
+@SIZES
+def test_orders(snap_compare, size):
+    assert snap_compare(APP, terminal_size=size, run_before=keys("6"))
+
+
+def test_order_detail(snap_compare):
+    assert snap_compare(APP, terminal_size=(80, 24), run_before=keys("6", "enter"))
+
+
+def test_order_status_choice(snap_compare):
+    assert snap_compare(APP, terminal_size=(80, 24), run_before=keys("6", "s"))
+
+
+@SIZES
+def test_webhooks(snap_compare, size):
+    assert snap_compare(APP, terminal_size=size, run_before=keys("7"))

@@ -18,6 +18,7 @@ from kolaq_console import consent
 from kolaq_console.config import Settings
 from kolaq_console.emails.composers.base import Composition, composer
 from kolaq_console.emails.request import (
+    REPLY_TO_HEADER,
     EmailRequest,
     digest,
     validate_address,
@@ -68,6 +69,7 @@ def broadcast(session: Session, settings: Settings, request: EmailRequest) -> Co
         context=template_context(subject, body, consent.unsubscribe_url(settings, to)),
         key=copy_key(broadcast_id, to) if broadcast_id is not None
         else f"broadcast-test/{uuid.uuid4().hex}",
-        headers=consent.list_unsubscribe_headers(settings, to),
+        headers={REPLY_TO_HEADER: settings.email.support_email,
+                 **consent.list_unsubscribe_headers(settings, to)},
         broadcast_id=broadcast_id,
     )

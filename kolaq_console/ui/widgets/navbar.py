@@ -9,11 +9,15 @@ from textual.widgets import Static
 
 SCREENS = (("1", "overview", "Overview"), ("2", "failed", "Failed jobs"),
            ("3", "inventory", "Inventory"), ("4", "emails", "Emails"),
-           ("5", "broadcast", "Broadcasts"))
+           ("5", "broadcast", "Broadcasts"), ("6", "orders", "Orders"),
+           ("7", "webhooks", "Webhooks"))
+# Below 100 columns every label must fit one 80-column line with the flags.
+SHORT = {"overview": "Home", "failed": "Failed", "inventory": "Stock", "emails": "Mail",
+         "broadcast": "Bcast", "webhooks": "Hooks"}
 
 
 class NavBar(Horizontal):
-    """`1 Overview  2 Failed jobs  3 Inventory  4 Emails  5 Broadcasts` ... `PAUSED  worker off`."""
+    """`1 Overview  2 Failed jobs ... 7 Webhooks` ... `PAUSED  READ-ONLY  worker off`."""
 
     def __init__(self, current: str) -> None:
         super().__init__()
@@ -21,7 +25,10 @@ class NavBar(Horizontal):
 
     def compose(self) -> ComposeResult:
         parts = []
+        narrow = self.app.size.width < 100  # every label on one 80-column line
         for key, mode, label in SCREENS:
+            if narrow:
+                label = SHORT.get(mode, label)
             if mode == self.current:
                 parts.append(f"[reverse b] {key} {label} [/]")
             else:
