@@ -15,6 +15,9 @@ from kolaq_console.emails.delivery import deliver
 from kolaq_console.emails.outbox import reopen_failed, sweep_stale
 from kolaq_console.inventory import periodic as inventory
 from kolaq_console.jobs import install_ledger, on_operator_retry, rerun_safe
+from kolaq_console.sms.delivery import deliver as deliver_text
+from kolaq_console.sms.outbox import reopen_failed as reopen_failed_text
+from kolaq_console.sms.outbox import sweep_stale as sweep_stale_texts
 from kolaq_console.taskqueue import make_huey, task_options
 
 settings = runtime.settings()
@@ -59,6 +62,39 @@ on_operator_retry(
 def sweep_email_outbox() -> list[int]:
     """Every minute: re-enqueue outbox rows whose lease ran out (their job was lost)."""
     return sweep_stale(runtime.engine(), runtime.settings())
+
+
+# --- SMS and WhatsApp ----------------------------------------------------------------------------
+
+@rerun_safe  # the row's claim and the look in Twilio's list before a re-send make a re-run safe
+@huey.task(context=True, **_opts("emails"))
+def send_text(row_id: int, task=None) -> str:
+    """Send SMS/WhatsApp message row `row_id` (the row is the record; the job carries its id)."""
+    s = runtime.settings()
+    transport = runtime.sms_transport(s)
+    return deliver_text(
+        runtime.engine(), s, row_id,
+        transport=transport,
+        limiter=runtime.sms_limiter(s) if transport.rate_limited else None,
+        retries_left=task.retries if task else 0,
+        retry_delay=task.retry_delay if task else 0.0,
+        task_id=task.id if task else None,
+    )
+
+
+# An operator's retry of a failed send reopens its message row ("unknown" rows need a decision
+# in the console or `sms retry --yes`, not a job retry).
+on_operator_retry(
+    send_text,
+    lambda conn, row_id, task=None: reopen_failed_text(conn, row_id,
+                                                       runtime.settings().sms.lease_seconds),
+)
+
+
+@huey.periodic_task(crontab(), **_opts("emails", retry=False))
+def sweep_text_outbox() -> list[int]:
+    """Every minute: re-enqueue messages whose lease ran out (their job was lost)."""
+    return sweep_stale_texts(runtime.engine(), runtime.settings())
 
 
 # --- inventory -------------------------------------------------------------------------------
@@ -106,4 +142,5 @@ def jobs_housekeeping() -> None:
 
 # --- the road from domain code onto this queue -----------------------------------------------
 
-dispatch.install(huey, send_email=send_email, reconcile_inventory=reconcile_inventory)
+dispatch.install(huey, send_email=send_email, send_text=send_text,
+                 reconcile_inventory=reconcile_inventory)
