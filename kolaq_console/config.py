@@ -525,10 +525,11 @@ def _explain(exc: ValidationError, path: Path | None, environ: Mapping[str, str]
             where = f"environment variable {seed}"
         elif env_name in environ:
             where = f"environment variable {env_name}"
-        elif path is not None:
-            where = f"{path}: [{section}] {key}"
         else:
-            where = f"[{section}] {key}"
+            # A nested table ([sms.whatsapp_templates.KIND] content_sid) is named in full.
+            table = ".".join(loc[:-1]) if len(loc) > 2 else section
+            name = loc[-1] if len(loc) > 2 else key
+            where = f"[{table}] {name}" if path is None else f"{path}: [{table}] {name}"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             known = SECTIONS.get(section)

@@ -29,7 +29,10 @@ def normalise_number(value: str | None, region: str, what: str = "phone number")
     except phonenumbers.NumberParseException as exc:
         raise UserError(f"invalid {what} {raw!r}: {exc._msg}") from None
     if not phonenumbers.is_valid_number(parsed):
-        where = phonenumbers.region_code_for_number(parsed) or f"+{parsed.country_code}"
+        where = (phonenumbers.region_code_for_number(parsed)
+                 or phonenumbers.region_code_for_country_code(parsed.country_code))
+        if where in (None, "ZZ"):
+            where = f"+{parsed.country_code}"
         raise UserError(f"invalid {what} {raw!r}: not a valid number for {where}")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
