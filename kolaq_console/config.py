@@ -252,6 +252,22 @@ class NotificationsSettings(Section):
     low_stock: ChannelList = ["email"]
     """The admin's low-stock alert ([email] admin_email, [sms] admin_phone)."""
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _from_env_text(cls, value: Any) -> Any:
+        """KOLAQ_NOTIFICATIONS__<KIND>="email,sms" (or a JSON list) from the environment."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    return value
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
     def channels(self, kind: str) -> list[str]:
         return list(getattr(self, kind, ["email"]))
 
