@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import functools
+
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, delete, select
 
 from kolaq_console.models import ActivityLog, Customer, PhoneOptOut, utcnow
@@ -25,13 +28,22 @@ def opt_out_of(session: Session, number: str, channel: str) -> PhoneOptOut | Non
     ).first()
 
 
+@functools.lru_cache(maxsize=1)
+def _opted_statement():
+    t = PhoneOptOut.__table__  # type: ignore[attr-defined]
+    return (select(t.c.reason, t.c.created_at)
+            .where(t.c.number == bindparam("b_number"), t.c.channel == bindparam("b_channel"))
+            .limit(1))
+
+
 def refusal(session: Session, channel: str, number: str,
             customer: Customer | None = None) -> str | None:
     """Why `number` may not get a message on `channel` now; None if it may."""
-    opted = opt_out_of(session, number, channel)
+    opted = session.connection().execute(
+        _opted_statement(), {"b_number": number, "b_channel": channel}).first()
     if opted is not None:
-        when = opted.created_at.strftime("%Y-%m-%d")
-        return f"{number} opted out of {channel} ({opted.reason}, {when})"
+        reason, created = opted
+        return f"{number} opted out of {channel} ({reason}, {created:%Y-%m-%d})"
     if customer is not None and not getattr(customer, CONSENT_FIELD[channel]):
         what = "consented to SMS" if channel == "sms" else "opted in to WhatsApp"
         return f"customer {customer.email} has not {what}"

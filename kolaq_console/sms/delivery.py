@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -32,7 +32,7 @@ from kolaq_console import channel_consent
 from kolaq_console.config import Settings
 from kolaq_console.emails.ratelimit import RateLimiter
 from kolaq_console.errors import PermanentJobError
-from kolaq_console.models import Customer, TextMessage, TextStatus, utcnow
+from kolaq_console.models import Customer, PhoneOptOut, TextMessage, TextStatus, utcnow
 from kolaq_console.redact import redact
 from kolaq_console.sms.outbox import doubt_of_lapsed_attempt
 from kolaq_console.sms.transports import (
@@ -74,6 +74,10 @@ class Claimed:
     attempts: int
     doubt_since: datetime | None
     customer_id: int | None
+    # Consent as the claim's transaction saw it (see `_refusal`).
+    opted_out: str | None = None
+    sms_consent: bool | None = None
+    whatsapp_opt_in: bool | None = None
 
     def outgoing(self, settings: Settings) -> Outgoing:
         callback = None
@@ -117,6 +121,23 @@ def _claim_statement():
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _consent_statement():
+    """One round trip: is the number opted out of the channel, and has the customer (if any)
+    consented to SMS / opted in to WhatsApp?"""
+    opt = PhoneOptOut.__table__  # type: ignore[attr-defined]
+    cust = Customer.__table__  # type: ignore[attr-defined]
+    opted = (select(opt.c.reason).where(opt.c.number == bindparam("b_number"),
+                                        opt.c.channel == bindparam("b_channel"))
+             .limit(1).scalar_subquery())
+    consent = select(cust.c.sms_consent, cust.c.whatsapp_opt_in).where(
+        cust.c.id == bindparam("b_customer"))
+    return select(opted.label("opted"), consent.with_only_columns(cust.c.sms_consent)
+                  .scalar_subquery().label("sms"),
+                  consent.with_only_columns(cust.c.whatsapp_opt_in).scalar_subquery()
+                  .label("whatsapp"))
+
+
 def claim(engine: Engine, row_id: int, lease_seconds: float, task_id: str | None = None,
           now: datetime | None = None) -> Claimed | None:
     """Atomically take the row for sending (one conditional UPDATE ... RETURNING): a `queued`
@@ -126,7 +147,14 @@ def claim(engine: Engine, row_id: int, lease_seconds: float, task_id: str | None
               "b_lease": now + timedelta(seconds=lease_seconds), "b_task": task_id}
     with engine.begin() as conn:
         row = conn.execute(_claim_statement(), params).first()
-    return Claimed(*row) if row else None
+        if row is None:
+            return None
+        claimed = Claimed(*row)
+        consent = conn.execute(_consent_statement(), {
+            "b_number": claimed.to_number, "b_channel": claimed.channel,
+            "b_customer": claimed.customer_id}).one()
+    return replace(claimed, opted_out=consent[0], sms_consent=consent[1],
+                   whatsapp_opt_in=consent[2])
 
 
 @functools.lru_cache(maxsize=32)
@@ -146,20 +174,26 @@ def _update(engine: Engine, row_id: int, where_status: tuple[str, ...], **values
         return conn.execute(stmt, params).rowcount == 1
 
 
+@functools.lru_cache(maxsize=1)
+def _sent_statement():
+    return (
+        update(_T)
+        .where(_T.c.id == bindparam("b_id"), _T.c.status.in_(_OPEN))
+        .values(status=TextStatus.sent.value, provider_message_id=bindparam("b_sid"),
+                sent_at=bindparam("b_now"), updated_at=bindparam("b_now"),
+                last_error=bindparam("b_note"), error_code=None, next_attempt_at=None,
+                lease_until=None, doubt_since=None,
+                # A status callback may have come first: keep what it said.
+                delivery_status=func.coalesce(_T.c.delivery_status, bindparam("b_state")))
+    )
+
+
 def mark_sent(engine: Engine, row_id: int, provider_message_id: str,
               provider_status: str | None = None, note: str | None = None) -> bool:
-    now = utcnow()
-    stmt = (
-        update(_T)
-        .where(_T.c.id == row_id, _T.c.status.in_(_OPEN))
-        .values(status=TextStatus.sent.value, provider_message_id=provider_message_id,
-                sent_at=now, updated_at=now, last_error=note, error_code=None,
-                next_attempt_at=None, lease_until=None, doubt_since=None,
-                # A status callback may have come first: keep what it said.
-                delivery_status=func.coalesce(_T.c.delivery_status, provider_status))
-    )
+    params = {"b_id": row_id, "b_sid": provider_message_id, "b_now": utcnow(),
+              "b_note": note, "b_state": provider_status}
     with engine.begin() as conn:
-        return conn.execute(stmt).rowcount == 1
+        return conn.execute(_sent_statement(), params).rowcount == 1
 
 
 def mark_failed(engine: Engine, row_id: int, reason: str, code: int | None = None,
@@ -193,10 +227,16 @@ def extend_lease(engine: Engine, row_id: int, seconds: float) -> bool:
 
 
 def _refusal(engine: Engine, row: Claimed) -> str | None:
-    """Consent, again at send time: a STOP may have arrived since the message was queued."""
+    """Consent, again at send time: a STOP may have arrived since the message was queued.
+    The claim read it in its own transaction; the wording comes from channel_consent."""
+    consented = row.sms_consent if row.channel == "sms" else row.whatsapp_opt_in
+    allowed = row.opted_out is None and (row.customer_id is None or bool(consented))
+    if allowed:
+        return None
     with Session(engine) as session:
         customer = session.get(Customer, row.customer_id) if row.customer_id else None
-        return channel_consent.refusal(session, row.channel, row.to_number, customer)
+        return channel_consent.refusal(session, row.channel, row.to_number, customer) or \
+            "consent withdrawn"
 
 
 def _owned_elsewhere(engine: Engine, row_id: int, sids: list[str]) -> set[str]:

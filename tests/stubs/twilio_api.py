@@ -896,6 +896,10 @@ class TwilioStubProcess(TwilioStubClient):
         self._startup_timeout = startup_timeout
         self._proc: subprocess.Popen[str] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
     def start(self) -> TwilioStubProcess:
         # The token goes through the environment, never the command line (ps shows argv).
         import os
