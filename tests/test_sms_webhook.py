@@ -212,3 +212,25 @@ def test_the_stand_ins_callbacks_verify_with_the_sdks_validator(twilio_settings)
         form = status_form("SM" + "2" * 32, "delivered")
         assert RequestValidator(TOKEN).validate(f"{BASE}?m=7", form,
                                                 signature(TOKEN, f"{BASE}?m=7", form))
+
+
+def test_the_low_stock_alert_also_texts_the_admin_when_configured_after_commit_only(
+    engine, make_settings
+):
+    from inventory_helpers import add_events, add_products
+
+    from kolaq_console import runtime
+    from kolaq_console.inventory.lowstock import send_alerts
+
+    settings = make_settings(notifications__low_stock="email,sms,whatsapp")
+    runtime.configure(settings)
+    ids = add_products(engine, 2, prefix="LS")
+    add_events(engine, [(ids[0], 2), (ids[1], 50)])
+    with dispatch.recording() as calls:
+        assert send_alerts(engine, settings).queued
+        assert send_alerts(engine, settings).queued is False  # once a day
+    rows = texts(engine)
+    assert sorted((r.channel, r.to_number) for r in rows) == [
+        ("sms", "+2348090000009"), ("whatsapp", "+2348090000009")]
+    assert all("LS-000" in r.body and r.kind == "low_stock" for r in rows)
+    assert sorted(c.task for c in calls) == ["send_email", "send_text", "send_text"]
