@@ -15,7 +15,7 @@ from kolaq_console.db import StorageUnavailable, ping
 from kolaq_console.inventory.lowstock import low_stock_products as inventory_low_stock
 from kolaq_console.jobs import failed as failed_jobs
 from kolaq_console.jobs import workers
-from kolaq_console.models import EmailOutbox
+from kolaq_console.models import EmailOutbox, TextMessage
 from kolaq_console.taskqueue import LOGICAL_QUEUES, QueueDepth, ping_queue, queue_depths
 
 
@@ -27,6 +27,9 @@ class Status:
     failed_jobs: int = 0
     low_stock: list[dict[str, Any]] = field(default_factory=list)
     outbox: dict[str, int] = field(default_factory=lambda: {"queued": 0, "sent": 0, "failed": 0})
+    # SMS/WhatsApp rows; null (not 0) when the database could not be read.
+    messages: dict[str, int | None] = field(default_factory=lambda: dict.fromkeys(
+        ("queued", "sent", "failed", "unknown")))
     storage: dict[str, str] = field(default_factory=lambda: {"database": "ok", "queue": "ok"})
 
     @property
@@ -39,6 +42,7 @@ class Status:
             "failed_jobs": self.failed_jobs,
             "low_stock": self.low_stock,
             "outbox": self.outbox,
+            "messages": self.messages,
             "storage": self.storage,
         }
 
@@ -57,6 +61,19 @@ def outbox_counts(session: Session) -> dict[str, int]:
     for status, n in rows:
         if status in counts:
             counts[status] += n
+    return counts
+
+
+def message_counts(session: Session) -> dict[str, int | None]:
+    """SMS/WhatsApp rows by status: queued (and sending), sent, failed (and cancelled), and
+    unknown (an operator must decide)."""
+    t = TextMessage
+    bucket = case((col(t.status) == "sending", "queued"), (col(t.status) == "cancelled", "failed"),
+                  else_=col(t.status))
+    counts: dict[str, int | None] = {"queued": 0, "sent": 0, "failed": 0, "unknown": 0}
+    for status, n in session.exec(select(bucket, func.count()).group_by(bucket)).all():
+        if status in counts:
+            counts[status] = (counts[status] or 0) + n
     return counts
 
 
@@ -80,6 +97,7 @@ def collect(settings: Settings, engine: Engine, huey: Huey) -> Status:
             status.failed_jobs = failed_count(session)
             status.low_stock = low_stock_products(session, settings.inventory.low_stock_threshold)
             status.outbox = outbox_counts(session)
+            status.messages = message_counts(session)
             in_flight = in_flight_by_queue(session, settings.jobs.lease_seconds)
     except StorageUnavailable as exc:
         status.storage["database"] = str(exc)

@@ -118,3 +118,12 @@ def test_the_sms_cli_module_imports_only_typer_and_the_standard_library_at_top_l
         elif isinstance(node, ast.ImportFrom):
             top.add((node.module or "").split(".")[0])
     assert top <= {"__future__", "typer"} | set(sys.stdlib_module_names), top
+
+
+def test_status_json_counts_messages_by_status(cli, sqlite_engine):
+    seed_order(sqlite_engine, "KB-1001")
+    set_phone(sqlite_engine)
+    cli("sms", "queue", "order_confirmation", "--order", "KB-1001")
+    code, out, _ = cli("status", "--json")
+    assert code == 0
+    assert json.loads(out)["messages"] == {"queued": 1, "sent": 0, "failed": 0, "unknown": 0}
