@@ -225,6 +225,17 @@ class SmsSettings(Section):
             raise ValueError(f"expected a phone number such as '+2348031234567', got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _lease_outlasts_a_call(self) -> SmsSettings:
+        # A worker still inside its Twilio call must not be taken for dead: the next attempt
+        # would find nothing in the list yet and send a second message.
+        if self.lease_seconds <= self.request_timeout + self.max_limiter_wait:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds}) must be more than request_timeout "
+                f"({self.request_timeout}) + max_limiter_wait ({self.max_limiter_wait}), or a "
+                "slow send could be taken for a lost one and sent twice")
+        return self
+
     @field_validator("whatsapp_templates")
     @classmethod
     def _template_kinds(cls, value: dict[str, WhatsAppTemplate]) -> dict[str, WhatsAppTemplate]:

@@ -258,3 +258,11 @@ def test_send_again_is_a_new_row_with_a_new_key_and_an_activity_line(engine, set
     assert again.idempotency_key.startswith("sms/order_confirmation/KB-1001/again-")
     assert [c.args for c in enqueued] == [(original.id,), (again.id,)]
     assert activity(engine)[-1].action == "message.resend"
+
+
+def test_a_lease_shorter_than_a_call_is_refused(tmp_path):
+    """A worker still waiting for Twilio must not be taken for dead (it would send twice)."""
+    path = tmp_path / "c.toml"
+    path.write_text("[sms]\nlease_seconds = 20\nrequest_timeout = 30\n")
+    with pytest.raises(ConfigError, match=r"\[sms\].*lease_seconds \(20.0\) must be more than"):
+        load_settings(environ={}, path=path)

@@ -38,6 +38,20 @@ def queue_generic(engine, settings, numbers, channel="sms"):
                 for n in numbers]
 
 
+def lapse_leases(engine):
+    """Move the dead worker's leases into the past instead of waiting them out."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from kolaq_console.models import TextMessage, utcnow
+
+    with Session(engine) as s:
+        s.execute(update(TextMessage).where(TextMessage.status == "sending")
+                  .values(lease_until=utcnow() - timedelta(seconds=1)))
+        s.commit()
+
+
 def statuses(engine):
     return Counter(r.status for r in texts(engine))
 
@@ -51,13 +65,16 @@ def test_kill_9_between_twilios_answer_and_the_row_update_never_sends_twice(
         # every message exists at Twilio and no row has its provider id.
         stub.inject(delay=30, after_processing=True, method="POST", times=len(NUMBERS))
         ids = queue_generic(engine, settings, NUMBERS)
-        worker = spawn("worker", "-w", "8", env=env, name="first")
+        # This worker waits for Twilio's answer as long as production would (30 s).
+        patient = {**env, "KOLAQ_SMS__REQUEST_TIMEOUT": "30", "KOLAQ_SMS__LEASE_SECONDS": "60"}
+        worker = spawn("worker", "-w", "8", env=patient, name="first")
         wait_until(lambda: len(stub.messages) == len(NUMBERS), timeout=30,
                    message="every message created at Twilio")
         worker.kill9()
         rows = texts(engine)
         assert {r.status for r in rows} == {"sending"}
         assert all(r.provider_message_id is None for r in rows)
+        lapse_leases(engine)  # the minute that passes before anyone notices
 
         spawn("worker", "-w", "4", env=env, name="second")
 
@@ -97,11 +114,13 @@ def test_kill_9_before_twilio_created_anything_sends_each_once_after_restart(
                                       order_number="KB-1001", channel="whatsapp").row.id
         ids = [wa, *queue_generic(sqlite_engine, settings, NUMBERS[:3])]
         stub.inject(delay=30, method="POST", times=len(ids))  # held before processing
-        worker = spawn("worker", "-w", "8", env=env, name="first")
+        patient = {**env, "KOLAQ_SMS__REQUEST_TIMEOUT": "30", "KOLAQ_SMS__LEASE_SECONDS": "60"}
+        worker = spawn("worker", "-w", "8", env=patient, name="first")
         wait_until(lambda: statuses(sqlite_engine).get("sending", 0) == len(ids), timeout=30,
                    message="every message in flight")
         worker.kill9()
         assert stub.messages == []
+        lapse_leases(sqlite_engine)
         spawn("worker", "-w", "4", env=env, name="second")
 
         def all_sent() -> bool:
