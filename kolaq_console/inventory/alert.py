@@ -41,16 +41,18 @@ def email_context(products: Sequence[Any], *, follow_up: bool = False,
 
 def send_low_stock_alert(session: Session, settings: Settings, products: Sequence[Any],
                          idempotency_key: str, *, follow_up: bool = False,
-                         as_of: str | None = None) -> int:
-    """Queue the alert email in the caller's transaction; returns the outbox row id."""
+                         as_of: str | None = None, to: str | None = None) -> int:
+    """Queue the alert email (to the admin, unless `to`) in the caller's transaction; returns
+    the outbox row id."""
     row = queue_email(
-        session, settings, KIND,
+        session, settings, KIND, to=to,
         context=email_context(products, follow_up=follow_up, as_of=as_of),
         idempotency_key=idempotency_key, commit=False, enqueue=False,
     )
     assert row.id is not None
     _enqueue_after_commit(session, row.id)
-    _queue_admin_texts(session, settings, products, idempotency_key)
+    if to is None:  # the admin's alert (not a copy sent elsewhere): by text too if configured
+        _queue_admin_texts(session, settings, products, idempotency_key)
     return row.id
 
 

@@ -33,10 +33,19 @@ re-checks each row it changes under the lock: a one-product run may have moved i
 and then that product is recomputed under the lock. A crash before the last commit
 changes nothing (the lease expires after its TTL); events inserted during a run are above H
 (left for the next run) or at or below it (counted exactly once).
+
+A bad product never fails the run for the others. If the set-based statements hit a data error
+(an overflowing sum, say), the run starts over product by product, each in a savepoint: a
+product that still fails is reported in `refused` and left as it was, every other one is folded
+up to H with its own mark (stock_event_id = H); the checkpoint stays where it was while any
+product is refused, so the refused product's events stay unfolded, not lost. Products whose new
+stock is beyond +/-`max_stock` are folded (the cache must tell the truth) and listed in
+`out_of_range` for an operator to look at.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
@@ -48,10 +57,11 @@ from typing import Any
 from sqlalchemy import bindparam, case, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, col, select
 
-from kolaq_console.errors import NotFound
+from kolaq_console.errors import KolaqError, NotFound
 from kolaq_console.inventory.lease import Lease
 from kolaq_console.inventory.stock import (
     CHECKPOINT_KEY,
@@ -69,9 +79,12 @@ from kolaq_console.models import (
 )
 from kolaq_console.sqlutil import rarely, write_session
 
+log = logging.getLogger(__name__)
+
 LEASE_NAME = "inventory.reconcile"
 ACTION_PRODUCT = "inventory.reconcile"
 ACTION_RUN = "inventory.reconcile.run"
+ACTION_REFUSED = "inventory.reconcile.refused"
 BATCH = 500
 SUMMARY_CHANGES = 500  # [sku, old, new] triples listed in a run's summary entry, at most
 
@@ -114,9 +127,20 @@ class ReconcileResult:
     checkpoint_to: int | None = None
     duration_ms: int = 0
     changes: list[Change] = field(default_factory=list)
+    # products left as they were because their events could not be folded: [sku, reason]
+    refused: list[list[str]] = field(default_factory=list)
+    # products changed to a stock beyond +/-max_stock: [sku, stock]
+    out_of_range: list[list[Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "changes"}
+        """Every field but the changes; `refused` and `out_of_range` only when not empty."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "changes"
+                and not (f.name in ("refused", "out_of_range") and not getattr(self, f.name))}
+
+    def note_out_of_range(self, max_stock: int | None) -> None:
+        if max_stock is not None:
+            self.out_of_range = [[c.sku, c.new] for c in self.changes if abs(c.new) > max_stock]
 
     def log_details(self) -> dict[str, Any]:
         """The run's summary entry: the summary plus the products changed as [sku, old, new]
@@ -224,6 +248,45 @@ def _fold_one(session: Session, product_id: int, stock: int, mark: int, checkpoi
     return total, target, n, (total - fold) - stock
 
 
+class Unreconcilable(KolaqError):
+    """One product's events cannot be folded into its stored stock (e.g. their sum overflows)."""
+
+
+def is_product_data_error(exc: BaseException) -> bool:
+    """A database error caused by one product's values (an out-of-range number, an overflowing
+    sum), as opposed to the database being unreachable or busy."""
+    if isinstance(exc, DataError):
+        return True
+    return isinstance(exc, OperationalError) and "overflow" in str(exc.orig).lower()
+
+
+def reason_of(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", exc)
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+def fold_locked(session: Session, product_id: int, checkpoint: int, high_water: int,
+                now: datetime) -> tuple[Change, int] | None:
+    """Lock one product's row and bring its cache up to `high_water` (or further, if its mark
+    already is), recording the new mark: (the change, with the old mark as seen_mark; the new
+    mark). None if the product no longer exists."""
+    p = Product
+    row = session.execute(
+        select(p.sku, p.stock, p.stock_event_id).where(col(p.id) == product_id)
+        .with_for_update(key_share=True)
+    ).first()
+    if row is None:
+        return None
+    sku, stock, mark = row
+    new, new_mark, n, unexplained = _fold_one(session, product_id, stock, mark, checkpoint,
+                                              high_water)
+    values: dict[str, Any] = {"stock_event_id": new_mark}
+    if new != stock:
+        values.update(stock=new, last_reconciled_at=now, updated_at=now)
+    session.execute(update(Product).where(col(Product.id) == product_id).values(**values))
+    return Change(product_id, sku, stock, new, n, unexplained, mark), new_mark
+
+
 def _correction_rows(changes: Iterable[Change], actor: str, mode: str, trigger: str | None,
                      now: datetime) -> list[dict[str, Any]]:
     """One activity entry per product with drift no event explains (folding is not audited
@@ -262,7 +325,7 @@ def _save_state_stmt(dialect: str) -> Insert:
 
 def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[Change],
            checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
-           started: float, progress: Progress) -> None:
+           started: float, progress: Progress, max_stock: int | None) -> None:
     p = Product
     with write_session(engine, derived=True) as session:
         lease.renew(session)  # fencing: a run that lost its lease cannot commit
@@ -305,17 +368,21 @@ def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[
         if corrections:
             conn.execute(insert(activity_table), corrections)
         _finish(session, lease, result, applied, checkpoint, high_water, previous, actor,
-                started, now)
+                started, now, max_stock)
 
 
 def _finish(session: Session, lease: Lease, result: ReconcileResult, applied: list[Change],
             checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
-            started: float, now: datetime) -> None:
-    """Checkpoint := H, the run's summary entry and the lease's release, all in the run's
-    write transaction."""
+            started: float, now: datetime, max_stock: int | None = None) -> None:
+    """Checkpoint := H (unless a product was refused), the run's summary entry and the lease's
+    release, all in the run's write transaction."""
     lease.release(session)
-    _write_state(session, high_water, result.mode == "full", now, previous)
+    if result.refused:
+        high_water = checkpoint  # the refused products' events stay above the checkpoint
+    _write_state(session, high_water, result.mode == "full" and not result.refused, now,
+                 previous)
     result.changes = applied
+    result.note_out_of_range(max_stock)
     result.changed = len(applied)
     result.events_folded = sum(c.folded_events for c in applied)
     result.unexplained = sum(1 for c in applied if c.unexplained)
@@ -328,7 +395,7 @@ def _finish(session: Session, lease: Lease, result: ReconcileResult, applied: li
 
 def _apply_incremental(engine: Engine, lease: Lease, result: ReconcileResult, checkpoint: int,
                        high_water: int, previous: dict[str, Any] | None, actor: str,
-                       started: float) -> None:
+                       started: float, max_stock: int | None) -> None:
     """Fold the events in (checkpoint, H] in one short write transaction, set-based, O(new
     events): the products they touch are locked, their events above each product's current
     mark summed, and the stock of those whose sum is not zero moved by it. No activity entry
@@ -403,14 +470,70 @@ def _apply_incremental(engine: Engine, lease: Lease, result: ReconcileResult, ch
                     .where(products.c.id == agg.c.product_id, agg.c.delta != 0)
                     .values(stock=products.c.stock + agg.c.delta, **stamp))
         _finish(session, lease, result, applied, checkpoint, high_water, previous, actor,
-                started, now)
+                started, now, max_stock)
+
+
+def _reconcile_each(engine: Engine, lease: Lease, result: ReconcileResult, checkpoint: int,
+                    high_water: int, previous: dict[str, Any] | None, actor: str,
+                    started: float, progress: Progress, max_stock: int | None) -> None:
+    """The fallback after a data error: every product the run covers, one at a time (each in a
+    savepoint, BATCH per transaction), so one bad product is refused and the rest folded."""
+    e, p = InventoryEvent, Product
+    with engine.connect() as conn:
+        if result.mode == "full":
+            ids = list(conn.execute(select(p.id).order_by(col(p.id))).scalars())
+        else:
+            ids = list(conn.execute(
+                select(e.product_id).where(rarely(col(e.id) > checkpoint),
+                                           col(e.id) <= high_water)
+                .distinct().order_by(col(e.product_id))).scalars())
+    result.checked = len(ids)
+    applied: list[Change] = []
+    done = 0
+    for start in range(0, len(ids), BATCH):
+        with write_session(engine, derived=True) as session:
+            lease.renew(session)  # fencing
+            now = utcnow()
+            batch_changes: list[Change] = []
+            for pid in ids[start:start + BATCH]:
+                try:
+                    with session.begin_nested():
+                        folded = fold_locked(session, pid, checkpoint, high_water, now)
+                except DBAPIError as exc:
+                    if not is_product_data_error(exc):
+                        raise
+                    sku = session.execute(select(p.sku).where(col(p.id) == pid)).scalar()
+                    result.refused.append([str(sku), reason_of(exc)])
+                    continue
+                if folded is not None and folded[0].drift:
+                    batch_changes.append(folded[0])
+            corrections = _correction_rows(batch_changes, actor, result.mode, None, now)
+            if corrections:
+                session.execute(insert(ActivityLog), corrections)
+            applied.extend(batch_changes)
+        done += len(ids[start:start + BATCH])
+        progress("applying", done, len(ids))
+    with write_session(engine, derived=True) as session:
+        lease.renew(session)
+        now = utcnow()
+        if result.refused:
+            session.execute(insert(ActivityLog), [
+                {"actor": actor, "action": ACTION_REFUSED, "entity": "product",
+                 "entity_id": sku, "details": {"reason": why, "mode": result.mode},
+                 "created_at": now}
+                for sku, why in result.refused])
+        _finish(session, lease, result, applied, checkpoint, high_water, previous, actor,
+                started, now, max_stock)
 
 
 def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
-              lease_ttl: float = 600.0, progress: Progress | None = None) -> ReconcileResult:
+              lease_ttl: float = 600.0, progress: Progress | None = None,
+              max_stock: int | None = None) -> ReconcileResult:
     """Reconcile every product, incrementally or in full. Raises LeaseBusy when another bulk
     run holds the lease and EventsBusy when a safe checkpoint cannot be taken yet (both are
-    worth retrying). The first run ever is a full one.
+    worth retrying). The first run ever is a full one. A product that cannot be folded is
+    refused and reported (`result.refused`), never the run; `max_stock` names the products
+    changed to a stock beyond it (`result.out_of_range`).
 
     Two write transactions: one takes the lease, reads the checkpoint and takes the safe
     high-water mark H; the last writes everything and gives the lease back."""
@@ -425,62 +548,95 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
     try:
         checkpoint = checkpoint_of(previous)
         high_water = max(high_water, checkpoint)
-        if not (full or previous is None):
-            result = ReconcileResult(mode="incremental")
-            _apply_incremental(engine, lease, result, checkpoint, high_water, previous, actor,
-                               started)
-        else:
-            report("computing stock", 0, 0)
-            checked, changes = _plan_full(engine, checkpoint, high_water)
-            lease.renew()
-            result = ReconcileResult(mode="full", checked=checked)
-            report("applying", 0, len(changes))
-            _apply(engine, lease, result, changes, checkpoint, high_water, previous, actor,
-                   started, report)
+        mode = "incremental" if not (full or previous is None) else "full"
+        try:
+            result = ReconcileResult(mode=mode)
+            if mode == "incremental":
+                _apply_incremental(engine, lease, result, checkpoint, high_water, previous,
+                                   actor, started, max_stock)
+            else:
+                report("computing stock", 0, 0)
+                result.checked, changes = _plan_full(engine, checkpoint, high_water)
+                lease.renew()
+                report("applying", 0, len(changes))
+                _apply(engine, lease, result, changes, checkpoint, high_water, previous, actor,
+                       started, report, max_stock)
+        except DBAPIError as exc:
+            if not is_product_data_error(exc):
+                raise
+            log.warning("reconciliation (%s) hit a data error (%s); going product by product",
+                        mode, reason_of(exc))
+            result = ReconcileResult(mode=mode)
+            _reconcile_each(engine, lease, result, checkpoint, high_water, previous, actor,
+                            started, report, max_stock)
         lease.held = False  # released in the final transaction, which committed
+        if result.refused:
+            log.error("reconciliation refused %d product(s): %s", len(result.refused),
+                      "; ".join(f"{sku}: {why}" for sku, why in result.refused[:20]))
         return result
     finally:
         if lease.held:  # failed before that commit
             lease.release()
 
 
+def fold_product(session: Session, product_id: int, high_water: int, *, actor: str,
+                 trigger: str | None, started: float,
+                 max_stock: int | None = None) -> ReconcileResult:
+    """The one-product reconcile inside the caller's transaction: fold the product's events up
+    to `high_water` (a mark that is safe for this product), log unexplained drift. Raises
+    Unreconcilable (the transaction is then unusable: roll it back) on a data error."""
+    result = ReconcileResult(mode="product", checked=1)
+    # Lock first, then read the checkpoint: a bulk run that folded this product commits its
+    # stock and checkpoint together, so both are seen or neither.
+    session.execute(select(Product.id).where(col(Product.id) == product_id)
+                    .with_for_update(key_share=True))
+    checkpoint = checkpoint_of(read_state(session))
+    now = utcnow()
+    try:
+        folded = fold_locked(session, product_id, checkpoint, high_water, now)
+    except DBAPIError as exc:
+        if not is_product_data_error(exc):
+            raise
+        sku = session.execute(select(Product.sku).where(col(Product.id) == product_id)).scalar()
+        raise Unreconcilable(
+            f"{sku}: cannot be reconciled ({reason_of(exc)}); its stored stock is left as it "
+            "was"
+        ) from None
+    if folded is None:
+        raise NotFound(f"product #{product_id} no longer exists")
+    change, new_mark = folded
+    if change.drift:
+        corrections = _correction_rows([change], actor, "product", trigger, now)
+        if corrections:
+            session.execute(insert(ActivityLog), corrections)
+        result.changes = [change]
+        result.changed = 1
+        result.events_folded = change.folded_events
+        result.unexplained = int(bool(change.unexplained))
+        result.note_out_of_range(max_stock)
+    result.checkpoint_from = max(checkpoint, change.seen_mark)
+    result.checkpoint_to = new_mark
+    result.duration_ms = int((time.perf_counter() - started) * 1000)
+    return result
+
+
 def reconcile_product(engine: Engine, sku: str, *, actor: str = "system",
-                      trigger: str | None = None, summary: bool = True) -> ReconcileResult:
+                      trigger: str | None = None, summary: bool = True,
+                      max_stock: int | None = None) -> ReconcileResult:
     """Bring one product's cache up to date with all its events (row-locked; no lease).
 
     Drift no event explains gets a correction entry; folding events gets none (an adjustment
     logs itself). With `summary`, a summary entry records the run (and the change, if any)."""
     started = time.perf_counter()
     high_water = safe_high_water_mark(engine)
-    result = ReconcileResult(mode="product", checked=1)
     with write_session(engine, derived=True) as session:
-        product = session.exec(
-            select(Product).where(col(Product.sku) == sku).with_for_update(key_share=True)
-        ).first()
-        if product is None:
+        pid = session.execute(select(Product.id).where(col(Product.sku) == sku)).scalar()
+        if pid is None:
             raise NotFound(f"unknown SKU {sku!r}")
-        assert product.id is not None
-        checkpoint = checkpoint_of(read_state(session))
-        new, mark, n, unexplained = _fold_one(session, product.id, product.stock,
-                                              product.stock_event_id, checkpoint, high_water)
-        now = utcnow()
-        change = Change(product.id, sku, product.stock, new, n, unexplained, mark)
-        values: dict[str, Any] = {"stock_event_id": mark}
-        if change.drift:
-            values.update(stock=new, last_reconciled_at=now, updated_at=now)
-            corrections = _correction_rows([change], actor, "product", trigger, now)
-            if corrections:
-                session.execute(insert(ActivityLog), corrections)
-            result.changes = [change]
-            result.changed = 1
-            result.events_folded = n
-            result.unexplained = int(bool(unexplained))
-        session.execute(update(Product).where(col(Product.id) == product.id).values(**values))
-        result.checkpoint_from = max(checkpoint, product.stock_event_id)
-        result.checkpoint_to = mark
-        result.duration_ms = int((time.perf_counter() - started) * 1000)
+        result = fold_product(session, pid, high_water, actor=actor, trigger=trigger,
+                              started=started, max_stock=max_stock)
         if summary:
             session.add(ActivityLog(actor=actor, action=ACTION_RUN, entity="product",
                                     entity_id=sku, details=result.log_details(),
-                                    created_at=now))
+                                    created_at=utcnow()))
     return result

@@ -1,8 +1,8 @@
 """SMS and WhatsApp: text_messages (rows before jobs), phone_opt_outs, customers' phone and
 per-channel consent
 
-Revision ID: 0005_sms_messages
-Revises: 0004_jobs
+Revision ID: 0006_sms_messages
+Revises: 0005_stock_bigint
 Create Date: 2026-11-30 17:23:48.721309
 """
 from collections.abc import Sequence
@@ -13,8 +13,8 @@ from alembic import op
 
 import kolaq_console.models
 
-revision: str = '0005_sms_messages'
-down_revision: str | None = '0004_jobs'
+revision: str = '0006_sms_messages'
+down_revision: str | None = '0005_stock_bigint'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
