@@ -49,6 +49,8 @@ def cli(sqlite_engine, settings, capsys):
     (["sms", "queue", "broadcast"], "unknown message kind 'broadcast'"),
     (["sms", "queue", "generic", "--to", ADA_PHONE, "--body-file", "LONG"],
      "generic SMS body is 4 segments (GSM7, 600 septets); the limit is [sms] max_segments = 3"),
+    (["sms", "queue", "generic", "--to", ADA_PHONE, "--body-file", "HUGE"],
+     "larger than a message can be"),
     (["sms", "list", "--status", "lost"], "unknown status 'lost'"),
     (["sms", "resend", "999"], "message #999 not found"),
 ])
@@ -58,7 +60,8 @@ def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(
     seed_order(sqlite_engine, "KB-1001")
     (tmp_path / "B").write_text("hello")
     (tmp_path / "LONG").write_text("a" * 600)
-    argv = [str(tmp_path / a) if a in ("B", "LONG") else a for a in argv]
+    (tmp_path / "HUGE").write_text("a" * 100_000)
+    argv = [str(tmp_path / a) if a in ("B", "LONG", "HUGE") else a for a in argv]
     code, _out, err = cli(*argv)
     assert code == 1 and reason in err and len(err.strip().splitlines()) == 1, err
     assert count(sqlite_engine, TextMessage) == 0

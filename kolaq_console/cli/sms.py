@@ -23,6 +23,10 @@ def _read_body(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
+        # 1,600 characters are at most 6,400 bytes of UTF-8: a larger file is refused unread.
+        if path.stat().st_size > 6400:
+            raise UserError(f"--body-file {path}: larger than a message can be (Twilio takes "
+                            "at most 1,600 characters)")
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"--body-file {path}: {exc.strerror or exc}") from None
