@@ -312,3 +312,21 @@ def test_the_dev_transport_writes_one_readable_file_per_message(shop, settings, 
     assert send(shop, settings, generic, dev) == "sent"
     assert "not sent again" in text(shop, generic).last_error
     assert len(list((tmp_path / "outbox").glob("*.txt"))) == 3
+
+
+def test_messages_of_a_dead_worker_are_handed_back_in_doubt_and_sent_once(shop, settings,
+                                                                        stub, twilio):
+    """A worker known dead (kill -9) held two messages: one Twilio had accepted, one it never
+    got. Both come back at once; the list settles the first, the second is sent."""
+    accepted = queue(shop, settings, "generic", to=ADA_PHONE, body="accepted")
+    never = queue(shop, settings, "generic", to=ADA_PHONE, body="never")
+    first = claim(shop, accepted, 60, worker_id="host:1:dead")
+    claim(shop, never, 60, worker_id="host:1:dead")
+    twilio.send(first.outgoing(settings))
+    with dispatch.recording() as calls:
+        assert outbox.release_claims_of(shop, settings, ["host:1:dead"]) == [accepted, never]
+    assert [c.args for c in calls] == [(accepted,), (never,)]
+    assert all(text(shop, i).doubt_since is not None for i in (accepted, never))
+    assert send(shop, settings, accepted, twilio) == "sent"
+    assert send(shop, settings, never, twilio) == "sent"
+    assert sorted(m["body"] for m in stub.messages) == ["accepted", "never"]

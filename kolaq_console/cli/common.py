@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from kolaq_console import dispatch, runtime
 from kolaq_console.schema import require_current
+from kolaq_console.signing import queue_signing_key
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -31,7 +32,9 @@ def ready_engine() -> Engine:
 
 def huey() -> Huey:
     """The configured queue: imports tasks.py (late, so --config applies first), which wires
-    it for every enqueue in this process."""
+    it for every enqueue in this process. A configuration it cannot be built from (no
+    KOLAQ_SIGNING_KEY for Redis, ...) is a one-line ConfigError, before anything is written."""
+    queue_signing_key(runtime.settings())
     import tasks  # noqa: F401  (installs the queue in kolaq_console.dispatch)
 
     return dispatch.huey()

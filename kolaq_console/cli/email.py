@@ -76,8 +76,9 @@ def queue_cmd(
         return
     body = _read_body(body_file)
     settings = runtime.settings()
-    huey()  # wire the queue: the new row's send job is enqueued after commit
-    with Session(ready_engine(), expire_on_commit=False) as session:
+    engine = ready_engine()
+    huey()  # wire the queue (the send job is enqueued after commit); refuses before any write
+    with Session(engine, expire_on_commit=False) as session:
         result = outbox.queue(
             session, settings, kind, to=to, order_number=order, subject=subject, body=body,
             context=_context(session, kind), idempotency_key=key,
@@ -213,8 +214,9 @@ def resend_cmd(
     """Send an email again: a new outbox row with a new key, noted in the activity log. The
     original's open failed send jobs are closed (a retry of them would send a second copy)."""
     settings = runtime.settings()
-    huey()  # wire the queue, so the new row's send job is enqueued
-    with Session(ready_engine(), expire_on_commit=False) as session:
+    engine = ready_engine()
+    huey()  # wire the queue (the send job is enqueued after commit); refuses before any write
+    with Session(engine, expire_on_commit=False) as session:
         resent = outbox.resend_email(session, settings, row_id, settings.operator())
     row = resent.row
     if as_json:

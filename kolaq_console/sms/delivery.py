@@ -110,6 +110,7 @@ def _claim_statement():
             updated_at=bindparam("b_now"),
             attempt_started_at=bindparam("b_now"),
             task_id=bindparam("b_task"),
+            claimed_by=bindparam("b_worker"),
             # Taking over a lapsed `sending` row: its worker died, maybe after Twilio answered.
             doubt_since=func.coalesce(t.c.doubt_since, doubt_of_lapsed_attempt()),
         )
@@ -139,12 +140,13 @@ def _consent_statement():
 
 
 def claim(engine: Engine, row_id: int, lease_seconds: float, task_id: str | None = None,
-          now: datetime | None = None) -> Claimed | None:
+          now: datetime | None = None, worker_id: str | None = None) -> Claimed | None:
     """Atomically take the row for sending (one conditional UPDATE ... RETURNING): a `queued`
     row due now, or a `sending` row whose lease ran out. Never a sent/failed/unknown row."""
     now = now or utcnow()
     params = {"b_id": row_id, "b_now": now, "b_due": now + SCHEDULE_TOLERANCE,
-              "b_lease": now + timedelta(seconds=lease_seconds), "b_task": task_id}
+              "b_lease": now + timedelta(seconds=lease_seconds), "b_task": task_id,
+              "b_worker": worker_id}
     with engine.begin() as conn:
         row = conn.execute(_claim_statement(), params).first()
         if row is None:
@@ -333,12 +335,13 @@ def deliver(
     retries_left: int = 0,
     retry_delay: float = 0.0,
     task_id: str | None = None,
+    worker_id: str | None = None,
 ) -> str:
     """Send message `row_id` once: "sent", "skipped", "cancelled" or "unknown", or raises for
     Huey to retry (see the module docstring)."""
     lease = settings.sms.lease_seconds
     started = time.monotonic()
-    row = claim(engine, row_id, lease, task_id)
+    row = claim(engine, row_id, lease, task_id, worker_id=worker_id)
     if row is None:
         log.info("message #%s: not claimable (sent, failed, unknown, not due, or being sent); "
                  "skipped", row_id)

@@ -478,6 +478,54 @@ def reopen_failed(conn: Connection, row_id: int, lease_seconds: float) -> bool:
     return conn.execute(stmt).rowcount == 1
 
 
+# --- rows of lost jobs and dead workers --------------------------------------------------------
+
+HANDED_BACK = "handed back: its worker stopped or died mid-send; looked up before sending again"
+
+
+def _handed_back(now: datetime, lease_seconds: float) -> dict[str, Any]:
+    """Back to `queued` at once, in doubt: the lost attempt's call may have reached Twilio."""
+    t = TextMessage.__table__  # type: ignore[attr-defined]
+    return {"status": TextStatus.queued.value, "next_attempt_at": None, "updated_at": now,
+            "lease_until": now + timedelta(seconds=lease_seconds), "last_error": HANDED_BACK,
+            "doubt_since": func.coalesce(t.c.doubt_since, t.c.attempt_started_at)}
+
+
+def release_claim(conn: Connection, row_id: int, task_id: str, lease_seconds: float) -> bool:
+    """Hand back the row the job run `task_id` was sending when it was interrupted or lost
+    with its worker (the ledger calls this before re-enqueueing the job)."""
+    stmt = (
+        update(TextMessage)
+        .where(col(TextMessage.id) == row_id,
+               col(TextMessage.status) == TextStatus.sending.value,
+               col(TextMessage.task_id) == task_id)
+        .values(**_handed_back(utcnow(), lease_seconds))
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def release_claims_of(engine: Engine, settings: Settings, worker_ids: Sequence[str]
+                      ) -> list[int]:
+    """Hand back and re-enqueue the messages that workers known dead or stopped were sending;
+    each next attempt looks in Twilio's list first. One conditional UPDATE per chunk."""
+    released: list[int] = []
+    ids = sorted(set(worker_ids))
+    for i in range(0, len(ids), 500):
+        with engine.begin() as conn:
+            released += conn.execute(
+                update(TextMessage)
+                .where(col(TextMessage.status) == TextStatus.sending.value,
+                       col(TextMessage.claimed_by).in_(ids[i:i + 500]))
+                .values(**_handed_back(utcnow(), settings.sms.lease_seconds))
+                .returning(TextMessage.id)
+            ).scalars().all()
+    enqueue_after_commit(sorted(released))
+    if released:
+        log.warning("handed back %d message(s) of dead or stopped workers: %s", len(released),
+                    ", ".join(f"#{i}" for i in sorted(released)[:20]))
+    return released
+
+
 # --- the sweeper -------------------------------------------------------------------------------
 
 

@@ -1,8 +1,8 @@
 """SMS and WhatsApp: text_messages (rows before jobs), phone_opt_outs, customers' phone and
 per-channel consent
 
-Revision ID: 0006_sms_messages
-Revises: 0005_stock_bigint
+Revision ID: 0007_sms_messages
+Revises: 0006_worker_claims
 Create Date: 2026-11-30 17:23:48.721309
 """
 from collections.abc import Sequence
@@ -13,8 +13,8 @@ from alembic import op
 
 import kolaq_console.models
 
-revision: str = '0006_sms_messages'
-down_revision: str | None = '0005_stock_bigint'
+revision: str = '0007_sms_messages'
+down_revision: str | None = '0006_worker_claims'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -52,6 +52,7 @@ def upgrade() -> None:
     sa.Column('order_id', sa.Integer(), nullable=True),
     sa.Column('customer_id', sa.Integer(), nullable=True),
     sa.Column('task_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+    sa.Column('claimed_by', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
     sa.Column('created_at', kolaq_console.models.UTCDateTime(), nullable=False),
     sa.Column('updated_at', kolaq_console.models.UTCDateTime(), nullable=False),
     sa.Column('lease_until', kolaq_console.models.UTCDateTime(), nullable=True),
