@@ -106,3 +106,15 @@ class InventoryReconciled(ScreenMessage):
     def __init__(self, summary: str) -> None:
         super().__init__()
         self.summary = summary
+
+
+class TextsLoaded(DataLoaded):
+    """Recent SMS/WhatsApp messages (summaries) matching the screen's filter."""
+
+
+class TextActed(ScreenMessage):
+    """An operator's action on a message finished: `what` says what it did, in one line."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what
