@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, or_, update
+from sqlalchemy import case, event, func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import make_transient_to_detached
@@ -291,6 +291,29 @@ def enqueue_after_commit(row_ids: Sequence[int]) -> None:
         except Exception as exc:  # queue down: the row is safe, the sweeper sends it
             log.warning("message #%s stored but not enqueued (%s); the sweeper will send it "
                         "after its lease", row_id, exc)
+
+
+_AFTER_COMMIT = "kolaq.sms.enqueue_after_commit"
+
+
+def enqueue_when_committed(session: Session, row_ids: Sequence[int]) -> None:
+    """Enqueue these new rows' send jobs when the caller's transaction commits (nothing if it
+    rolls back; a crash in between leaves them to the sweeper)."""
+    if not row_ids:
+        return
+    pending = session.info.get(_AFTER_COMMIT)
+    if pending is None:
+        pending = session.info[_AFTER_COMMIT] = []
+
+        def committed(sess: Session) -> None:
+            enqueue_after_commit(sess.info.pop(_AFTER_COMMIT, []))
+
+        def rolled_back(sess: Session) -> None:
+            sess.info.pop(_AFTER_COMMIT, None)
+
+        event.listen(session, "after_commit", committed, once=True)
+        event.listen(session, "after_rollback", rolled_back, once=True)
+    pending.extend(row_ids)
 
 
 def queue_message(

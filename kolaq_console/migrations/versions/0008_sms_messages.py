@@ -1,8 +1,8 @@
 """SMS and WhatsApp: text_messages (rows before jobs), phone_opt_outs, customers' phone and
 per-channel consent
 
-Revision ID: 0007_sms_messages
-Revises: 0006_worker_claims
+Revision ID: 0008_sms_messages
+Revises: 0007_webhooks_inbox
 Create Date: 2026-11-30 17:23:48.721309
 """
 from collections.abc import Sequence
@@ -13,8 +13,8 @@ from alembic import op
 
 import kolaq_console.models
 
-revision: str = '0007_sms_messages'
-down_revision: str | None = '0006_worker_claims'
+revision: str = '0008_sms_messages'
+down_revision: str | None = '0007_webhooks_inbox'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
