@@ -19,6 +19,7 @@ from kolaq_console.cli import (
     inventory,
     jobs,
     orders,
+    sms,
     status,
     webhooks,
     worker,
@@ -64,6 +65,7 @@ app.add_typer(inventory.app, name="inventory")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(orders.app, name="orders")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(sms.app, name="sms")
 app.command("demo")(demo.demo)
 app.command("status")(status.status)
 app.command("worker")(worker.worker)

@@ -29,12 +29,14 @@ from kolaq_console.ui.screens.broadcasts import BroadcastsScreen
 from kolaq_console.ui.screens.emails import EmailsScreen
 from kolaq_console.ui.screens.failed_jobs import FailedJobsScreen
 from kolaq_console.ui.screens.inventory import InventoryScreen
+from kolaq_console.ui.screens.messages import MessagesScreen
 from kolaq_console.ui.screens.orders import OrdersScreen
 from kolaq_console.ui.screens.overview import OverviewScreen
 from kolaq_console.ui.screens.webhooks import WebhooksScreen
 
 GLOBAL_KEYS = [
     ("1-7", "overview, failed jobs, inventory, emails, broadcasts, orders, webhooks"),
+    ("9", "SMS and WhatsApp messages"),
     ("?", "this help"),
     ("/", "filter the list (Esc clears it)"),
     ("Esc", "back, close, clear"),
@@ -58,6 +60,7 @@ class KolaqConsole(App[None]):
         "broadcast": BroadcastsScreen,
         "orders": OrdersScreen,
         "webhooks": WebhooksScreen,
+        "messages": MessagesScreen,
     }
     DEFAULT_MODE = "overview"
     BINDINGS = [
@@ -68,6 +71,7 @@ class KolaqConsole(App[None]):
         Binding("5", "go('broadcast')", "Broadcast", show=False),
         Binding("6", "go('orders')", "Orders", show=False),
         Binding("7", "go('webhooks')", "Webhooks", show=False),
+        Binding("9", "go('messages')", "Messages", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("p", "toggle_pause", "Pause", show=False),
         Binding("w", "toggle_worker", "Worker", show=False),

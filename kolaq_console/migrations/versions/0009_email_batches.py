@@ -1,7 +1,7 @@
 """email batches: outbox rows sent in one provider request
 
-Revision ID: 0008_email_batches
-Revises: 0007_webhooks_inbox
+Revision ID: 0009_email_batches
+Revises: 0008_sms_messages
 Create Date: 2026-11-30 17:31:29.531933
 
 - email_batches: a batch's idempotency key, status, attempts, lease and counts;
@@ -17,8 +17,8 @@ from alembic import op
 
 import kolaq_console.models
 
-revision: str = '0008_email_batches'
-down_revision: str | None = '0007_webhooks_inbox'
+revision: str = '0009_email_batches'
+down_revision: str | None = '0008_sms_messages'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """broadcasts: recipients materialised once, cancelled count, longer audience
 
-Revision ID: 0009_broadcast_recipients
-Revises: 0008_email_batches
+Revision ID: 0010_broadcast_recipients
+Revises: 0009_email_batches
 Create Date: 2026-11-30 17:49:20.052927
 
 - broadcast_recipients: a broadcast's audience, one row per address (unique per broadcast),
@@ -17,8 +17,8 @@ from alembic import op
 
 import kolaq_console.models
 
-revision: str = '0009_broadcast_recipients'
-down_revision: str | None = '0008_email_batches'
+revision: str = '0010_broadcast_recipients'
+down_revision: str | None = '0009_email_batches'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
