@@ -11,13 +11,10 @@ from __future__ import annotations
 from huey import crontab
 
 from kolaq_console import alerts, dispatch, runtime
-from kolaq_console.emails.delivery import deliver
-from kolaq_console.emails.outbox import (
-    release_claim,
-    release_claims_of,
-    reopen_failed,
-    sweep_stale,
-)
+from kolaq_console.broadcasts import sending as broadcasts
+from kolaq_console.emails.batches import reopen_batch, reopen_failed
+from kolaq_console.emails.delivery import Delivered, deliver, deliver_batch
+from kolaq_console.emails.outbox import release_claim, release_claims_of, sweep_stale
 from kolaq_console.emails.sendable import require_can_send
 from kolaq_console.errors import KolaqError, print_operator_errors_in_one_line
 from kolaq_console.inventory import periodic as inventory
@@ -57,35 +54,62 @@ def _opts(queue: str, **kwargs: object) -> dict:
 
 # --- emails ------------------------------------------------------------------------------------
 
-@rerun_safe  # the outbox row's claim and idempotency key make a re-run harmless
-@huey.task(context=True, **_opts("emails"))
-def send_email(row_id: int, task=None) -> str:
-    """Send outbox row `row_id` (the row is the record; this job carries only its id)."""
+def _sending(task) -> dict:
     s = runtime.settings()
     transport = runtime.transport(s)
-    return deliver(
-        runtime.engine(), s, row_id,
-        transport=transport,
-        limiter=runtime.limiter(s) if transport.rate_limited else None,
-        retries_left=task.retries if task else 0,
-        retry_delay=task.retry_delay if task else 0.0,
-        task_id=task.id if task else None,
-        worker_id=ledger.worker_id,
-    )
+    return {
+        "transport": transport,
+        "limiter": runtime.limiter(s) if transport.rate_limited else None,
+        "retries_left": task.retries if task else 0,
+        "retry_delay": task.retry_delay if task else 0.0,
+        "task_id": task.id if task else None,
+        "worker_id": ledger.worker_id,
+    }
 
 
-# An operator's retry of a failed send reopens its outbox row (same idempotency key).
-on_operator_retry(
-    send_email,
-    lambda conn, row_id, task=None: reopen_failed(conn, row_id,
-                                                  runtime.settings().email.lease_seconds),
-)
-# A send interrupted by a shutdown, or lost with its worker, hands its row back at once...
-on_job_lost(
-    send_email,
-    lambda conn, task_id, row_id, task=None: release_claim(
-        conn, row_id, task_id, runtime.settings().email.lease_seconds),
-)
+# Transactional email first: within the emails band, a row's send job outranks a broadcast's.
+@rerun_safe  # the claim and the idempotency keys make a re-run harmless
+@huey.task(context=True, **_opts("emails", urgency=50))
+def send_email(row_id: int, task=None) -> str:
+    """Send outbox row `row_id`, with up to 99 other waiting rows in one provider request
+    (the row is the record; this job carries only its id)."""
+    return deliver(runtime.engine(), runtime.settings(), row_id, **_sending(task)).outcome
+
+
+@rerun_safe
+@huey.task(context=True, **_opts("emails", urgency=10))
+def send_email_batch(batch_id: int, task=None) -> str:
+    """Send batch `batch_id` (formed ahead by a broadcast, or swept) in one request."""
+    done: Delivered = deliver_batch(runtime.engine(), runtime.settings(), batch_id,
+                                    **_sending(task))
+    if done.broadcast_id is not None:
+        send_broadcast(done.broadcast_id)  # one batch gone: form the next
+    return done.outcome
+
+
+@rerun_safe  # forming batches locks its recipients; a re-run forms the rest
+@huey.task(**_opts("emails", urgency=20))
+def send_broadcast(broadcast_id: int) -> int:
+    """Form broadcast `broadcast_id`'s next batches ([email] broadcast_lookahead ahead)."""
+    return broadcasts.produce(runtime.engine(), runtime.settings(), broadcast_id)
+
+
+def _lease() -> float:
+    return runtime.settings().email.lease_seconds
+
+
+# An operator's retry of a failed send reopens its outbox row, or the batch it failed with
+# (same members, same idempotency key).
+on_operator_retry(send_email,
+                  lambda conn, row_id, task=None: reopen_failed(conn, row_id, _lease()))
+on_operator_retry(send_email_batch,
+                  lambda conn, batch_id, task=None: reopen_batch(conn, batch_id, _lease()))
+# A send interrupted by a shutdown, or lost with its worker, hands its rows (and their batch)
+# back at once...
+on_job_lost(send_email,
+            lambda conn, task_id, row_id, task=None: release_claim(conn, task_id, _lease()))
+on_job_lost(send_email_batch,
+            lambda conn, task_id, batch_id, task=None: release_claim(conn, task_id, _lease()))
 # ...and so does every email that a worker known dead (kill -9) or stopped was still sending.
 ledger.when_workers_lost(
     lambda worker_ids: release_claims_of(runtime.engine(), runtime.settings(), worker_ids))
@@ -93,8 +117,12 @@ ledger.when_workers_lost(
 
 @huey.periodic_task(crontab(), **_opts("emails", retry=False))
 def sweep_email_outbox() -> list[int]:
-    """Every minute: re-enqueue outbox rows whose lease ran out (their job was lost)."""
-    return sweep_stale(runtime.engine(), runtime.settings())
+    """Every minute: re-enqueue outbox rows whose lease ran out (their job was lost), settle
+    broadcasts that ended, restart broadcasts whose sending job was lost."""
+    swept = sweep_stale(runtime.engine(), runtime.settings())
+    for broadcast_id in broadcasts.tend(runtime.engine()):
+        send_broadcast(broadcast_id)
+    return swept
 
 
 # --- SMS and WhatsApp ----------------------------------------------------------------------------
@@ -212,5 +240,6 @@ def alert_failing_jobs() -> int | None:
 
 # --- the road from domain code onto this queue -----------------------------------------------
 
-dispatch.install(huey, send_email=send_email, send_text=send_text,
+dispatch.install(huey, send_email=send_email, send_email_batch=send_email_batch,
+                 send_broadcast=send_broadcast, send_text=send_text,
                  reconcile_inventory=reconcile_inventory, process_webhook=process_webhook)

@@ -8,7 +8,7 @@ round (A B, B A, ...) so the machine's noise falls on both:
 - no-op: `huey_consumer` running a task that only records its completion time in Redis.
 
 Each round measures two things per side:
-- end to end: this process queues (emails: `queue_email`: validate, render, insert, commit,
+- end to end: this process queues (emails: `outbox.add`: validate, render, insert, commit,
   enqueue; no-op: enqueue) while the worker runs; from the first queue call to the last
   completion (the sent_at of the last row; the no-op's recorded time);
 - drain: the items are queued first into a staging queue (emails: rows committed), then moved
@@ -302,16 +302,16 @@ class EmailSide:
     def _queue(self, n: int, enqueue: bool) -> list[int]:
         from sqlmodel import Session
 
-        from kolaq_console.emails import queue_email
+        from kolaq_console.emails import EmailRequest, outbox
 
         self.round_no += 1
         ids = []
         with Session(self.engine, expire_on_commit=False) as session:
             for i in range(n):
-                row = queue_email(session, self.settings, "generic",
-                                  to=f"c{self.round_no}-{i}@example.com",
-                                  subject=f"Bench {self.round_no}", body=f"Hello number {i}",
-                                  enqueue=enqueue)
+                request = EmailRequest("generic", to=f"c{self.round_no}-{i}@example.com",
+                                       subject=f"Bench {self.round_no}",
+                                       body=f"Hello number {i}")
+                row = outbox.add(session, self.settings, request, enqueue=enqueue).row
                 ids.append(row.id)
         return ids
 

@@ -167,6 +167,9 @@ class EmailSettings(Section):
     max_limiter_wait: float = Field(default=5.0, ge=0, le=600, allow_inf_nan=False)
     """Longest a worker thread sleeps for the shared rate limiter after a 429 or quota block;
     a longer wait reschedules the job instead of holding the thread."""
+    broadcast_lookahead: int = Field(default=8, ge=1, le=1000)
+    """Batches of 100 copies a broadcast keeps rendered and queued ahead of sending. More keeps
+    more workers busy; fewer makes a pause or an unsubscribe apply to more of the list."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=16 * 1_048_576)
     """Largest body (text or Markdown, UTF-8 bytes) of a generic or broadcast email; a larger
     one is refused before anything is stored."""

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from urllib.parse import quote
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -34,7 +36,12 @@ class InvalidToken(UserError):
 
 
 def _serializer(settings: Settings) -> URLSafeSerializer:
-    return URLSafeSerializer(queue_signing_key(settings), salt=SALT)
+    return _serializer_for(queue_signing_key(settings))
+
+
+@functools.lru_cache(maxsize=4)
+def _serializer_for(key: str) -> URLSafeSerializer:
+    return URLSafeSerializer(key, salt=SALT)
 
 
 def normalise(address: str) -> str:
@@ -56,9 +63,11 @@ def read_token(settings: Settings, token: str) -> str:
     return address
 
 
-def unsubscribe_url(settings: Settings, address: str) -> str:
-    """The https link for List-Unsubscribe and the visible footer link."""
-    return f"{settings.shop.public_url.rstrip('/')}/unsubscribe/{make_token(settings, address)}"
+def unsubscribe_url(settings: Settings, address: str, token: str | None = None) -> str:
+    """The https link for List-Unsubscribe and the visible footer link (`token`: the
+    address's token, when the caller already made it)."""
+    token = token or make_token(settings, address)
+    return f"{settings.shop.public_url.rstrip('/')}/unsubscribe/{token}"
 
 
 def unsubscribe_mailto(settings: Settings, address: str) -> str:
@@ -67,12 +76,12 @@ def unsubscribe_mailto(settings: Settings, address: str) -> str:
     return f"mailto:{settings.email.support_email}?subject={subject}"
 
 
-def list_unsubscribe_headers(settings: Settings, address: str) -> dict[str, str]:
+def list_unsubscribe_headers(settings: Settings, address: str,
+                             token: str | None = None) -> dict[str, str]:
     """RFC 2369 + RFC 8058 headers for one recipient of a marketing message."""
+    https = unsubscribe_url(settings, address, token)
     return {
-        "List-Unsubscribe": (
-            f"<{unsubscribe_url(settings, address)}>, <{unsubscribe_mailto(settings, address)}>"
-        ),
+        "List-Unsubscribe": f"<{https}>, <{unsubscribe_mailto(settings, address)}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
 
@@ -134,6 +143,45 @@ def is_blocked(session: Session, address: str) -> str | None:
     manual block), or None."""
     row = _suppression(session, address)
     return row.reason if row is not None and row.reason in BLOCKING_REASONS else None
+
+
+def refusals(session: Session, addresses: Iterable[str], marketing: Iterable[str] = (),
+             *, consent_required: bool = False) -> dict[str, str]:
+    """Why each of these addresses may not be written to now, by normalised address: a
+    blocking suppression (bounced, complained, manual) stops any email; for `marketing`
+    addresses an unsubscribe (customer or suppression row) stops it too, and with
+    `consent_required` so does the lack of marketing consent. Addresses not named may be
+    written to. Two queries at most, whatever the number of addresses."""
+    wanted = {normalise(a) for a in addresses}
+    market = {normalise(a) for a in marketing}
+    if not wanted | market:
+        return {}
+    out: dict[str, str] = {}
+    rows = session.execute(
+        select(Suppression.email, Suppression.reason)
+        .where(col(Suppression.email).in_(wanted | market))
+    ).all()
+    for email, reason in rows:
+        if reason in BLOCKING_REASONS:
+            out[email] = f"suppressed ({reason})"
+        elif email in market:
+            out[email] = "unsubscribed"
+    if market:
+        customers = session.execute(
+            select(func.lower(Customer.email), Customer.unsubscribed_at,
+                   Customer.marketing_consent)
+            .where(func.lower(col(Customer.email)).in_(market))
+        ).all()
+        consented = set()
+        for email, unsubscribed_at, given in customers:
+            if unsubscribed_at is not None:
+                out.setdefault(email, "unsubscribed")
+            elif given:
+                consented.add(email)
+        if consent_required:
+            for email in market - consented:
+                out.setdefault(email, "no marketing consent")
+    return out
 
 
 def marketing_allowed(session: Session, address: str) -> bool:

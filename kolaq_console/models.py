@@ -127,6 +127,8 @@ class InventoryEvent(SQLModel, table=True):
 
 class Customer(SQLModel, table=True):
     __tablename__ = "customers"
+    # Consent checks look addresses up case-insensitively, a batch of 100 at a time.
+    __table_args__ = (Index("ix_customers_email_lower", text("lower(email)")),)
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=320, unique=True, index=True)
@@ -213,11 +215,19 @@ class EmailStatus(enum.StrEnum):
     cancelled = "cancelled"
 
 
+_WAITING_SQL = "status = 'queued' AND batch_id IS NULL"
+
+
 class EmailOutbox(SQLModel, table=True):
     """Every email is a row before it is a job; the job carries only the row id."""
 
     __tablename__ = "email_outbox"
-    __table_args__ = (Index("ix_email_outbox_status_updated", "status", "updated_at"),)
+    __table_args__ = (
+        Index("ix_email_outbox_status_updated", "status", "updated_at"),
+        # Rows waiting for a batch: a claim walks this, however many sent rows the table holds.
+        Index("ix_email_outbox_waiting", "id", sqlite_where=text(_WAITING_SQL),
+              postgresql_where=text(_WAITING_SQL)),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=40, index=True)
@@ -233,6 +243,8 @@ class EmailOutbox(SQLModel, table=True):
     idempotency_key: str = Field(max_length=256, unique=True)
     order_id: int | None = Field(default=None, foreign_key="orders.id", index=True)
     broadcast_id: int | None = Field(default=None, foreign_key="broadcasts.id", index=True)
+    # The provider request this row is (or was last) sent in; fixed before the call.
+    batch_id: int | None = Field(default=None, foreign_key="email_batches.id", index=True)
     task_id: str | None = Field(default=None, max_length=64)
     claimed_by: str | None = Field(default=None, max_length=200)  # worker id while sending
     created_at: datetime = ts(nullable=False, default=True, index=True)
@@ -247,23 +259,94 @@ class EmailOutbox(SQLModel, table=True):
     delivery_updated_at: datetime | None = ts()
 
 
+class BatchStatus(enum.StrEnum):
+    queued = "queued"  # formed, not sent yet, or released for a retry
+    sending = "sending"  # claimed by a worker (until lease_until)
+    sent = "sent"  # the provider answered; `failed` counts members it refused
+    failed = "failed"  # the request failed for good; every member with it
+
+
+class EmailBatch(SQLModel, table=True):
+    """Outbox rows sent in one provider request. Its members (email_outbox.batch_id) and
+    idempotency key are fixed before the first call, so a retried or swept batch resends the
+    same members under the same key and the provider answers it from its idempotency store."""
+
+    __tablename__ = "email_batches"
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=256, unique=True)
+    status: str = Field(default=BatchStatus.queued.value, max_length=20, index=True)
+    attempts: int = 0
+    size: int = 0
+    sent: int = 0
+    failed: int = 0
+    broadcast_id: int | None = Field(default=None, foreign_key="broadcasts.id", index=True)
+    last_error: str | None = text_field()
+    task_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = ts(nullable=False, default=True)
+    updated_at: datetime = ts(nullable=False, default=True)
+    lease_until: datetime | None = ts()
+    next_attempt_at: datetime | None = ts()
+    finished_at: datetime | None = ts()
+
+
+class BroadcastStatus(enum.StrEnum):
+    draft = "draft"  # saved, not submitted
+    sending = "sending"  # recipients materialised; batches being formed and sent
+    paused = "paused"  # no new batch is formed; resume goes on where it stopped
+    cancelled = "cancelled"  # what was not handed to the provider never will be
+    done = "done"  # every recipient sent, failed or skipped
+
+
 class Broadcast(SQLModel, table=True):
+    """One marketing message to an audience. Counts are written when it ends; while it runs
+    they are computed from its recipients and their outbox rows."""
+
     __tablename__ = "broadcasts"
 
     id: int | None = Field(default=None, primary_key=True)
     subject: str = Field(max_length=300)
     body_markdown: str = text_field(nullable=False)
-    audience: str = Field(max_length=20)
-    status: str = Field(default="draft", max_length=20, index=True)
+    audience: str = Field(max_length=80)  # subscribers, customers, admin or sku:SKU
+    status: str = Field(default=BroadcastStatus.draft.value, max_length=20, index=True)
+    # Drafts: draft/<uuid>. Submitted: broadcast/<digest of subject, body, audience>, so the
+    # same broadcast submitted twice is one broadcast.
     idempotency_key: str = Field(max_length=256, unique=True)
     total: int = 0
     sent: int = 0
     failed: int = 0
     skipped: int = 0
+    cancelled: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_by: str = Field(default="operator", max_length=120)
     created_at: datetime = ts(nullable=False, default=True)
+    updated_at: datetime | None = ts()
     started_at: datetime | None = ts()
     finished_at: datetime | None = ts()
+
+
+class RecipientStatus(enum.StrEnum):
+    pending = "pending"  # not yet in a batch
+    queued = "queued"  # its copy is an outbox row (outbox_id): that row's status is the news
+    skipped = "skipped"  # consent withdrawn or address refused before its copy was made
+    cancelled = "cancelled"  # the broadcast was cancelled first
+
+
+class BroadcastRecipient(SQLModel, table=True):
+    """A broadcast's audience, materialised once when it is submitted."""
+
+    __tablename__ = "broadcast_recipients"
+    __table_args__ = (
+        UniqueConstraint("broadcast_id", "email", name="uq_broadcast_recipients_email"),
+        Index("ix_broadcast_recipients_status", "broadcast_id", "status", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    broadcast_id: int = Field(foreign_key="broadcasts.id")
+    email: str = Field(max_length=320)  # normalised (lower case)
+    customer_id: int | None = Field(default=None, foreign_key="customers.id")
+    status: str = Field(default=RecipientStatus.pending.value, max_length=20)
+    reason: str | None = Field(default=None, max_length=300)
+    outbox_id: int | None = Field(default=None, foreign_key="email_outbox.id")
 
 
 class Suppression(SQLModel, table=True):

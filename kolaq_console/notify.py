@@ -16,8 +16,8 @@ from sqlmodel import Session
 
 from kolaq_console import consent
 from kolaq_console.config import Settings
-from kolaq_console.emails import enqueue_send
-from kolaq_console.emails.outbox import queue as queue_outbox
+from kolaq_console.emails import EmailRequest
+from kolaq_console.emails.outbox import add, enqueue_send
 from kolaq_console.models import ActivityLog
 
 log = logging.getLogger(__name__)
@@ -40,17 +40,17 @@ def queue_order_email(session: Session, settings: Settings, kind: str, order_num
                                 details={"kind": kind, "to": to, "reason": blocked}))
         log.info("order %s: %s to %s not queued (address %s)", order_number, kind, to, blocked)
         return Queued(None, False)
-    result = queue_outbox(session, settings, kind, order_number=order_number,
-                          commit=False, enqueue=False)
+    result = add(session, settings, EmailRequest(kind, order_number=order_number),
+                 commit=False, enqueue=False)
     return Queued(result.row.id, result.created)
 
 
 def queue_admin_email(session: Session, settings: Settings, *, subject: str, body: str,
                       key: str) -> Queued:
     """Queue a plain-text email to the admin under `key` (one per key, ever)."""
-    result = queue_outbox(session, settings, "generic", to=settings.email.admin_email,
-                          subject=subject, body=body, idempotency_key=key,
-                          commit=False, enqueue=False)
+    request = EmailRequest("generic", to=settings.email.admin_email, subject=subject,
+                           body=body, idempotency_key=key)
+    result = add(session, settings, request, commit=False, enqueue=False)
     return Queued(result.row.id, result.created)
 
 

@@ -111,11 +111,11 @@ def reload_tasks():
 
 def queue_one(engine, settings, to: str = "ada@example.com") -> int:
     """One generic email queued (and enqueued, if tasks is wired); its row id."""
-    from kolaq_console.emails import queue_email
+    from kolaq_console.emails import EmailRequest, outbox
 
     with Session(engine, expire_on_commit=False) as session:
-        return queue_email(session, settings, "generic", to=to, subject="Your note",
-                           body="Hello").id
+        request = EmailRequest("generic", to=to, subject="Your note", body="Hello")
+        return outbox.add(session, settings, request).row.id
 
 
 def record_failed_send(engine, row_id: int, huey, status: str = "failed") -> int:

@@ -14,7 +14,7 @@ from sqlalchemy import update
 from sqlmodel import Session
 from stubs.resend_api import ResendStub
 
-from kolaq_console.emails import outbox
+from kolaq_console.emails import EmailRequest, outbox
 from kolaq_console.emails.delivery import deliver
 from kolaq_console.emails.ratelimit import SqliteRateLimiter
 from kolaq_console.emails.transports import (
@@ -24,7 +24,7 @@ from kolaq_console.emails.transports import (
     TransientError,
 )
 from kolaq_console.errors import KolaqError, PermanentJobError
-from kolaq_console.models import EmailOutbox, utcnow
+from kolaq_console.models import EmailBatch, EmailOutbox, utcnow
 
 
 @pytest.fixture
@@ -50,20 +50,25 @@ def no_queue(monkeypatch):
 
 def queued(engine, settings, to="ada@example.com", **kwargs) -> int:
     with Session(engine, expire_on_commit=False) as session:
-        return outbox.queue_email(session, settings, "generic", to=to,
-                                  subject=kwargs.pop("subject", "Hello"),
-                                  body=kwargs.pop("body", "Body"), **kwargs).id
+        request = EmailRequest("generic", to=to, subject=kwargs.pop("subject", "Hello"),
+                               body=kwargs.pop("body", "Body"), **kwargs)
+        return outbox.add(session, settings, request).row.id
 
 
 def send(engine, settings, row_id, transport, limiter=None, retries_left=3, retry_delay=0.05):
     return deliver(engine, settings, row_id, transport=transport, limiter=limiter,
-                   retries_left=retries_left, retry_delay=retry_delay, task_id="task-1")
+                   retries_left=retries_left, retry_delay=retry_delay, task_id="task-1").outcome
 
 
 def make_due(engine, row_id):
+    """As if the retry's delay had passed (for the row and the batch it is retried with)."""
+    past = utcnow() - timedelta(seconds=1)
     with Session(engine) as s:
         s.execute(update(EmailOutbox).where(EmailOutbox.id == row_id)
-                  .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+                  .values(next_attempt_at=past))
+        batch_id = s.get(EmailOutbox, row_id).batch_id
+        s.execute(update(EmailBatch).where(EmailBatch.id == batch_id)
+                  .values(next_attempt_at=past))
         s.commit()
 
 
@@ -72,8 +77,8 @@ def test_sent_through_the_sdk_with_the_rows_key_and_the_provider_id_recorded(
 ):
     seed_order(engine, "KB-1001")
     with Session(engine, expire_on_commit=False) as session:
-        row_id = outbox.queue_email(session, settings, "order_confirmation",
-                                    order_number="KB-1001").id
+        request = EmailRequest("order_confirmation", order_number="KB-1001")
+        row_id = outbox.add(session, settings, request).row.id
     assert send(engine, settings, row_id, transport, limiter) == "sent"
     [delivery] = stub.deliveries
     stored = row(engine, row_id)
@@ -139,7 +144,7 @@ def test_same_key_with_a_changed_body_is_409_and_permanent(sqlite_engine, settin
     send(sqlite_engine, settings, row_id, transport)
     with Session(sqlite_engine) as s:
         s.execute(update(EmailOutbox).where(EmailOutbox.id == row_id)
-                  .values(status="queued", html="<p>changed</p>"))
+                  .values(status="queued", batch_id=None, html="<p>changed</p>"))
         s.commit()
     with pytest.raises(PermanentJobError, match="409 invalid_idempotent_request"):
         send(sqlite_engine, settings, row_id, transport)
@@ -227,7 +232,7 @@ def test_429_retries_after_retry_after_without_spending_a_retry(
 def test_exhausted_daily_quota_defers_until_reset_and_stops_every_worker(
     sqlite_engine, settings, stub, transport, limiter
 ):
-    first, second = queued(sqlite_engine, settings), queued(sqlite_engine, settings, to="b@x.com")
+    first = queued(sqlite_engine, settings)
     stub.set_daily_quota(0)
     with pytest.raises(RetryTask) as info:
         send(sqlite_engine, settings, first, transport, limiter)
@@ -235,6 +240,7 @@ def test_exhausted_daily_quota_defers_until_reset_and_stops_every_worker(
     midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     assert abs(info.value.delay - (midnight - now).total_seconds()) < 5
     assert "daily_quota_exceeded" in row(sqlite_engine, first).last_error
+    second = queued(sqlite_engine, settings, to="b@x.com")
     with pytest.raises(RetryTask):  # deferred without asking the provider again
         send(sqlite_engine, settings, second, transport, limiter)
     assert len(stub.requests) == 1
@@ -261,13 +267,18 @@ def test_secrets_never_reach_the_row_or_the_logs(sqlite_engine, settings, stub, 
     assert KEY not in caplog.text and "[REDACTED]" in caplog.text
 
 
-def test_batch_endpoint_sends_up_to_100_under_one_key_and_replays(stub, transport):
+def test_batch_endpoint_sends_up_to_100_permissively_under_one_key_and_replays(stub, transport):
     messages = [Message("Kolaq <orders@kolaq.example>", f"c{i}@example.com", "News", "<p>x</p>",
                         "x", f"k{i}") for i in range(3)]
-    first = transport.send_batch(messages, "broadcast/1/batch/0")
-    again = transport.send_batch(messages, "broadcast/1/batch/0")
-    assert [r.provider_message_id for r in first] == [r.provider_message_id for r in again]
-    assert len(stub.deliveries) == 3 and {d.endpoint for d in stub.deliveries} == {"/emails/batch"}
+    messages[1] = Message("Kolaq <orders@kolaq.example>", "josé@example.com", "News",
+                          "<p>x</p>", "x", "k1")  # valid to us, refused by the provider
+    first = transport.send_batch(messages, "batch/1")
+    again = transport.send_batch(messages, "batch/1")
+    assert first == again and sorted(first.accepted) == [0, 2]
+    assert list(first.refused) == [1] and "`to`" in first.refused[1]
+    assert len(stub.deliveries) == 2 and {d.endpoint for d in stub.deliveries} == {"/emails/batch"}
+    assert {r.validation for r in stub.requests} == {"permissive"}
+    assert {d.idempotency_key for d in stub.deliveries} == {"batch/1"}
     with pytest.raises(ValueError):
         transport.send_batch(messages * 34, "too-many")
 
@@ -278,7 +289,8 @@ def test_dev_transport_writes_one_eml_per_key_with_both_parts(sqlite_engine, set
     dev = DevTransport(settings.email.outbox_dir)
     assert send(sqlite_engine, settings, row_id, dev) == "sent"
     with Session(sqlite_engine) as s:  # sent again (e.g. a re-run): same file, not a second one
-        s.execute(update(EmailOutbox).where(EmailOutbox.id == row_id).values(status="queued"))
+        s.execute(update(EmailOutbox).where(EmailOutbox.id == row_id)
+                  .values(status="queued", batch_id=None))
         s.commit()
     send(sqlite_engine, settings, row_id, dev)
     [path] = list(__import__("pathlib").Path(settings.email.outbox_dir).glob("*.eml"))

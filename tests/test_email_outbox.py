@@ -11,19 +11,25 @@ from email_support import activity, count, row, rows, seed_order
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from kolaq_console.emails import outbox
-from kolaq_console.emails.delivery import claim, mark_sent
+from kolaq_console import dispatch
+from kolaq_console.emails import EmailRequest, outbox
+from kolaq_console.emails.batches import Claimed, claim_for_row, finish
 from kolaq_console.errors import NotFound, UserError
 from kolaq_console.models import ActivityLog, EmailOutbox, utcnow
 from kolaq_console.status import outbox_counts
 
 
 @pytest.fixture
-def enqueued(monkeypatch) -> list[int]:
-    """Row ids handed to the queue (the queue itself is exercised by the worker tests)."""
-    ids: list[int] = []
-    monkeypatch.setattr(outbox, "enqueue_send", lambda row_id, **_: ids.append(row_id))
-    return ids
+def enqueued():
+    """Row ids handed to the queue as send_email jobs (the queue itself is exercised by the
+    worker tests); send_email_batch jobs are recorded as ("batch", id)."""
+    ids: list = []
+
+    def record(call):
+        ids.append(call.args[0] if call.task == "send_email" else ("batch", call.args[0]))
+
+    with dispatch.recording(record):
+        yield ids
 
 
 def queue(engine, settings, kind="generic", **kwargs):
@@ -35,7 +41,20 @@ def queue(engine, settings, kind="generic", **kwargs):
             if kwargs[name] in ("ada@example.com", "Hello", "Body"):
                 kwargs.pop(name)
     with Session(engine, expire_on_commit=False) as session:
-        return outbox.queue(session, settings, kind, **kwargs)
+        return outbox.add(session, settings, EmailRequest(kind, **kwargs))
+
+
+def claim(engine, row_id, lease, task_id=None, now=None):
+    """The row's send job's claim; the claimed row (attempts, key) or None."""
+    claimed = claim_for_row(engine, row_id, lease, task_id, now)
+    return claimed.members[0] if claimed else None
+
+
+def mark_sent(engine, row_id, provider_id):
+    """What the provider's acceptance does to the row (through its batch)."""
+    with Session(engine) as s:
+        batch_id = s.get(EmailOutbox, row_id).batch_id
+    finish(engine, Claimed(batch_id, "", 1, None, ()), {row_id: provider_id}, {})
 
 
 def test_queueing_stores_the_rendered_row_commits_then_enqueues_only_its_id(
@@ -75,7 +94,9 @@ def test_the_same_logical_email_queued_twice_is_one_row_and_one_job(engine, sett
         ("order_confirmation", {"order_number": "KB-404"}, "order 'KB-404' not found"),
         ("order_confirmation", {"order_number": "KB-1001", "to": "x@"}, "invalid recipient"),
         ("generic", {"subject": ""}, "needs a subject"),
-        ("broadcast", {"to": "a@example.com", "subject": "S", "body": " "}, "needs a subject"),
+        ("broadcast", {"to": "a@example.com", "subject": "S", "body": " ",
+                       "context": {"test": True}}, "needs a subject"),
+        ("broadcast", {"to": "a@example.com", "subject": "S", "body": "B"}, "broadcast send"),
         ("low_stock", {"context": {"products": []}}, "non-empty list"),
         ("sms", {}, "unknown email kind"),
         ("generic", {"idempotency_key": "k" * 300}, "idempotency key"),
@@ -100,10 +121,10 @@ def test_low_stock_takes_the_inventory_checks_products_and_key(engine, settings,
     products = [{"sku": "KB-ORIG-750", "name": "Original", "stock": 3, "threshold": 10,
                  "units_sold_7d": 21, "days_of_cover": 1.0}]
     with Session(engine, expire_on_commit=False) as session:
-        first = outbox.queue_email(session, settings, "low_stock", context={"products": products},
-                                   idempotency_key="low_stock/2026-11-20")
-        again = outbox.queue_email(session, settings, "low_stock", context={"products": products},
-                                   idempotency_key="low_stock/2026-11-20")
+        request = EmailRequest("low_stock", context={"products": products},
+                               idempotency_key="low_stock/2026-11-20")
+        first = outbox.add(session, settings, request).row
+        again = outbox.add(session, settings, request).row
     assert first.id == again.id and first.to_address == settings.email.admin_email
     assert "KB-ORIG-750" in first.text and enqueued == [first.id]
 
@@ -112,8 +133,8 @@ def test_commit_false_joins_the_callers_transaction_and_enqueues_nothing(
     engine, settings, enqueued
 ):
     with Session(engine) as session:
-        row_ = outbox.queue_email(session, settings, "generic", to="a@example.com",
-                                  subject="S", body="B", commit=False)
+        request = EmailRequest("generic", to="a@example.com", subject="S", body="B")
+        row_ = outbox.add(session, settings, request, commit=False).row
         assert row_.id is not None
         session.rollback()
     assert count(engine) == 0 and enqueued == []
@@ -171,6 +192,7 @@ def test_a_sent_row_is_never_claimed_again_and_a_dead_workers_row_is(engine, set
     assert claim(engine, sent_id, 60) is not None
     mark_sent(engine, sent_id, "provider-1")
     assert claim(engine, sent_id, 60, now=utcnow() + timedelta(days=1)) is None
+    assert row(engine, sent_id).provider_message_id == "provider-1"
 
     stuck_id = queue(engine, settings, to="b@example.com").row.id
     assert claim(engine, stuck_id, 60) is not None  # its worker then dies mid-send
@@ -191,13 +213,13 @@ def test_a_row_due_later_is_not_claimed_early(engine, settings, enqueued):
 
 
 def test_sweeper_requeues_rows_past_their_lease_once_per_lease(engine, settings, enqueued):
-    fresh = queue(engine, settings, to="a@example.com").row.id
-    lost_queued = queue(engine, settings, to="b@example.com").row.id
-    lost_sending = queue(engine, settings, to="c@example.com").row.id
     done = queue(engine, settings, to="d@example.com").row.id
-    claim(engine, lost_sending, 1)
     claim(engine, done, 1)
     mark_sent(engine, done, "p")
+    lost_sending = queue(engine, settings, to="c@example.com").row.id
+    claim(engine, lost_sending, 1)  # alone: nothing else waits; then its worker dies
+    lost_queued = queue(engine, settings, to="b@example.com").row.id
+    fresh = queue(engine, settings, to="a@example.com").row.id
     past = utcnow() - timedelta(seconds=5)
     with Session(engine) as s:
         s.execute(update(EmailOutbox).where(EmailOutbox.id.in_([lost_queued, lost_sending]))
@@ -212,8 +234,10 @@ def test_sweeper_requeues_rows_past_their_lease_once_per_lease(engine, settings,
         t.start()
     for t in sweepers:
         t.join()
-    assert sorted(i for r in results for i in r) == [lost_queued, lost_sending]
-    assert sorted(enqueued) == [lost_queued, lost_sending]
+    assert sorted(i for r in results for i in r) == sorted([lost_queued, lost_sending])
+    batch_id = row(engine, lost_sending).batch_id
+    # the row without a batch gets its own job; the one in a batch is sent with its batch
+    assert sorted(enqueued, key=str) == sorted([lost_queued, ("batch", batch_id)], key=str)
     assert row(engine, lost_sending).status == "queued"
     assert outbox.sweep_stale(engine, settings) == []  # fresh leases now
     assert fresh not in enqueued
@@ -224,11 +248,11 @@ def test_sweeper_requeues_rows_past_their_lease_once_per_lease(engine, settings,
 
 def test_list_and_status_counts_reflect_the_outbox(engine, settings, enqueued):
     a = queue(engine, settings, to="a@example.com").row.id
-    b = queue(engine, settings, to="b@example.com").row.id
-    queue(engine, settings, to="c@example.com")
     claim(engine, a, 60)
     mark_sent(engine, a, "p")
+    b = queue(engine, settings, to="b@example.com").row.id
     claim(engine, b, 60)
+    queue(engine, settings, to="c@example.com")
     with Session(engine) as session:
         assert [r.id for r in outbox.list_emails(session, status="sent")] == [a]
         assert len(outbox.list_emails(session)) == 3

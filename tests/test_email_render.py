@@ -12,7 +12,7 @@ import pytest
 from email_support import seed_order
 from sqlmodel import Session
 
-from kolaq_console.emails import KINDS, build_email
+from kolaq_console.emails import KINDS, EmailRequest, compose
 from kolaq_console.emails.render import money, paragraphs, render
 from kolaq_console.errors import UserError
 
@@ -43,7 +43,7 @@ def args_for(kind: str) -> dict[str, Any]:
             "subject": "Harmattan cocktails",
             "body": "# Three drinks for dry season\n\n- Zobo spritz\n- **Kola** old fashioned\n\n"
                     "Reply and tell us yours.",
-            "context": {"broadcast_id": 7, "unsubscribe_url": "http://shop.test/u/tok123"},
+            "context": {"broadcast_id": 7},
         },
         "generic": {
             "to": "chidi@example.com",
@@ -64,7 +64,8 @@ def shop(sqlite_engine):
 
 def draft(engine, settings, kind: str, **overrides: Any):
     with Session(engine) as session:
-        return build_email(session, settings, kind, **{**args_for(kind), **overrides})
+        return compose(session, settings,
+                       EmailRequest(kind, **{**args_for(kind), **overrides}))
 
 
 class Checker(HTMLParser):
@@ -164,18 +165,20 @@ def test_user_supplied_text_is_escaped_in_html(sqlite_engine, settings):
         ("low_stock", {"context": {"products": [{"sku": "S<1>", "name": evil, "stock": 1,
                                                  "threshold": 2}]}}),
         ("broadcast", {"to": "a@example.com", "subject": f"Hi {evil}",
-                       "body": f"Raw {evil} and <img src=x onerror=alert(1)>"}),
+                       "body": f"Raw {evil} and <img src=x onerror=alert(1)>",
+                       "context": {"broadcast_id": 1}}),
         ("generic", {"to": "a@example.com", "subject": f"Hi {evil}", "body": f"Body {evil}"}),
     ]
     for kind, kwargs in cases:
         with Session(sqlite_engine) as session:
-            email = build_email(session, settings, kind, **kwargs)
+            email = compose(session, settings, EmailRequest(kind, **kwargs))
         assert "<script>" not in email.html, kind
         assert "&lt;script&gt;" in email.html, kind
         assert "<img src=x" not in email.html, kind
         assert parse(email.html).errors == [], kind
     with Session(sqlite_engine) as session:
-        shipping = build_email(session, settings, "shipping_notification", order_number="KB-2001")
+        shipping = compose(session, settings,
+                           EmailRequest("shipping_notification", order_number="KB-2001"))
     assert "javascript:" not in shipping.html
     assert "Evil &amp; Sons &lt;b&gt;" in shipping.html
     assert "Evil & Sons <b>" in shipping.text  # the plain-text part is text, not HTML
@@ -196,12 +199,23 @@ def test_templates_dir_overrides_one_template_and_keeps_the_others(
     assert "Hello Chidi" in email.html and "<style" not in email.html  # packaged HTML kept
 
 
-def test_broadcast_carries_one_click_unsubscribe_headers(shop, settings):
+def test_broadcast_carries_one_click_unsubscribe_headers_and_a_visible_link(shop, settings):
+    from kolaq_console import consent
+
     email = draft(shop, settings, "broadcast")
-    assert email.headers["List-Unsubscribe"] == "<http://shop.test/u/tok123>"
+    https, mailto = email.headers["List-Unsubscribe"].split(", ")
+    url = https.strip("<>")
+    assert url.startswith("http://shop.test/unsubscribe/") and mailto.startswith("<mailto:")
+    assert consent.read_token(settings, url.rsplit("/", 1)[1]) == "ngozi@example.com"
     assert email.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert f'href="{url}"' in email.html and url in email.text  # the visible link
     assert email.broadcast_id == 7 and email.idempotency_key.startswith("broadcast/7/")
     assert "<strong>Kola</strong>" in email.html
+
+
+def test_a_broadcast_copy_for_one_address_outside_a_broadcast_is_refused(shop, settings):
+    with pytest.raises(UserError, match="broadcast send"):
+        draft(shop, settings, "broadcast", context={})
 
 
 def test_low_stock_needs_products_and_uses_the_callers_key(shop, settings):
@@ -222,9 +236,41 @@ def test_money_and_paragraph_helpers():
     assert str(paragraphs("a <b>\nc\n\nd")) == "<p>a &lt;b&gt;<br>\nc</p>\n<p>d</p>"
 
 
-def test_unknown_kind_is_a_user_error(settings):
-    with pytest.raises(UserError, match="unknown email kind"):
+def test_unknown_kind_is_a_user_error(sqlite_engine, settings):
+    with Session(sqlite_engine) as session, pytest.raises(UserError, match="unknown email kind"):
+        compose(session, settings, EmailRequest("sms"))
+    with pytest.raises(UserError, match=r"email template sms\.subject\.txt"):
         render(settings, "sms", {})
+
+
+def test_a_new_kind_is_one_composer_and_its_three_templates(
+    sqlite_engine, make_settings, tmp_path
+):
+    from kolaq_console.emails.composers import Composition, composer
+    from kolaq_console.emails.composers.base import REGISTRY
+
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "thanks.subject.txt").write_text("Thank you, {{ name }}")
+    (folder / "thanks.html").write_text("{% extends 'layout.html' %}{% block content %}"
+                                        "<p>Thanks {{ name }}</p>{% endblock %}")
+    (folder / "thanks.txt").write_text("Thanks {{ name }}")
+    settings = make_settings(email__templates_dir=str(folder))
+
+    @composer("thanks")
+    def thanks(session, settings, request):
+        return Composition(to=request.to, context={"name": request.context["name"]},
+                           key=f"thanks/{request.to}")
+
+    try:
+        with Session(sqlite_engine) as session:
+            email = compose(session, settings, EmailRequest(
+                "thanks", to="ada@example.com", context={"name": "Ada"}))
+    finally:
+        del REGISTRY["thanks"]
+    assert email.subject == "Thank you, Ada" and "Thanks Ada" in email.html
+    assert email.idempotency_key == "thanks/ada@example.com"
+    assert email.headers["From"] == settings.email.from_address
 
 
 def test_order_emails_right_align_number_headings_after_inlining_and_link_the_order(

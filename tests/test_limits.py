@@ -14,7 +14,7 @@ from helpers import run_cli
 from sqlmodel import Session
 
 from kolaq_console.config import SECTIONS, ConfigError, load_settings
-from kolaq_console.emails import outbox
+from kolaq_console.emails import EmailRequest, outbox
 from kolaq_console.errors import UserError
 
 EMOJI_SUBJECT = "🍹" * 5_000
@@ -23,8 +23,8 @@ MIB = 1_048_576
 
 def queue_generic(engine, settings, subject: str = "Hello", body: str = "Hi there") -> None:
     with Session(engine) as session:
-        outbox.queue_email(session, settings, "generic", to="ada@example.com", subject=subject,
-                           body=body, enqueue=False)
+        request = EmailRequest("generic", to="ada@example.com", subject=subject, body=body)
+        outbox.add(session, settings, request, enqueue=False)
 
 
 @pytest.mark.parametrize(("subject", "body", "message"), [

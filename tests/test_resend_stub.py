@@ -237,6 +237,47 @@ def test_batch_permissive_sends_valid_items_and_reports_errors_by_index(stub):
     assert (delivery.id, delivery.batch_index) == (response["data"][0]["id"], 0)
 
 
+def test_batch_permissive_with_every_item_refused_is_a_200_with_no_data(stub):
+    response = batch([email(to=["nope"]), email(to=["josé@example.com"])], mode="permissive")
+
+    assert response["data"] == [] and [e["index"] for e in response["errors"]] == [0, 1]
+    assert stub.deliveries == [] and [r.status for r in stub.requests] == [200]
+
+
+def test_the_request_log_counts_the_emails_of_each_request_and_its_validation_mode(stub):
+    batch([email() for _ in range(3)], mode="permissive")
+    batch([email()])
+    send(email())
+
+    assert [(r.path, r.emails, r.validation) for r in stub.requests] == [
+        ("/emails/batch", 3, "permissive"), ("/emails/batch", 1, "strict"), ("/emails", 1, None)]
+
+
+@pytest.mark.parametrize("headers", [
+    {"List-Unsubscribe": "<https://x.test/u>\r\nBcc: victim@example.com"},
+    {"Bad Name": "x"},
+    {"X-Colon:": "x"},
+])
+def test_malformed_custom_headers_are_refused(stub, headers):
+    with pytest.raises(rx.ValidationError, match="headers"):
+        send(email(headers=headers))
+    assert stub.deliveries == []
+
+
+def test_batch_permissive_replay_answers_the_same_ids_and_errors_and_sends_nothing_more(stub):
+    items = [email(to=["a@example.com"]), email(to=["nope"]), email(to=["b@example.com"])]
+    first = batch(items, key="batch/1", mode="permissive")
+    again = batch(items, key="batch/1", mode="permissive")
+
+    assert again["data"] == first["data"] and again["errors"] == first["errors"]
+    assert len(stub.deliveries) == 2 and [r.replayed for r in stub.requests] == [False, True]
+    # the same key with other members is a different request: refused, nothing sent
+    with pytest.raises(rx.ResendError) as info:
+        batch(items[:2], key="batch/1", mode="permissive")
+    assert (info.value.code, info.value.error_type) == (409, "invalid_idempotent_request")
+    assert len(stub.deliveries) == 2
+
+
 def test_batch_expands_to_one_delivery_per_item(stub):
     response = batch([email(to=[f"c{i}@example.com"]) for i in range(3)], key="digest/42")
 
@@ -334,6 +375,19 @@ def test_failed_requests_are_not_stored_so_a_retry_with_the_key_may_succeed(stub
 
 
 # ---- rate limits and quota ---------------------------------------------------------------------
+
+
+def test_the_rate_limit_counts_requests_not_emails(point_sdk):
+    clock = FakeClock()
+    with ResendStub(api_keys=[KEY], rate_limit=2, clock=clock) as server:
+        point_sdk(server.url)
+        batch([email(to=[f"c{i}@example.com"]) for i in range(100)])
+        batch([email(to=[f"d{i}@example.com"]) for i in range(100)])
+        with pytest.raises(rx.RateLimitError):
+            send(email())
+
+    assert len(server.deliveries) == 200
+    assert [r.status for r in server.requests] == [200, 200, 429]
 
 
 def test_over_2_per_second_is_429_and_the_sdk_exception_exposes_the_headers(point_sdk):

@@ -311,10 +311,11 @@ def test_a_partial_refund_is_flagged_and_changes_nothing(server, engine, wh_sett
 
 
 def sent_email(engine, settings, to="ada@example.com", provider_id="re-msg-1") -> int:
-    from kolaq_console.emails import queue_email
+    from kolaq_console.emails import EmailRequest, outbox
 
     with dispatch.recording(), Session(engine, expire_on_commit=False) as s:
-        row = queue_email(s, settings, "generic", to=to, subject="Hello", body="Hi")
+        row = outbox.add(s, settings, EmailRequest("generic", to=to, subject="Hello",
+                                                   body="Hi")).row
         row.status, row.provider_message_id = "sent", provider_id
         s.add(row)
         s.commit()

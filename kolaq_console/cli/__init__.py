@@ -12,6 +12,7 @@ import typer
 
 from kolaq_console import runtime
 from kolaq_console.cli import (
+    broadcast,
     db,
     demo,
     email,
@@ -57,6 +58,7 @@ def root(
         run_console(with_worker=with_worker, read_only=read_only)
 
 
+app.add_typer(broadcast.app, name="broadcast")
 app.add_typer(db.app, name="db")
 app.add_typer(email.app, name="email")
 app.add_typer(inventory.app, name="inventory")

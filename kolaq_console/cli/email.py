@@ -10,8 +10,7 @@ from sqlmodel import Session
 
 from kolaq_console import runtime
 from kolaq_console.cli.common import huey, out, print_json, ready_engine
-from kolaq_console.emails import outbox
-from kolaq_console.emails.render import KINDS
+from kolaq_console.emails import KINDS, EmailRequest, compose, outbox
 from kolaq_console.errors import NotFound, UserError
 from kolaq_console.models import EmailOutbox
 
@@ -37,14 +36,14 @@ def _read_body(path: Path | None) -> str | None:
 
 
 def _kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise UserError(f"unknown email kind {kind!r}; expected one of: {', '.join(KINDS)}")
-    return kind
+    from kolaq_console.emails.composers import known_kind
+
+    return known_kind(kind)
 
 
-def _context(session: Session, kind: str) -> dict | None:
+def _context(session: Session, kind: str) -> dict:
     if kind != "low_stock":
-        return None
+        return {}
     from kolaq_console.inventory.alert import email_context
     from kolaq_console.inventory.lowstock import low_stock_products
 
@@ -79,10 +78,9 @@ def queue_cmd(
     engine = ready_engine()
     huey()  # wire the queue (the send job is enqueued after commit); refuses before any write
     with Session(engine, expire_on_commit=False) as session:
-        result = outbox.queue(
-            session, settings, kind, to=to, order_number=order, subject=subject, body=body,
-            context=_context(session, kind), idempotency_key=key,
-        )
+        request = EmailRequest(kind, to=to, order_number=order, subject=subject, body=body,
+                               context=_context(session, kind), idempotency_key=key)
+        result = outbox.add(session, settings, request)
     row = result.row
     if as_json:
         print_json({**outbox.row_summary(row), "created": result.created})
@@ -191,10 +189,12 @@ def preview_cmd(
     kind = _kind(kind)
     body = _read_body(body_file)
     with Session(ready_engine()) as session:
-        draft = outbox.build_email(
-            session, runtime.settings(), kind, to=to, order_number=order, subject=subject,
-            body=body, context=_context(session, kind),
-        )
+        context = _context(session, kind)
+        if kind == "broadcast":  # a copy as one recipient (or the admin) would see it
+            context = {"test": True}
+        request = EmailRequest(kind, to=to, order_number=order, subject=subject, body=body,
+                               context=context)
+        draft = compose(session, runtime.settings(), request)
         session.rollback()  # preview writes nothing
     try:
         out_file.parent.mkdir(parents=True, exist_ok=True)

@@ -1,29 +1,14 @@
-"""Email: rendering (templates/), the outbox, transports (resend, dev), the shared rate limiter,
-delivery with classified retries, and the sweeper. Other areas call:
+"""Email: composing (composers/, one per kind, with templates/), the outbox, transports
+(resend, dev), the shared rate limiter, delivery with classified retries, and the sweeper.
+Other areas call:
 
-- `queue_email(session, settings, kind, ...) -> EmailOutbox` and `enqueue_send(row_id)`;
-- `resend_email(session, settings, row_id, actor)` for an operator's "send again";
-- `list_emails(session, status=..., kind=...)`, `build_email(...)` (preview, no writes).
+- `outbox.add(session, settings, EmailRequest(kind, ...)) -> Added(row, created)` and
+  `outbox.enqueue_send(row_id)`;
+- `outbox.resend_email(session, settings, row_id, actor)` for an operator's "send again";
+- `outbox.list_emails(session, status=..., kind=...)`, `compose(...)` (preview, no writes).
 """
 
-from kolaq_console.emails.outbox import (
-    EmailDraft,
-    build_email,
-    enqueue_send,
-    list_emails,
-    queue_email,
-    resend_email,
-    sweep_stale,
-)
-from kolaq_console.emails.render import KINDS
+from kolaq_console.emails.composers import KINDS, compose
+from kolaq_console.emails.request import EmailDraft, EmailRequest
 
-__all__ = [
-    "KINDS",
-    "EmailDraft",
-    "build_email",
-    "enqueue_send",
-    "list_emails",
-    "queue_email",
-    "resend_email",
-    "sweep_stale",
-]
+__all__ = ["KINDS", "EmailDraft", "EmailRequest", "compose"]

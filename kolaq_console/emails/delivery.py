@@ -1,35 +1,37 @@
-"""Sending one outbox row: claim it atomically, respect the shared rate limit, send, record.
+"""Sending a batch: claim it atomically, respect the shared rate limit, one request, record.
+
+`deliver(row_id)` is a row's send job: the row goes out with whatever else waits (up to 100 in
+one POST /emails/batch), or alone through POST /emails, as ever, when nothing else waits.
+`deliver_batch(batch_id)` sends a batch formed ahead (a broadcast's) or swept.
 
 Outcomes (what the Huey task sees):
-- sent: the row is `sent` with the provider's message id;
-- 429 rate limit / quota: the row goes back to `queued` and `huey.exceptions.RetryTask(delay)`
+- sent: accepted members are `sent` with their provider ids; members the provider refused are
+  `failed` with its reason (alone: the job still succeeds);
+- 429 rate limit / quota: the batch goes back to `queued` and `huey.exceptions.RetryTask(delay)`
   reschedules the job without spending a retry;
-- transient (5xx, network, 409 concurrent): the row goes back to `queued` with the error and
+- transient (5xx, network, 409 concurrent): the batch goes back to `queued` with the error and
   the exception propagates so Huey retries with the configured backoff; on the last attempt
-  the row is `failed`;
-- permanent (validation, key, idempotency conflict): the row is `failed` with the provider's
-  reason and `PermanentJobError` stops the retries.
-A row that is already sent, failed, or being sent by another worker is left alone.
+  its members are `failed`;
+- permanent (auth, a request the provider refuses whole): the members are `failed` with the
+  provider's reason and `PermanentJobError` stops the retries.
+A row or batch that is already sent, failed, or being sent by another worker is left alone.
+The shared rate limiter is asked once per request, whatever the number of emails in it.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
 
 from huey.exceptions import RetryTask
-from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
 
 from kolaq_console.config import Settings
-from kolaq_console.emails.outbox import FROM_HEADER, REPLY_TO_HEADER
+from kolaq_console.emails import batches
+from kolaq_console.emails.batches import Claimed
 from kolaq_console.emails.ratelimit import RateLimiter
 from kolaq_console.emails.transports import (
-    Message,
     PermanentError,
     QuotaExceeded,
     RateLimited,
@@ -38,147 +40,23 @@ from kolaq_console.emails.transports import (
     Transport,
 )
 from kolaq_console.errors import PermanentJobError
-from kolaq_console.models import EmailOutbox, EmailStatus, utcnow
 from kolaq_console.redact import redact
 
 log = logging.getLogger(__name__)
 
-# A retried job may start a little before the time we recorded for it (clock reads differ).
-SCHEDULE_TOLERANCE = timedelta(seconds=1)
-
 
 @dataclass(frozen=True)
-class Claimed:
-    id: int
-    kind: str
-    to_address: str
-    subject: str
-    html: str
-    text: str
-    headers: dict[str, Any]
-    idempotency_key: str
-    attempts: int
+class Delivered:
+    """What one job did: `outcome` is "sent" or "skipped" (nothing to send now)."""
 
-    def message(self, settings: Settings) -> Message:
-        headers = dict(self.headers or {})
-        sender = headers.pop(FROM_HEADER, None) or settings.email.from_address
-        reply_to = headers.pop(REPLY_TO_HEADER, None)
-        return Message(
-            from_address=sender,
-            to=self.to_address,
-            subject=self.subject,
-            html=self.html,
-            text=self.text,
-            idempotency_key=self.idempotency_key,
-            reply_to=reply_to,
-            headers={str(k): str(v) for k, v in headers.items()},
-        )
+    outcome: str
+    batch_id: int | None = None
+    broadcast_id: int | None = None
+    sent: int = 0
+    refused: int = 0
 
 
-@functools.lru_cache(maxsize=1)
-def _claim_statement():
-    t = EmailOutbox.__table__  # type: ignore[attr-defined]
-    return (
-        update(t)
-        .where(
-            t.c.id == bindparam("b_id"),
-            (t.c.status == EmailStatus.queued.value)
-            | ((t.c.status == EmailStatus.sending.value) & (t.c.lease_until < bindparam("b_now"))),
-            t.c.next_attempt_at.is_(None) | (t.c.next_attempt_at <= bindparam("b_due")),
-        )
-        .values(
-            status=EmailStatus.sending.value,
-            attempts=t.c.attempts + 1,
-            lease_until=bindparam("b_lease"),
-            updated_at=bindparam("b_now"),
-            task_id=bindparam("b_task"),
-            claimed_by=bindparam("b_worker"),
-        )
-        .returning(
-            t.c.id, t.c.kind, t.c.to_address, t.c.subject, t.c.html, t.c.text, t.c.headers,
-            t.c.idempotency_key, t.c.attempts,
-        )
-    )
-
-
-def claim(
-    engine: Engine, row_id: int, lease_seconds: float, task_id: str | None = None,
-    now: datetime | None = None, worker_id: str | None = None,
-) -> Claimed | None:
-    """Atomically take the row for sending: one conditional UPDATE ... RETURNING.
-
-    Only a `queued` row due now, or a `sending` row whose lease ran out (its worker died), can
-    be claimed, so two workers never send the same row at once and a `sent` row never again.
-    The row notes the claiming worker (`claimed_by`), so that if the worker dies its emails are
-    handed back as soon as it is known dead (outbox.release_claims), before the lease ends.
-    The statement is built once; each call only binds its values.
-    """
-    now = now or utcnow()
-    params = {
-        "b_id": row_id, "b_now": now, "b_due": now + SCHEDULE_TOLERANCE,
-        "b_lease": now + timedelta(seconds=lease_seconds), "b_task": task_id,
-        "b_worker": worker_id,
-    }
-    with engine.begin() as conn:
-        row = conn.execute(_claim_statement(), params).first()
-    return Claimed(*row) if row else None
-
-
-_OPEN = (EmailStatus.sending.value, EmailStatus.queued.value)
-_SENDING = (EmailStatus.sending.value,)
-
-
-@functools.lru_cache(maxsize=16)
-def _update_statement(where_status: tuple[str, ...], columns: tuple[str, ...]):
-    """UPDATE email_outbox SET <columns> WHERE id = :b_id AND status IN <where_status>, built
-    once per shape; values are bound at execution as b_<column>."""
-    t = EmailOutbox.__table__  # type: ignore[attr-defined]
-    return (
-        update(t)
-        .where(t.c.id == bindparam("b_id"), t.c.status.in_(where_status))
-        .values({c: bindparam(f"b_{c}") for c in ("updated_at", *columns)})
-    )
-
-
-def _update(engine: Engine, row_id: int, where_status: tuple[str, ...], **values: Any) -> bool:
-    stmt = _update_statement(where_status, tuple(values))
-    params = {f"b_{k}": v for k, v in values.items()}
-    params.update(b_id=row_id, b_updated_at=utcnow())
-    with engine.begin() as conn:
-        return conn.execute(stmt, params).rowcount == 1
-
-
-def mark_sent(engine: Engine, row_id: int, provider_message_id: str) -> bool:
-    now = utcnow()
-    return _update(
-        engine, row_id, _OPEN, status=EmailStatus.sent.value,
-        provider_message_id=provider_message_id, sent_at=now, last_error=None,
-        next_attempt_at=None, lease_until=None,
-    )
-
-
-def mark_failed(engine: Engine, row_id: int, reason: str) -> bool:
-    return _update(
-        engine, row_id, _OPEN, status=EmailStatus.failed.value, last_error=redact(reason),
-        next_attempt_at=None, lease_until=None,
-    )
-
-
-def release(engine: Engine, row_id: int, delay: float, reason: str, lease_seconds: float) -> bool:
-    """Back to `queued`, due again in `delay` seconds; its lease covers that wait."""
-    due = utcnow() + timedelta(seconds=max(0.0, delay))
-    return _update(
-        engine, row_id, _SENDING, status=EmailStatus.queued.value,
-        last_error=redact(reason), next_attempt_at=due,
-        lease_until=due + timedelta(seconds=lease_seconds),
-    )
-
-
-def extend_lease(engine: Engine, row_id: int, seconds: float) -> bool:
-    return _update(
-        engine, row_id, _SENDING,
-        lease_until=utcnow() + timedelta(seconds=seconds),
-    )
+SKIPPED = Delivered("skipped")
 
 
 def deliver(
@@ -192,86 +70,156 @@ def deliver(
     retry_delay: float = 0.0,
     task_id: str | None = None,
     worker_id: str | None = None,
-) -> str:
-    """Send outbox row `row_id` once; returns "sent" or "skipped", or raises (see module doc).
+) -> Delivered:
+    """Send outbox row `row_id` (and whatever waits with it) once; see the module doc.
 
     `retries_left`/`retry_delay` are the Huey task's remaining retries and the delay before
-    its next retry, so the row can say when it will be tried again, or that it has failed.
+    its next retry, so the rows can say when they will be tried again, or that they failed.
     """
-    lease = settings.email.lease_seconds
-    started = time.monotonic()
-    row = claim(engine, row_id, lease, task_id, worker_id=worker_id)
-    if row is None:
+    claimed = batches.claim_for_row(engine, row_id, settings.email.lease_seconds, task_id,
+                                    worker_id=worker_id)
+    if claimed is None:
         log.info("email #%s: not claimable (sent, failed, not due, or being sent); skipped",
                  row_id)
-        return "skipped"
-    log.debug("email #%s %s: attempt %d via %s started", row.id, row.kind, row.attempts,
-              transport.name)
+        return SKIPPED
+    return _send(engine, settings, claimed, transport, limiter, retries_left, retry_delay)
 
+
+def deliver_batch(
+    engine: Engine,
+    settings: Settings,
+    batch_id: int,
+    *,
+    transport: Transport,
+    limiter: RateLimiter | None,
+    retries_left: int = 0,
+    retry_delay: float = 0.0,
+    task_id: str | None = None,
+    worker_id: str | None = None,
+) -> Delivered:
+    """Send batch `batch_id` (formed ahead, or swept) once; see the module doc."""
+    claimed = batches.claim_batch(engine, batch_id, settings.email.lease_seconds, task_id,
+                                  worker_id=worker_id)
+    if claimed is None:
+        log.info("batch #%s: not claimable (sent, failed, not due, or being sent); skipped",
+                 batch_id)
+        return SKIPPED
+    return _send(engine, settings, claimed, transport, limiter, retries_left, retry_delay)
+
+
+def _name(claimed: Claimed) -> str:
+    single = claimed.single
+    if single is not None:
+        return f"email #{single.id} {single.kind}"
+    return f"batch #{claimed.batch_id} of {len(claimed.members)}"
+
+
+def _wait_for_slot(engine: Engine, settings: Settings, claimed: Claimed,
+                   limiter: RateLimiter) -> None:
+    lease = settings.email.lease_seconds
+    grant = limiter.acquire(settings.email.max_limiter_wait)
+    if not grant.ok:
+        reason = f"deferred {grant.wait:.0f} s: {grant.reason or 'provider limit'}"
+        batches.release(engine, claimed, grant.wait, reason, lease)
+        log.info("%s: %s", _name(claimed), reason)
+        raise RetryTask(reason, delay=grant.wait)
+    if grant.wait > 0:
+        if grant.wait > lease / 4:
+            batches.extend_lease(engine, claimed, grant.wait + lease)
+        time.sleep(grant.wait)
+
+
+def _send(
+    engine: Engine,
+    settings: Settings,
+    claimed: Claimed,
+    transport: Transport,
+    limiter: RateLimiter | None,
+    retries_left: int,
+    retry_delay: float,
+) -> Delivered:
+    lease = settings.email.lease_seconds
+    name = _name(claimed)
+    started = time.monotonic()
+    log.debug("%s: attempt %d via %s started", name, claimed.attempts, transport.name)
     if limiter is not None and getattr(transport, "rate_limited", True):
-        grant = limiter.acquire(settings.email.max_limiter_wait)
-        if not grant.ok:
-            reason = f"deferred {grant.wait:.0f} s: {grant.reason or 'provider limit'}"
-            release(engine, row.id, grant.wait, reason, lease)
-            log.info("email #%s: %s", row.id, reason)
-            raise RetryTask(reason, delay=grant.wait)
-        if grant.wait > 0:
-            if grant.wait > lease / 4:
-                extend_lease(engine, row.id, grant.wait + lease)
-            time.sleep(grant.wait)
+        _wait_for_slot(engine, settings, claimed, limiter)
 
+    single = claimed.single
     try:
-        result = transport.send(row.message(settings))
+        if single is not None:
+            result = transport.send(single.message(settings))
+            accepted, refused = {single.id: result.provider_message_id}, {}
+            headers = result.headers
+        else:
+            answer = transport.send_batch(
+                [m.message(settings) for m in claimed.members], claimed.idempotency_key
+            )
+            ids = [m.id for m in claimed.members]
+            accepted = {ids[i]: pid for i, pid in answer.accepted.items()}
+            refused = {ids[i]: reason for i, reason in answer.refused.items()}
+            headers = answer.headers
     except RateLimited as exc:
         if limiter is not None:
             limiter.block(exc.retry_after, "rate limited by the provider (429)")
-        release(engine, row.id, exc.retry_after, exc.reason, lease)
-        log.warning("email #%s: %s; retrying in %.2f s (no retry spent)", row.id, exc.reason,
+        batches.release(engine, claimed, exc.retry_after, exc.reason, lease)
+        log.warning("%s: %s; retrying in %.2f s (no retry spent)", name, exc.reason,
                     exc.retry_after)
         raise RetryTask(exc.reason, delay=exc.retry_after) from None
     except QuotaExceeded as exc:
         if limiter is not None:
             limiter.block(exc.retry_after, "provider sending quota exhausted")
-        release(engine, row.id, exc.retry_after, f"{exc.reason}; deferred until reset", lease)
-        log.warning("email #%s: %s; deferred %.0f s until the quota resets", row.id, exc.reason,
+        batches.release(engine, claimed, exc.retry_after,
+                        f"{exc.reason}; deferred until reset", lease)
+        log.warning("%s: %s; deferred %.0f s until the quota resets", name, exc.reason,
                     exc.retry_after)
         raise RetryTask(exc.reason, delay=exc.retry_after) from None
     except PermanentError as exc:
-        mark_failed(engine, row.id, exc.reason)
-        log.error("email #%s %s failed permanently: %s", row.id, row.kind, exc.reason)
-        raise PermanentJobError(f"email #{row.id}: {exc.reason}") from None
+        batches.fail(engine, claimed, exc.reason)
+        log.error("%s failed permanently: %s", name, exc.reason)
+        raise PermanentJobError(f"{name}: {exc.reason}") from None
     except TransientError as exc:
-        if retries_left > 0:
-            release(engine, row.id, retry_delay, exc.reason, lease)
-            log.warning("email #%s: %s; retry in %.2f s (%d left)", row.id, exc.reason,
-                        retry_delay, retries_left, exc_info=True)
-        else:
-            mark_failed(engine, row.id, f"{exc.reason} (retries exhausted)")
-            log.error("email #%s %s failed after %d attempt(s): %s", row.id, row.kind,
-                      row.attempts, exc.reason, exc_info=True)
+        _transient(engine, claimed, exc.reason, retries_left, retry_delay, lease)
         raise
     except SendError:
         raise
     except Exception as exc:
-        # A bug or an unexpected failure: treat as transient, keep the row honest.
-        reason = redact(f"{type(exc).__name__}: {exc}")
-        if retries_left > 0:
-            release(engine, row.id, retry_delay, reason, lease)
-        else:
-            mark_failed(engine, row.id, f"{reason} (retries exhausted)")
-        log.exception("email #%s: unexpected error while sending", row.id)
+        # A bug or an unexpected failure: treat as transient, keep the rows honest.
+        _transient(engine, claimed, redact(f"{type(exc).__name__}: {exc}"), retries_left,
+                   retry_delay, lease)
         raise
 
-    mark_sent(engine, row.id, result.provider_message_id)
-    if limiter is not None and result.headers:
+    batches.finish(engine, claimed, accepted, refused)
+    if limiter is not None and headers:
         try:
-            limiter.observe(result.headers)
+            limiter.observe(headers)
         except Exception:
-            log.warning("email #%s: could not update the shared rate limiter", row.id,
-                        exc_info=True)
-    # One INFO line per email sent (Huey logs the job's start and end): attempt and transport
-    # are here rather than in a line of their own at the start.
-    log.info("email #%s %s sent via %s on attempt %d (provider id %s) in %.3f s", row.id,
-             row.kind, transport.name, row.attempts, result.provider_message_id,
-             time.monotonic() - started)
-    return "sent"
+            log.warning("%s: could not update the shared rate limiter", name, exc_info=True)
+    elapsed = time.monotonic() - started
+    if single is not None:
+        # One INFO line per email sent alone (Huey logs the job's start and end).
+        log.info("email #%s %s sent via %s on attempt %d (provider id %s) in %.3f s",
+                 single.id, single.kind, transport.name, claimed.attempts,
+                 accepted[single.id], elapsed)
+    else:
+        log.info("batch #%s: %d email(s) sent via %s in one request on attempt %d (#%s-#%s), "
+                 "%d refused, in %.3f s", claimed.batch_id, len(accepted), transport.name,
+                 claimed.attempts, claimed.members[0].id, claimed.members[-1].id,
+                 len(refused), elapsed)
+    for row_id, reason in refused.items():
+        log.warning("email #%s in batch #%s failed alone: %s", row_id, claimed.batch_id, reason)
+    return Delivered("sent", claimed.batch_id, claimed.broadcast_id, len(accepted),
+                     len(refused))
+
+
+def _transient(engine: Engine, claimed: Claimed, reason: str, retries_left: int,
+               retry_delay: float, lease: float) -> None:
+    name = _name(claimed)
+    if retries_left > 0:
+        batches.release(engine, claimed, retry_delay, reason, lease)
+        log.warning("%s: %s; retry in %.2f s (%d left)", name, reason, retry_delay,
+                    retries_left, exc_info=True)
+    else:
+        batches.fail(engine, claimed, f"{reason} (retries exhausted)")
+        log.error("%s failed after %d attempt(s): %s", name, claimed.attempts, reason,
+                  exc_info=True)

@@ -1,25 +1,22 @@
 """The email outbox: every email is a row before it is a job.
 
-`queue_email` validates, renders once, inserts the row (status `queued`, a deterministic
-idempotency key), commits, then enqueues a send job carrying only the row id. The same logical
-email queued twice returns the existing row. The row is the record: a job lost with a crashed
-worker is found by `sweep_stale` once its lease has passed, and sent again under the same key,
-which the provider deduplicates.
+`add` composes the request (validate, render once), inserts the row (status `queued`, a
+deterministic idempotency key), commits, then enqueues a send job carrying only the row id.
+The same logical email added twice returns the existing row. The row is the record: a job lost
+with a crashed worker is found by `sweep_stale` once its lease has passed, and sent again under
+the same key, which the provider deduplicates.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parseaddr
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
@@ -29,313 +26,40 @@ from sqlmodel import Session, col, select
 from kolaq_console import dispatch
 from kolaq_console.config import Settings
 from kolaq_console.db import session_scope
-from kolaq_console.emails.render import KINDS, Rendered, markdown_html, render
+from kolaq_console.emails.composers import compose, known_kind
+from kolaq_console.emails.request import (
+    MAX_KEY_LENGTH,
+    EmailDraft,
+    EmailRequest,
+    body_limit_error,
+)
 from kolaq_console.errors import NotFound, UserError
 from kolaq_console.models import (
     ActivityLog,
-    Customer,
+    BatchStatus,
+    EmailBatch,
     EmailOutbox,
     EmailStatus,
-    Order,
-    OrderLine,
     utcnow,
 )
 from kolaq_console.sqlutil import begin_write
 
 log = logging.getLogger(__name__)
 
-ORDER_KINDS = ("order_confirmation", "shipping_notification", "order_status_update")
-MAX_KEY_LENGTH = 256
-MAX_SUBJECT_CHARS = 200  # what a person types; the stored (rendered) subject fits SUBJECT_COLUMN
-SUBJECT_COLUMN = 300  # email_outbox.subject
+__all__ = ["Added", "add", "body_limit_error", "enqueue_batch", "enqueue_send", "list_emails",
+           "resend_email", "row_summary", "sweep_stale"]
+
 OPEN_STATUSES = (EmailStatus.queued.value, EmailStatus.sending.value)
-
-# Envelope headers kept in the row's `headers` so every attempt sends byte-identical requests
-# (the provider refuses a reused idempotency key with a different body).
-FROM_HEADER = "From"
-REPLY_TO_HEADER = "Reply-To"
-
-STATUS_TEXT = {
-    "pending": ("awaiting payment", "We have your order and are waiting for the payment."),
-    "paid": ("payment received", "Your payment has arrived; we are preparing your order."),
-    "processing": ("being prepared", "Your order is being packed in our workshop."),
-    "shipped": ("shipped", "Your order has left our workshop and is on its way."),
-    "delivered": ("delivered", "Your order has been delivered. Enjoy, and cheers!"),
-    "cancelled": ("cancelled", "Your order has been cancelled. Any payment will be refunded."),
-    "refunded": ("refunded", "Your payment has been refunded."),
-}
+BATCH_OPEN = (BatchStatus.queued.value, BatchStatus.sending.value)
 
 
 @dataclass
-class EmailDraft:
-    """A validated, rendered email that is not stored yet (what `email preview` shows)."""
-
-    kind: str
-    to: str
-    subject: str
-    html: str
-    text: str
-    idempotency_key: str
-    headers: dict[str, str] = field(default_factory=dict)
-    order_id: int | None = None
-    broadcast_id: int | None = None
-
-
-@dataclass
-class Queued:
+class Added:
     row: EmailOutbox
-    created: bool  # False: the same logical email was already queued; this is that row
+    created: bool  # False: the same logical email was already in the outbox; this is that row
 
 
-# --- validation --------------------------------------------------------------------------------
-
-
-def validate_address(
-    value: str | None, what: str = "recipient", *, configured: bool = False
-) -> str:
-    """A normalised address, or a UserError naming what was wrong. No DNS look-ups.
-    `configured` (addresses from settings, e.g. the admin's) also accepts special-use domains
-    `.test` (test setups); addresses from users must not use special-use domains."""
-    if not value or not value.strip():
-        raise UserError(f"{what} address is missing")
-    try:
-        return validate_email(
-            value.strip(), check_deliverability=False, test_environment=configured
-        ).normalized
-    except EmailNotValidError as exc:
-        raise UserError(f"invalid {what} address {value.strip()!r}: {exc}") from None
-
-
-@functools.lru_cache(maxsize=16)
-def validate_sender(value: str) -> str:
-    """`Name <addr>` or a bare address, as configured in [email] from_address."""
-    _, addr = parseaddr(value)
-    try:
-        validate_email(addr, check_deliverability=False, test_environment=True)
-    except EmailNotValidError as exc:
-        raise UserError(f"[email] from_address {value!r} is not a valid sender: {exc}") from None
-    return value
-
-
-_LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
-
-
-def validate_subject(subject: str | None, kind: str) -> str:
-    """A subject as typed: one line, at most MAX_SUBJECT_CHARS characters, not empty."""
-    subject = (subject or "").strip()
-    if not subject:
-        raise UserError(f"a {kind} email needs a subject (--subject)")
-    if any(c in _LINE_BREAKS for c in subject):
-        raise UserError("the subject must be one line: it contains a line break")
-    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in subject):
-        raise UserError("the subject contains a control character")
-    if len(subject) > MAX_SUBJECT_CHARS:
-        raise UserError(
-            f"the subject is {len(subject):,} characters; at most {MAX_SUBJECT_CHARS}"
-        )
-    return subject
-
-
-def body_limit_error(size: int, limit: int, what: str = "the body") -> UserError:
-    return UserError(
-        f"{what} is {size:,} bytes; at most {limit:,} bytes ([email] max_body_bytes)"
-    )
-
-
-def validate_body(body: str | None, settings: Settings) -> str:
-    """A body as typed (text or Markdown), within [email] max_body_bytes as UTF-8."""
-    body = body or ""
-    limit = settings.email.max_body_bytes
-    # 4 bytes per character at most: most bodies are measured without encoding them
-    if len(body) * 4 > limit:
-        size = len(body.encode("utf-8", "surrogatepass"))
-        if size > limit:
-            raise body_limit_error(size, limit)
-    return body
-
-
-def validate_key(key: str) -> str:
-    if not key or len(key) > MAX_KEY_LENGTH or any(ord(c) < 32 for c in key):
-        raise UserError(
-            f"idempotency key must be 1-{MAX_KEY_LENGTH} printable characters, got {key!r:.80}"
-        )
-    return key
-
-
-def _digest(*parts: str, length: int = 24) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:length]
-
-
-# --- building each kind ------------------------------------------------------------------------
-
-
-def _order_context(session: Session, settings: Settings, number: str | None):
-    if not number:
-        raise UserError("this email kind needs an order: give --order NUMBER")
-    order = session.exec(select(Order).where(Order.number == number)).first()
-    if order is None:
-        raise NotFound(f"order {number!r} not found")
-    customer = session.get(Customer, order.customer_id)
-    lines = session.exec(
-        select(OrderLine).where(OrderLine.order_id == order.id).order_by(col(OrderLine.id))
-    ).all()
-    zone = settings.shop.zone
-    context = {
-        "order": {
-            "number": order.number,
-            "status": order.status,
-            "currency": order.currency or settings.shop.currency,
-            "subtotal_minor": order.subtotal_minor,
-            "shipping_minor": order.shipping_minor,
-            "total_minor": order.total_minor,
-            "created_at": order.created_at.astimezone(zone).strftime("%d %B %Y"),
-        },
-        "customer": {
-            "name": customer.name if customer else "",
-            "email": customer.email if customer else "",
-        },
-        "lines": [
-            {
-                "sku": line.sku,
-                "name": line.name,
-                "quantity": line.quantity,
-                "unit_price_minor": line.unit_price_minor,
-                "total_minor": line.unit_price_minor * line.quantity,
-            }
-            for line in lines
-        ],
-        "address": dict(order.shipping_address or {}),
-    }
-    return order, customer, context
-
-
-def _low_stock_products(products: Any) -> list[dict[str, Any]]:
-    if not isinstance(products, Sequence) or isinstance(products, str) or not products:
-        raise UserError("low_stock email needs a non-empty list of products")
-    out = []
-    for i, p in enumerate(products):
-        item = dict(p) if isinstance(p, Mapping) else None
-        missing = [k for k in ("sku", "name", "stock", "threshold") if not item or k not in item]
-        if missing:
-            raise UserError(f"low_stock product #{i + 1} lacks {', '.join(missing)}")
-        item.setdefault("units_sold_7d", None)
-        item.setdefault("days_of_cover", None)
-        out.append(item)
-    return out
-
-
-def build_email(
-    session: Session,
-    settings: Settings,
-    kind: str,
-    *,
-    to: str | None = None,
-    order_number: str | None = None,
-    subject: str | None = None,
-    body: str | None = None,
-    context: Mapping[str, Any] | None = None,
-    idempotency_key: str | None = None,
-) -> EmailDraft:
-    """Validate the input and render the email; raises UserError/NotFound, writes nothing.
-
-    - order kinds (`order_confirmation`, `shipping_notification`, `order_status_update`) need
-      `order_number`; the recipient is the order's customer unless `to` is given;
-    - `low_stock`: `context={"products": [{sku, name, stock, threshold, units_sold_7d,
-      days_of_cover}, ...], "as_of": "..."}`, to the admin; pass the alert's own
-      `idempotency_key` (e.g. `low_stock/2026-11-28`), default one per shop-local day;
-    - `broadcast`: one recipient's copy: `to`, `subject`, `body` (Markdown), optional
-      `context={"broadcast_id", "unsubscribe_url"}`;
-    - `generic`: `to`, `subject`, `body` (plain text).
-    """
-    if kind not in KINDS:
-        raise UserError(f"unknown email kind {kind!r}; expected one of: {', '.join(KINDS)}")
-    validate_sender(settings.email.from_address)
-    ctx: dict[str, Any] = dict(context or {})
-    headers: dict[str, str] = {FROM_HEADER: settings.email.from_address}
-    if kind != "low_stock":  # customers' replies go to support, not the no-reply sender
-        headers[REPLY_TO_HEADER] = settings.email.support_email
-    order_id = broadcast_id = None
-
-    if kind in ORDER_KINDS:
-        order, customer, order_ctx = _order_context(session, settings, order_number)
-        order_id = order.id
-        recipient = validate_address(to or (customer.email if customer else None))
-        ctx = {**order_ctx, **ctx}
-        if kind == "order_confirmation":
-            key = f"order_confirmation/{order.number}"
-        elif kind == "shipping_notification":
-            if not order.tracking_number or not order.carrier:
-                raise UserError(
-                    f"order {order.number} has no carrier/tracking number yet; "
-                    "a shipping notification needs both"
-                )
-            ctx.setdefault("carrier", order.carrier)
-            ctx.setdefault("tracking_number", order.tracking_number)
-            ctx.setdefault("tracking_url", order.tracking_url or "")
-            key = f"shipping_notification/{order.number}/{order.tracking_number}"
-        else:
-            label, message = STATUS_TEXT.get(order.status, (order.status, ""))
-            ctx.setdefault("status_label", label)
-            ctx.setdefault("status_message", message or f"Your order is now {order.status}.")
-            key = f"order_status_update/{order.number}/{order.status}"
-    elif kind == "low_stock":
-        recipient = (
-            validate_address(to) if to
-            else validate_address(settings.email.admin_email, "admin", configured=True)
-        )
-        ctx["products"] = _low_stock_products(ctx.get("products"))
-        ctx["follow_up"] = bool(ctx.get("follow_up"))  # a later alert listing newcomers only
-        today = utcnow().astimezone(settings.shop.zone).date().isoformat()
-        ctx.setdefault("as_of", today)
-        key = f"low_stock/{today}"
-    elif kind == "broadcast":
-        recipient = validate_address(to)
-        subject = validate_subject(subject or ctx.get("subject"), kind)
-        body = validate_body(body if body is not None else ctx.get("body_markdown"), settings)
-        if not body.strip():
-            raise UserError("a broadcast email needs a subject and a body")
-        broadcast_id = ctx.get("broadcast_id")
-        unsubscribe = ctx.get("unsubscribe_url") or ""
-        ctx.update(
-            subject=subject,
-            body_html=markdown_html(body or ""),
-            body_text=(body or "").strip(),
-            unsubscribe_url=unsubscribe,
-        )
-        if unsubscribe:
-            headers["List-Unsubscribe"] = f"<{unsubscribe}>"
-            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        scope = str(broadcast_id) if broadcast_id is not None else _digest(subject, body or "")
-        key = f"broadcast/{scope}/{_digest(recipient, length=16)}"
-    else:  # generic
-        # The configured admin address may use a special-use domain (test setups), as for
-        # low_stock; addresses typed by users may not.
-        recipient = validate_address(to, configured=to == settings.email.admin_email)
-        subject = validate_subject(subject or ctx.get("subject"), kind)
-        body = validate_body(body if body is not None else ctx.get("body"), settings)
-        if not body.strip():
-            raise UserError("a generic email needs a body (--body-file)")
-        ctx.update(subject=subject, body=(body or "").strip())
-        key = f"generic/{_digest(recipient, subject, body or '')}"
-
-    rendered: Rendered = render(settings, kind, ctx)
-    if len(rendered.subject) > SUBJECT_COLUMN:
-        raise UserError(f"email {kind}: the subject rendered to {len(rendered.subject):,} "
-                        f"characters; at most {SUBJECT_COLUMN}")
-    return EmailDraft(
-        kind=kind,
-        to=recipient,
-        subject=rendered.subject,
-        html=rendered.html,
-        text=rendered.text,
-        idempotency_key=validate_key(idempotency_key or key),
-        headers=headers,
-        order_id=order_id,
-        broadcast_id=broadcast_id,
-    )
-
-
-# --- queueing ----------------------------------------------------------------------------------
+# --- adding ----------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=4)
@@ -361,43 +85,24 @@ def by_key(session: Session, key: str) -> EmailOutbox | None:
     return session.exec(select(EmailOutbox).where(EmailOutbox.idempotency_key == key)).first()
 
 
-def queue(
+def add(
     session: Session,
     settings: Settings,
-    kind: str,
+    request: EmailRequest,
     *,
-    to: str | None = None,
-    order_number: str | None = None,
-    subject: str | None = None,
-    body: str | None = None,
-    context: Mapping[str, Any] | None = None,
-    idempotency_key: str | None = None,
     commit: bool = True,
     enqueue: bool = True,
-) -> Queued:
-    """`queue_email`, also telling whether the row is new (see there)."""
-    draft = build_email(
-        session, settings, kind, to=to, order_number=order_number, subject=subject, body=body,
-        context=context, idempotency_key=idempotency_key,
-    )
+) -> Added:
+    """Compose `request`, store its outbox row, commit, enqueue its send job.
+
+    The same logical email (same idempotency key) added again returns the existing row and
+    sends nothing more. Bad input raises UserError/NotFound and writes nothing.
+    `commit=False` only flushes (the row joins the caller's transaction) and does not enqueue:
+    call `enqueue_send(row.id)` after your commit, or leave it to the sweeper (one lease later).
+    """
+    draft = compose(session, settings, request)
     now = utcnow()
-    values = {
-        "kind": draft.kind,
-        "to_address": draft.to,
-        "subject": draft.subject,
-        "html": draft.html,
-        "text": draft.text,
-        "headers": draft.headers,
-        "status": EmailStatus.queued.value,
-        "attempts": 0,
-        "idempotency_key": draft.idempotency_key,
-        "order_id": draft.order_id,
-        "broadcast_id": draft.broadcast_id,
-        "created_at": now,
-        "updated_at": now,
-        # Not sent by then (never enqueued, or its job lost): the sweeper sends it.
-        "lease_until": now + timedelta(seconds=settings.email.lease_seconds),
-    }
+    values = _row_values(draft, now, settings.email.lease_seconds)
     new_id = _insert_ignoring_duplicate(session, values)
     created = new_id is not None
     if created:
@@ -421,46 +126,39 @@ def queue(
                     exc,
                 )
     if created:
-        log.info("email #%s queued: %s to %s (key %s)", row.id, kind, row.to_address,
+        log.info("email #%s queued: %s to %s (key %s)", row.id, draft.kind, row.to_address,
                  row.idempotency_key)
-    return Queued(row, created)
+    return Added(row, created)
 
 
-def queue_email(
-    session: Session,
-    settings: Settings,
-    kind: str,
-    *,
-    to: str | None = None,
-    order_number: str | None = None,
-    subject: str | None = None,
-    body: str | None = None,
-    context: Mapping[str, Any] | None = None,
-    idempotency_key: str | None = None,
-    commit: bool = True,
-    enqueue: bool = True,
-) -> EmailOutbox:
-    """Validate, render once, store an outbox row, commit, enqueue its send job; the row.
-
-    The same logical email (same idempotency key) queued again returns the existing row and
-    sends nothing more. Bad input raises UserError/NotFound and writes nothing.
-    `commit=False` only flushes (the row joins the caller's transaction) and does not enqueue:
-    call `enqueue_send(row.id)` after your commit, or leave it to the sweeper (one lease later).
-    See `build_email` for what each kind needs; e.g. the inventory check calls::
-
-        queue_email(session, settings, "low_stock", idempotency_key=f"low_stock/{date}",
-                    context={"products": [{"sku", "name", "stock", "threshold",
-                                           "units_sold_7d", "days_of_cover"}, ...]})
-    """
-    return queue(
-        session, settings, kind, to=to, order_number=order_number, subject=subject, body=body,
-        context=context, idempotency_key=idempotency_key, commit=commit, enqueue=enqueue,
-    ).row
+def _row_values(draft: EmailDraft, now: datetime, lease_seconds: float) -> dict[str, Any]:
+    return {
+        "kind": draft.kind,
+        "to_address": draft.to,
+        "subject": draft.subject,
+        "html": draft.html,
+        "text": draft.text,
+        "headers": draft.headers,
+        "status": EmailStatus.queued.value,
+        "attempts": 0,
+        "idempotency_key": draft.idempotency_key,
+        "order_id": draft.order_id,
+        "broadcast_id": draft.broadcast_id,
+        "created_at": now,
+        "updated_at": now,
+        # Not sent by then (never enqueued, or its job lost): the sweeper sends it.
+        "lease_until": now + timedelta(seconds=lease_seconds),
+    }
 
 
 def enqueue_send(row_id: int, *, delay: float | None = None) -> None:
     """Put the send job of outbox row `row_id` on the `emails` queue (tasks.send_email)."""
     dispatch.enqueue("send_email", row_id, delay=delay)
+
+
+def enqueue_batch(batch_id: int, *, delay: float | None = None) -> None:
+    """Put the send job of batch `batch_id` on the `emails` queue (tasks.send_email_batch)."""
+    dispatch.enqueue("send_email_batch", batch_id, delay=delay)
 
 
 SEND_TASK = "send_email"  # the task whose first argument is an outbox row id
@@ -480,41 +178,6 @@ def later_copy(conn: Connection | Session, row: Any) -> int | None:
                                                              autoescape=True))
         .order_by(col(o.id)).limit(1)
     ).scalar()
-
-
-def reopen_failed(conn: Connection, row_id: int, lease_seconds: float) -> bool:
-    """An operator's retry of the send job of row `row_id`: a `failed` row goes back to
-    `queued` (True). Refused (UserError, nothing changed) when the email was sent, was sent
-    again (a later copy exists) or was cancelled: the retry would reach the customer twice.
-    A queued or sending row is left as it is (False): its claim makes a second send a no-op.
-
-    The row keeps its rendered body and idempotency key, so if the provider did accept an
-    earlier attempt it replays that answer instead of sending again."""
-    o = EmailOutbox
-    row = conn.execute(
-        select(o.id, o.status, o.sent_at, o.idempotency_key, o.to_address, o.kind)
-        .where(col(o.id) == row_id).with_for_update()
-    ).first()
-    if row is None:
-        raise UserError(f"email #{row_id} no longer exists")
-    copy = later_copy(conn, row)
-    if copy is not None:
-        raise UserError(f"email #{row_id} was sent again as #{copy}; retrying would send it "
-                        "twice: discard this entry")
-    if row.status == EmailStatus.sent.value:
-        at = f" at {row.sent_at:%Y-%m-%d %H:%M} UTC" if row.sent_at else ""
-        raise UserError(f"email #{row_id} was already sent{at}; retrying would send it "
-                        "twice: discard this entry")
-    if row.status == EmailStatus.cancelled.value:
-        raise UserError(f"email #{row_id} was cancelled: discard this entry")
-    now = utcnow()
-    stmt = (
-        update(EmailOutbox)
-        .where(col(EmailOutbox.id) == row_id, col(EmailOutbox.status) == EmailStatus.failed.value)
-        .values(status=EmailStatus.queued.value, next_attempt_at=None, updated_at=now,
-                lease_until=now + timedelta(seconds=lease_seconds))
-    )
-    return conn.execute(stmt).rowcount == 1
 
 
 @dataclass
@@ -592,9 +255,7 @@ def list_emails(
             raise UserError(f"unknown status {status!r}; expected one of: {choices}")
         query = query.where(EmailOutbox.status == status)
     if kind:
-        if kind not in KINDS:
-            raise UserError(f"unknown email kind {kind!r}; expected one of: {', '.join(KINDS)}")
-        query = query.where(EmailOutbox.kind == kind)
+        query = query.where(EmailOutbox.kind == known_kind(kind))
     return list(session.exec(query.order_by(col(EmailOutbox.id).desc()).limit(limit)).all())
 
 
@@ -632,9 +293,9 @@ def sweep_stale(
 ) -> list[int]:
     """Re-enqueue outbox rows left queued/sending past their lease (their job was lost with a
     worker, or never enqueued). Each swept row is put back to `queued` with a fresh lease in
-    one conditional UPDATE, so concurrent sweepers never enqueue a row twice per lease. The
-    stable idempotency key means the provider never sends twice even if the old job lives on.
-    """
+    one conditional UPDATE, so concurrent sweepers never enqueue a row twice per lease. A row
+    in a batch is sent again with its batch (one job per batch: same members, same key), so
+    the provider never sends twice even if the old job lives on. The swept row ids."""
     now = now or utcnow()
     lease = timedelta(seconds=settings.email.lease_seconds)
     with session_scope(engine) as session:
@@ -653,17 +314,32 @@ def sweep_stale(
                 updated_at=now,
                 last_error=func.coalesce(EmailOutbox.last_error, "re-enqueued after its lease"),
             )
-            .returning(EmailOutbox.id)
+            .returning(EmailOutbox.id, EmailOutbox.batch_id)
             .execution_options(synchronize_session=False)
-        ).scalars().all()
+        ).all()
+        stale_batches = {batch_id for _, batch_id in swept if batch_id is not None}
+        if stale_batches:
+            # Members and their batch share one lease: a swept member's batch is stale too.
+            session.execute(
+                update(EmailBatch)
+                .where(col(EmailBatch.id).in_(stale_batches),
+                       col(EmailBatch.status).in_(BATCH_OPEN))
+                .values(status=BatchStatus.queued.value, lease_until=now + lease,
+                        next_attempt_at=None, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
     swept = sorted(swept)
-    for row_id in swept:
+    rows = [row_id for row_id, batch_id in swept if batch_id is None]
+    in_batches = sorted({batch_id for _, batch_id in swept if batch_id is not None})
+    for row_id in rows:
         enqueue_send(row_id)
+    for batch_id in in_batches:
+        enqueue_batch(batch_id)
     if swept:
-        shown = ", ".join(f"#{i}" for i in swept[:20]) + (" ..." if len(swept) > 20 else "")
-        log.warning("outbox sweeper re-enqueued %d email(s) past their lease: %s", len(swept),
-                    shown)
-    return swept
+        shown = ", ".join(f"#{i}" for i, _ in swept[:20]) + (" ..." if len(swept) > 20 else "")
+        log.warning("outbox sweeper re-enqueued %d email(s) past their lease (%d batch(es)): %s",
+                    len(swept), len(in_batches), shown)
+    return [row_id for row_id, _ in swept]
 
 
 # --- claims of workers that stopped or died ----------------------------------------------------
@@ -676,40 +352,64 @@ def _handed_back(now: datetime, lease_seconds: float) -> dict[str, Any]:
             "lease_until": now + timedelta(seconds=lease_seconds), "last_error": HANDED_BACK}
 
 
-def release_claim(conn: Connection, row_id: int, task_id: str, lease_seconds: float) -> bool:
-    """Put back to `queued` a row that the job run `task_id` was sending when it was
-    interrupted (shutdown) or lost (its worker died): the job re-enqueued for it can claim it
-    at once instead of after the lease. A row since sent, or claimed by another run, stays."""
-    stmt = (
+def _batches_handed_back(conn: Connection, batch_ids: set[int], now: datetime,
+                         lease_seconds: float) -> None:
+    """Their batches go back to `queued` too (same members, same key: a replay if the
+    provider had them)."""
+    if batch_ids:
+        conn.execute(
+            update(EmailBatch)
+            .where(col(EmailBatch.id).in_(sorted(batch_ids)),
+                   col(EmailBatch.status) == BatchStatus.sending.value)
+            .values(status=BatchStatus.queued.value, next_attempt_at=None, updated_at=now,
+                    lease_until=now + timedelta(seconds=lease_seconds))
+        )
+
+
+def release_claim(conn: Connection, task_id: str, lease_seconds: float) -> bool:
+    """Put back to `queued` the rows (and their batch) that the job run `task_id` was sending
+    when it was interrupted (shutdown) or lost (its worker died): the job re-enqueued for it can
+    claim them at once instead of after the lease. Rows since sent, or claimed by another run,
+    stay."""
+    now = utcnow()
+    released = conn.execute(
         update(EmailOutbox)
-        .where(col(EmailOutbox.id) == row_id,
-               col(EmailOutbox.status) == EmailStatus.sending.value,
+        .where(col(EmailOutbox.status) == EmailStatus.sending.value,
                col(EmailOutbox.task_id) == task_id)
-        .values(**_handed_back(utcnow(), lease_seconds))
-    )
-    return conn.execute(stmt).rowcount == 1
+        .values(**_handed_back(now, lease_seconds))
+        .returning(EmailOutbox.batch_id)
+    ).scalars().all()
+    _batches_handed_back(conn, {b for b in released if b is not None}, now, lease_seconds)
+    return bool(released)
 
 
 def release_claims_of(engine: Engine, settings: Settings, worker_ids: Sequence[str]
                       ) -> list[int]:
     """Hand back and re-enqueue the rows that workers known to be dead or stopped were
-    sending. One conditional UPDATE per chunk: of concurrent callers, one takes each row. The
-    row's idempotency key makes a send that did reach the provider a replay, not a copy."""
-    released: list[int] = []
+    sending (a row alone gets its send job, a batch one job). One conditional UPDATE per
+    chunk: of concurrent callers, one takes each row. The idempotency keys make a send that
+    did reach the provider a replay, not a copy."""
+    released: list[tuple[int, int | None]] = []
     ids = sorted(set(worker_ids))
+    lease = settings.email.lease_seconds
     for i in range(0, len(ids), 500):
+        now = utcnow()
         with engine.begin() as conn:
-            released += conn.execute(
+            found = conn.execute(
                 update(EmailOutbox)
                 .where(col(EmailOutbox.status) == EmailStatus.sending.value,
                        col(EmailOutbox.claimed_by).in_(ids[i:i + 500]))
-                .values(**_handed_back(utcnow(), settings.email.lease_seconds))
-                .returning(EmailOutbox.id)
-            ).scalars().all()
-    for row_id in sorted(released):
+                .values(**_handed_back(now, lease))
+                .returning(EmailOutbox.id, EmailOutbox.batch_id)
+            ).all()
+            _batches_handed_back(conn, {b for _, b in found if b is not None}, now, lease)
+        released += [(row_id, batch_id) for row_id, batch_id in found]
+    for row_id in sorted(r for r, b in released if b is None):
         enqueue_send(row_id)
+    for batch_id in sorted({b for _, b in released if b is not None}):
+        enqueue_batch(batch_id)
     if released:
-        shown = ", ".join(f"#{i}" for i in sorted(released)[:20])
+        shown = ", ".join(f"#{i}" for i, _ in sorted(released)[:20])
         log.warning("handed back %d email(s) of dead or stopped workers: %s%s", len(released),
                     shown, " ..." if len(released) > 20 else "")
-    return released
+    return sorted(r for r, _ in released)

@@ -1,6 +1,8 @@
 """Transports: `resend` (the official SDK) and `dev` (.eml files), and the failure classes.
 
-A transport sends one `Message` and returns a `SendResult`, or raises one of:
+A transport sends one `Message` (`send` -> `SendResult`) or up to 100 in one request
+(`send_batch` -> `BatchResult`: which were accepted, with their ids, and which the provider
+refused, with its reason), or raises one of:
 - `RateLimited`      429 rate_limit_exceeded: wait for `retry_after`, retry without spending
                      a retry;
 - `QuotaExceeded`    429 daily/monthly quota: defer until the quota resets;
@@ -8,8 +10,12 @@ A transport sends one `Message` and returns a `SendResult`, or raises one of:
                      with the configured backoff;
 - `PermanentError`   400/422 validation, 401/403 key, 409 invalid_idempotent_request, 451 and
                      other 4xx: fail at once with the provider's reason.
-Every message carries its idempotency key on every attempt, so a retried or re-enqueued send
-never reaches the recipient twice.
+Every request carries its idempotency key (the message's, or the batch's) on every attempt,
+so a retried or re-enqueued send never reaches the recipient twice.
+
+The HTTP client is ours (`_SessionClient`, through the SDK's documented `default_http_client`
+hook) for one reason: the SDK's own client opens a new connection for every request; ours keeps
+one `requests.Session` (keep-alive pool) per thread and uses only its public API.
 """
 
 from __future__ import annotations
@@ -56,6 +62,15 @@ class SendResult:
     headers: dict[str, str] = field(default_factory=dict)  # response headers, lower-case
 
 
+@dataclass(frozen=True)
+class BatchResult:
+    """A batch's answer, by position in the request: accepted (provider id) or refused."""
+
+    accepted: dict[int, str]
+    refused: dict[int, str]  # the provider's reason, operator-safe
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 class SendError(KolaqError):
     """A send that did not happen (or whose outcome is unknown); `reason` is operator-safe."""
 
@@ -91,6 +106,8 @@ class Transport(Protocol):
     rate_limited: bool
 
     def send(self, message: Message) -> SendResult: ...
+
+    def send_batch(self, messages: list[Message], idempotency_key: str) -> BatchResult: ...
 
 
 # --- classification ----------------------------------------------------------------------------
@@ -141,52 +158,31 @@ def classify_resend_error(exc: Any) -> SendError:
 # --- resend ------------------------------------------------------------------------------------
 
 
-class _PooledRequestsClient(HTTPClient):
-    """The SDK's HTTP client contract, with one keep-alive `requests.Session` per thread.
-
-    The SDK's default client opens a new connection for every call; under load that costs a
-    TCP handshake per email. Requests go through the session's own transport adapter (the one
-    `Session.request` ends in), with the environment's settings (proxies, NO_PROXY, CA bundle)
-    resolved once per thread and host: `Session.request` re-reads the whole environment and
-    re-merges session state on every call, which cost more CPU than the rest of the request.
-    Same timeout semantics, no retries or redirects (as the SDK's client: an API call is not
-    redirected), same exceptions (the SDK wraps them as ResendError code 500
-    "HttpClientError")."""
+class _SessionClient(HTTPClient):
+    """The SDK's HTTP client contract over one keep-alive `requests.Session` per thread.
+    Same timeout, no redirects (an API call is not redirected), same exceptions (the SDK wraps
+    them as ResendError code 500 "HttpClientError")."""
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
         self._local = threading.local()
 
-    def _route(self, url: str):
-        """(adapter, settings) for `url` on this thread's session, made on first use."""
-        import requests
-
-        local = self._local
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
-            local.routes = {}
-        origin = "/".join(url.split("/", 3)[:3])  # scheme://host[:port]
-        route = local.routes.get(origin)
-        if route is None:
-            settings = session.merge_environment_settings(origin + "/", {}, False, None, None)
-            route = local.routes[origin] = (session.get_adapter(url), settings)
-        return route
-
     def request(self, method, url, headers, json=None, files=None, data=None):
         import requests
 
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
         try:
-            adapter, settings = self._route(url)
-            prepared = requests.PreparedRequest()
-            prepared.prepare(
-                method=method, url=url, headers=headers, files=files, data=data,
-                json=json if data is None else None,
+            resp = session.request(
+                method, url, headers=headers, files=files, data=data,
+                json=json if data is None else None, timeout=self._timeout,
+                allow_redirects=False,
             )
-            resp = adapter.send(prepared, timeout=self._timeout, **settings)
             return resp.content, resp.status_code, resp.headers
         except requests.RequestException as exc:
             self._local.session = None  # a broken connection must not be reused
+            session.close()
             raise RuntimeError(f"Request failed: {exc}") from exc
 
 
@@ -211,7 +207,7 @@ class ResendTransport:
         self._resend = resend
         self._api_key = api_key
         self._api_url = api_url.rstrip("/") if api_url else None
-        self._client = _PooledRequestsClient(timeout)
+        self._client = _SessionClient(timeout)
         self._point_sdk()
 
     def _point_sdk(self) -> None:
@@ -252,10 +248,10 @@ class ResendTransport:
             raise TransientError(f"resend SDK error: {type(exc).__name__}: {exc}") from None
         return self._result(response)
 
-    def send_batch(self, messages: list[Message], idempotency_key: str) -> list[SendResult]:
-        """Up to 100 messages in one call to /emails/batch (strict: all or nothing), under one
-        idempotency key for the whole batch (the messages' own keys are not sent). For
-        broadcasts; raises the same failure classes as `send`."""
+    def send_batch(self, messages: list[Message], idempotency_key: str) -> BatchResult:
+        """Up to 100 messages in one POST /emails/batch, permissive (a message the provider
+        refuses fails alone), under one idempotency key for the whole batch (the messages' own
+        keys are not sent). Raises the same failure classes as `send` for the request."""
         from resend.exceptions import ResendError
 
         if not 1 <= len(messages) <= MAX_BATCH:
@@ -264,17 +260,25 @@ class ResendTransport:
         try:
             response = self._resend.Batch.send(
                 [self.params(m) for m in messages],  # type: ignore[misc]
-                options={"idempotency_key": idempotency_key},
+                options={"idempotency_key": idempotency_key, "batch_validation": "permissive"},
             )
         except ResendError as exc:
             raise classify_resend_error(exc) from None
         except Exception as exc:
             raise TransientError(f"resend SDK error: {type(exc).__name__}: {exc}") from None
         headers = {k.lower(): str(v) for k, v in (response.get("http_headers") or {}).items()}
-        data = response.get("data") or []
-        if len(data) != len(messages):
-            raise TransientError(f"resend batch answered {len(data)} ids for {len(messages)}")
-        return [SendResult(str(item["id"]), headers) for item in data]
+        refused = {
+            int(e["index"]): redact(f"resend refused it: {e.get('message') or 'invalid'}")
+            for e in (response.get("errors") or [])
+        }
+        ids = [str(item["id"]) for item in (response.get("data") or [])]
+        positions = [i for i in range(len(messages)) if i not in refused]
+        if len(ids) != len(positions):
+            raise TransientError(
+                f"resend batch answered {len(ids)} ids and {len(refused)} errors for "
+                f"{len(messages)} emails"
+            )
+        return BatchResult(dict(zip(positions, ids, strict=True)), refused, headers)
 
     @staticmethod
     def _result(response: Any) -> SendResult:
@@ -337,6 +341,12 @@ class DevTransport:
             raise TransientError(f"dev transport could not write {self.outbox_dir}: {exc}") from exc
         log.info("dev transport: wrote %s (subject %r)", path, message.subject)
         return SendResult(self.message_id(message))
+
+    def send_batch(self, messages: list[Message], idempotency_key: str) -> BatchResult:
+        """Each message as its own file (a batch is a provider's request, not a file's)."""
+        return BatchResult(
+            {i: self.send(m).provider_message_id for i, m in enumerate(messages)}, {}
+        )
 
 
 def build_transport(settings: Settings) -> Transport:

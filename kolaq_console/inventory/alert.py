@@ -16,7 +16,8 @@ from sqlalchemy import event
 from sqlmodel import Session
 
 from kolaq_console.config import Settings
-from kolaq_console.emails import enqueue_send, queue_email
+from kolaq_console.emails import EmailRequest
+from kolaq_console.emails.outbox import add, enqueue_send
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,10 @@ def send_low_stock_alert(session: Session, settings: Settings, products: Sequenc
                          as_of: str | None = None, to: str | None = None) -> int:
     """Queue the alert email (to the admin, unless `to`) in the caller's transaction; returns
     the outbox row id."""
-    row = queue_email(
-        session, settings, KIND, to=to,
-        context=email_context(products, follow_up=follow_up, as_of=as_of),
-        idempotency_key=idempotency_key, commit=False, enqueue=False,
-    )
+    request = EmailRequest(KIND, to=to,
+                           context=email_context(products, follow_up=follow_up, as_of=as_of),
+                           idempotency_key=idempotency_key)
+    row = add(session, settings, request, commit=False, enqueue=False).row
     assert row.id is not None
     _enqueue_after_commit(session, row.id)
     if to is None:  # the admin's alert (not a copy sent elsewhere): by text too if configured

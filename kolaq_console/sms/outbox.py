@@ -116,7 +116,7 @@ def _order_values(settings: Settings, kind: str, order: Order,
         values.update(carrier=order.carrier, tracking_number=order.tracking_number,
                       tracking_url=order.tracking_url or "")
         return values, f"{order.number}/{order.tracking_number}"
-    from kolaq_console.emails.outbox import STATUS_TEXT
+    from kolaq_console.emails.composers.orders import STATUS_TEXT
 
     label, message = STATUS_TEXT.get(order.status, (order.status, ""))
     values.update(status=label, status_message=message or f"Your order is now {order.status}.")

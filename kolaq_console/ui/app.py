@@ -25,6 +25,7 @@ from kolaq_console.ui.embedded_worker import EmbeddedWorker
 from kolaq_console.ui.format import one_line
 from kolaq_console.ui.messages import EmbeddedWorkerSwitched
 from kolaq_console.ui.screens.base import KolaqScreen, LiveScreen
+from kolaq_console.ui.screens.broadcasts import BroadcastsScreen
 from kolaq_console.ui.screens.emails import EmailsScreen
 from kolaq_console.ui.screens.failed_jobs import FailedJobsScreen
 from kolaq_console.ui.screens.inventory import InventoryScreen
@@ -34,7 +35,7 @@ from kolaq_console.ui.screens.overview import OverviewScreen
 from kolaq_console.ui.screens.webhooks import WebhooksScreen
 
 GLOBAL_KEYS = [
-    ("1-4 6 7", "overview, failed jobs, inventory, emails, orders, webhooks"),
+    ("1-7", "overview, failed jobs, inventory, emails, broadcasts, orders, webhooks"),
     ("9", "SMS and WhatsApp messages"),
     ("?", "this help"),
     ("/", "filter the list (Esc clears it)"),
@@ -47,7 +48,8 @@ WRITE_ACTIONS = frozenset({"toggle_worker"})
 
 
 class KolaqConsole(App[None]):
-    CSS_PATH = ["styles/app.tcss", "styles/screens.tcss", "styles/dialogs.tcss"]
+    CSS_PATH = ["styles/app.tcss", "styles/screens.tcss", "styles/dialogs.tcss",
+                "styles/broadcasts.tcss"]
     TITLE = "kolaq-console"
     ENABLE_COMMAND_PALETTE = False
     MODES = {
@@ -55,6 +57,7 @@ class KolaqConsole(App[None]):
         "failed": FailedJobsScreen,
         "inventory": InventoryScreen,
         "emails": EmailsScreen,
+        "broadcast": BroadcastsScreen,
         "orders": OrdersScreen,
         "webhooks": WebhooksScreen,
         "messages": MessagesScreen,

@@ -108,6 +108,66 @@ class InventoryReconciled(ScreenMessage):
         self.summary = summary
 
 
+class BroadcastsLoaded(DataLoaded):
+    """Past broadcasts with their figures, the followed one, and the composer's reach."""
+
+
+class DraftOpened(ScreenMessage):
+    """A draft was read for the composer (None: there is none)."""
+
+    def __init__(self, draft: Any) -> None:
+        super().__init__()
+        self.draft = draft
+
+
+class DraftSaved(ScreenMessage):
+    """The composer's content was saved as draft `broadcast_id`."""
+
+    def __init__(self, broadcast_id: int, quiet: bool = False) -> None:
+        super().__init__()
+        self.broadcast_id = broadcast_id
+        self.quiet = quiet
+
+
+class AdminCopySent(ScreenMessage):
+    """A test copy of the composer's broadcast was queued to the admin."""
+
+    def __init__(self, row_id: int, to: str) -> None:
+        super().__init__()
+        self.row_id = row_id
+        self.to = to
+
+
+class SendPrepared(ScreenMessage):
+    """The draft is saved and its audience counted: what the confirm dialog shows."""
+
+    def __init__(self, draft_id: int, count: int, audience: str, subject: str) -> None:
+        super().__init__()
+        self.draft_id = draft_id
+        self.count = count
+        self.audience = audience
+        self.subject = subject
+
+
+class BroadcastSubmitted(ScreenMessage):
+    """A broadcast was submitted (created=False: it already had been; nothing new sent)."""
+
+    def __init__(self, broadcast_id: int, created: bool, total: int) -> None:
+        super().__init__()
+        self.broadcast_id = broadcast_id
+        self.created = created
+        self.total = total
+
+
+class BroadcastChanged(ScreenMessage):
+    """A broadcast was paused, resumed or cancelled."""
+
+    def __init__(self, broadcast_id: int, status: str) -> None:
+        super().__init__()
+        self.broadcast_id = broadcast_id
+        self.status = status
+
+
 class OrdersLoaded(DataLoaded):
     """Order summaries matching the screen's filter."""
 

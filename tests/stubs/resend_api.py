@@ -92,6 +92,7 @@ _ADDR_RE = re.compile(
 )
 _NAMED_ADDR_RE = re.compile(r"(?P<name>[^<>]*)<(?P<addr>[^<>]+)>")
 _TAG_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+_HEADER_NAME_RE = re.compile(r"[!-9;-~]{1,200}")  # printable ASCII except the colon
 _ADDRESS_FORMAT_HINT = (
     "The email address needs to follow the `email@example.com` or "
     "`Name <email@example.com>` format."
@@ -158,6 +159,8 @@ class RequestRecord:
     error_name: str | None = None
     replayed: bool = False  # answered from the idempotency store, nothing sent
     fault: str | None = None  # description of the injected fault applied, if any
+    emails: int | None = None  # email objects in the body (1 for /emails, n for a batch)
+    validation: str | None = None  # the batch's x-batch-validation mode
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -298,6 +301,8 @@ class _Meta:
     """Per-request facts gathered while serving, for the request log."""
 
     replayed: bool = False
+    emails: int | None = None
+    validation: str | None = None
 
 
 def _json_body(payload: Any) -> bytes:
@@ -388,6 +393,10 @@ def _validate_email(item: Any, *, in_batch: bool) -> tuple[str, str] | None:
         isinstance(headers, dict) and all(isinstance(v, str) for v in headers.values())
     ):
         return "validation_error", "Invalid `headers` field. Expected an object of strings."
+    for name, value in (headers or {}).items():
+        # RFC 5322 field names; a line break in a value would inject headers of its own.
+        if not _HEADER_NAME_RE.fullmatch(name) or any(c in value for c in "\r\n\0"):
+            return "validation_error", f"Invalid `headers` field. Header {name!r} is malformed."
 
     if "tags" in item:
         tags = item["tags"]
@@ -618,6 +627,8 @@ class ResendStub(_Inspection):
                     error_name=resp.error_name,
                     replayed=meta.replayed,
                     fault=fault.describe() if fault else None,
+                    emails=meta.emails,
+                    validation=meta.validation,
                 )
             )
         return resp
@@ -747,6 +758,8 @@ class ResendStub(_Inspection):
                     422, "validation_error", "`x-batch-validation` must be strict or permissive."
                 )
         body = self._parse_json(headers, raw)
+        meta.emails = len(body) if batch and isinstance(body, list) else 1
+        meta.validation = mode
 
         scope = (path, key) if key is not None else None
         entry: _IdempotencyEntry | None = None
@@ -797,11 +810,15 @@ class ResendStub(_Inspection):
                 ids = self._commit_locked(path, items, key, headers, now)
                 if quota is not None:
                     self._daily_quota_remaining = quota - len(ids)
-                response: dict[str, Any] = {"id": ids[0]}
+                response: dict[str, Any]
                 if batch:
+                    # Permissive: `data` lists the accepted emails in request order; `errors`
+                    # the refused ones by request index (all refused is still a 200).
                     response = {"data": [{"id": i} for i in ids]}
                     if mode == "permissive":
                         response["errors"] = errors
+                else:
+                    response = {"id": ids[0]}
                 resp = _json_response(200, response)
                 if entry is not None:
                     # Only successes are stored: a failed request may be retried with the key.

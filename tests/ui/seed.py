@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from kolaq_console.config import Settings
 from kolaq_console.demo import load_demo
-from kolaq_console.emails.outbox import queue
+from kolaq_console.emails import EmailRequest, outbox
 from kolaq_console.inventory.adjust import adjust
 from kolaq_console.inventory.reconcile import reconcile
 from kolaq_console.inventory.stock import CHECKPOINT_KEY
@@ -76,8 +76,8 @@ def seed_emails(engine: Engine, settings: Settings) -> list[int]:
     ids = []
     with Session(engine) as session:
         for number, status, attempts, error, provider_id, minutes in EMAILS:
-            row = queue(session, settings, "order_confirmation", order_number=number,
-                        enqueue=False).row
+            request = EmailRequest("order_confirmation", order_number=number)
+            row = outbox.add(session, settings, request, enqueue=False).row
             at = NOW - timedelta(minutes=minutes)
             session.execute(
                 update(EmailOutbox).where(EmailOutbox.id == row.id).values(
@@ -144,4 +144,52 @@ def seed_ledger(engine: Engine) -> None:
             if i % 10 == 0:
                 session.add(JobStat(minute=first + timedelta(minutes=i), queue="inventory",
                                     task_name="tasks.reconcile_inventory", completed=1))
+        session.commit()
+
+
+def seed_broadcasts(engine: Engine, settings: Settings) -> None:
+    """One broadcast done three days ago, one sending now (60 of 120 sent over the last
+    minute, 2 failed, 3 skipped) and a draft, all at fixed times."""
+    from kolaq_console.broadcasts.copies import Copies
+    from kolaq_console.models import Broadcast, BroadcastRecipient, Customer
+
+    with Session(engine) as session:
+        addresses = [c.email.lower() for c in session.exec(
+            select(Customer).order_by(col(Customer.id))).all()]
+        done_at = NOW - timedelta(days=3)
+        session.add(Broadcast(
+            subject="November tasting notes", body_markdown="Three new pairings.",
+            audience="subscribers", status="done", idempotency_key="broadcast/seed-1",
+            total=48, sent=46, failed=1, skipped=1, created_by="ada", created_at=done_at,
+            started_at=done_at, finished_at=done_at + timedelta(minutes=2)))
+        running = Broadcast(
+            subject="Harmattan cocktails", body_markdown="# Three drinks\n\nFor dry season.",
+            audience="customers", status="sending", idempotency_key="broadcast/seed-2",
+            created_by="ada", created_at=NOW - timedelta(minutes=2),
+            started_at=NOW - timedelta(minutes=2))
+        session.add(running)
+        session.flush()
+        copies = Copies(settings, running.id, running.subject, running.body_markdown)
+        for n, address in enumerate(addresses[:120]):
+            recipient = BroadcastRecipient(broadcast_id=running.id, email=address)
+            if n < 62:
+                status = "sent" if n < 60 else "failed"
+                sent_at = NOW - timedelta(seconds=59 - n) if n < 60 else None
+                row = EmailOutbox(**copies.row_values(address), status=status, attempts=1,
+                                  sent_at=sent_at, created_at=NOW - timedelta(seconds=90),
+                                  updated_at=NOW - timedelta(seconds=30),
+                                  last_error=None if n < 60 else "resend refused it: Invalid `to`")
+                session.add(row)
+                session.flush()
+                recipient.status, recipient.outbox_id = "queued", row.id
+            elif n < 65:
+                recipient.status, recipient.reason = "skipped", "unsubscribed"
+            session.add(recipient)
+        session.add(Broadcast(
+            subject="Festive boxes are back", audience="sku:KB-GIFT-XMAS", status="draft",
+            body_markdown="## Gift a bottle of Lagos\n\nOur **Festive Box** is back: three "
+                          "bitters, a bar spoon and a card.\n\n- Order by 18 December\n"
+                          "- Free delivery in Lagos",
+            idempotency_key="draft/seed-3", created_by="ada", created_at=NOW - timedelta(hours=1),
+            updated_at=NOW - timedelta(hours=1)))
         session.commit()

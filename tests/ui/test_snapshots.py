@@ -9,6 +9,7 @@ import pytest
 from conftest import settle
 
 APP = str(Path(__file__).parent / "snapshot_app.py")
+BROADCASTS_APP = str(Path(__file__).parent / "snapshot_broadcasts_app.py")
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
 
 
@@ -71,6 +72,17 @@ def test_resend_confirmation(snap_compare):
 
 def test_help(snap_compare):
     assert snap_compare(APP, terminal_size=(80, 24), run_before=keys("question_mark"))
+
+
+@SIZES
+def test_broadcasts(snap_compare, size):
+    """The newest draft in the composer, the running broadcast followed, the list."""
+    assert snap_compare(BROADCASTS_APP, terminal_size=size, run_before=keys("5"))
+
+
+def test_broadcast_send_confirmation(snap_compare):
+    assert snap_compare(BROADCASTS_APP, terminal_size=(80, 24),
+                        run_before=keys("5", "ctrl+g"))
 
 
 @SIZES

@@ -12,8 +12,8 @@ from textual.markup import escape
 from textual.widgets import DataTable, Static
 
 from kolaq_console.db import session_scope
-from kolaq_console.emails import KINDS, list_emails, resend_email
-from kolaq_console.emails.outbox import OPEN_STATUSES, row_summary
+from kolaq_console.emails import KINDS
+from kolaq_console.emails.outbox import OPEN_STATUSES, list_emails, resend_email, row_summary
 from kolaq_console.models import EmailStatus
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
 from kolaq_console.ui.format import clip, one_line, when

@@ -8,9 +8,12 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 SCREENS = (("1", "overview", "Overview"), ("2", "failed", "Failed jobs"),
-           ("3", "inventory", "Inventory"), ("4", "emails", "Emails"), ("6", "orders", "Orders"),
+           ("3", "inventory", "Inventory"), ("4", "emails", "Emails"),
+           ("5", "broadcast", "Broadcasts"), ("6", "orders", "Orders"),
            ("7", "webhooks", "Webhooks"))
-SHORT = {"failed": "Failed"}
+# Below 100 columns every label must fit one 80-column line with the flags.
+SHORT = {"overview": "Home", "failed": "Failed", "inventory": "Stock", "emails": "Mail",
+         "broadcast": "Bcast", "webhooks": "Hooks"}
 
 
 class NavBar(Horizontal):

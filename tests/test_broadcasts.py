@@ -1,0 +1,252 @@
+"""Broadcasts on both databases against the strict Resend stand-in: audiences net of
+unsubscribed and suppressed, recipients materialised once, batches of 100 with one-click
+unsubscribe, consent withdrawn mid-send honoured, pause / resume / cancel, and progress."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from broadcast_support import Workers, seed_customers, subscribers
+from email_support import KEY, seed_order, status_counts
+from sqlmodel import Session, select
+from stubs.resend_api import ResendStub
+
+from kolaq_console import consent, dispatch
+from kolaq_console.broadcasts import audience, lifecycle, progress
+from kolaq_console.broadcasts.copies import Copies
+from kolaq_console.emails import EmailRequest, compose
+from kolaq_console.emails.transports import ResendTransport
+from kolaq_console.errors import NotFound, UserError
+from kolaq_console.models import Broadcast, BroadcastRecipient, EmailOutbox, utcnow
+
+BODY = "# Harmattan cocktails\n\nThree drinks for dry season. **Cheers!**"
+
+
+@pytest.fixture
+def stub():
+    with ResendStub(api_keys={KEY}) as server:
+        yield server
+
+
+@pytest.fixture
+def workers(engine, settings, stub):
+    with dispatch.recording() as calls:
+        yield Workers(engine, settings, ResendTransport(KEY, stub.url, timeout=5), calls)
+
+
+def submit(engine, settings, subject="Harmattan cocktails", body=BODY, who="subscribers"):
+    with Session(engine, expire_on_commit=False) as s:
+        return lifecycle.submit(s, settings, actor="ops", subject=subject, body=body,
+                                audience=who)
+
+
+def figures(engine, broadcast_id) -> dict:
+    with Session(engine) as s:
+        p = progress.progress(s, broadcast_id)
+    return {k: getattr(p, k) for k in ("status", "total", "sent", "failed", "skipped",
+                                       "cancelled", "remaining")}
+
+
+def test_250_subscribers_go_in_3_requests_of_100_100_50_each_with_one_click_unsubscribe(
+    engine, settings, stub, workers
+):
+    seed_customers(engine, subscribers(250))
+    b = submit(engine, settings).broadcast
+    workers.run()
+
+    assert [(r.path, r.emails, r.validation) for r in stub.requests] == [
+        ("/emails/batch", 100, "permissive")] * 2 + [("/emails/batch", 50, "permissive")]
+    assert Counter(d.to[0] for d in stub.deliveries) == Counter(subscribers(250))
+    assert figures(engine, b.id) == {"status": "done", "total": 250, "sent": 250, "failed": 0,
+                                     "skipped": 0, "cancelled": 0, "remaining": 0}
+    for delivery in stub.deliveries:
+        headers, to = delivery.payload["headers"], delivery.to[0]
+        https, mailto = headers["List-Unsubscribe"].split(", ")
+        token = https.strip("<>").rsplit("/", 1)[1]
+        assert https.startswith(f"<{settings.shop.public_url}/unsubscribe/")
+        assert consent.read_token(settings, token) == to  # signed for this recipient
+        assert mailto.startswith(f"<mailto:{settings.email.support_email}?subject=unsubscribe")
+        assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert https.strip("<>") in delivery.payload["html"]  # the visible link
+        assert https.strip("<>") in delivery.payload["text"]
+    # one click on the link: the endpoint reads the token and withdraws consent
+    first = stub.deliveries[0]
+    token = first.payload["headers"]["List-Unsubscribe"].split(">")[0].rsplit("/", 1)[1]
+    with Session(engine) as s:
+        assert consent.unsubscribe(s, consent.read_token(settings, token), source="one-click")
+        s.commit()
+        assert not consent.marketing_allowed(s, first.to[0])
+
+
+def test_one_address_the_provider_refuses_fails_alone_and_the_rest_are_sent(
+    engine, settings, stub, workers
+):
+    seed_customers(engine, [*subscribers(249), "josé@example.com"])
+    b = submit(engine, settings).broadcast
+    workers.run()
+
+    assert figures(engine, b.id) == {"status": "done", "total": 250, "sent": 249, "failed": 1,
+                                     "skipped": 0, "cancelled": 0, "remaining": 0}
+    with Session(engine) as s:
+        failed = s.exec(select(EmailOutbox).where(EmailOutbox.status == "failed")).one()
+    assert failed.to_address == "josé@example.com"
+    assert "Invalid `to` field" in failed.last_error
+    assert len(stub.requests) == 3 and len(stub.deliveries) == 249
+
+
+def test_unsubscribed_and_suppressed_are_left_out_and_so_are_those_who_withdraw_mid_send(
+    engine, settings, stub, workers
+):
+    people = subscribers(300)
+    seed_customers(engine, people)
+    seed_customers(engine, ["never@example.com"], consent=False)
+    with Session(engine) as s:
+        consent.unsubscribe(s, people[0], source="link")
+        consent.suppress(s, people[1], "bounced", source="resend")
+        consent.suppress(s, people[2], "complained", source="resend")
+        s.commit()
+    with Session(engine) as s:
+        assert audience.count(s, settings, audience.parse("subscribers")) == 297
+    b = submit(engine, settings).broadcast
+    assert b.total == 297
+
+    workers.step()  # send_broadcast forms the first batches; none is sent yet
+    with Session(engine) as s:
+        consent.unsubscribe(s, people[5], source="link")  # in a formed batch, not yet sent
+        consent.unsubscribe(s, people[299], source="link")  # not in a batch yet
+        s.commit()
+    workers.run()
+
+    sent_to = {d.to[0] for d in stub.deliveries}
+    assert len(sent_to) == 295 == len(stub.deliveries)
+    assert not sent_to & {people[0], people[1], people[2], people[5], people[299],
+                          "never@example.com"}
+    assert figures(engine, b.id) == {"status": "done", "total": 297, "sent": 295, "failed": 0,
+                                     "skipped": 2, "cancelled": 0, "remaining": 0}
+
+
+def test_the_same_broadcast_submitted_twice_is_sent_once(engine, settings, stub, workers):
+    seed_customers(engine, subscribers(20))
+    first = submit(engine, settings)
+    again = submit(engine, settings)
+    assert first.created and not again.created and again.broadcast.id == first.broadcast.id
+    with Session(engine, expire_on_commit=False) as s:  # a draft of the same, submitted twice
+        draft = lifecycle.save_draft(s, subject="Harmattan cocktails", body=BODY,
+                                     audience="subscribers", actor="ops")
+        assert not lifecycle.submit(s, settings, actor="ops", broadcast_id=draft.id).created
+        other = lifecycle.save_draft(s, subject="Other news", body=BODY,
+                                     audience="subscribers", actor="ops")
+        assert lifecycle.submit(s, settings, actor="ops", broadcast_id=other.id).created
+        assert not lifecycle.submit(s, settings, actor="ops", broadcast_id=other.id).created
+    workers.run()
+    per_subject = Counter((d.to[0], d.subject) for d in stub.deliveries)
+    assert len(per_subject) == 40 and set(per_subject.values()) == {1}
+    with Session(engine) as s:
+        assert len(s.exec(select(BroadcastRecipient)).all()) == 40  # materialised once each
+
+
+def test_pause_withdraws_unsent_batches_resume_sends_the_rest_once(
+    engine, settings, stub, workers
+):
+    seed_customers(engine, subscribers(1000))
+    b = submit(engine, settings).broadcast
+    workers.step()  # forms [email] broadcast_lookahead (8) batches
+    workers.step()  # sends the first
+    with Session(engine) as s:
+        lifecycle.pause(s, b.id, actor="ops")
+    workers.run()  # the other formed batches' jobs find nothing to send
+    assert len(stub.deliveries) == 100
+    paused = figures(engine, b.id)
+    assert paused["status"] == "paused" and paused["sent"] == 100 and paused["remaining"] == 900
+    with Session(engine) as s:
+        assert status_counts(engine) == {"sent": 100}  # unsent copies were withdrawn
+        with pytest.raises(UserError, match="paused"):
+            lifecycle.pause(s, b.id, actor="ops")
+        lifecycle.resume(s, b.id, actor="ops")
+    workers.run()
+    assert Counter(d.to[0] for d in stub.deliveries) == Counter(subscribers(1000))
+    assert figures(engine, b.id)["status"] == "done"
+
+
+def test_cancel_sends_nothing_more_and_counts_what_was_not_sent(engine, settings, stub, workers):
+    seed_customers(engine, subscribers(450))
+    b = submit(engine, settings).broadcast
+    workers.step()
+    workers.step()  # 100 sent
+    with Session(engine) as s:
+        lifecycle.cancel(s, b.id, actor="ops")
+    workers.run()
+    assert len(stub.deliveries) == 100
+    assert figures(engine, b.id) == {"status": "cancelled", "total": 450, "sent": 100,
+                                     "failed": 0, "skipped": 0, "cancelled": 350,
+                                     "remaining": 0}
+    with Session(engine) as s, pytest.raises(UserError, match="cancelled"):
+        lifecycle.resume(s, b.id, actor="ops")
+
+
+def test_audiences_customers_sku_and_admin(engine, settings):
+    seed_order(engine, "KB-1", email="buyer@example.com", status="paid")
+    seed_order(engine, "KB-2", email="pending@example.com", status="pending",
+               lines=[("KB-OTHER", "Other", 1, 100)])
+    seed_customers(engine, ["fan@example.com"])
+    with Session(engine) as s:
+        consent.unsubscribe(s, "pending@example.com", source="link")
+        s.commit()
+
+        def who(name):
+            q = audience.query(s, settings, audience.parse(name)).subquery()
+            return sorted(s.execute(select(q.c.email)).scalars())
+
+        assert who("customers") == ["buyer@example.com"]  # ordered, not unsubscribed
+        assert who("subscribers") == ["fan@example.com"]
+        assert who("sku:KB-ORIG-750") == ["buyer@example.com"]
+        assert who("sku:KB-OTHER") == []  # its only order is unpaid
+        assert who("admin") == [settings.email.admin_email]
+        with pytest.raises(NotFound, match="KB-NOPE"):
+            who("sku:KB-NOPE")
+        with pytest.raises(UserError, match="unknown audience"):
+            audience.parse("everyone")
+
+
+def test_an_empty_audience_or_a_bad_subject_is_refused_and_nothing_is_written(
+    engine, settings, workers
+):
+    with pytest.raises(UserError, match="no one to send to"):
+        submit(engine, settings)
+    seed_customers(engine, subscribers(3))
+    with pytest.raises(UserError, match="one line"):
+        submit(engine, settings, subject="two\nlines")
+    with pytest.raises(UserError, match="subject and a body"):
+        submit(engine, settings, body="  ")
+    with Session(engine) as s:
+        assert s.exec(select(Broadcast)).all() == [] and workers.calls == []
+
+
+def test_a_copy_made_once_per_broadcast_equals_what_compose_makes_for_that_recipient(
+    engine, settings
+):
+    copies = Copies(settings, 42, "Harmattan cocktails", BODY)
+    with Session(engine) as s:
+        for address in ("ada@example.com", "o'neil+news@example.com"):
+            made = copies.copy(address)
+            composed = compose(s, settings, EmailRequest(
+                "broadcast", to=address, subject="Harmattan cocktails", body=BODY,
+                context={"broadcast_id": 42}))
+            assert (made.subject, made.html, made.text, made.headers, made.idempotency_key) == (
+                composed.subject, composed.html, composed.text, composed.headers,
+                composed.idempotency_key)
+
+
+def test_progress_reports_rate_and_eta_while_sending(engine, settings, stub, workers):
+    seed_customers(engine, subscribers(300))
+    b = submit(engine, settings).broadcast
+    workers.step()
+    workers.step()
+    with Session(engine) as s:
+        later = utcnow() + timedelta(seconds=10)
+        p = progress.progress(s, b.id, now=later)
+    assert (p.sent, p.remaining, p.total) == (100, 200, 300)
+    assert p.rate == pytest.approx(10.0, rel=0.2)  # 100 sent in the last ~10 s
+    assert p.eta_seconds == pytest.approx(20.0, rel=0.2)

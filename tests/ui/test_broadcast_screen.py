@@ -1,0 +1,196 @@
+"""5 Broadcasts: compose with a live preview and count, test to the admin, send after a confirm
+showing the exact count (which is what is sent), follow the progress across screens, pause /
+resume / cancel, drafts kept."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from broadcast_support import Workers, seed_customers, subscribers
+from conftest import settle
+from email_support import KEY
+from sqlmodel import Session, select
+from stubs.resend_api import ResendStub
+from textual.widgets import Input, Markdown, Static, TextArea
+
+from kolaq_console import consent, dispatch
+from kolaq_console.emails.transports import ResendTransport
+from kolaq_console.models import Broadcast, EmailOutbox
+from kolaq_console.ui.dialogs.confirm import ConfirmDialog
+from kolaq_console.ui.screens.broadcasts import BroadcastsScreen
+
+
+@pytest.fixture
+def people(sqlite_engine):
+    """137 subscribers, of whom one unsubscribed and one bounced; 5 customers without consent."""
+    fans = subscribers(137)
+    seed_customers(sqlite_engine, fans)
+    seed_customers(sqlite_engine, subscribers(5, "quiet"), consent=False)
+    with Session(sqlite_engine) as s:
+        consent.unsubscribe(s, fans[3], source="link")
+        consent.suppress(s, fans[4], "bounced", source="resend")
+        s.commit()
+    return fans
+
+
+@pytest.fixture
+def jobs():
+    with dispatch.recording() as calls:
+        yield calls
+
+
+async def wait_for(pilot, condition, rounds: int = 100) -> None:
+    """Let the app run until `condition()` holds (timers and workers included)."""
+    for _ in range(rounds):
+        await settle(pilot)
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("the screen never got there")
+
+
+def screen(app) -> BroadcastsScreen:
+    assert isinstance(app.screen, BroadcastsScreen)
+    return app.screen
+
+
+async def compose(pilot, subject: str, body: str, audience: str = "subscribers") -> None:
+    s = screen(pilot.app)
+    s.query_one("#bc-audience", Input).value = audience
+    s.query_one("#bc-subject", Input).focus()
+    await pilot.press(*subject)
+    s.query_one("#bc-body", TextArea).focus()
+    await pilot.press(*body)
+    await settle(pilot)
+
+
+def text_of(widget: Static) -> str:
+    return str(widget.render())
+
+
+async def test_the_count_in_the_confirm_dialog_is_what_is_sent(
+    people, console, sqlite_engine, settings, jobs
+):
+    app = console()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await compose(pilot, "Harmattan", "Hello *fans*")
+        await wait_for(pilot, lambda: "135 recipients" in text_of(
+            screen(app).query_one("#bc-reach", Static)))
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        message = text_of(app.screen.query_one("#dialog-message", Static))
+        shown = int(re.search(r"to ([\d,]+) recipients", message)[1].replace(",", ""))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen(app).chosen is not None)
+
+    with ResendStub(api_keys={KEY}) as stub:
+        Workers(sqlite_engine, settings, ResendTransport(KEY, stub.url), jobs).run()
+        delivered = sorted(d.to[0] for d in stub.deliveries)
+    with Session(sqlite_engine) as s:
+        b = s.exec(select(Broadcast)).one()
+    assert shown == 135 == b.total == len(delivered) and b.status == "done"
+    assert delivered == sorted(set(people) - {people[3], people[4]})
+
+
+async def test_preview_follows_the_body_and_the_count_follows_the_audience(
+    people, console, sqlite_engine
+):
+    app = console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5")
+        await compose(pilot, "News", "A **bold** claim")
+        preview = screen(app).query_one("#bc-preview", Markdown)
+        await wait_for(pilot, lambda: "A **bold** claim" in preview.source)
+        assert "Subject:** News" in preview.source
+        reach = screen(app).query_one("#bc-reach", Static)
+        screen(app).query_one("#bc-audience", Input).value = "admin"
+        await wait_for(pilot, lambda: "1 recipients" in text_of(reach))
+        screen(app).query_one("#bc-audience", Input).value = "sku:NOPE"
+        await wait_for(pilot, lambda: "no product with SKU 'NOPE'" in text_of(reach))
+
+
+async def test_a_test_copy_goes_to_the_admin_only(people, console, sqlite_engine, settings, jobs):
+    app = console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5")
+        await compose(pilot, "Rehearsal", "Body")
+        await pilot.press("ctrl+t")
+        await settle(pilot)
+    with Session(sqlite_engine) as s:
+        [row] = s.exec(select(EmailOutbox)).all()
+        assert s.exec(select(Broadcast)).all() == []  # nothing submitted
+    assert row.to_address == settings.email.admin_email and row.kind == "broadcast"
+    assert row.idempotency_key.startswith("broadcast-test/")
+    assert "List-Unsubscribe" in row.headers
+    assert [c.task for c in jobs] == ["send_email"]
+
+
+async def test_drafts_are_saved_on_leaving_and_come_back_next_time(
+    people, console, sqlite_engine
+):
+    app = console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5")
+        await compose(pilot, "Draft one", "Unfinished")
+        await pilot.press("escape", "1")  # to the list, then another screen
+        await settle(pilot)
+    with Session(sqlite_engine) as s:
+        [draft] = s.exec(select(Broadcast)).all()
+    assert (draft.status, draft.subject, draft.body_markdown) == ("draft", "Draft one",
+                                                                  "Unfinished")
+    again = console()
+    async with again.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        s = screen(again)
+        assert s.query_one("#bc-subject", Input).value == "Draft one"
+        assert s.query_one("#bc-body", TextArea).text == "Unfinished"
+        assert s.draft_id == draft.id
+
+
+async def test_progress_survives_leaving_the_screen_and_pause_resume_cancel_ask_first(
+    people, console, sqlite_engine, jobs
+):
+    app = console()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await compose(pilot, "Offer", "Ten percent")
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen(app).chosen is not None)
+        chosen = screen(app).chosen
+        await pilot.press("1", "5")
+        await settle(pilot)
+        line = screen(app).query_one("#bc-progress", Static)
+        assert f"#{chosen} sending" in text_of(line) and "0/135 sent" in text_of(line)
+
+        await pilot.press("escape", "P")  # the list has the keys; capitals ask first
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "paused" in text_of(line))
+        await pilot.press("R", "y")
+        await wait_for(pilot, lambda: "sending" in text_of(line))
+        await pilot.press("C", "n")  # not confirmed: nothing happens
+        await settle(pilot)
+        assert "sending" in text_of(line)
+        await pilot.press("C", "y")
+        await wait_for(pilot, lambda: "cancelled" in text_of(line))
+    with Session(sqlite_engine) as s:
+        b = s.get(Broadcast, chosen)
+        assert b.status == "cancelled" and b.cancelled == 135
+
+
+async def test_read_only_console_cannot_send(people, console, sqlite_engine, jobs):
+    app = console(read_only=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        assert screen(app).query_one("#bc-subject", Input).disabled
+        await pilot.press("ctrl+g", "ctrl+s", "ctrl+t")
+        await settle(pilot)
+    with Session(sqlite_engine) as s:
+        assert s.exec(select(Broadcast)).all() == [] and s.exec(select(EmailOutbox)).all() == []
+    assert jobs == []
