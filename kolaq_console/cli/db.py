@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kolaq_console import runtime, schema
 from kolaq_console.cli.common import out
-from kolaq_console.db import describe
 
 app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -14,6 +12,9 @@ app = typer.Typer(help="Database schema.", no_args_is_help=True)
 @app.command("upgrade")
 def upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Create or upgrade the database schema (safe to run at every deploy)."""
+    from kolaq_console import runtime, schema
+    from kolaq_console.db import describe
+
     engine = runtime.engine()
     before, after = schema.upgrade(engine, revision)
     where = describe(str(engine.url))
@@ -26,6 +27,8 @@ def upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> 
 @app.command("current")
 def current() -> None:
     """Print the schema revision of the database and the one this version needs."""
+    from kolaq_console import runtime, schema
+
     engine = runtime.engine()
     current_rev = schema.current_revision(engine) or "empty"
     out.print(f"database: {current_rev}  code: {schema.head_revision()}")

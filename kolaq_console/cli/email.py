@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
-from sqlmodel import Session
 
-from kolaq_console import runtime
 from kolaq_console.cli.common import huey, out, print_json, ready_engine
-from kolaq_console.emails import outbox
-from kolaq_console.emails.render import KINDS
 from kolaq_console.errors import NotFound, UserError
-from kolaq_console.models import EmailOutbox
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from kolaq_console.models import EmailOutbox
 
 app = typer.Typer(help="Email outbox: queue, list, show, preview, resend.", no_args_is_help=True)
 
-KIND_HELP = "One of: " + ", ".join(KINDS) + "."
+# The kinds are not listed here: that would import the renderer (Jinja) for --help. An unknown
+# kind is refused with the list.
+KIND_HELP = "Email kind, e.g. order_confirmation, low_stock, generic."
 
 
 def _read_body(path: Path | None) -> str | None:
@@ -32,6 +34,8 @@ def _read_body(path: Path | None) -> str | None:
 
 
 def _kind(kind: str) -> str:
+    from kolaq_console.emails.render import KINDS
+
     if kind not in KINDS:
         raise UserError(f"unknown email kind {kind!r}; expected one of: {', '.join(KINDS)}")
     return kind
@@ -40,6 +44,7 @@ def _kind(kind: str) -> str:
 def _context(session: Session, kind: str) -> dict | None:
     if kind != "low_stock":
         return None
+    from kolaq_console import runtime
     from kolaq_console.inventory.alert import email_context
     from kolaq_console.inventory.lowstock import low_stock_products
 
@@ -63,6 +68,11 @@ def queue_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
     """Queue one email. The same logical email queued twice is sent once."""
+    from sqlmodel import Session
+
+    from kolaq_console import runtime
+    from kolaq_console.emails import outbox
+
     kind = _kind(kind)
     body = _read_body(body_file)
     settings = runtime.settings()
@@ -91,6 +101,11 @@ def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
     """Recent outbox rows, newest first."""
+    from rich.table import Table
+    from sqlmodel import Session
+
+    from kolaq_console.emails import outbox
+
     with Session(ready_engine()) as session:
         rows = outbox.list_emails(session, status=status, kind=kind, limit=limit)
         summaries = [outbox.row_summary(r) for r in rows]
@@ -110,6 +125,8 @@ def list_cmd(
 
 
 def _get(session: Session, row_id: int) -> EmailOutbox:
+    from kolaq_console.models import EmailOutbox
+
     row = session.get(EmailOutbox, row_id)
     if row is None:
         raise NotFound(f"email #{row_id} not found")
@@ -122,6 +139,10 @@ def show_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON document (with bodies)."),
 ) -> None:
     """One outbox row with its text part."""
+    from sqlmodel import Session
+
+    from kolaq_console.emails import outbox
+
     with Session(ready_engine()) as session:
         row = _get(session, row_id)
         summary = outbox.row_summary(row)
@@ -146,6 +167,11 @@ def preview_cmd(
     text: bool = typer.Option(False, "--text", help="Also print the plain-text part."),
 ) -> None:
     """Render an email without queueing it: HTML to --out, subject (and text) to stdout."""
+    from sqlmodel import Session
+
+    from kolaq_console import runtime
+    from kolaq_console.emails import outbox
+
     kind = _kind(kind)
     body = _read_body(body_file)
     with Session(ready_engine()) as session:
@@ -170,6 +196,11 @@ def resend_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
     """Send an email again: a new outbox row with a new key, noted in the activity log."""
+    from sqlmodel import Session
+
+    from kolaq_console import runtime
+    from kolaq_console.emails import outbox
+
     settings = runtime.settings()
     huey()  # wire the queue: the new row's send job is enqueued after commit
     with Session(ready_engine(), expire_on_commit=False) as session:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import typer
-from rich.table import Table
+from typing import TYPE_CHECKING
 
-from kolaq_console import runtime
-from kolaq_console.cli.common import huey, out, print_json
+import typer
+
+from kolaq_console.cli.common import out, print_json, queue_store
 from kolaq_console.errors import KolaqError
-from kolaq_console.status import Status, collect
+
+if TYPE_CHECKING:
+    from kolaq_console.status import Status
 
 
 class StorageDown(KolaqError):
@@ -17,7 +19,10 @@ class StorageDown(KolaqError):
 
 def status(as_json: bool = typer.Option(False, "--json", help="One JSON document.")) -> None:
     """Print the system's status; exits 1 when the database or the queue is unreachable."""
-    snapshot = collect(runtime.settings(), runtime.engine(), huey())
+    from kolaq_console import runtime
+    from kolaq_console.status import collect
+
+    snapshot = collect(runtime.settings(), runtime.engine(), queue_store())
     if as_json:
         print_json(snapshot.as_dict())
     else:
@@ -28,6 +33,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="One JSON document
 
 
 def _print(s: Status) -> None:
+    from rich.table import Table
+
     table = Table(title="Queues", title_justify="left")
     for column in ("queue", "pending", "scheduled", "in flight"):
         table.add_column(column, justify="left" if column == "queue" else "right")
