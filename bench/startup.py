@@ -87,7 +87,7 @@ def main() -> None:
                 [*cli, "status", "--json"],
                 {**env, "KOLAQ_QUEUE__BACKEND": "redis", "KOLAQ_QUEUE__REDIS_URL": REDIS_URL})
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-        for name, (argv, e) in commands.items():
+        for argv, e in commands.values():
             run_once(argv, e)  # warm the page cache
         for _ in range(runs):
             for name, (argv, e) in commands.items():
