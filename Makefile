@@ -26,6 +26,7 @@ console: install
 test: install-test
 	scripts/ensure-services
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 bench: install-test
