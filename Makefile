@@ -27,7 +27,7 @@ test: install-test
 	scripts/ensure-services
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 bench: install-test
 	scripts/ensure-services
