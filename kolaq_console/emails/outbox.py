@@ -21,7 +21,6 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
@@ -40,6 +39,7 @@ from kolaq_console.models import (
     OrderLine,
     utcnow,
 )
+from kolaq_console.sqlutil import upsert_insert
 
 log = logging.getLogger(__name__)
 
@@ -296,10 +296,9 @@ def build_email(
 
 @functools.lru_cache(maxsize=4)
 def _insert_statement(dialect: str):
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table = EmailOutbox.__table__  # type: ignore[attr-defined]
     return (
-        insert(table)
+        upsert_insert(dialect, table)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(table.c.id)
     )

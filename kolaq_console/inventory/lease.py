@@ -28,7 +28,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.dml import Insert, Update
 from sqlmodel import Session, col, select
@@ -36,6 +35,7 @@ from sqlmodel import Session, col, select
 from kolaq_console.db import session_scope
 from kolaq_console.errors import KolaqError
 from kolaq_console.models import SystemState, utcnow
+from kolaq_console.sqlutil import upsert_insert
 
 
 class LeaseBusy(KolaqError):
@@ -58,8 +58,7 @@ _owner = _state.c.value["owner"].as_string()
 def _acquire_stmt(dialect: str) -> Insert:
     """Insert the lease, or take it over where it expired or is already ours; RETURNING the
     key when we hold it."""
-    module = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(_state).values(key=bindparam("b_key"), value=bindparam("b_value"),
+    stmt = upsert_insert(dialect, _state).values(key=bindparam("b_key"), value=bindparam("b_value"),
                                         updated_at=bindparam("b_now"))
     free = ((_state.c.value["expires_at"].as_float() < bindparam("b_now_ts"))
             | (_owner == bindparam("b_owner")))

@@ -46,7 +46,6 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, insert, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, col, select
@@ -67,7 +66,7 @@ from kolaq_console.models import (
     SystemState,
     utcnow,
 )
-from kolaq_console.sqlutil import rarely, write_session
+from kolaq_console.sqlutil import rarely, upsert_insert, write_session
 
 LEASE_NAME = "inventory.reconcile"
 ACTION_PRODUCT = "inventory.reconcile"
@@ -252,8 +251,7 @@ def _save_state_stmt(dialect: str) -> Insert:
     """INSERT ... ON CONFLICT (key) DO UPDATE, built once per dialect (Core: every run saves
     its checkpoint, and the ORM's bookkeeping would cost more than the statement)."""
     table = SystemState.__table__  # type: ignore[attr-defined]
-    module = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(table).values(key=bindparam("b_key"), value=bindparam("b_value"),
+    stmt = upsert_insert(dialect, table).values(key=bindparam("b_key"), value=bindparam("b_value"),
                                        updated_at=bindparam("b_now"))
     return stmt.on_conflict_do_update(
         index_elements=[table.c.key],
