@@ -117,6 +117,14 @@ class Lease:
             self.held = False
             raise LeaseLost(f"lease {self.name!r} expired and was taken by another run")
 
+    def give_back(self, session: Session) -> None:
+        """In the transaction that commits the holder's work: give the lease back, raising
+        LeaseLost if it is no longer ours (fencing: that transaction then rolls back, and the
+        lease row with it). Renewal and release in one statement."""
+        if not self._set_if_ours(session, {"owner": None, "expires_at": 0}):
+            self.held = False
+            raise LeaseLost(f"lease {self.name!r} expired and was taken by another run")
+
     def release(self, session: Session | None = None) -> None:
         """Give the lease up. Given a session, the release is part of that transaction; the
         caller sets `held = False` once it has committed."""

@@ -24,123 +24,62 @@ folded_events, unexplained). Only the full and one-product runs can see such dri
 incremental run reads new events only. A one-product run writes its summary when asked to
 (`reconcile --sku`), not when an adjustment calls it (the adjustment logs itself).
 
-Bulk runs take a lease (two never overlap) in a first short transaction, with the checkpoint
-and H. Everything else is written in one last transaction that renews the lease first (so a
-run whose lease lapsed and was taken over cannot commit: fencing), locks the product rows it
-changes, writes their stock, the correction entries, the checkpoint, the summary entry, and
-gives the lease back. The full run aggregates before that transaction, without locks, and
-re-checks each row it changes under the lock: a one-product run may have moved it meanwhile,
-and then that product is recomputed under the lock. A crash before the last commit
-changes nothing (the lease expires after its TTL); events inserted during a run are above H
-(left for the next run) or at or below it (counted exactly once).
+Bulk runs hold a lease (two never overlap). The incremental run is in incremental.py: one
+transaction on SQLite, two on PostgreSQL. The full run takes the lease, the checkpoint and H in
+a first short transaction, aggregates without locks, and writes everything in one last
+transaction that first gives the lease back (so a run whose lease lapsed and was taken over
+cannot commit: fencing), locks the product rows it changes, writes their stock, the correction
+entries, the checkpoint and the summary entry. Each row it changes is re-checked under the
+lock: a one-product run may have moved it meanwhile, and then that product is recomputed under
+the lock. A crash before the last commit changes nothing (the lease expires after its TTL);
+events inserted during a run are above H (left for the next run) or at or below it (counted
+exactly once).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields
-from datetime import datetime
-from functools import cache
-from operator import itemgetter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, insert, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, col, select
 
 from kolaq_console.errors import NotFound
+from kolaq_console.inventory import incremental
 from kolaq_console.inventory.lease import Lease
+from kolaq_console.inventory.runs import (
+    ACTION_PRODUCT,
+    ACTION_RUN,
+    SUMMARY_CHANGES,
+    Change,
+    ReconcileResult,
+    correction_rows,
+    finish_run,
+)
 from kolaq_console.inventory.stock import (
-    CHECKPOINT_KEY,
     checkpoint_of,
     high_water_mark,
     read_state,
     safe_high_water_mark,
 )
-from kolaq_console.models import (
-    ActivityLog,
-    InventoryEvent,
-    Product,
-    SystemState,
-    utcnow,
-)
-from kolaq_console.sqlutil import rarely, upsert_insert, write_session
+from kolaq_console.models import ActivityLog, InventoryEvent, Product, utcnow
+from kolaq_console.sqlutil import rarely, write_session
+
+__all__ = [
+    "ACTION_PRODUCT", "ACTION_RUN", "LEASE_NAME", "SUMMARY_CHANGES", "Change", "ReconcileResult",
+    "reconcile", "reconcile_product",
+]
 
 LEASE_NAME = "inventory.reconcile"
-ACTION_PRODUCT = "inventory.reconcile"
-ACTION_RUN = "inventory.reconcile.run"
 BATCH = 500
-SUMMARY_CHANGES = 500  # [sku, old, new] triples listed in a run's summary entry, at most
 
 Progress = Callable[[str, int, int], None]
 
 
-@dataclass
-class Change:
-    product_id: int
-    sku: str
-    old: int
-    new: int
-    folded_events: int = 0  # events newly covered by the cache
-    unexplained: int = 0  # part of the correction no event explains (full and one-product runs)
-    # what the plan saw; the write checks the row still holds these
-    seen_mark: int = 0
-
-    @property
-    def drift(self) -> int:
-        return self.new - self.old
-
-    def details(self, mode: str, trigger: str | None) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "old": self.old, "new": self.new, "drift": self.drift, "reason": "reconciliation",
-            "mode": mode, "folded_events": self.folded_events, "unexplained": self.unexplained,
-        }
-        if trigger:
-            d["trigger"] = trigger
-        return d
-
-
-@dataclass
-class ReconcileResult:
-    mode: str  # incremental | full | product
-    checked: int = 0
-    changed: int = 0
-    events_folded: int = 0
-    unexplained: int = 0  # products whose correction no event explains
-    checkpoint_from: int | None = None
-    checkpoint_to: int | None = None
-    duration_ms: int = 0
-    changes: list[Change] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "changes"}
-
-    def log_details(self) -> dict[str, Any]:
-        """The run's summary entry: the summary plus the products changed as [sku, old, new]
-        (the first SUMMARY_CHANGES of them; "more" counts the rest), so it stays bounded."""
-        d = self.summary()
-        d["changes"] = [[c.sku, c.old, c.new] for c in self.changes[:SUMMARY_CHANGES]]
-        d["more"] = max(0, len(self.changes) - SUMMARY_CHANGES)
-        return d
-
-    def as_dict(self, limit: int | None = None) -> dict[str, Any]:
-        d = self.summary()
-        shown = self.changes if limit is None else self.changes[:limit]
-        d["changes"] = [
-            {"sku": c.sku, "old": c.old, "new": c.new, "drift": c.drift,
-             "folded_events": c.folded_events, "unexplained": c.unexplained}
-            for c in shown
-        ]
-        return d
-
-
 def _noop(_stage: str, _done: int, _total: int) -> None:
     pass
-
-
-_first = itemgetter(0)
 
 
 def _chunks(items: list[Change], size: int) -> Iterator[list[Change]]:
@@ -223,47 +162,12 @@ def _fold_one(session: Session, product_id: int, stock: int, mark: int, checkpoi
     return total, target, n, (total - fold) - stock
 
 
-def _correction_rows(changes: Iterable[Change], actor: str, mode: str, trigger: str | None,
-                     now: datetime) -> list[dict[str, Any]]:
-    """One activity entry per product with drift no event explains (folding is not audited
-    per product: the events are the trail, and the run's summary lists the changes)."""
-    return [
-        {"actor": actor, "action": ACTION_PRODUCT, "entity": "product", "entity_id": c.sku,
-         "details": c.details(mode, trigger), "created_at": now}
-        for c in changes if c.unexplained
-    ]
-
-
-def _write_state(session: Session, high_water: int, full: bool, now: datetime,
-                 previous: dict[str, Any] | None) -> None:
-    value = dict(previous or {})
-    value["event_id"] = high_water
-    value["at"] = now.isoformat()
-    if full:
-        value["full_at"] = now.isoformat()
-    conn = session.connection()
-    conn.execute(_save_state_stmt(conn.dialect.name),
-                 {"b_key": CHECKPOINT_KEY, "b_value": value, "b_now": now})
-
-
-@cache
-def _save_state_stmt(dialect: str) -> Insert:
-    """INSERT ... ON CONFLICT (key) DO UPDATE, built once per dialect (Core: every run saves
-    its checkpoint, and the ORM's bookkeeping would cost more than the statement)."""
-    table = SystemState.__table__  # type: ignore[attr-defined]
-    stmt = upsert_insert(dialect, table).values(key=bindparam("b_key"), value=bindparam("b_value"),
-                                       updated_at=bindparam("b_now"))
-    return stmt.on_conflict_do_update(
-        index_elements=[table.c.key],
-        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
-
-
 def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[Change],
            checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
            started: float, progress: Progress) -> None:
     p = Product
     with write_session(engine, derived=True) as session:
-        lease.renew(session)  # fencing: a run that lost its lease cannot commit
+        lease.give_back(session)  # fencing: a run that lost its lease cannot commit
         now = utcnow()
         conn = session.connection()  # Core executemany for the bulk writes
         products = Product.__table__  # type: ignore[attr-defined]
@@ -299,109 +203,10 @@ def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[
                 conn.execute(set_stock.values(last_reconciled_at=now, updated_at=now), rows)
             done += len(batch)
             progress("applying", done, len(changes))
-        corrections = _correction_rows(applied, actor, result.mode, None, now)
+        corrections = correction_rows(applied, actor, result.mode, None, now)
         if corrections:
             conn.execute(insert(activity_table), corrections)
-        _finish(session, lease, result, applied, checkpoint, high_water, previous, actor,
-                started, now)
-
-
-def _finish(session: Session, lease: Lease, result: ReconcileResult, applied: list[Change],
-            checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
-            started: float, now: datetime) -> None:
-    """Checkpoint := H, the run's summary entry and the lease's release, all in the run's
-    write transaction."""
-    lease.release(session)
-    _write_state(session, high_water, result.mode == "full", now, previous)
-    result.changes = applied
-    result.changed = len(applied)
-    result.events_folded = sum(c.folded_events for c in applied)
-    result.unexplained = sum(1 for c in applied if c.unexplained)
-    result.checkpoint_from, result.checkpoint_to = checkpoint, high_water
-    result.duration_ms = int((time.perf_counter() - started) * 1000)
-    session.connection().execute(insert(ActivityLog.__table__), {  # type: ignore[attr-defined]
-        "actor": actor, "action": ACTION_RUN, "entity": "inventory", "entity_id": None,
-        "details": result.log_details(), "created_at": now})
-
-
-def _apply_incremental(engine: Engine, lease: Lease, result: ReconcileResult, checkpoint: int,
-                       high_water: int, previous: dict[str, Any] | None, actor: str,
-                       started: float) -> None:
-    """Fold the events in (checkpoint, H] in one short write transaction, set-based, O(new
-    events): the products they touch are locked, their events above each product's current
-    mark summed, and the stock of those whose sum is not zero moved by it. No activity entry
-    per product (the events are the trail): the summary lists the changes.
-
-    PostgreSQL: one SELECT ... FOR NO KEY UPDATE of the touched products (in id order, so two
-    writers cannot deadlock; a one-product run that moved a product's mark meanwhile has
-    committed by then, and the next statement, in a new snapshot, reads the mark it left),
-    then one UPDATE ... FROM (the aggregate) RETURNING the changes. SQLite (BEGIN IMMEDIATE
-    already excludes every other writer; its RETURNING cannot name the FROM side, so it cannot
-    return the old stock): one SELECT of the touched products with their sums, for the
-    summary, then the same UPDATE ... FROM (the aggregate again: well under a millisecond for
-    1,000 events, and no Python work per product)."""
-    e, p = InventoryEvent, Product
-    products = Product.__table__  # type: ignore[attr-defined]
-    new_events = (rarely(col(e.id) > checkpoint), col(e.id) <= high_water)
-    with write_session(engine, derived=True) as session:
-        lease.renew(session)  # fencing: a run that lost its lease cannot commit
-        conn = session.connection()
-        now = utcnow()
-        stamp = {"last_reconciled_at": now, "updated_at": now}
-        if conn.dialect.name == "postgresql":
-            touched = select(e.product_id).where(*new_events).distinct()
-            result.checked = len(conn.execute(
-                select(p.id).where(col(p.id).in_(touched)).order_by(col(p.id))
-                .with_for_update(key_share=True)).all())
-            # each event's product mark by primary key (a join would hash all the products)
-            mark = (select(p.stock_event_id).where(col(p.id) == col(e.product_id))
-                    .correlate(e).scalar_subquery())  # type: ignore[arg-type]
-            agg = (
-                select(col(e.product_id).label("product_id"), func.sum(e.delta).label("delta"),
-                       func.count().label("n"))
-                .where(*new_events, col(e.id) > mark)
-                .group_by(col(e.product_id))
-                .subquery("agg")
-            )
-            rows = conn.execute(
-                update(products)
-                .where(products.c.id == agg.c.product_id, agg.c.delta != 0)
-                .values(stock=products.c.stock + agg.c.delta, **stamp)
-                .returning(products.c.id, products.c.sku, products.c.stock, agg.c.delta,
-                           agg.c.n)
-            ).all()
-            rows.sort(key=_first)  # RETURNING has no order (sorting Row objects is slow)
-            applied = [Change(pid, sku, new - int(delta), new, int(n))
-                       for pid, sku, new, delta, n in rows]
-        else:
-            above_mark = col(e.id) > col(p.stock_event_id)
-            rows = conn.execute(
-                select(p.id, p.sku, p.stock,
-                       func.sum(case((above_mark, col(e.delta)), else_=0)),
-                       func.count(case((above_mark, 1), else_=None)))
-                .join(p, col(p.id) == col(e.product_id))
-                .where(*new_events)
-                .group_by(col(p.id))
-                .order_by(col(p.id))
-            ).all()
-            result.checked = len(rows)
-            applied = [Change(pid, sku, stock, stock + int(delta), int(n))
-                       for pid, sku, stock, delta, n in rows if delta]
-            if applied:
-                agg = (
-                    select(col(e.product_id).label("product_id"),
-                           func.sum(e.delta).label("delta"))
-                    .join(p, col(p.id) == col(e.product_id))
-                    .where(*new_events, above_mark)
-                    .group_by(col(e.product_id))
-                    .subquery("agg")
-                )
-                conn.execute(
-                    update(products)
-                    .where(products.c.id == agg.c.product_id, agg.c.delta != 0)
-                    .values(stock=products.c.stock + agg.c.delta, **stamp))
-        _finish(session, lease, result, applied, checkpoint, high_water, previous, actor,
-                started, now)
+        finish_run(conn, result, applied, checkpoint, high_water, previous, actor, started, now)
 
 
 def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
@@ -411,10 +216,15 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
     worth retrying). The first run ever is a full one.
 
     Two write transactions: one takes the lease, reads the checkpoint and takes the safe
-    high-water mark H; the last writes everything and gives the lease back."""
+    high-water mark H; the last writes everything and gives the lease back. (An incremental
+    run on SQLite is one transaction: incremental.py.)"""
     report = progress or _noop
     started = time.perf_counter()
     lease = Lease(engine, LEASE_NAME, lease_ttl)
+    if not full and engine.dialect.name == "sqlite":
+        done = incremental.sqlite_run(engine, lease, actor, started)
+        if done is not None:
+            return done
     with write_session(engine, derived=True) as session:
         if not lease.acquire(session):
             raise lease.busy()
@@ -424,9 +234,8 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
         checkpoint = checkpoint_of(previous)
         high_water = max(high_water, checkpoint)
         if not (full or previous is None):
-            result = ReconcileResult(mode="incremental")
-            _apply_incremental(engine, lease, result, checkpoint, high_water, previous, actor,
-                               started)
+            result = incremental.postgres_fold(engine, lease, checkpoint, high_water, previous,
+                                               actor, started)
         else:
             report("computing stock", 0, 0)
             checked, changes = _plan_full(engine, checkpoint, high_water)
@@ -466,7 +275,7 @@ def reconcile_product(engine: Engine, sku: str, *, actor: str = "system",
         values: dict[str, Any] = {"stock_event_id": mark}
         if change.drift:
             values.update(stock=new, last_reconciled_at=now, updated_at=now)
-            corrections = _correction_rows([change], actor, "product", trigger, now)
+            corrections = correction_rows([change], actor, "product", trigger, now)
             if corrections:
                 session.execute(insert(ActivityLog), corrections)
             result.changes = [change]
