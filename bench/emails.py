@@ -22,6 +22,9 @@ time goes on a machine whose cores all these processes share.
 
     PYTHONPATH=$PWD .venv/bin/python bench/emails.py [--quick] [--emails N] [--rounds R]
         [--workers N] [--postgres | --database-url URL] [--rate-limit R]
+
+Longer than ~400 lines: a benchmark run as one file (`python bench/emails.py`), its worker
+processes and measuring together.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ for it (the price of not writing per job; rerun-safe email sends are also covere
 outbox's own lease); a failure buffered because the database was down is lost if the process
 then dies before the database comes back (its run row, if flushed, still becomes an
 `interrupted` entry). Immediate mode (tests, development) records nothing.
+
+Longer than ~400 lines: one class bound to Huey's signals and hooks whose buffers and locks
+all its methods share; split, one state machine would be spread over several files.
 """
 
 from __future__ import annotations
