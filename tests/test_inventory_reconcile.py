@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from datetime import datetime
 
 import pytest
 import time_machine
@@ -432,3 +433,16 @@ def test_an_incremental_run_waiting_on_a_row_a_one_product_run_moved_counts_no_e
     assert done and done[0].mode == "incremental"
     assert stocks(engine) == {a: 8, b: 7} == truth(engine)
     engine.dispose()
+
+
+def test_an_incremental_run_stamps_the_products_it_changed_and_only_those(engine):
+    a, b = add_products(engine, 2)
+    reconcile(engine)
+    add_events(engine, [(a, 2)])
+    before = utcnow()
+    reconcile(engine)
+    with engine.connect() as conn:
+        stamped = dict(conn.execute(text("SELECT id, last_reconciled_at FROM products")).all())
+    assert stamped[b] is None
+    when = stamped[a] if isinstance(stamped[a], datetime) else datetime.fromisoformat(stamped[a])
+    assert abs((when - before.replace(tzinfo=None)).total_seconds()) < 60  # naive UTC, now

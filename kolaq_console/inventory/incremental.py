@@ -19,6 +19,7 @@ locked and folded from their own marks.
 
 from __future__ import annotations
 
+from datetime import UTC
 from functools import cache
 from operator import itemgetter
 from typing import Any
@@ -190,6 +191,28 @@ def _pg_fold_marked() -> Update:
     )
 
 
+def _returned(conn: Any, stmt: Update, params: dict[str, Any]) -> list[tuple]:
+    """Run `stmt` on the driver's cursor and return its RETURNING rows as plain tuples (for
+    ~1,000 rows a third of the cost of result rows). Its parameters are plain values (ints,
+    lists of ints, and `now`, stored as naive UTC like every UTCDateTime column)."""
+    sql, literals = _compiled(stmt, conn.dialect)
+    values = {**literals, **params}
+    if "now" in values:
+        values["now"] = values["now"].astimezone(UTC).replace(tzinfo=None)
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql, values)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+@cache
+def _compiled(stmt: Update, dialect: Any) -> tuple[str, dict[str, Any]]:
+    compiled = stmt.compile(dialect=dialect)
+    return str(compiled), dict(compiled.params)
+
+
 def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int,
                   previous: dict[str, Any] | None, actor: str, started: float
                   ) -> ReconcileResult:
@@ -204,11 +227,14 @@ def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int
         result.checked = len(ids)
         rows: list[Any] = []
         if ids:
-            rows = conn.execute(_pg_fold(), {**params, "now": now, "ids": ids}).all()
-            marked = conn.execute(_pg_lock_marked(), {**params, "ids": ids}).scalars().all()
+            rows = _returned(conn, _pg_fold(), {**params, "now": now, "ids": ids})
+            # a product the UPDATE left alone has a zero sum or a mark past the checkpoint
+            moved = set(ids).difference(row[0] for row in rows)
+            marked = conn.execute(_pg_lock_marked(),
+                                  {**params, "ids": sorted(moved)}).scalars().all()
             if marked:
-                rows += conn.execute(_pg_fold_marked(),
-                                     {**params, "now": now, "marked": marked}).all()
+                rows += _returned(conn, _pg_fold_marked(),
+                                  {**params, "now": now, "marked": marked})
         rows.sort(key=_first)  # RETURNING has no order
         applied = [Change(pid, sku, new - int(delta), new, int(n))
                    for pid, sku, new, delta, n in rows]
