@@ -49,7 +49,7 @@ class Section(BaseModel):
 
 
 class ShopSettings(Section):
-    name: str = "Kolaq Bitters"
+    name: str = Field(default="Kolaq Bitters", min_length=1, max_length=200)
     """Shown in email layouts and the console header."""
     timezone: str = "Africa/Lagos"
     """IANA zone of the shop's clock; schedules (02:00, 08:00) run on it."""
@@ -57,7 +57,7 @@ class ShopSettings(Section):
     """Base of links in emails (unsubscribe, order pages)."""
     currency: str = "NGN"
     """ISO 4217 code used when an order does not name one."""
-    operator: str = ""
+    operator: str = Field(default="", max_length=120)
     """Name written to the activity log for console/CLI actions; empty means $USER."""
 
     @field_validator("timezone")
@@ -102,9 +102,10 @@ class DatabaseSettings(Section):
 class QueueSettings(Section):
     backend: Literal["sqlite", "redis"] = "sqlite"
     """'sqlite' (embedded, default) or 'redis' (production, priority queue)."""
-    name: str = "kolaq"
+    name: str = Field(default="kolaq", min_length=1, max_length=64,
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
     """Huey instance name; also the key prefix in Redis and the queue name in SQLite."""
-    sqlite_path: str = "var/queue.db"
+    sqlite_path: str = Field(default="var/queue.db", min_length=1)
     """SqliteHuey file when backend = 'sqlite'."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis URL when backend = 'redis' (REDIS_URL, or REDIS_HOST/REDIS_PORT, override it)."""
@@ -112,15 +113,15 @@ class QueueSettings(Section):
     """Worker threads per consumer process."""
     retries: int = Field(default=3, ge=0, le=20)
     """Retries after the first attempt for retryable failures."""
-    retry_delay: float = Field(default=5.0, ge=0)
+    retry_delay: float = Field(default=5.0, ge=0, le=3600, allow_inf_nan=False)
     """Seconds before the first retry."""
-    retry_backoff: float = Field(default=5.0, ge=1)
+    retry_backoff: float = Field(default=5.0, ge=1, le=10, allow_inf_nan=False)
     """Each later retry waits this many times longer (5 s, 25 s, 125 s)."""
-    poll_interval: float = Field(default=0.1, gt=0)
+    poll_interval: float = Field(default=0.1, gt=0, le=60, allow_inf_nan=False)
     """Seconds between polls when work is arriving."""
-    max_poll_interval: float = Field(default=0.5, gt=0)
+    max_poll_interval: float = Field(default=0.5, gt=0, le=60, allow_inf_nan=False)
     """Ceiling of the idle back-off, so an idle queue notices new work quickly."""
-    shutdown_timeout: float = Field(default=30.0, gt=0)
+    shutdown_timeout: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     """Seconds a graceful stop (SIGTERM/SIGINT) waits for running jobs before interrupting them."""
     periodic: bool = True
     """Run periodic tasks in this consumer. Exactly one consumer per deployment should."""
@@ -135,29 +136,32 @@ class EmailSettings(Section):
     """Recipient of low-stock alerts and test sends (ADMIN_EMAIL overrides)."""
     support_email: str = "support@kolaq.example"
     """Reply-to and contact shown to customers (SUPPORT_EMAIL overrides)."""
-    outbox_dir: str = "var/outbox"
+    outbox_dir: str = Field(default="var/outbox", min_length=1)
     """Where the dev transport writes .eml files."""
     templates_dir: str = ""
     """Optional folder whose templates override the packaged ones, file by file."""
-    rate_limit_per_second: float = Field(default=2.0, ge=0)
+    rate_limit_per_second: float = Field(default=2.0, ge=0, le=10_000, allow_inf_nan=False)
     """Provider requests per second, shared by every worker (adapts to ratelimit-* headers).
     0: no client-side limit (a plan without one, the local stand-in): requests are not paced
     and advertised limits are not followed, but a 429's retry-after or an exhausted quota still
     holds every worker (each process re-reads such blocks at least once a second)."""
-    lease_seconds: float = Field(default=300.0, gt=0)
+    lease_seconds: float = Field(default=300.0, gt=0, le=86_400, allow_inf_nan=False)
     """An outbox row left queued/sending this long is re-enqueued by the sweeper."""
-    request_timeout: float = Field(default=30.0, gt=0)
+    request_timeout: float = Field(default=30.0, gt=0, le=600, allow_inf_nan=False)
     """Seconds to wait for the provider before treating the call as a network error."""
     api_url: str = ""
     """Base URL of the Resend API; empty means the SDK's default. RESEND_API_URL overrides it
     (tests point it at the local stand-in)."""
-    max_limiter_wait: float = Field(default=5.0, ge=0)
+    max_limiter_wait: float = Field(default=5.0, ge=0, le=600, allow_inf_nan=False)
     """Longest a worker thread sleeps for the shared rate limiter after a 429 or quota block;
     a longer wait reschedules the job instead of holding the thread."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=16 * 1_048_576)
+    """Largest body (text or Markdown, UTF-8 bytes) of a generic or broadcast email; a larger
+    one is refused before anything is stored."""
 
 
 class InventorySettings(Section):
-    low_stock_threshold: int = Field(default=10, ge=0)
+    low_stock_threshold: int = Field(default=10, ge=0, le=2_000_000_000)
     """Default threshold for products without their own; at or below it counts as low."""
     reconcile_cron: str = "0 2 * * *"
     """When reconciliation runs, in the shop's time zone (minute hour day month weekday)."""
@@ -169,9 +173,14 @@ class InventorySettings(Section):
     """How often consumers look for a schedule slot of today that no consumer ran (the shop was
     down at 08:00, say) and run it once, and send low-stock follow-ups for products that fell
     low after today's check."""
-    lock_ttl_seconds: float = Field(default=600.0, gt=0)
+    lock_ttl_seconds: float = Field(default=600.0, gt=0, le=86_400, allow_inf_nan=False)
     """Reconciliation lease: a run renews it as it goes; a crashed run's lock (and its claim on
     a schedule slot) expires after this many seconds."""
+    max_adjustment: int = Field(default=1_000_000, ge=1, le=2_000_000_000)
+    """Most units one `inventory adjust` may add or remove (a typo guard); larger is refused."""
+    max_stock: int = Field(default=1_000_000_000, ge=1, le=2_000_000_000)
+    """Most units a product may hold (either sign): an adjustment past it is refused, and a
+    reconciliation that finds a product beyond it reports it."""
 
     @field_validator("reconcile_cron", "low_stock_cron", "full_reconcile_cron", "catch_up_cron")
     @classmethod
@@ -183,17 +192,17 @@ class InventorySettings(Section):
 
 
 class JobsSettings(Section):
-    lease_seconds: float = Field(default=120.0, gt=0)
+    lease_seconds: float = Field(default=120.0, gt=0, le=86_400, allow_inf_nan=False)
     """An in-flight job whose worker has not beaten its heart this long is treated as lost:
     re-enqueued if its task is declared safe to re-run, else listed as interrupted. Workers look
     for such jobs at start-up, every lease_seconds / 2, and in a periodic task."""
-    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    heartbeat_seconds: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
     """How often a worker records that it is alive (keep it well under lease_seconds)."""
-    flush_seconds: float = Field(default=0.5, gt=0, le=10)
+    flush_seconds: float = Field(default=0.5, gt=0, le=10, allow_inf_nan=False)
     """Longest a worker holds ledger writes (in-flight jobs, statistics) before writing them in
     one batch. Terminal failures are always written at once. A worker killed within this
     window of starting a job leaves no in-flight record of it."""
-    stats_retention_hours: int = Field(default=24, ge=1)
+    stats_retention_hours: int = Field(default=24, ge=1, le=24 * 366)
     """How long per-minute throughput/error statistics are kept."""
 
     @model_validator(mode="after")
@@ -208,14 +217,14 @@ class JobsSettings(Section):
 
 
 class WebhooksSettings(Section):
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", min_length=1)
     """Address `webhooks serve` binds to."""
     port: int = Field(default=8080, ge=1, le=65535)
     """Port `webhooks serve` listens on."""
 
 
 class ConsoleSettings(Section):
-    refresh_seconds: float = Field(default=2.0, ge=0.5, le=60)
+    refresh_seconds: float = Field(default=2.0, ge=0.5, le=60, allow_inf_nan=False)
     """How often the console refreshes its panels."""
 
 

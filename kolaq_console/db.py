@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine, make_url
@@ -21,6 +23,9 @@ class StorageUnavailable(KolaqError):
 
 class SchemaOutOfDate(KolaqError):
     """The database schema is not at the code's migration head."""
+
+
+UPGRADE_HINT = "run `kolaq-console db upgrade`"
 
 
 def normalise_url(url: str) -> URL:
@@ -67,13 +72,41 @@ def _ping_if_idle(engine: Engine):
     return checkout
 
 
+def sqlite_path(url: URL | str) -> Path | None:
+    """The file of a SQLite URL (None for other databases and in-memory ones)."""
+    parsed = normalise_url(str(url)) if isinstance(url, str) else url
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _open_existing(path: Path):
+    """Connections that never create the file: only `db upgrade` creates a database (so a
+    read-only command or a wrong path does not leave an empty one behind)."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=rw"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+
+    return connect
+
+
+def create_sqlite_file(engine: Engine) -> None:
+    """Create the SQLite file (and its folder) of `engine` if missing: `db upgrade` only."""
+    path = sqlite_path(engine.url)
+    if path is not None and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sqlite3.connect(path).close()
+
+
 def make_engine(url: str, echo: bool = False) -> Engine:
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(parsed)
+        extra: dict[str, Any] = {"creator": _open_existing(path)} if path else {}
         engine = create_engine(
             parsed, echo=echo, connect_args={"check_same_thread": False, "timeout": 30},
+            **extra,
             # The most recently returned connection first: its page cache is still valid
             # when it made the last write itself (WAL readers re-read after others write).
             pool_use_lifo=True,
@@ -113,6 +146,12 @@ def ping(engine: Engine) -> None:
     """Raise StorageUnavailable with a one-line reason if the database cannot be reached."""
     from sqlalchemy import text
 
+    path = sqlite_path(engine.url)
+    if path is not None and not path.is_file():
+        raise StorageUnavailable(
+            f"database {path} does not exist (if [database] url is right, create it): "
+            f"{UPGRADE_HINT}"
+        )
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

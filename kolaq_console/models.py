@@ -19,6 +19,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    Integer,
     LargeBinary,
     Text,
     TypeDecorator,
@@ -86,7 +87,9 @@ class Product(SQLModel, table=True):
     name: str = Field(max_length=200)
     price_minor: int = Field(default=0, ge=0)
     currency: str = Field(default="NGN", max_length=3)
-    stock: int = 0  # as of the last reconciliation; the event log is the truth
+    # As of the last reconciliation; the event log is the truth. 64-bit on PostgreSQL too, so
+    # the cache can hold any sum of (bounded) events: a product never breaks a reconcile run.
+    stock: int = Field(default=0, sa_type=BigInteger().with_variant(Integer(), "sqlite"))
     # The cache covers this product's events with id <= max(this, the global checkpoint):
     # a one-product reconcile (an adjustment) folds past the checkpoint and records it here.
     stock_event_id: int = Field(default=0, sa_column_kwargs={"server_default": "0"})

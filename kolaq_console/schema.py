@@ -10,10 +10,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from kolaq_console.db import SchemaOutOfDate, describe, ping
+from kolaq_console.db import (
+    UPGRADE_HINT,
+    SchemaOutOfDate,
+    create_sqlite_file,
+    describe,
+    ping,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-UPGRADE_HINT = "run `kolaq-console db upgrade`"
+__all__ = ["UPGRADE_HINT", "current_revision", "head_revision", "require_current", "upgrade"]
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
@@ -36,7 +42,9 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
-    """Bring the schema to `revision`; returns (before, after)."""
+    """Bring the schema to `revision`, creating a SQLite file first if need be (the only place
+    that creates one); returns (before, after)."""
+    create_sqlite_file(engine)
     ping(engine)
     before = current_revision(engine)
     cfg = alembic_config(engine)

@@ -60,6 +60,16 @@ def _bind(bind: Engine | Connection | Session) -> Engine | Connection:
     return bind.get_bind() if isinstance(bind, Session) else bind
 
 
+def begin_write(session: Session) -> Connection:
+    """Make the session's transaction a writer from here on, as `write_session` does: on SQLite
+    BEGIN IMMEDIATE (unless the driver already began one), so reads that precede its writes
+    cannot be from a snapshot another writer has since moved past. Returns the connection."""
+    conn = session.connection()
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    return conn
+
+
 def insert_or_ignore(conn: Connection | Session, table: Table, values: Mapping[str, Any]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True when the row was inserted.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from huey.api import Huey
@@ -11,22 +12,26 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from kolaq_console.config import Settings
-from kolaq_console.db import StorageUnavailable, ping
+from kolaq_console.db import UPGRADE_HINT, SchemaOutOfDate, StorageUnavailable
 from kolaq_console.inventory.lowstock import low_stock_products as inventory_low_stock
 from kolaq_console.jobs import failed as failed_jobs
 from kolaq_console.jobs import workers
 from kolaq_console.models import EmailOutbox
+from kolaq_console.schema import require_current
 from kolaq_console.taskqueue import LOGICAL_QUEUES, QueueDepth, ping_queue, queue_depths
 
 
 @dataclass
 class Status:
+    """What could be read. None (JSON null) is unknown: never shown as 0, and `storage` says
+    why."""
+
     queues: dict[str, QueueDepth] = field(
         default_factory=lambda: {q: QueueDepth() for q in LOGICAL_QUEUES}
     )
-    failed_jobs: int = 0
-    low_stock: list[dict[str, Any]] = field(default_factory=list)
-    outbox: dict[str, int] = field(default_factory=lambda: {"queued": 0, "sent": 0, "failed": 0})
+    failed_jobs: int | None = None
+    low_stock: list[dict[str, Any]] | None = None
+    outbox: dict[str, int] | None = None
     storage: dict[str, str] = field(default_factory=lambda: {"database": "ok", "queue": "ok"})
 
     @property
@@ -70,24 +75,75 @@ def failed_count(session: Session) -> int:
     return failed_jobs.count_failed(session)
 
 
-def collect(settings: Settings, engine: Engine, huey: Huey) -> Status:
-    """Gather everything; an unreachable store is reported in `storage`, not raised."""
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0]
+
+
+def collect(settings: Settings, engine: Engine, huey: Huey | None,
+            queue_problem: str | None = None) -> Status:
+    """Gather everything that can be read; what cannot stays None and `storage` says why.
+    Nothing here writes: an unmigrated database is reported, not created. `huey` None: the
+    queue cannot be read (`queue_problem` says why)."""
     status = Status()
-    in_flight: dict[str, int] = {}
+    in_flight: dict[str, int] | None = None
     try:
-        ping(engine)
-        with Session(engine) as session:
-            status.failed_jobs = failed_count(session)
-            status.low_stock = low_stock_products(session, settings.inventory.low_stock_threshold)
-            status.outbox = outbox_counts(session)
-            in_flight = in_flight_by_queue(session, settings.jobs.lease_seconds)
-    except StorageUnavailable as exc:
+        require_current(engine)  # reachable, and at the schema these queries expect
+    except (StorageUnavailable, SchemaOutOfDate) as exc:
         status.storage["database"] = str(exc)
-    except Exception as exc:  # e.g. tables missing: still a database problem to report
-        status.storage["database"] = f"database error: {str(exc).splitlines()[0]}"
-    try:
-        ping_queue(huey)
-        status.queues = queue_depths(huey, in_flight)
-    except StorageUnavailable as exc:
-        status.storage["queue"] = str(exc)
+    except Exception as exc:
+        status.storage["database"] = f"database error: {_first_line(exc)}"
+    else:
+        problems: list[str] = []
+        with Session(engine) as session:
+            # Each figure on its own: one that fails is unknown, the others are still shown.
+            for name, read in (
+                ("failed_jobs", lambda: failed_count(session)),
+                ("low_stock", lambda: low_stock_products(
+                    session, settings.inventory.low_stock_threshold)),
+                ("outbox", lambda: outbox_counts(session)),
+                ("in_flight", lambda: in_flight_by_queue(session, settings.jobs.lease_seconds)),
+            ):
+                try:
+                    value = read()
+                except Exception as exc:
+                    session.rollback()
+                    problems.append(f"{name.replace('_', ' ')}: {_first_line(exc)}")
+                    continue
+                if name == "in_flight":
+                    in_flight = value
+                else:
+                    setattr(status, name, value)
+        if problems:
+            status.storage["database"] = "database error: " + "; ".join(problems)
+    problem = queue_problem or "queue storage not available"
+    if huey is not None:
+        try:
+            ping_queue(huey)
+            status.queues = queue_depths(huey, in_flight)
+            return status
+        except StorageUnavailable as exc:
+            problem = str(exc)
+        except Exception as exc:
+            problem = f"queue error: {_first_line(exc)}"
+    status.storage["queue"] = problem
+    status.queues = {q: QueueDepth(None, None, None if in_flight is None else in_flight.get(q, 0))
+                     for q in LOGICAL_QUEUES}
     return status
+
+
+def reading_queue(settings: Settings) -> Huey:
+    """The configured queue, opened only to read it (status, the read-only console): a SQLite
+    queue file that does not exist is reported (StorageUnavailable), never created, and no
+    table is created in one that does. Importing tasks.py would create both."""
+    from kolaq_console.taskqueue import make_huey
+
+    if settings.queue.backend == "sqlite":
+        path = Path(settings.queue.sqlite_path)
+        if not path.is_file():
+            raise StorageUnavailable(
+                f"queue storage {path} does not exist (if [queue] sqlite_path is right, "
+                f"create it): {UPGRADE_HINT}"
+            )
+        return make_huey(settings, create_tables=False)
+    return make_huey(settings)

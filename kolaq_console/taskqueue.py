@@ -134,11 +134,13 @@ def task_options(settings: Settings, queue: str, *, retry: bool = True, urgency:
 
 @dataclass
 class QueueDepth:
-    pending: int = 0
-    scheduled: int = 0
-    in_flight: int = 0
+    """Jobs of one logical queue; None: could not be read (unknown, never shown as 0)."""
 
-    def as_dict(self) -> dict[str, int]:
+    pending: int | None = None
+    scheduled: int | None = None
+    in_flight: int | None = None
+
+    def as_dict(self) -> dict[str, int | None]:
         return asdict(self)
 
 
@@ -212,10 +214,11 @@ def scheduled_by_queue(huey: Huey) -> dict[str, int]:
 
 
 def queue_depths(huey: Huey, in_flight: dict[str, int] | None = None) -> dict[str, QueueDepth]:
+    """Pending and scheduled from the queue; in flight from the ledger (None: unknown)."""
     pending = pending_by_queue(huey)
     scheduled = scheduled_by_queue(huey)
-    flying = in_flight or {}
     return {
-        name: QueueDepth(pending[name], scheduled[name], flying.get(name, 0))
+        name: QueueDepth(pending[name], scheduled[name],
+                         None if in_flight is None else in_flight.get(name, 0))
         for name in LOGICAL_QUEUES
     }

@@ -6,17 +6,19 @@ import importlib
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from kolaq_console.models import (
     ActivityLog,
     Customer,
     EmailOutbox,
+    FailedJob,
     Order,
     OrderLine,
     Product,
+    utcnow,
 )
 
 FIXED_TIME = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
@@ -105,3 +107,35 @@ def reload_tasks():
     import tasks
 
     return importlib.reload(tasks)
+
+
+def queue_one(engine, settings, to: str = "ada@example.com") -> int:
+    """One generic email queued (and enqueued, if tasks is wired); its row id."""
+    from kolaq_console.emails import queue_email
+
+    with Session(engine, expire_on_commit=False) as session:
+        return queue_email(session, settings, "generic", to=to, subject="Your note",
+                           body="Hello").id
+
+
+def record_failed_send(engine, row_id: int, huey, status: str = "failed") -> int:
+    """A failed-send ledger entry for `row_id` (what a worker records when a send fails)."""
+    from tasks import send_email
+
+    task = send_email.s(row_id)
+    with engine.begin() as conn:
+        conn.execute(update(EmailOutbox).where(col(EmailOutbox.id) == row_id)
+                     .values(status="failed", last_error="422 validation_error"))
+    with Session(engine) as session:
+        entry = FailedJob(task_id=task.id, task_name="tasks.send_email", queue="emails",
+                          args=[row_id], payload=huey.serialize_task(task), status=status,
+                          error_type="PermanentJobError", error_message="422", attempts=1,
+                          last_attempt_at=utcnow())
+        session.add(entry)
+        session.commit()
+        return entry.id  # type: ignore[return-value]
+
+
+def entry_status(engine, entry_id: int) -> str:
+    with Session(engine) as session:
+        return session.exec(select(FailedJob.status).where(col(FailedJob.id) == entry_id)).one()

@@ -56,8 +56,8 @@ def test_help_imports_only_typer_and_the_cli_package(kolaq_env):
         assert not stray, (args, sorted(stray))
 
 
-def test_status_json_imports_neither_the_renderer_nor_the_ui_nor_the_tasks(kolaq_env,
-                                                                         sqlite_engine):
+def test_status_json_imports_neither_the_renderer_nor_the_ui_nor_the_tasks(kolaq_env, cli_run):
+    assert cli_run("db", "upgrade")[0] == 0  # the database and the queue file
     result, modules = imported(kolaq_env, "status", "--json")
     assert json.loads(result.stdout.strip() or "{}").get("storage") == {
         "database": "ok", "queue": "ok"}, result.stderr

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from email_support import activity, count, reload_tasks, seed_order
+from sqlalchemy import text
 
 from kolaq_console import runtime
 from kolaq_console.cli import main
@@ -74,10 +75,15 @@ def test_queue_list_show_preview_resend_and_status(cli, sqlite_engine, tmp_path)
     assert code == 0 and page.read_text().lower().startswith("<!doctype html>")
     assert "Thank you for your order" in out and count(sqlite_engine) == 1
 
+    code, _out, err = cli("email", "resend", str(queued["id"]))
+    assert code == 1 and f"email #{queued['id']} is queued: it is on its way already" in err
+    with sqlite_engine.begin() as conn:  # sent: now it may be sent again
+        conn.execute(text("UPDATE email_outbox SET status = 'sent' WHERE id = :i"),
+                     {"i": queued["id"]})
     code, out, _ = cli("email", "resend", str(queued["id"]), "--json")
     again = json.loads(out)
     assert again["id"] != queued["id"] and "/resend-" in again["idempotency_key"]
     assert [a.action for a in activity(sqlite_engine)] == ["email.resend"]
 
     code, out, _ = cli("status", "--json")
-    assert json.loads(out)["outbox"] == {"queued": 2, "sent": 0, "failed": 0}
+    assert json.loads(out)["outbox"] == {"queued": 1, "sent": 1, "failed": 0}

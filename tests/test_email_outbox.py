@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from email_support import activity, count, row, rows, seed_order
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from kolaq_console.emails import outbox
 from kolaq_console.emails.delivery import claim, mark_sent
@@ -119,13 +119,21 @@ def test_commit_false_joins_the_callers_transaction_and_enqueues_nothing(
     assert count(engine) == 0 and enqueued == []
 
 
+def set_sent(engine, row_id: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(EmailOutbox).where(col(EmailOutbox.id) == row_id)
+                     .values(status="sent"))
+
+
 def test_operator_resend_creates_a_new_row_with_a_new_key_and_an_activity_line(
     engine, settings, enqueued
 ):
     original = queue(engine, settings).row
+    set_sent(engine, original.id)  # send again is for an email that was sent (or failed)
     with Session(engine, expire_on_commit=False) as session:
-        again = outbox.resend_email(session, settings, original.id, "ops@kolaq")
-        third = outbox.resend_email(session, settings, again.id, "ops@kolaq")
+        again = outbox.resend_email(session, settings, original.id, "ops@kolaq").row
+        set_sent(engine, again.id)
+        third = outbox.resend_email(session, settings, again.id, "ops@kolaq").row
     assert len({original.idempotency_key, again.idempotency_key, third.idempotency_key}) == 3
     assert again.idempotency_key.startswith(original.idempotency_key + "/resend-")
     assert third.idempotency_key.count("/resend-") == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 from sqlalchemy import inspect
 from sqlmodel import SQLModel
@@ -40,10 +42,27 @@ def test_migrations_match_the_models(database_url):
     engine.dispose()
 
 
-def test_empty_database_is_refused_with_the_fix(sqlite_url):
-    engine = make_engine(sqlite_url)
+def test_empty_database_is_refused_with_the_fix(database_url):
+    engine = make_engine(database_url)
+    if engine.dialect.name == "sqlite":
+        sqlite3.connect(engine.url.database).close()  # an empty file
     with pytest.raises(SchemaOutOfDate, match=r"has no schema yet.*kolaq-console db upgrade"):
         require_current(engine)
+    assert inspect(engine).get_table_names() == []  # nothing was created on the way
+    engine.dispose()
+
+
+def test_a_missing_sqlite_file_is_refused_with_the_fix_and_not_created(tmp_path):
+    path = tmp_path / "absent" / "kolaq.db"
+    engine = make_engine(f"sqlite:///{path}")
+    with pytest.raises(StorageUnavailable, match=r"does not exist .*: run `kolaq-console db "
+                                                 r"upgrade`$"):
+        require_current(engine)
+    with pytest.raises(Exception, match="unable to open"):  # even a direct connection
+        engine.connect()
+    assert not path.parent.exists()
+    upgrade(engine)  # the one command that creates it
+    require_current(engine)
 
 
 def test_old_revision_is_refused_with_the_fix(sqlite_url):

@@ -64,20 +64,9 @@ def ready_engine() -> Engine:
 def huey() -> Huey:
     """The configured queue with every task: imports tasks.py (late, so --config applies
     first), which wires it for every enqueue in this process. For commands that enqueue or run
-    tasks; a command that only reads the queue uses `queue_store()`."""
+    tasks; a command that only reads the queue uses `status.reading_queue`."""
     import tasks  # noqa: F401  (installs the queue in kolaq_console.dispatch)
     from kolaq_console import dispatch
 
     return dispatch.huey()
 
-
-def queue_store() -> Huey:
-    """The configured queue's storage, for reading it (depths, health): no tasks, so none of
-    the domain they call is imported. The wired queue when tasks.py was imported already."""
-    from kolaq_console import dispatch, runtime
-
-    if dispatch.installed():
-        return dispatch.huey()
-    from kolaq_console.taskqueue import make_huey
-
-    return make_huey(runtime.settings())

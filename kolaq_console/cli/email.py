@@ -23,9 +23,17 @@ KIND_HELP = "Email kind, e.g. order_confirmation, low_stock, generic."
 
 
 def _read_body(path: Path | None) -> str | None:
+    """The --body-file's text; a file over [email] max_body_bytes is refused unread."""
     if path is None:
         return None
+    from kolaq_console import runtime
+    from kolaq_console.emails import outbox
+
+    limit = runtime.settings().email.max_body_bytes
     try:
+        size = path.stat().st_size
+        if size > limit:
+            raise outbox.body_limit_error(size, limit, f"--body-file {path}")
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"--body-file {path}: {exc.strerror or exc}") from None
@@ -67,13 +75,18 @@ def queue_cmd(
     key: str | None = typer.Option(None, "--key", help="Idempotency key (default: derived)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
-    """Queue one email. The same logical email queued twice is sent once."""
+    """Queue one email. The same logical email queued twice is sent once. `low_stock` is the
+    low-stock alert: it lists the low products no alert listed today, and counts for the day
+    (the 08:00 check then sends only follow-ups for products that fell low since)."""
     from sqlmodel import Session
 
     from kolaq_console import runtime
     from kolaq_console.emails import outbox
 
     kind = _kind(kind)
+    if kind == "low_stock":
+        _queue_low_stock(to, key, as_json)
+        return
     body = _read_body(body_file)
     settings = runtime.settings()
     huey()  # wire the queue: the new row's send job is enqueued after commit
@@ -91,6 +104,42 @@ def queue_cmd(
     else:
         out.print(f"already queued as email #{row.id} ({row.status}); nothing new was queued. "
                   f"Use `email resend {row.id}` to send it again.", markup=False)
+
+
+def _queue_low_stock(to: str | None, key: str | None, as_json: bool) -> None:
+    from sqlmodel import Session
+
+    from kolaq_console import runtime
+    from kolaq_console.emails import outbox
+    from kolaq_console.inventory.lowstock import send_alerts
+    from kolaq_console.models import EmailOutbox
+
+    if key:
+        raise UserError("--key is not taken for low_stock: alerts are keyed per shop day "
+                        "(low_stock/DATE/N) so that every alert sent counts for the day")
+    settings = runtime.settings()
+    engine = ready_engine()
+    huey()  # wire the queue: the alert's send job is enqueued after commit
+    outcome = send_alerts(engine, settings, actor=settings.operator(), to=to)
+    if not outcome.queued and outcome.low == 0:
+        raise UserError("no product is at or below its low-stock threshold; nothing to send")
+    if not outcome.queued:
+        if as_json:
+            print_json({"created": False, "alert": outcome.as_dict()})
+        else:
+            out.print(f"no new low-stock alert: {outcome.reason} ({outcome.low} low product(s))",
+                      markup=False)
+        return
+    with Session(engine) as session:
+        row = session.get(EmailOutbox, outcome.outbox_id)
+        assert row is not None
+        summary = outbox.row_summary(row)
+    if as_json:
+        print_json({**summary, "created": True, "alert": outcome.as_dict()})
+    else:
+        kind = "follow-up alert" if outcome.follow_up else "alert"
+        out.print(f"queued email #{row.id}: low-stock {kind} to {row.to_address} for "
+                  f"{len(outcome.skus)} product(s) ({outcome.key})", markup=False)
 
 
 @app.command("list")
@@ -195,18 +244,24 @@ def resend_cmd(
     row_id: int = typer.Argument(..., metavar="ID"),
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
-    """Send an email again: a new outbox row with a new key, noted in the activity log."""
+    """Send an email again: a new outbox row with a new key, noted in the activity log. The
+    original's open failed send jobs are closed (a retry of them would send a second copy)."""
     from sqlmodel import Session
 
     from kolaq_console import runtime
     from kolaq_console.emails import outbox
 
     settings = runtime.settings()
-    huey()  # wire the queue: the new row's send job is enqueued after commit
+    huey()  # wire the queue, so the new row's send job is enqueued
     with Session(ready_engine(), expire_on_commit=False) as session:
-        row = outbox.resend_email(session, settings, row_id, settings.operator())
+        resent = outbox.resend_email(session, settings, row_id, settings.operator())
+    row = resent.row
     if as_json:
-        print_json(outbox.row_summary(row))
-    else:
-        out.print(f"queued email #{row.id} (resend of #{row_id}) to {row.to_address}",
+        print_json({**outbox.row_summary(row), "resend_of": row_id,
+                    "closed_failed_jobs": resent.closed_failed_jobs})
+        return
+    out.print(f"queued email #{row.id} (resend of #{row_id}) to {row.to_address}", markup=False)
+    if resent.closed_failed_jobs:
+        ids = ", ".join(f"#{i}" for i in resent.closed_failed_jobs)
+        out.print(f"closed failed job {ids} of email #{row_id}: it will not be retried",
                   markup=False)

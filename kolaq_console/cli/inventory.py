@@ -73,6 +73,12 @@ def _print_result(result: ReconcileResult) -> None:
     if s.unexplained:
         out.print(f"warning: {s.unexplained} product(s) had drift no event explains "
                   "(see the activity log)")
+    for sku, stock in s.out_of_range:
+        out.print(f"warning: {sku} now holds {stock} units, beyond [inventory] max_stock: "
+                  f"check its events (`inventory history {sku}`)", markup=False)
+    for sku, why in s.refused:
+        out.print(f"refused: {sku} was not reconciled ({why}); its stored stock is left as it "
+                  f"was: check its events (`inventory history {sku}`)", markup=False)
     if s.changes:
         table = Table(title_justify="left")
         for column in ("sku", "old", "new", "drift", "unexplained"):
@@ -101,16 +107,22 @@ def reconcile_cmd(
     engine = ready_engine()
     settings = runtime.settings()
     actor = settings.operator()
+    max_stock = settings.inventory.max_stock
     if sku:
-        result = reconcile_product(engine, sku, actor=actor)
+        result = reconcile_product(engine, sku, actor=actor, max_stock=max_stock)
     else:
         with _progress(not as_json) as report:
             result = reconcile(engine, full=full, actor=actor,
-                               lease_ttl=settings.inventory.lock_ttl_seconds, progress=report)
+                               lease_ttl=settings.inventory.lock_ttl_seconds, progress=report,
+                               max_stock=max_stock)
     if as_json:
         print_json(result.as_dict())
     else:
         _print_result(result)
+    if result.refused:
+        raise UserError(f"{len(result.refused)} product(s) could not be reconciled: "
+                        + ", ".join(sku for sku, _why in result.refused[:10])
+                        + "; every other product was")
 
 
 @app.command("low-stock")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from kolaq_console.cli.common import out, print_json, queue_store
+from kolaq_console.cli.common import out, print_json
 from kolaq_console.errors import KolaqError
 
 if TYPE_CHECKING:
@@ -17,12 +17,22 @@ class StorageDown(KolaqError):
     pass
 
 
-def status(as_json: bool = typer.Option(False, "--json", help="One JSON document.")) -> None:
-    """Print the system's status; exits 1 when the database or the queue is unreachable."""
-    from kolaq_console import runtime
-    from kolaq_console.status import collect
+UNKNOWN = "unknown"
 
-    snapshot = collect(runtime.settings(), runtime.engine(), queue_store())
+
+def status(as_json: bool = typer.Option(False, "--json", help="One JSON document.")) -> None:
+    """Print the system's status; exits 1 when the database or the queue is unreachable.
+    What could not be read is shown as unknown (null in JSON), never as 0. Writes nothing."""
+    from kolaq_console import runtime
+    from kolaq_console.db import StorageUnavailable
+    from kolaq_console.status import collect, reading_queue
+
+    settings = runtime.settings()
+    try:
+        queue, problem = reading_queue(settings), None
+    except StorageUnavailable as exc:
+        queue, problem = None, str(exc)
+    snapshot = collect(settings, runtime.engine(), queue, problem)
     if as_json:
         print_json(snapshot.as_dict())
     else:
@@ -32,6 +42,10 @@ def status(as_json: bool = typer.Option(False, "--json", help="One JSON document
         raise StorageDown("; ".join(problems))
 
 
+def _n(value: int | None) -> str:
+    return UNKNOWN if value is None else str(value)
+
+
 def _print(s: Status) -> None:
     from rich.table import Table
 
@@ -39,13 +53,16 @@ def _print(s: Status) -> None:
     for column in ("queue", "pending", "scheduled", "in flight"):
         table.add_column(column, justify="left" if column == "queue" else "right")
     for name, depth in s.queues.items():
-        table.add_row(name, str(depth.pending), str(depth.scheduled), str(depth.in_flight))
+        table.add_row(name, _n(depth.pending), _n(depth.scheduled), _n(depth.in_flight))
     out.print(table)
-    out.print(
-        f"failed jobs: {s.failed_jobs}   outbox: {s.outbox['queued']} queued, "
-        f"{s.outbox['sent']} sent, {s.outbox['failed']} failed"
-    )
-    out.print(f"low stock: {len(s.low_stock)} product(s)")
-    for p in s.low_stock:
-        out.print(f"  {p['sku']:<20} {p['stock']:>5} / {p['threshold']:<4} {p['name']}")
-    out.print(f"storage: database {s.storage['database']}, queue {s.storage['queue']}")
+    outbox = (UNKNOWN if s.outbox is None else
+              f"{s.outbox['queued']} queued, {s.outbox['sent']} sent, {s.outbox['failed']} failed")
+    out.print(f"failed jobs: {_n(s.failed_jobs)}   outbox: {outbox}")
+    if s.low_stock is None:
+        out.print(f"low stock: {UNKNOWN}")
+    else:
+        out.print(f"low stock: {len(s.low_stock)} product(s)")
+        for p in s.low_stock:
+            out.print(f"  {p['sku']:<20} {p['stock']:>5} / {p['threshold']:<4} {p['name']}")
+    out.print(f"storage: database {s.storage['database']}, queue {s.storage['queue']}",
+              markup=False)

@@ -42,12 +42,14 @@ from kolaq_console.models import (
     OrderLine,
     utcnow,
 )
-from kolaq_console.sqlutil import upsert_insert
+from kolaq_console.sqlutil import begin_write, upsert_insert
 
 log = logging.getLogger(__name__)
 
 ORDER_KINDS = ("order_confirmation", "shipping_notification", "order_status_update")
 MAX_KEY_LENGTH = 256
+MAX_SUBJECT_CHARS = 200  # what a person types; the stored (rendered) subject fits SUBJECT_COLUMN
+SUBJECT_COLUMN = 300  # email_outbox.subject
 OPEN_STATUSES = (EmailStatus.queued.value, EmailStatus.sending.value)
 
 # Envelope headers kept in the row's `headers` so every attempt sends byte-identical requests
@@ -115,6 +117,43 @@ def validate_sender(value: str) -> str:
     except EmailNotValidError as exc:
         raise UserError(f"[email] from_address {value!r} is not a valid sender: {exc}") from None
     return value
+
+
+_LINE_BREAKS = frozenset("\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def validate_subject(subject: str | None, kind: str) -> str:
+    """A subject as typed: one line, at most MAX_SUBJECT_CHARS characters, not empty."""
+    subject = (subject or "").strip()
+    if not subject:
+        raise UserError(f"a {kind} email needs a subject (--subject)")
+    if any(c in _LINE_BREAKS for c in subject):
+        raise UserError("the subject must be one line: it contains a line break")
+    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in subject):
+        raise UserError("the subject contains a control character")
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise UserError(
+            f"the subject is {len(subject):,} characters; at most {MAX_SUBJECT_CHARS}"
+        )
+    return subject
+
+
+def body_limit_error(size: int, limit: int, what: str = "the body") -> UserError:
+    return UserError(
+        f"{what} is {size:,} bytes; at most {limit:,} bytes ([email] max_body_bytes)"
+    )
+
+
+def validate_body(body: str | None, settings: Settings) -> str:
+    """A body as typed (text or Markdown), within [email] max_body_bytes as UTF-8."""
+    body = body or ""
+    limit = settings.email.max_body_bytes
+    # 4 bytes per character at most: most bodies are measured without encoding them
+    if len(body) * 4 > limit:
+        size = len(body.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise body_limit_error(size, limit)
+    return body
 
 
 def validate_key(key: str) -> str:
@@ -252,9 +291,9 @@ def build_email(
         key = f"low_stock/{today}"
     elif kind == "broadcast":
         recipient = validate_address(to)
-        subject = (subject or ctx.get("subject") or "").strip()
-        body = body if body is not None else ctx.get("body_markdown")
-        if not subject or not (body or "").strip():
+        subject = validate_subject(subject or ctx.get("subject"), kind)
+        body = validate_body(body if body is not None else ctx.get("body_markdown"), settings)
+        if not body.strip():
             raise UserError("a broadcast email needs a subject and a body")
         broadcast_id = ctx.get("broadcast_id")
         unsubscribe = ctx.get("unsubscribe_url") or ""
@@ -271,16 +310,17 @@ def build_email(
         key = f"broadcast/{scope}/{_digest(recipient, length=16)}"
     else:  # generic
         recipient = validate_address(to)
-        subject = (subject or ctx.get("subject") or "").strip()
-        body = body if body is not None else ctx.get("body")
-        if not subject:
-            raise UserError("a generic email needs a subject (--subject)")
-        if not (body or "").strip():
+        subject = validate_subject(subject or ctx.get("subject"), kind)
+        body = validate_body(body if body is not None else ctx.get("body"), settings)
+        if not body.strip():
             raise UserError("a generic email needs a body (--body-file)")
         ctx.update(subject=subject, body=(body or "").strip())
         key = f"generic/{_digest(recipient, subject, body or '')}"
 
     rendered: Rendered = render(settings, kind, ctx)
+    if len(rendered.subject) > SUBJECT_COLUMN:
+        raise UserError(f"email {kind}: the subject rendered to {len(rendered.subject):,} "
+                        f"characters; at most {SUBJECT_COLUMN}")
     return EmailDraft(
         kind=kind,
         to=recipient,
@@ -421,12 +461,50 @@ def enqueue_send(row_id: int, *, delay: float | None = None) -> None:
     dispatch.enqueue("send_email", row_id, delay=delay)
 
 
+SEND_TASK = "send_email"  # the task whose first argument is an outbox row id
+RESEND_MARK = "/resend-"
+_RESEND_SUFFIX = len(RESEND_MARK) + 12
+
+
+def later_copy(conn: Connection | Session, row: Any) -> int | None:
+    """The id of a later copy of this email (sent again from it, or from another copy of the
+    same email), if any: sending it would reach the customer a second time."""
+    base = row.idempotency_key.split(RESEND_MARK)[0][: MAX_KEY_LENGTH - _RESEND_SUFFIX]
+    o = EmailOutbox
+    return conn.execute(
+        select(o.id).where(col(o.to_address) == row.to_address, col(o.kind) == row.kind,
+                           col(o.id) > row.id,
+                           col(o.idempotency_key).startswith(base + RESEND_MARK,
+                                                             autoescape=True))
+        .order_by(col(o.id)).limit(1)
+    ).scalar()
+
+
 def reopen_failed(conn: Connection, row_id: int, lease_seconds: float) -> bool:
-    """Put a `failed` row back to `queued` for an operator's retry of its send job.
+    """An operator's retry of the send job of row `row_id`: a `failed` row goes back to
+    `queued` (True). Refused (UserError, nothing changed) when the email was sent, was sent
+    again (a later copy exists) or was cancelled: the retry would reach the customer twice.
+    A queued or sending row is left as it is (False): its claim makes a second send a no-op.
 
     The row keeps its rendered body and idempotency key, so if the provider did accept an
-    earlier attempt it replays that answer instead of sending again. Rows in any other state
-    are left alone (a sent email stays sent)."""
+    earlier attempt it replays that answer instead of sending again."""
+    o = EmailOutbox
+    row = conn.execute(
+        select(o.id, o.status, o.sent_at, o.idempotency_key, o.to_address, o.kind)
+        .where(col(o.id) == row_id).with_for_update()
+    ).first()
+    if row is None:
+        raise UserError(f"email #{row_id} no longer exists")
+    copy = later_copy(conn, row)
+    if copy is not None:
+        raise UserError(f"email #{row_id} was sent again as #{copy}; retrying would send it "
+                        "twice: discard this entry")
+    if row.status == EmailStatus.sent.value:
+        at = f" at {row.sent_at:%Y-%m-%d %H:%M} UTC" if row.sent_at else ""
+        raise UserError(f"email #{row_id} was already sent{at}; retrying would send it "
+                        "twice: discard this entry")
+    if row.status == EmailStatus.cancelled.value:
+        raise UserError(f"email #{row_id} was cancelled: discard this entry")
     now = utcnow()
     stmt = (
         update(EmailOutbox)
@@ -437,53 +515,68 @@ def reopen_failed(conn: Connection, row_id: int, lease_seconds: float) -> bool:
     return conn.execute(stmt).rowcount == 1
 
 
+@dataclass
+class Resent:
+    row: EmailOutbox  # the new copy
+    closed_failed_jobs: list[int]  # ledger entries of the original's sends, now discarded
+
+
 def resend_email(
     session: Session, settings: Settings, row_id: int, actor: str | None = None
-) -> EmailOutbox:
+) -> Resent:
     """An operator's explicit "send again": a new row (same content, new key), an activity-log
-    line, committed and enqueued. The original row is left as it was."""
-    original = session.get(EmailOutbox, row_id)
-    if original is None:
-        raise NotFound(f"email #{row_id} not found")
-    base = original.idempotency_key.split("/resend-")[0]
-    suffix = f"/resend-{uuid.uuid4().hex[:12]}"
-    key = base[: MAX_KEY_LENGTH - len(suffix)] + suffix
+    line, committed and enqueued. The original row is left as it was, and the open failed-job
+    entries of its sends are closed (each noted in the activity log), so a later retry of them
+    cannot send a second copy. Refused (nothing written) while the original is queued or being
+    sent: it is on its way already."""
+    actor = actor or settings.operator()
     now = utcnow()
-    row = EmailOutbox(
-        kind=original.kind,
-        to_address=original.to_address,
-        subject=original.subject,
-        html=original.html,
-        text=original.text,
-        headers=dict(original.headers or {}),
-        status=EmailStatus.queued.value,
-        idempotency_key=key,
-        order_id=original.order_id,
-        broadcast_id=original.broadcast_id,
-        created_at=now,
-        updated_at=now,
-        lease_until=now + timedelta(seconds=settings.email.lease_seconds),
-    )
-    session.add(row)
-    session.flush()
-    session.add(
-        ActivityLog(
-            actor=actor or settings.operator(),
-            action="email.resend",
-            entity="email_outbox",
-            entity_id=str(row.id),
-            details={"original_id": original.id, "kind": original.kind,
-                     "to": original.to_address, "idempotency_key": key},
+    try:
+        # Lock order, shared with an operator's retry: ledger entries first, then the row.
+        from kolaq_console.jobs.failed import close_open_calls
+
+        conn = begin_write(session)
+        original = session.exec(select(EmailOutbox).where(col(EmailOutbox.id) == row_id)).first()
+        if original is None:
+            raise NotFound(f"email #{row_id} not found")
+        suffix = f"{RESEND_MARK}{uuid.uuid4().hex[:12]}"
+        base = original.idempotency_key.split(RESEND_MARK)[0]
+        key = base[: MAX_KEY_LENGTH - len(suffix)] + suffix
+        row = EmailOutbox(
+            kind=original.kind, to_address=original.to_address, subject=original.subject,
+            html=original.html, text=original.text, headers=dict(original.headers or {}),
+            status=EmailStatus.queued.value, idempotency_key=key, order_id=original.order_id,
+            broadcast_id=original.broadcast_id, created_at=now, updated_at=now,
+            lease_until=now + timedelta(seconds=settings.email.lease_seconds),
         )
-    )
-    session.commit()
-    log.info("email #%s: resend of #%s requested by %s", row.id, original.id,
-             actor or settings.operator())
+        session.add(row)
+        session.flush()
+        closed = close_open_calls(conn, SEND_TASK, row_id, actor,
+                                  f"email #{row_id} was sent again as #{row.id}", now)
+        status = session.exec(
+            select(EmailOutbox.status).where(col(EmailOutbox.id) == row_id).with_for_update()
+        ).one()
+        if status in OPEN_STATUSES:
+            raise UserError(f"email #{row_id} is {status}: it is on its way already; send it "
+                            "again once it is sent or has failed")
+        session.add(ActivityLog(
+            actor=actor, action="email.resend", entity="email_outbox", entity_id=str(row.id),
+            details={"original_id": original.id, "kind": original.kind,
+                     "to": original.to_address, "idempotency_key": key,
+                     "closed_failed_jobs": closed},
+            created_at=now,
+        ))
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    log.info("email #%s: resend of #%s requested by %s%s", row.id, row_id, actor,
+             f"; closed failed job(s) {closed}" if closed else "")
     try:
         enqueue_send(row.id)  # type: ignore[arg-type]
     except Exception as exc:
         log.warning("email #%s stored but not enqueued (%s); the sweeper will send it", row.id, exc)
-    return row
+    return Resent(row, closed)
 
 
 def list_emails(

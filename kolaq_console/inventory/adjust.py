@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,13 +15,16 @@ from sqlmodel import Session, col, select
 from kolaq_console.config import Settings
 from kolaq_console.errors import NotFound, UserError
 from kolaq_console.inventory.lowstock import AlertOutcome, follow_up
-from kolaq_console.inventory.reconcile import ReconcileResult, reconcile_product
+from kolaq_console.inventory.reconcile import ReconcileResult, fold_product
 from kolaq_console.inventory.stock import record_event, true_stock
 from kolaq_console.models import ActivityLog, InventoryEvent, InventoryEventKind, Product
 from kolaq_console.sqlutil import write_session
 
 MAX_REASON = 500
 ACTION_ADJUST = "inventory.adjust"
+# inventory_events.delta is a 32-bit integer on PostgreSQL; [inventory] max_adjustment and
+# max_stock are bounded by this too (config.py).
+DELTA_COLUMN_LIMIT = 2_000_000_000
 
 
 def unknown_sku(session: Session, sku: str) -> NotFound:
@@ -30,10 +34,20 @@ def unknown_sku(session: Session, sku: str) -> NotFound:
     return NotFound(f"unknown SKU {sku!r}{hint}")
 
 
+def shown(number: int | str) -> str:
+    """A number for a one-line message, however many digits it has."""
+    digits = str(number)
+    return digits if len(digits) <= 16 else f"{digits[:12]}... ({len(digits.lstrip('+-'))} digits)"
+
+
 def parse_delta(text: str) -> int:
     """DELTA from the command line: a non-zero whole number such as 5, +5 or -3."""
-    if not re.fullmatch(r"[+-]?\d+", text.strip()):
-        raise UserError(f"DELTA must be a whole number such as 5 or -3, got {text!r}")
+    text = text.strip()
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise UserError(f"DELTA must be a whole number such as 5 or -3, got {shown(text)!r}")
+    if len(text.lstrip("+-0")) > len(str(DELTA_COLUMN_LIMIT)):
+        raise UserError(f"DELTA {shown(text)} is far too large for a stock adjustment "
+                        f"(at most {DELTA_COLUMN_LIMIT:,} units)")
     value = int(text)
     if value == 0:
         raise UserError("DELTA must not be zero: an adjustment of 0 changes nothing")
@@ -64,16 +78,40 @@ class AdjustResult:
         }
 
 
+def _check_bounds(settings: Settings, sku: str, before: int, delta: int) -> None:
+    """Refuse a delta or a resulting stock beyond [inventory] max_adjustment / max_stock. A
+    correction that brings an out-of-range stock back towards the range is always allowed."""
+    limits = settings.inventory
+    after = before + delta
+    correcting = abs(before) > limits.max_stock and abs(after) < abs(before)
+    if abs(delta) > limits.max_adjustment and not correcting:
+        raise UserError(
+            f"DELTA {shown(delta)} is too large: one adjustment moves at most "
+            f"{limits.max_adjustment:,} units ([inventory] max_adjustment)"
+        )
+    if abs(after) > limits.max_stock and not correcting:
+        bound = "at most " if after > 0 else "at least -"
+        raise UserError(
+            f"{sku}: stock would be {shown(after)} ({before} {delta:+d}); a product holds "
+            f"{bound}{limits.max_stock:,} units ([inventory] max_stock)"
+        )
+
+
 def adjust(engine: Engine, settings: Settings, sku: str, delta: int, reason: str, *,
            allow_negative: bool = False, actor: str | None = None,
            now: datetime | None = None) -> AdjustResult:
     """Append an adjustment event for `sku`, audit it, and bring the product's stored stock up
-    to date. Refuses (writing nothing) an unknown SKU, a zero or non-integer delta, an empty
-    reason, and a result below zero unless `allow_negative`."""
+    to date, all in one transaction. Refuses (writing nothing) an unknown SKU, a zero or
+    non-integer delta, an empty reason, a delta or a resulting stock beyond the configured
+    bounds, and a result below zero unless `allow_negative`."""
+    started = time.perf_counter()
     if isinstance(delta, bool) or not isinstance(delta, int):
-        raise UserError(f"DELTA must be a whole number, got {delta!r}")
+        raise UserError(f"DELTA must be a whole number, got {delta!r:.40}")
     if delta == 0:
         raise UserError("DELTA must not be zero: an adjustment of 0 changes nothing")
+    if abs(delta) > DELTA_COLUMN_LIMIT:
+        raise UserError(f"DELTA {shown(delta)} is far too large for a stock adjustment "
+                        f"(at most {DELTA_COLUMN_LIMIT:,} units)")
     reason = (reason or "").strip()
     if not reason:
         raise UserError("--reason is required: say why the stock changed")
@@ -82,15 +120,20 @@ def adjust(engine: Engine, settings: Settings, sku: str, delta: int, reason: str
     actor = actor or settings.operator()
 
     with write_session(engine) as session:
-        # The row lock serialises adjustments of one product, so the check below holds.
+        # FOR UPDATE (not the key-share variant): every event insert's foreign-key check holds
+        # FOR KEY SHARE on its product until it commits, so this waits out the uncommitted
+        # events of this product and holds back new ones. Every event of the product at or
+        # below ours is then committed: our event's id is a safe mark for this product, and the
+        # stored stock is brought up to it in this same transaction.
         product = session.exec(
-            select(Product).where(col(Product.sku) == sku).with_for_update(key_share=True)
+            select(Product).where(col(Product.sku) == sku).with_for_update()
         ).first()
         if product is None:
             raise unknown_sku(session, sku)
         assert product.id is not None
         before = true_stock(session, product.id)
         after = before + delta
+        _check_bounds(settings, sku, before, delta)
         if after < 0 and not allow_negative:
             raise UserError(
                 f"{sku}: stock would go below zero ({before} {delta:+d} = {after}); "
@@ -108,10 +151,10 @@ def adjust(engine: Engine, settings: Settings, sku: str, delta: int, reason: str
         threshold = (product.low_stock_threshold if product.low_stock_threshold is not None
                      else settings.inventory.low_stock_threshold)
         active = product.active
+        rec = fold_product(session, product.id, event.id, actor=actor,
+                           trigger=f"adjust event {event.id}", started=started,
+                           max_stock=settings.inventory.max_stock)
 
-    # The event is committed: fold it into the stored stock now (a one-product reconcile).
-    rec = reconcile_product(engine, sku, actor=actor, trigger=f"adjust event {event.id}",
-                            summary=False)
     result = AdjustResult(sku, delta, before, after, event.id, threshold, rec)
     if active and result.low:
         # Low-stock rules: before today's check it will be in the check's alert; after it, a

@@ -40,10 +40,11 @@ def email_context(products: Sequence[Any], *, follow_up: bool = False,
 
 def send_low_stock_alert(session: Session, settings: Settings, products: Sequence[Any],
                          idempotency_key: str, *, follow_up: bool = False,
-                         as_of: str | None = None) -> int:
-    """Queue the alert email in the caller's transaction; returns the outbox row id."""
+                         as_of: str | None = None, to: str | None = None) -> int:
+    """Queue the alert email (to the admin, unless `to`) in the caller's transaction; returns
+    the outbox row id."""
     row = queue_email(
-        session, settings, KIND,
+        session, settings, KIND, to=to,
         context=email_context(products, follow_up=follow_up, as_of=as_of),
         idempotency_key=idempotency_key, commit=False, enqueue=False,
     )

@@ -35,7 +35,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select, Update
 
 from kolaq_console.inventory.lease import Lease
@@ -100,8 +101,8 @@ _SET_STOCK_SQLITE = ("UPDATE products SET stock = ?, last_reconciled_at = ?, upd
                      "WHERE id = ?")
 
 
-def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float
-               ) -> ReconcileResult | None:
+def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float,
+               max_stock: int | None = None) -> ReconcileResult | None:
     """The whole incremental run in one transaction; None (and nothing done) before the first
     bulk run, which must be a full one."""
     try:
@@ -115,11 +116,8 @@ def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float
             conn = session.connection()
             checkpoint = checkpoint_of(previous)
             high_water = max(high_water_mark(session), checkpoint)
-            cursor = conn.connection.cursor()
             sql, literals = _sqlite_fold()
-            cursor.execute(sql, {**literals, "cp": checkpoint, "hw": high_water})
-            rows = cursor.fetchall()
-            cursor.close()
+            rows = driver_rows(conn, sql, {**literals, "cp": checkpoint, "hw": high_water})
             now = utcnow()
             applied = [Change(pid, sku, stock, stock + delta, n)
                        for pid, sku, stock, delta, n in rows if delta]
@@ -131,7 +129,7 @@ def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float
             lease.give_back(session)
             result = ReconcileResult(mode="incremental", checked=len(rows))
             finish_run(conn, result, applied, checkpoint, high_water, previous, actor, started,
-                       now)
+                       now, max_stock)
         return result
     finally:
         lease.held = False  # given back in the commit, or never taken (rolled back)
@@ -199,10 +197,20 @@ def _returned(conn: Any, stmt: Update, params: dict[str, Any]) -> list[tuple]:
     values = {**literals, **params}
     if "now" in values:
         values["now"] = values["now"].astimezone(UTC).replace(tzinfo=None)
+    return driver_rows(conn, sql, values)
+
+
+def driver_rows(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple]:
+    """Rows of `sql` as the driver returns them (plain tuples), on the connection's transaction;
+    a driver error is raised as SQLAlchemy's (DataError, OperationalError...), as
+    `conn.execute` would."""
+    dbapi_error = conn.dialect.loaded_dbapi.Error
     cursor = conn.connection.cursor()
     try:
-        cursor.execute(sql, values)
+        cursor.execute(sql, params)
         return cursor.fetchall()
+    except dbapi_error as exc:
+        raise DBAPIError.instance(sql, params, exc, dbapi_error) from exc
     finally:
         cursor.close()
 
@@ -214,8 +222,8 @@ def _compiled(stmt: Update, dialect: Any) -> tuple[str, dict[str, Any]]:
 
 
 def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int,
-                  previous: dict[str, Any] | None, actor: str, started: float
-                  ) -> ReconcileResult:
+                  previous: dict[str, Any] | None, actor: str, started: float,
+                  max_stock: int | None = None) -> ReconcileResult:
     """The second (and last) transaction of a PostgreSQL incremental run."""
     result = ReconcileResult(mode="incremental")
     params = {"cp": checkpoint, "hw": high_water}
@@ -238,5 +246,6 @@ def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int
         rows.sort(key=_first)  # RETURNING has no order
         applied = [Change(pid, sku, new - int(delta), new, int(n))
                    for pid, sku, new, delta, n in rows]
-        finish_run(conn, result, applied, checkpoint, high_water, previous, actor, started, now)
+        finish_run(conn, result, applied, checkpoint, high_water, previous, actor, started, now,
+                   max_stock)
     return result

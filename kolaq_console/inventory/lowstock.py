@@ -116,8 +116,10 @@ def _next_n(slots: list[str]) -> int:
 
 
 def send_alerts(engine: Engine, settings: Settings, *, now: datetime | None = None,
-                actor: str = "system") -> AlertOutcome:
-    """Alert the admin about low products that no alert listed today (see module doc)."""
+                actor: str = "system", to: str | None = None) -> AlertOutcome:
+    """Alert the admin (or `to`) about low products that no alert listed today (see module
+    doc). Every road to a low-stock email comes here (the 08:00 check, its follow-ups,
+    `inventory low-stock --send`, `email queue low_stock`), so each alert counts for the day."""
     now = now or utcnow()
     day = local_date(now, settings.shop.zone)
     with Session(engine) as session:  # read-only first: most runs have nothing to send
@@ -135,7 +137,8 @@ def send_alerts(engine: Engine, settings: Settings, *, now: datetime | None = No
         n = _next_n([row.slot for row in today])
         slot = f"{day.isoformat()}/{n}"
         skus = [i.sku for i in new]
-        guard = {"job": ALERT_JOB, "slot": slot, "details": {"skus": skus},
+        details: dict[str, Any] = {"skus": skus, **({"to": to} if to else {})}
+        guard = {"job": ALERT_JOB, "slot": slot, "details": details,
                  "started_at": now, "finished_at": now}
         table = ScheduleRun.__table__  # type: ignore[attr-defined]
         if not insert_or_ignore(session, table, guard):
@@ -144,7 +147,7 @@ def send_alerts(engine: Engine, settings: Settings, *, now: datetime | None = No
         from kolaq_console.inventory import alert  # the email side, only when one goes out
 
         outbox_id = alert.send_low_stock_alert(session, settings, new, key, follow_up=n > 1,
-                                               as_of=day.isoformat())
+                                               as_of=day.isoformat(), to=to)
         session.add(ActivityLog(actor=actor, action="inventory.low_stock.alert",
                                 entity="email_outbox", entity_id=str(outbox_id),
                                 details={"idempotency_key": key, "skus": skus,

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from kolaq_console.config import Settings
 from kolaq_console.errors import NotFound, PermanentJobError
 from kolaq_console.inventory.lowstock import CHECK_JOB, follow_up, send_alerts
-from kolaq_console.inventory.reconcile import reconcile, reconcile_product
+from kolaq_console.inventory.reconcile import Unreconcilable, reconcile, reconcile_product
 from kolaq_console.schedules import ShopCrontab, SlotOutcome, run_in_slot
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,12 @@ def schedule(settings: Settings, job: str) -> ShopCrontab:
 
 def _work(engine: Engine, settings: Settings, job: str,
           now: datetime | None) -> Callable[[], dict[str, Any]]:
-    ttl = settings.inventory.lock_ttl_seconds
+    ttl, top = settings.inventory.lock_ttl_seconds, settings.inventory.max_stock
     if job == RECONCILE_JOB:
-        return lambda: reconcile(engine, actor=SCHEDULER, lease_ttl=ttl).summary()
+        return lambda: reconcile(engine, actor=SCHEDULER, lease_ttl=ttl, max_stock=top).summary()
     if job == FULL_RECONCILE_JOB:
-        return lambda: reconcile(engine, full=True, actor=SCHEDULER, lease_ttl=ttl).summary()
+        return lambda: reconcile(engine, full=True, actor=SCHEDULER, lease_ttl=ttl,
+                                 max_stock=top).summary()
     if job == CHECK_JOB:
         return lambda: send_alerts(engine, settings, now=now, actor=SCHEDULER).as_dict()
     raise ValueError(f"unknown inventory job {job!r}; expected one of {', '.join(SETTINGS)}")
@@ -93,8 +94,9 @@ def reconcile_now(engine: Engine, settings: Settings, sku: str | None = None,
     event table raises a retryable error; an unknown SKU fails at once."""
     if sku:
         try:
-            return reconcile_product(engine, sku, actor=actor).summary()
-        except NotFound as exc:
+            return reconcile_product(engine, sku, actor=actor,
+                                     max_stock=settings.inventory.max_stock).summary()
+        except (NotFound, Unreconcilable) as exc:
             raise PermanentJobError(str(exc)) from exc
-    return reconcile(engine, full=full, actor=actor,
-                     lease_ttl=settings.inventory.lock_ttl_seconds).summary()
+    return reconcile(engine, full=full, actor=actor, lease_ttl=settings.inventory.lock_ttl_seconds,
+                     max_stock=settings.inventory.max_stock).summary()

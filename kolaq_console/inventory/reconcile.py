@@ -34,23 +34,42 @@ lock: a one-product run may have moved it meanwhile, and then that product is re
 the lock. A crash before the last commit changes nothing (the lease expires after its TTL);
 events inserted during a run are above H (left for the next run) or at or below it (counted
 exactly once).
+
+A bad product never fails the run for the others. If the set-based statements hit a data error
+(an overflowing sum, say), the run starts over product by product, each in a savepoint
+(fold.py): a product that still fails is reported in `refused` and left as it was, every other
+one is folded up to H with its own mark (stock_event_id = H); the checkpoint stays where it was
+while any product is refused, so the refused product's events stay unfolded, not lost. Products
+whose new stock is beyond +/-`max_stock` are folded (the cache must tell the truth) and listed
+in `out_of_range` for an operator to look at.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, insert, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import col, select
 
 from kolaq_console.errors import NotFound
 from kolaq_console.inventory import incremental
+from kolaq_console.inventory.fold import (
+    Unreconcilable,
+    fold_locked,
+    fold_one,
+    fold_product,
+    is_product_data_error,
+    reason_of,
+)
 from kolaq_console.inventory.lease import Lease
 from kolaq_console.inventory.runs import (
     ACTION_PRODUCT,
+    ACTION_REFUSED,
     ACTION_RUN,
     SUMMARY_CHANGES,
     Change,
@@ -68,9 +87,11 @@ from kolaq_console.models import ActivityLog, InventoryEvent, Product, utcnow
 from kolaq_console.sqlutil import rarely, write_session
 
 __all__ = [
-    "ACTION_PRODUCT", "ACTION_RUN", "LEASE_NAME", "SUMMARY_CHANGES", "Change", "ReconcileResult",
-    "reconcile", "reconcile_product",
+    "ACTION_PRODUCT", "ACTION_REFUSED", "ACTION_RUN", "LEASE_NAME", "SUMMARY_CHANGES", "Change",
+    "ReconcileResult", "Unreconcilable", "fold_product", "reconcile", "reconcile_product",
 ]
+
+log = logging.getLogger(__name__)
 
 LEASE_NAME = "inventory.reconcile"
 BATCH = 500
@@ -144,27 +165,9 @@ def _plan_full(engine: Engine, checkpoint: int, high_water: int) -> tuple[int, l
 # --- writing ---------------------------------------------------------------------------------
 
 
-def _fold_one(session: Session, product_id: int, stock: int, mark: int, checkpoint: int,
-              high_water: int) -> tuple[int, int, int, int]:
-    """Under the product's row lock: (new stock, new mark, events folded, unexplained)."""
-    covered_to = max(checkpoint, mark)
-    target = max(high_water, covered_to)
-    e = InventoryEvent
-    newer = col(e.id) > covered_to
-    total, fold, n = session.exec(
-        select(
-            func.coalesce(func.sum(e.delta), 0),
-            func.coalesce(func.sum(case((newer, col(e.delta)), else_=0)), 0),
-            func.count(case((newer, 1), else_=None)),
-        ).where(col(e.product_id) == product_id, col(e.id) <= target)
-    ).one()
-    total, fold, n = int(total), int(fold), int(n)
-    return total, target, n, (total - fold) - stock
-
-
 def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[Change],
            checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
-           started: float, progress: Progress) -> None:
+           started: float, progress: Progress, max_stock: int | None) -> None:
     p = Product
     with write_session(engine, derived=True) as session:
         lease.give_back(session)  # fencing: a run that lost its lease cannot commit
@@ -193,7 +196,7 @@ def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[
                 stock, mark = current[c.product_id]
                 if (stock, mark) != (c.old, c.seen_mark):
                     # a one-product reconcile moved it after the plan: recompute under the lock
-                    new, _mark, n, unexplained = _fold_one(
+                    new, _mark, n, unexplained = fold_one(
                         session, c.product_id, stock, mark, checkpoint, high_water)
                     c.old, c.new, c.folded_events, c.unexplained = stock, new, n, unexplained
                 if c.new != c.old:
@@ -206,14 +209,71 @@ def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[
         corrections = correction_rows(applied, actor, result.mode, None, now)
         if corrections:
             conn.execute(insert(activity_table), corrections)
-        finish_run(conn, result, applied, checkpoint, high_water, previous, actor, started, now)
+        finish_run(conn, result, applied, checkpoint, high_water, previous, actor, started, now,
+                   max_stock)
+
+
+def _reconcile_each(engine: Engine, lease: Lease, result: ReconcileResult, checkpoint: int,
+                    high_water: int, previous: dict[str, Any] | None, actor: str,
+                    started: float, progress: Progress, max_stock: int | None) -> None:
+    """The fallback after a data error: every product the run covers, one at a time (each in a
+    savepoint, BATCH per transaction), so one bad product is refused and the rest folded."""
+    e, p = InventoryEvent, Product
+    with engine.connect() as conn:
+        if result.mode == "full":
+            ids = list(conn.execute(select(p.id).order_by(col(p.id))).scalars())
+        else:
+            ids = list(conn.execute(
+                select(e.product_id).where(rarely(col(e.id) > checkpoint),
+                                           col(e.id) <= high_water)
+                .distinct().order_by(col(e.product_id))).scalars())
+    result.checked = len(ids)
+    applied: list[Change] = []
+    done = 0
+    for start in range(0, len(ids), BATCH):
+        with write_session(engine, derived=True) as session:
+            lease.renew(session)  # fencing
+            now = utcnow()
+            batch_changes: list[Change] = []
+            for pid in ids[start:start + BATCH]:
+                try:
+                    with session.begin_nested():
+                        folded = fold_locked(session, pid, checkpoint, high_water, now)
+                except DBAPIError as exc:
+                    if not is_product_data_error(exc):
+                        raise
+                    sku = session.execute(select(p.sku).where(col(p.id) == pid)).scalar()
+                    result.refused.append([str(sku), reason_of(exc)])
+                    continue
+                if folded is not None and folded[0].drift:
+                    batch_changes.append(folded[0])
+            corrections = correction_rows(batch_changes, actor, result.mode, None, now)
+            if corrections:
+                session.execute(insert(ActivityLog), corrections)
+            applied.extend(batch_changes)
+        done += len(ids[start:start + BATCH])
+        progress("applying", done, len(ids))
+    with write_session(engine, derived=True) as session:
+        lease.give_back(session)  # fencing, and the lease given back with the last commit
+        now = utcnow()
+        if result.refused:
+            session.execute(insert(ActivityLog), [
+                {"actor": actor, "action": ACTION_REFUSED, "entity": "product",
+                 "entity_id": sku, "details": {"reason": why, "mode": result.mode},
+                 "created_at": now}
+                for sku, why in result.refused])
+        finish_run(session.connection(), result, applied, checkpoint, high_water, previous,
+                   actor, started, now, max_stock)
 
 
 def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
-              lease_ttl: float = 600.0, progress: Progress | None = None) -> ReconcileResult:
+              lease_ttl: float = 600.0, progress: Progress | None = None,
+              max_stock: int | None = None) -> ReconcileResult:
     """Reconcile every product, incrementally or in full. Raises LeaseBusy when another bulk
     run holds the lease and EventsBusy when a safe checkpoint cannot be taken yet (both are
-    worth retrying). The first run ever is a full one.
+    worth retrying). The first run ever is a full one. A product that cannot be folded is
+    refused and reported (`result.refused`), never the run; `max_stock` names the products
+    changed to a stock beyond it (`result.out_of_range`).
 
     Two write transactions: one takes the lease, reads the checkpoint and takes the safe
     high-water mark H; the last writes everything and gives the lease back. (An incremental
@@ -221,10 +281,18 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
     report = progress or _noop
     started = time.perf_counter()
     lease = Lease(engine, LEASE_NAME, lease_ttl)
+    one_by_one = False
     if not full and engine.dialect.name == "sqlite":
-        done = incremental.sqlite_run(engine, lease, actor, started)
-        if done is not None:
-            return done
+        try:
+            done = incremental.sqlite_run(engine, lease, actor, started, max_stock)
+        except DBAPIError as exc:
+            if not is_product_data_error(exc):
+                raise
+            _going_one_by_one("incremental", exc)
+            one_by_one = True
+        else:
+            if done is not None:
+                return done
     with write_session(engine, derived=True) as session:
         if not lease.acquire(session):
             raise lease.busy()
@@ -233,61 +301,62 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
     try:
         checkpoint = checkpoint_of(previous)
         high_water = max(high_water, checkpoint)
-        if not (full or previous is None):
-            result = incremental.postgres_fold(engine, lease, checkpoint, high_water, previous,
-                                               actor, started)
-        else:
-            report("computing stock", 0, 0)
-            checked, changes = _plan_full(engine, checkpoint, high_water)
-            lease.renew()
-            result = ReconcileResult(mode="full", checked=checked)
-            report("applying", 0, len(changes))
-            _apply(engine, lease, result, changes, checkpoint, high_water, previous, actor,
-                   started, report)
+        mode = "incremental" if not (full or previous is None) else "full"
+        result: ReconcileResult | None = None
+        if not one_by_one:
+            try:
+                if mode == "incremental":
+                    result = incremental.postgres_fold(engine, lease, checkpoint, high_water,
+                                                       previous, actor, started, max_stock)
+                else:
+                    report("computing stock", 0, 0)
+                    result = ReconcileResult(mode="full")
+                    result.checked, changes = _plan_full(engine, checkpoint, high_water)
+                    lease.renew()
+                    report("applying", 0, len(changes))
+                    _apply(engine, lease, result, changes, checkpoint, high_water, previous,
+                           actor, started, report, max_stock)
+            except DBAPIError as exc:
+                if not is_product_data_error(exc):
+                    raise
+                _going_one_by_one(mode, exc)
+                result = None
+        if result is None:
+            result = ReconcileResult(mode=mode)
+            _reconcile_each(engine, lease, result, checkpoint, high_water, previous, actor,
+                            started, report, max_stock)
         lease.held = False  # released in the final transaction, which committed
+        if result.refused:
+            log.error("reconciliation refused %d product(s): %s", len(result.refused),
+                      "; ".join(f"{sku}: {why}" for sku, why in result.refused[:20]))
         return result
     finally:
         if lease.held:  # failed before that commit
             lease.release()
 
 
+def _going_one_by_one(mode: str, exc: BaseException) -> None:
+    log.warning("reconciliation (%s) hit a data error (%s); going product by product",
+                mode, reason_of(exc))
+
+
 def reconcile_product(engine: Engine, sku: str, *, actor: str = "system",
-                      trigger: str | None = None, summary: bool = True) -> ReconcileResult:
+                      trigger: str | None = None, summary: bool = True,
+                      max_stock: int | None = None) -> ReconcileResult:
     """Bring one product's cache up to date with all its events (row-locked; no lease).
 
     Drift no event explains gets a correction entry; folding events gets none (an adjustment
     logs itself). With `summary`, a summary entry records the run (and the change, if any)."""
     started = time.perf_counter()
     high_water = safe_high_water_mark(engine)
-    result = ReconcileResult(mode="product", checked=1)
     with write_session(engine, derived=True) as session:
-        product = session.exec(
-            select(Product).where(col(Product.sku) == sku).with_for_update(key_share=True)
-        ).first()
-        if product is None:
+        pid = session.execute(select(Product.id).where(col(Product.sku) == sku)).scalar()
+        if pid is None:
             raise NotFound(f"unknown SKU {sku!r}")
-        assert product.id is not None
-        checkpoint = checkpoint_of(read_state(session))
-        new, mark, n, unexplained = _fold_one(session, product.id, product.stock,
-                                              product.stock_event_id, checkpoint, high_water)
-        now = utcnow()
-        change = Change(product.id, sku, product.stock, new, n, unexplained, mark)
-        values: dict[str, Any] = {"stock_event_id": mark}
-        if change.drift:
-            values.update(stock=new, last_reconciled_at=now, updated_at=now)
-            corrections = correction_rows([change], actor, "product", trigger, now)
-            if corrections:
-                session.execute(insert(ActivityLog), corrections)
-            result.changes = [change]
-            result.changed = 1
-            result.events_folded = n
-            result.unexplained = int(bool(unexplained))
-        session.execute(update(Product).where(col(Product.id) == product.id).values(**values))
-        result.checkpoint_from = max(checkpoint, product.stock_event_id)
-        result.checkpoint_to = mark
-        result.duration_ms = int((time.perf_counter() - started) * 1000)
+        result = fold_product(session, pid, high_water, actor=actor, trigger=trigger,
+                              started=started, max_stock=max_stock)
         if summary:
             session.add(ActivityLog(actor=actor, action=ACTION_RUN, entity="product",
                                     entity_id=sku, details=result.log_details(),
-                                    created_at=now))
+                                    created_at=utcnow()))
     return result

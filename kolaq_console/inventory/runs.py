@@ -22,6 +22,7 @@ from kolaq_console.sqlutil import upsert_insert
 
 ACTION_PRODUCT = "inventory.reconcile"
 ACTION_RUN = "inventory.reconcile.run"
+ACTION_REFUSED = "inventory.reconcile.refused"
 SUMMARY_CHANGES = 500  # [sku, old, new] triples listed in a run's summary entry, at most
 
 
@@ -61,9 +62,20 @@ class ReconcileResult:
     checkpoint_to: int | None = None
     duration_ms: int = 0
     changes: list[Change] = field(default_factory=list)
+    # products left as they were because their events could not be folded: [sku, reason]
+    refused: list[list[str]] = field(default_factory=list)
+    # products changed to a stock beyond +/-max_stock: [sku, stock]
+    out_of_range: list[list[Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "changes"}
+        """Every field but the changes; `refused` and `out_of_range` only when not empty."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "changes"
+                and not (f.name in ("refused", "out_of_range") and not getattr(self, f.name))}
+
+    def note_out_of_range(self, max_stock: int | None) -> None:
+        if max_stock is not None:
+            self.out_of_range = [[c.sku, c.new] for c in self.changes if abs(c.new) > max_stock]
 
     def log_details(self) -> dict[str, Any]:
         """The run's summary entry: the summary plus the products changed as [sku, old, new]
@@ -113,13 +125,15 @@ _INSERT_ACTIVITY = insert(ActivityLog.__table__)  # type: ignore[attr-defined]
 
 def finish_run(conn: Connection, result: ReconcileResult, applied: list[Change],
                checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
-               started: float, now: datetime) -> None:
-    """Checkpoint := H and the run's summary entry, in the run's final transaction (whose
-    first statement gave the lease back: `Lease.give_back`)."""
+               started: float, now: datetime, max_stock: int | None = None) -> None:
+    """Checkpoint := H (unless a product was refused) and the run's summary entry, in the
+    run's final transaction (whose first statement gave the lease back: `Lease.give_back`)."""
+    if result.refused:
+        high_water = checkpoint  # the refused products' events stay above the checkpoint
     value = dict(previous or {})
     value["event_id"] = high_water
     value["at"] = now.isoformat()
-    if result.mode == "full":
+    if result.mode == "full" and not result.refused:
         value["full_at"] = now.isoformat()
     conn.execute(_save_state_stmt(conn.dialect.name),
                  {"b_key": CHECKPOINT_KEY, "b_value": value, "b_now": now})
@@ -127,6 +141,7 @@ def finish_run(conn: Connection, result: ReconcileResult, applied: list[Change],
     result.changed = len(applied)
     result.events_folded = sum(c.folded_events for c in applied)
     result.unexplained = sum(1 for c in applied if c.unexplained)
+    result.note_out_of_range(max_stock)
     result.checkpoint_from, result.checkpoint_to = checkpoint, high_water
     result.duration_ms = int((time.perf_counter() - started) * 1000)
     conn.execute(_INSERT_ACTIVITY, {

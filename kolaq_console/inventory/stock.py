@@ -27,6 +27,12 @@ compares come from one snapshot, which sees everything at or below H. On SQLite 
 runs at a time and ids are max(rowid) + 1, so the largest committed id is already safe (and a
 run's write transaction, BEGIN IMMEDIATE, sees the latest commit).
 
+An adjustment needs no global mark: it locks its product FOR UPDATE, which conflicts with the
+FOR KEY SHARE lock every event insert's foreign-key check holds on its product until commit.
+While it holds that lock no event of the product is uncommitted or can be inserted, so its own
+event's id is a safe mark for that product, and it folds the product up to it in the same
+transaction as the event.
+
 Other areas append events with `record_event` (or any INSERT with the id drawn by the
 database) and never write `products.stock` themselves.
 """

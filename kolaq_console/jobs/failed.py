@@ -17,7 +17,7 @@ from typing import Any
 
 from huey.api import Huey, Task
 from sqlalchemy import bindparam, func, insert, or_, select, text, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
 from kolaq_console.db import StorageUnavailable
@@ -182,6 +182,39 @@ def get_failed(session: Session, job_id: int) -> FailedJobDetail:
     )
 
 
+def closed_reason(session: Session, job_id: int) -> str | None:
+    """Why an entry was closed, when what closed it said so (e.g. its email was sent again)."""
+    a = ActivityLog.__table__  # type: ignore[attr-defined]
+    details = session.execute(
+        select(a.c.details)
+        .where(a.c.entity == "failed_jobs", a.c.entity_id == str(job_id))
+        .order_by(a.c.id.desc()).limit(1)
+    ).scalar()
+    return (details or {}).get("reason")
+
+
+def close_open_calls(conn: Connection, task: str, first_arg: int, operator: str,
+                     reason: str, now: datetime | None = None) -> list[int]:
+    """Discard the open entries of calls of `task` whose first argument is `first_arg` (e.g.
+    the failed sends of one outbox row, when it is sent again), each with an activity-log entry
+    giving `reason`. Runs in the caller's transaction; returns the ids closed."""
+    now = now or utcnow()
+    first = F.c.args[0]
+    # PostgreSQL must not cast another task's argument (a SKU, say) to an integer
+    matches = (first.as_string() == str(first_arg) if conn.dialect.name == "postgresql"
+               else first.as_integer() == first_arg)
+    closed = sorted(conn.execute(
+        update(F)
+        .where(OPEN, or_(F.c.task_name == task, F.c.task_name.endswith("." + task)), matches)
+        .values(status=FailedJobStatus.discarded.value, resolved_by=operator, resolved_at=now)
+        .returning(F.c.id)
+    ).scalars())
+    for job_id in closed:
+        _log_action(conn, operator, "jobs.discard", [job_id], None, 1,
+                    {"ids": [job_id], "reason": reason})
+    return closed
+
+
 def select_ids(session: Session, ids: Sequence[int] = (), flt: JobFilter | None = None
                ) -> list[int]:
     """Ids of open entries to act on: the given ones (each must exist and be open), or all
@@ -194,7 +227,9 @@ def select_ids(session: Session, ids: Sequence[int] = (), flt: JobFilter | None 
             if job_id not in found:
                 raise NotFound(f"no failed job #{job_id}")
             if found[job_id] not in OPEN_FAILED_STATUSES:
-                raise UserError(f"failed job #{job_id} is already {found[job_id]}")
+                why = closed_reason(session, job_id)
+                raise UserError(f"failed job #{job_id} is already {found[job_id]}"
+                                + (f": {why}" if why else ""))
         return list(dict.fromkeys(ids))
     flt = flt or JobFilter()
     if flt.status not in ("open", *OPEN_FAILED_STATUSES):
@@ -258,11 +293,17 @@ def _retry_chunk(engine: Engine, huey: Huey, chunk: list[int], operator: str,
             .values(status=FailedJobStatus.retried.value, resolved_by=operator, resolved_at=now)
             .returning(F.c.id)
         ).scalars())
+        outcome.skipped.extend((i, "no longer open (retried or discarded meanwhile)")
+                               for i in sorted(set(prepared) - set(claimed)))
         for job_id in sorted(claimed):
             task, _row = prepared[job_id]
             hook = getattr(task, "before_operator_retry", None)
             if hook is not None:
-                hook(conn, *task.args, **task.kwargs)
+                try:
+                    hook(conn, *task.args, **task.kwargs)
+                except UserError as exc:  # the task refuses this retry: the entry stays open
+                    outcome.skipped.append((job_id, str(exc)))
+                    continue
             try:
                 huey.enqueue(task)
             except Exception as exc:  # queue unreachable: keep what was done, undo the rest
@@ -276,7 +317,7 @@ def _retry_chunk(engine: Engine, huey: Huey, chunk: list[int], operator: str,
             )
             record_retried(conn, now, [(prepared[i][1].queue, prepared[i][1].task_name)
                                        for i, _ in enqueued])
-        undo = [i for i in claimed if i not in dict(enqueued)]
+        undo = [i for i in claimed if i not in dict(enqueued)]  # refused, or not enqueued
         for job_id in undo:
             conn.execute(update(F).where(F.c.id == job_id).values(
                 status=prepared[job_id][1].status, resolved_by=None, resolved_at=None))

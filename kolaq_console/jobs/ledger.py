@@ -104,7 +104,9 @@ def on_operator_retry(wrapper: TaskWrapper, hook: Callable[..., Any]) -> TaskWra
     that claims its ledger entry for an operator's retry, before the job is enqueued again.
 
     For tasks whose failure left state behind that would make the re-run a no-op, e.g. a
-    failed email send whose outbox row is `failed`: the hook reopens the row."""
+    failed email send whose outbox row is `failed`: the hook reopens the row. A hook refuses a
+    retry that must not happen (the email was sent meanwhile) by raising UserError: the entry
+    stays open and the operator is told the reason."""
     cls = getattr(wrapper, "task_class", None)
     if cls is None:
         raise TypeError("on_operator_retry takes the function @huey.task(...) returned")

@@ -71,20 +71,22 @@ class KolaqConsole(App[None]):
     def __init__(
         self,
         settings: Settings,
-        huey: Huey,
+        huey: Huey | None,
         *,
         read_only: bool = False,
         with_worker: bool = False,
         clock: Callable[[], datetime] = utcnow,
+        queue_problem: str | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
-        self.huey = huey
+        self.huey = huey  # None: the queue cannot be read (read-only console; see queue_problem)
+        self.queue_problem = queue_problem
         self.read_only = read_only
         self.with_worker = with_worker
         self.clock = clock
         self.engine = runtime.engine_for(settings.database.url)
-        self.embedded = EmbeddedWorker(huey, settings.queue.workers)
+        self.embedded = EmbeddedWorker(huey, settings.queue.workers) if huey else None
         self.sub_title = settings.shop.name
 
     @property
@@ -137,15 +139,17 @@ class KolaqConsole(App[None]):
                 self.screen.reload()
 
     def action_toggle_worker(self) -> None:
-        if self.read_only:
+        if self.read_only or self.embedded is None:
             self.notify("Read-only console: the embedded worker cannot be started",
                         severity="warning")
             return
-        self._switch_worker(not self.embedded.running)
+        self._switch_worker(not self.embedded.running)  # type: ignore[union-attr]
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="embedded-worker",
           description="Embedded worker")
     def _switch_worker(self, start: bool) -> None:
+        if self.embedded is None:
+            return
         if start:
             self.embedded.start()
         else:
@@ -166,7 +170,7 @@ class KolaqConsole(App[None]):
                         severity="error", timeout=8, markup=False)
 
     async def action_quit(self) -> None:
-        if self.embedded.running:
+        if self.embedded is not None and self.embedded.running:
             self.notify("Stopping the embedded worker: running jobs finish first…")
             await asyncio.to_thread(self.embedded.stop)
         self.exit()
@@ -185,9 +189,13 @@ def make_app(
     read_only: bool = False,
     huey: Huey | None = None,
     clock: Callable[[], datetime] | None = None,
+    queue_problem: str | None = None,
 ) -> KolaqConsole:
     """The app factory used by the CLI and the tests. `huey` defaults to the queue tasks.py
     wired (kolaq_console.dispatch), the one every enqueue of this process goes to; `clock`
-    (UTC now) is fixed by snapshot tests."""
-    return KolaqConsole(settings, huey or dispatch.huey(), read_only=read_only,
-                        with_worker=with_worker, clock=clock or utcnow)
+    (UTC now) is fixed by snapshot tests. A read-only console whose queue cannot be opened
+    gets `queue_problem` instead of a Huey: its figures are shown as unknown."""
+    if huey is None and queue_problem is None:
+        huey = dispatch.huey()
+    return KolaqConsole(settings, huey, read_only=read_only, with_worker=with_worker,
+                        clock=clock or utcnow, queue_problem=queue_problem)

@@ -29,6 +29,7 @@ class Overview:
     failed: list[int] = field(default_factory=list)
     retried: list[int] = field(default_factory=list)  # failed attempts retried, re-enqueues
     workers: list[dict[str, Any]] = field(default_factory=list)
+    activity_known: bool = False  # throughput and workers were read (else: unknown, not none)
 
     @property
     def total_completed(self) -> int:
@@ -50,24 +51,30 @@ class Overview:
         return None if runs == 0 else errors / runs
 
 
-def collect_overview(settings: Settings, engine: Engine, huey: Huey, now: datetime,
-                     minutes: int = 30) -> Overview:
+def collect_overview(settings: Settings, engine: Engine, huey: Huey | None, now: datetime,
+                     minutes: int = 30, queue_problem: str | None = None) -> Overview:
     """Status (an unreachable store is reported, not raised), the job ledger's per-minute
     counts of the last `minutes` (this one included) and its live and dead workers."""
-    overview = Overview(status=collect(settings, engine, huey), now=now, minutes=minutes)
+    overview = Overview(status=collect(settings, engine, huey, queue_problem), now=now,
+                        minutes=minutes)
     if overview.status.storage["database"] != "ok":
         return overview
     first = minute_of(now) - timedelta(minutes=minutes - 1)
     completed, failed, retried = [0] * minutes, [0] * minutes, [0] * minutes
-    with Session(engine) as session:
-        for m in throughput(session, first):
-            i = int((m.minute - first).total_seconds() // 60)
-            if 0 <= i < minutes:
-                completed[i] += m.completed
-                failed[i] += m.failed
-                retried[i] += m.retried
-        found = list_workers(session, settings.jobs.lease_seconds, now=now,
-                             include_stopped=False)
+    try:
+        with Session(engine) as session:
+            for m in throughput(session, first):
+                i = int((m.minute - first).total_seconds() // 60)
+                if 0 <= i < minutes:
+                    completed[i] += m.completed
+                    failed[i] += m.failed
+                    retried[i] += m.retried
+            found = list_workers(session, settings.jobs.lease_seconds, now=now,
+                                 include_stopped=False)
+    except Exception as exc:  # the status read a moment ago; this one did not: unknown
+        overview.status.storage["database"] = f"database error: {exc}".splitlines()[0]
+        return overview
+    overview.activity_known = True
     overview.completed, overview.failed, overview.retried = completed, failed, retried
     overview.workers = [
         {"name": f"{w.host}:{w.pid}", "state": "live" if w.state == "running" else w.state,

@@ -48,13 +48,16 @@ class EmailLoaded(DataLoaded):
 
 
 class EmailResent(ScreenMessage):
-    """An operator's "send again" stored a new outbox row and enqueued it."""
+    """An operator's "send again" stored a new outbox row and enqueued it (and closed the
+    original's open failed send jobs)."""
 
-    def __init__(self, original_id: int, new_id: int, to: str) -> None:
+    def __init__(self, original_id: int, new_id: int, to: str,
+                 closed_failed_jobs: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.original_id = original_id
         self.new_id = new_id
         self.to = to
+        self.closed_failed_jobs = closed_failed_jobs
 
 
 class FailedJobsLoaded(DataLoaded):

@@ -32,7 +32,7 @@ def test_overview_of_an_unreachable_database_reports_it(settings, huey, tmp_path
     from kolaq_console.db import make_engine
 
     broken = make_engine(f"sqlite:///{tmp_path / 'missing' / 'nothing.db'}")
-    (tmp_path / "missing" / "nothing.db").mkdir()  # a folder where the file should be
+    (tmp_path / "missing" / "nothing.db").mkdir(parents=True)  # a folder, not a file
     o = collect_overview(settings, broken, huey, NOW)
     assert o.status.storage["database"] != "ok"
     assert o.workers == [] and o.completed == []

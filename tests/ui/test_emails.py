@@ -120,3 +120,15 @@ async def test_read_only_console_refuses_to_send_again(shop, console, sqlite_eng
         await settle(pilot)
         assert not isinstance(app.screen, ConfirmDialog)
     assert len(outbox(sqlite_engine)) == len(shop)
+
+
+async def test_escape_on_the_unfiltered_list_goes_back_to_the_overview(shop, console):
+    from kolaq_console.ui.screens.overview import OverviewScreen
+
+    app = console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, OverviewScreen)

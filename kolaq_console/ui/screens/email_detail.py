@@ -85,3 +85,6 @@ class EmailDetailScreen(EmailScreenBase):
         if self.row is None:
             return None
         return self.row_id, self.row["to"], self.row["subject"]
+
+    def selected_status(self) -> str | None:
+        return None if self.row is None else self.row["status"]

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Static
 
 from kolaq_console.db import session_scope
 from kolaq_console.emails import KINDS, list_emails, resend_email
-from kolaq_console.emails.outbox import row_summary
+from kolaq_console.emails.outbox import OPEN_STATUSES, row_summary
 from kolaq_console.models import EmailStatus
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
 from kolaq_console.ui.format import clip, one_line, when
@@ -93,7 +93,8 @@ def resend_confirmation(row_id: int, to: str, subject: str) -> ConfirmDialog:
     return ConfirmDialog(
         "Send this email again?",
         f"#{row_id} to {to}\n“{clip(subject, 60)}”\n\nA new outbox row is queued with a new "
-        "idempotency key, so the provider sends it again. The original row is kept.",
+        "idempotency key, so the provider sends it again. The original row is kept; its "
+        "failed send job, if any, is closed.",
         confirm="Send again",
     )
 
@@ -107,6 +108,9 @@ class EmailScreenBase(LiveScreen):
         """(id, recipient, subject) of the email the action is about."""
         raise NotImplementedError
 
+    def selected_status(self) -> str | None:
+        raise NotImplementedError
+
     def action_resend(self) -> None:
         if self.refused("send again"):
             return
@@ -114,6 +118,11 @@ class EmailScreenBase(LiveScreen):
         if selected is None:
             return
         row_id = selected[0]
+        status = self.selected_status()
+        if status in OPEN_STATUSES:  # the domain refuses it too; say so before confirming
+            self.notify(f"Email #{row_id} is {status}: it is on its way already. Send it "
+                        "again once it is sent or has failed.", severity="warning")
+            return
         self.app.push_screen(resend_confirmation(*selected),
                              lambda ok: self.resend(row_id) if ok else None)
 
@@ -121,13 +130,15 @@ class EmailScreenBase(LiveScreen):
     def resend(self, row_id: int) -> None:
         app = self.console
         with session_scope(app.engine) as session:
-            row = resend_email(session, app.settings, row_id, actor=app.operator)
-            self.post_message(EmailResent(row_id, row.id or 0, row.to_address))
+            resent = resend_email(session, app.settings, row_id, actor=app.operator)
+            self.post_message(EmailResent(row_id, resent.row.id or 0, resent.row.to_address,
+                                          tuple(resent.closed_failed_jobs)))
 
     @on(EmailResent)
     def _resent(self, event: EmailResent) -> None:
+        closed = "".join(f"; failed job #{i} closed" for i in event.closed_failed_jobs)
         self.notify(f"Email #{event.original_id} queued again as #{event.new_id} "
-                    f"to {one_line(event.to)}", markup=False)
+                    f"to {one_line(event.to)}{closed}", markup=False)
         self.reload()
 
 
@@ -211,14 +222,14 @@ class EmailsScreen(EmailScreenBase):
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         if self.filter_text or self.status_filter:
             self.filter_text, self.status_filter = "", None
             bar = self.query_one(FilterBar)
             bar.value, bar.display = "", False
             self.reload()
         else:
-            self.app.run_action("go('overview')")
+            await self.app.run_action("go('overview')")
 
     @on(FilterBar.Applied)
     def _filter_applied(self, event: FilterBar.Applied) -> None:
@@ -236,6 +247,10 @@ class EmailsScreen(EmailScreenBase):
             return None
         row = self.rows.get(row_id, {})
         return row_id, row.get("to", ""), row.get("subject", "")
+
+    def selected_status(self) -> str | None:
+        row_id = self.query_one(RecordTable).current
+        return None if row_id is None else self.rows.get(row_id, {}).get("status")
 
 
 def _status(status: str) -> str:

@@ -294,7 +294,7 @@ class FailedJobsScreen(JobScreenBase):
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         table = self.query_one(RecordTable)
         if table.marked:
             table.clear_marks()
@@ -302,7 +302,7 @@ class FailedJobsScreen(JobScreenBase):
         elif self.filter_text:
             self.query_one(FilterBar).action_clear_filter()
         else:
-            self.app.run_action("go('overview')")
+            await self.app.run_action("go('overview')")
 
     @on(FilterBar.Applied)
     def _filter_applied(self, event: FilterBar.Applied) -> None:

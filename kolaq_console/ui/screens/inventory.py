@@ -30,9 +30,13 @@ RECONCILE = "reconcile"
 
 
 def reconcile_summary(result: dict) -> str:
-    return (f"Reconciled ({result['mode']}): {result['checked']} checked, "
+    text = (f"Reconciled ({result['mode']}): {result['checked']} checked, "
             f"{result['changed']} changed, {result['events_folded']} events folded "
             f"in {result['duration_ms']} ms")
+    refused = result.get("refused") or []
+    if refused:
+        text += f"; refused {len(refused)}: " + ", ".join(sku for sku, _why in refused[:5])
+    return text
 
 
 class InventoryScreen(LiveScreen):
@@ -124,7 +128,8 @@ class InventoryScreen(LiveScreen):
     def run_reconcile(self) -> None:
         app = self.console
         result = reconcile(app.engine, actor=app.operator,
-                           lease_ttl=app.settings.inventory.lock_ttl_seconds)
+                           lease_ttl=app.settings.inventory.lock_ttl_seconds,
+                           max_stock=app.settings.inventory.max_stock)
         self.post_message(InventoryReconciled(reconcile_summary(result.summary())))
 
     @on(InventoryReconciled)
@@ -135,11 +140,11 @@ class InventoryScreen(LiveScreen):
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         if self.filter_text:
             self.query_one(FilterBar).action_clear_filter()
         else:
-            self.app.run_action("go('overview')")
+            await self.app.run_action("go('overview')")
 
     @on(FilterBar.Applied)
     def _filter_applied(self, event: FilterBar.Applied) -> None:

@@ -3,6 +3,9 @@ outbox and low stock, refreshed live."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -19,6 +22,19 @@ from kolaq_console.ui.screens.base import POLL, LiveScreen
 
 NO_WORKERS = ("No worker has reported yet. Start one with `kolaq-console worker`,\n"
               "or press w to run the embedded worker in this console.")
+UNREADABLE = ("[b $warning]Workers and activity unknown[/]: the database cannot be read.\n"
+              "Figures marked [$warning]~[/] are the last known{since}; "
+              "[b $warning]?[/] were never read.")
+
+
+def figure(value: int | None, last: int | None, width: int = 0) -> str:
+    """A number as markup: itself when known; when it could not be read, the last known value
+    marked stale (~), or ? if it was never read. Never a 0 that nobody counted."""
+    if value is not None:
+        return f"{value:>{width}}"
+    if last is not None:
+        return f"[$warning]{'~' + str(last):>{width}}[/]"
+    return f"[b $warning]{'?':>{width}}[/]"
 
 
 def _panel(widget_id: str, title: str) -> Vertical:
@@ -54,6 +70,12 @@ class OverviewScreen(LiveScreen):
             yield Static(NO_WORKERS, id="workers-empty")
         yield from self.compose_chrome_bottom()
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Last value read of each figure, shown (marked stale) while it cannot be read.
+        self.known: dict[str, Any] = {}
+        self.known_at: datetime | None = None
+
     def on_mount(self) -> None:
         # Fixed widths: columns do not jump as numbers grow (and snapshots do not depend on
         # when the table measured its content).
@@ -74,7 +96,8 @@ class OverviewScreen(LiveScreen):
     def load(self) -> None:
         app = self.console
         self.deliver(OverviewCollected(
-            collect_overview(app.settings, app.engine, app.huey, app.clock())))
+            collect_overview(app.settings, app.engine, app.huey, app.clock(),
+                             queue_problem=app.queue_problem)))
 
     @on(OverviewCollected)
     def show_overview(self, event: OverviewCollected) -> None:
@@ -82,20 +105,32 @@ class OverviewScreen(LiveScreen):
             return
         data: Overview = event.data
         s = data.status
+        last = dict(self.known)
+        self._remember(data)
         with self.app.batch_update():
             queues = self.query_one("#queues", DataTable)
             queues.clear()
             for name, d in s.queues.items():
-                queues.add_row(name, *(f"{n:>9}" for n in (d.pending, d.scheduled, d.in_flight)))
-            self.query_one("#ov-health", Static).update(self._health(data))
-            self.query_one("#ov-rates", Static).update(self._rates(data))
+                values = (getattr(d, k) for k in ("pending", "scheduled", "in_flight"))
+                queues.add_row(name, *(
+                    f"{v:>9}" if v is not None
+                    else Content.from_markup(figure(v, last.get(f"{name}.{k}"), 9))
+                    for k, v in zip(("pending", "scheduled", "in_flight"), values, strict=True)))
+            self.query_one("#ov-health", Static).update(self._health(data, last))
+            self.query_one("#ov-rates", Static).update(self._rates(data, last))
             runs = [float(sum(m)) for m in zip(data.completed, data.failed, data.retried,
                                                strict=False)]
             self.query_one("#ov-spark", Sparkline).data = runs if any(runs) else []
-            self.query_one("#ov-attention", Static).update(self._attention(data))
+            self.query_one("#ov-attention", Static).update(self._attention(data, last))
             workers = self.query_one("#workers", DataTable)
+            empty = self.query_one("#workers-empty", Static)
             workers.display = bool(data.workers)
-            self.query_one("#workers-empty", Static).display = not data.workers
+            empty.display = not data.workers
+            if data.activity_known:
+                empty.update(NO_WORKERS)
+            else:
+                since = f" (read {ago(self.known_at, data.now)} ago)" if self.known_at else ""
+                empty.update(UNREADABLE.format(since=since))
             workers.clear()
             for w in data.workers:
                 state = (Content.from_markup("[b $error]dead[/]") if w["state"] == "dead"
@@ -104,24 +139,54 @@ class OverviewScreen(LiveScreen):
                                 ago(w["heartbeat_at"], data.now) + " ago", str(w["running"]),
                                 "yes" if w["periodic"] else "")
 
-    def _health(self, data: Overview) -> str:
+    def _remember(self, data: Overview) -> None:
+        """Keep every figure that was read this time as the last known one."""
+        s = data.status
+        for name, d in s.queues.items():
+            for k in ("pending", "scheduled", "in_flight"):
+                if getattr(d, k) is not None:
+                    self.known[f"{name}.{k}"] = getattr(d, k)
+        if s.failed_jobs is not None:
+            self.known["failed_jobs"] = s.failed_jobs
+        if s.low_stock is not None:
+            self.known["low_stock"] = len(s.low_stock)
+        if s.outbox is not None:
+            self.known.update({f"outbox.{k}": v for k, v in s.outbox.items()})
+        if data.activity_known:
+            self.known.update(completed=data.total_completed, failed=data.total_failed,
+                              retried=data.total_retried,
+                              live=sum(1 for w in data.workers if w["state"] == "live"),
+                              dead=sum(1 for w in data.workers if w["state"] == "dead"))
+            self.known_at = data.now
+
+    def _health(self, data: Overview, last: dict[str, Any]) -> str:
         s = data.status
 
         def state(value: str) -> str:
             return "[b $success]ok[/]" if value == "ok" else f"[b $error]down[/] {escape(value)}"
 
-        live = sum(1 for w in data.workers if w["state"] == "live")
-        dead = sum(1 for w in data.workers if w["state"] == "dead")
         embedded = "[b $success]running[/]" if self.console.worker_running else "stopped"
+        if data.activity_known:
+            live = sum(1 for w in data.workers if w["state"] == "live")
+            dead = sum(1 for w in data.workers if w["state"] == "dead")
+            workers = (f"{live} live · {'[b $error]' if dead else ''}{dead} dead"
+                       f"{'[/]' if dead else ''}")
+        else:
+            workers = (f"{figure(None, last.get('live'))} live · "
+                       f"{figure(None, last.get('dead'))} dead")
         return (
             f"Database  {state(s.storage['database'])}\n"
             f"Queue     {state(s.storage['queue'])}\n"
-            f"Workers   {live} live · {'[b $error]' if dead else ''}{dead} dead"
-            f"{'[/]' if dead else ''}\n"
+            f"Workers   {workers}\n"
             f"Embedded  {embedded}"
         )
 
-    def _rates(self, data: Overview) -> str:
+    def _rates(self, data: Overview, last: dict[str, Any]) -> str:
+        if not data.activity_known:
+            return (f"done {figure(None, last.get('completed'))} · "
+                    f"failed {figure(None, last.get('failed'))} · "
+                    f"retry {figure(None, last.get('retried'))}\n"
+                    "errors [b $warning]?[/] · [b $warning]?[/] jobs/min")
         rate = data.error_rate
         shown = "-" if rate is None else f"{rate:.1%}"
         per_min = data.total_completed / data.minutes if data.minutes else 0
@@ -130,15 +195,27 @@ class OverviewScreen(LiveScreen):
         return (f"done {data.total_completed} · failed {failed} · retry {data.total_retried}\n"
                 f"errors {shown} · {per_min:.1f} jobs/min")
 
-    def _attention(self, data: Overview) -> str:
+    def _attention(self, data: Overview, last: dict[str, Any]) -> str:
         s = data.status
-        failed = f"[b $error]{s.failed_jobs}[/]" if s.failed_jobs else "0"
+        if s.failed_jobs is None:
+            failed = figure(None, last.get("failed_jobs"))
+        else:
+            failed = f"[b $error]{s.failed_jobs}[/]" if s.failed_jobs else "0"
+        if s.low_stock is None:
+            low, products = figure(None, last.get("low_stock")), "products"
+        else:
+            low = f"[b $warning]{len(s.low_stock)}[/]" if s.low_stock else "0"
+            products = "product" if len(s.low_stock) == 1 else "products"
         out = s.outbox
-        low = f"[b $warning]{len(s.low_stock)}[/]" if s.low_stock else "0"
-        out_failed = f"[b $error]{out['failed']}[/]" if out["failed"] else "0"
+        if out is None:
+            queued, out_failed, sent = (figure(None, last.get(f"outbox.{k}"))
+                                        for k in ("queued", "failed", "sent"))
+        else:
+            queued, sent = out["queued"], out["sent"]
+            out_failed = f"[b $error]{out['failed']}[/]" if out["failed"] else "0"
         return (
             f"Failed jobs  {failed} open\n"
-            f"Low stock    {low} {'product' if len(s.low_stock) == 1 else 'products'}\n"
-            f"Outbox       {out['queued']} queued · {out_failed} failed\n"
-            f"             {out['sent']} sent"
+            f"Low stock    {low} {products}\n"
+            f"Outbox       {queued} queued · {out_failed} failed\n"
+            f"             {sent} sent"
         )
