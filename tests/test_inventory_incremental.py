@@ -68,3 +68,25 @@ def test_an_incremental_run_stamps_the_products_it_changed_and_only_those(engine
     assert stamped[b] is None
     when = stamped[a] if isinstance(stamped[a], datetime) else datetime.fromisoformat(stamped[a])
     assert abs((when - before.replace(tzinfo=None)).total_seconds()) < 60  # naive UTC, now
+
+
+def test_the_high_water_mark_gives_up_on_an_event_insert_left_open(postgres_url):
+    """PostgreSQL: an uncommitted event insert holds the safe high-water mark back; past the
+    lock timeout the run gives up with EventsBusy (retried later), never reads past it."""
+    import pytest
+
+    from kolaq_console.db import make_engine
+    from kolaq_console.inventory.stock import EventsBusy, high_water_mark
+    from kolaq_console.schema import upgrade
+
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    (a,) = add_products(engine, 1)
+    with engine.connect() as writer:
+        writer.begin()
+        writer.execute(text("INSERT INTO inventory_events (product_id, delta, kind, actor, "
+                            "created_at) VALUES (:a, 1, 'sale', 'test', now())"), {"a": a})
+        with engine.connect() as reader, reader.begin(), pytest.raises(EventsBusy):
+            high_water_mark(reader, lock_timeout=0.2)
+        writer.rollback()
+    engine.dispose()
