@@ -12,13 +12,30 @@ from huey import crontab
 
 from kolaq_console import dispatch, runtime
 from kolaq_console.emails.delivery import deliver
-from kolaq_console.emails.outbox import reopen_failed, sweep_stale
+from kolaq_console.emails.outbox import (
+    release_claim,
+    release_claims_of,
+    reopen_failed,
+    sweep_stale,
+)
+from kolaq_console.emails.sendable import require_can_send
+from kolaq_console.errors import KolaqError, print_operator_errors_in_one_line
 from kolaq_console.inventory import periodic as inventory
-from kolaq_console.jobs import install_ledger, on_operator_retry, rerun_safe
+from kolaq_console.jobs import install_ledger, on_job_lost, on_operator_retry, rerun_safe
 from kolaq_console.taskqueue import make_huey, task_options
 
-settings = runtime.settings()
-huey = make_huey(settings)
+try:
+    settings = runtime.settings()
+    huey = make_huey(settings)
+except KolaqError as exc:
+    # `huey_consumer tasks.huey` would print a long traceback (twice: it retries the import);
+    # SystemExit ends any process importing this module with just the reason.
+    raise SystemExit(f"tasks.huey: {exc}") from None
+# ...and a refusal later (its create_consumer) is one line too, not a traceback.
+print_operator_errors_in_one_line("tasks.huey")
+# A worker on a configuration that cannot send email refuses to start (one line), rather than
+# spending every email's retries on it.
+huey.check_before_consuming(require_can_send)
 # Failed, interrupted and in-flight jobs in the database. A task whose re-run is harmless
 # (idempotent) is declared with `@rerun_safe` (kolaq_console.jobs) above `@huey.task(...)`:
 # if its worker dies or stops mid-job it is re-enqueued instead of listed as interrupted.
@@ -44,6 +61,7 @@ def send_email(row_id: int, task=None) -> str:
         retries_left=task.retries if task else 0,
         retry_delay=task.retry_delay if task else 0.0,
         task_id=task.id if task else None,
+        worker_id=ledger.worker_id,
     )
 
 
@@ -53,6 +71,15 @@ on_operator_retry(
     lambda conn, row_id, task=None: reopen_failed(conn, row_id,
                                                   runtime.settings().email.lease_seconds),
 )
+# A send interrupted by a shutdown, or lost with its worker, hands its row back at once...
+on_job_lost(
+    send_email,
+    lambda conn, task_id, row_id, task=None: release_claim(
+        conn, row_id, task_id, runtime.settings().email.lease_seconds),
+)
+# ...and so does every email that a worker known dead (kill -9) or stopped was still sending.
+ledger.when_workers_lost(
+    lambda worker_ids: release_claims_of(runtime.engine(), runtime.settings(), worker_ids))
 
 
 @huey.periodic_task(crontab(), **_opts("emails", retry=False))

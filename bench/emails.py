@@ -437,6 +437,7 @@ def main() -> int:
             "KOLAQ_QUEUE__NAME": f"kolaq-bench-{uuid.uuid4().hex[:8]}",
             "KOLAQ_QUEUE__PERIODIC": "false",
             "KOLAQ_EMAIL__TRANSPORT": "resend",
+            "KOLAQ_SHOP__PUBLIC_URL": "https://shop.test",  # workers refuse a local address
             "KOLAQ_EMAIL__RATE_LIMIT_PER_SECOND": args.rate_limit,
             "KOLAQ_SIGNING_KEY": "bench-signing-key-not-secret",
             "RESEND_API_URL": stub.url,

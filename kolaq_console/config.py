@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "KOLAQ_"
 CONFIG_ENV = "KOLAQ_CONFIG"
-DEV_SIGNING_KEY = "kolaq-development-signing-key-do-not-use-in-production"
 
 
 class ConfigError(KolaqError):
@@ -101,7 +100,8 @@ class DatabaseSettings(Section):
 
 class QueueSettings(Section):
     backend: Literal["sqlite", "redis"] = "sqlite"
-    """'sqlite' (embedded, default) or 'redis' (production, priority queue)."""
+    """'sqlite' (embedded, default) or 'redis' (production, priority queue). When not set
+    explicitly (file or KOLAQ_QUEUE__BACKEND), REDIS_URL/REDIS_HOST/REDIS_PORT select 'redis'."""
     name: str = Field(default="kolaq", min_length=1, max_length=64,
                       pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
     """Huey instance name; also the key prefix in Redis and the queue name in SQLite."""
@@ -123,6 +123,9 @@ class QueueSettings(Section):
     """Ceiling of the idle back-off, so an idle queue notices new work quickly."""
     shutdown_timeout: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     """Seconds a graceful stop (SIGTERM/SIGINT) waits for running jobs before interrupting them."""
+    outage_max_delay: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
+    """While the queue storage is unreachable, workers pause between attempts, doubling the
+    pause up to this many seconds (so they notice its return within it)."""
     periodic: bool = True
     """Run periodic tasks in this consumer. Exactly one consumer per deployment should."""
 
@@ -194,8 +197,10 @@ class InventorySettings(Section):
 class JobsSettings(Section):
     lease_seconds: float = Field(default=120.0, gt=0, le=86_400, allow_inf_nan=False)
     """An in-flight job whose worker has not beaten its heart this long is treated as lost:
-    re-enqueued if its task is declared safe to re-run, else listed as interrupted. Workers look
-    for such jobs at start-up, every lease_seconds / 2, and in a periodic task."""
+    re-enqueued if its task is declared safe to re-run, else listed as interrupted, and the
+    emails it was sending are handed back. Workers look for such jobs at start-up, at every
+    heartbeat, and in a periodic task; a worker on the same machine whose process is provably
+    gone (kill -9) is taken over at once, without waiting for the lease."""
     heartbeat_seconds: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
     """How often a worker records that it is alive (keep it well under lease_seconds)."""
     flush_seconds: float = Field(default=0.5, gt=0, le=10, allow_inf_nan=False)
@@ -254,15 +259,6 @@ class Secrets:
         }
         return cls(**values)
 
-    def signing_key_or_dev(self) -> str:
-        if self.signing_key is not None:
-            return self.signing_key.get_secret_value()
-        log.warning(
-            "KOLAQ_SIGNING_KEY is not set: queue payloads are signed with the public development "
-            "key. Set KOLAQ_SIGNING_KEY in production."
-        )
-        return DEV_SIGNING_KEY
-
     def values(self) -> list[str]:
         return [s.get_secret_value() for s in vars(self).values() if s is not None]
 
@@ -287,6 +283,30 @@ def _seed_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             )
         out.setdefault("queue", {})["redis_url"] = f"redis://{host}:{port}/0"
     return out
+
+
+REDIS_ENV = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT")
+
+
+def _choose_queue_backend(merged: dict[str, dict[str, Any]], data: dict[str, Any],
+                          env: Mapping[str, str], path: Path | None) -> None:
+    """The seed's Redis variables select the Redis backend unless `[queue] backend` was set
+    explicitly (file or KOLAQ_QUEUE__BACKEND); an explicit "sqlite" wins, with a warning."""
+    given = [name for name in REDIS_ENV if env.get(name)]
+    if not given:
+        return
+    env_name = f"{ENV_PREFIX}QUEUE__BACKEND"
+    if env.get(env_name):
+        explicit, where = env[env_name], f"environment variable {env_name}"
+    elif isinstance(data.get("queue"), dict) and "backend" in data["queue"]:
+        explicit, where = data["queue"]["backend"], f"{path}: [queue] backend"
+    else:
+        merged.setdefault("queue", {})["backend"] = "redis"
+        return
+    if explicit == "sqlite":
+        log.warning("%s %s set but %s = \"sqlite\": %s ignored, the SQLite queue is used",
+                    "/".join(given), "is" if len(given) == 1 else "are", where,
+                    "it is" if len(given) == 1 else "they are")
 
 
 SEED_ENV = {
@@ -480,6 +500,7 @@ def load_settings(
     path = path or config_path(env, cwd)
     data = _read_file(path) if path is not None else {}
     merged = _merge(data, _env_overrides(env), _seed_overrides(env))
+    _choose_queue_backend(merged, data, env, path)
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as exc:

@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from kolaq_console.config import Settings
 from kolaq_console.errors import UserError
 from kolaq_console.models import ActivityLog, Customer, Suppression, utcnow
+from kolaq_console.signing import queue_signing_key
 
 SALT = "kolaq.unsubscribe"
 UNSUBSCRIBED = "unsubscribed"  # suppression reason for a non-customer's unsubscribe
@@ -33,7 +34,7 @@ class InvalidToken(UserError):
 
 
 def _serializer(settings: Settings) -> URLSafeSerializer:
-    return URLSafeSerializer(settings.secrets.signing_key_or_dev(), salt=SALT)
+    return URLSafeSerializer(queue_signing_key(settings), salt=SALT)
 
 
 def normalise(address: str) -> str:

@@ -234,6 +234,7 @@ class EmailOutbox(SQLModel, table=True):
     order_id: int | None = Field(default=None, foreign_key="orders.id", index=True)
     broadcast_id: int | None = Field(default=None, foreign_key="broadcasts.id", index=True)
     task_id: str | None = Field(default=None, max_length=64)
+    claimed_by: str | None = Field(default=None, max_length=200)  # worker id while sending
     created_at: datetime = ts(nullable=False, default=True, index=True)
     updated_at: datetime = ts(nullable=False, default=True)
     lease_until: datetime | None = ts()  # past this, a queued/sending row is swept
@@ -389,6 +390,11 @@ class Worker(SQLModel, table=True):
     started_at: datetime = ts(nullable=False, default=True)
     heartbeat_at: datetime = ts(nullable=False, default=True, index=True)
     stopped_at: datetime | None = ts()
+    # The OS start time of the process and where its pid is meaningful (jobs/process.py), so
+    # a worker on the same machine can tell at once that this one is gone (kill -9).
+    process_started: float | None = None
+    pid_scope: str | None = Field(default=None, max_length=200)
+    found_dead_at: datetime | None = ts()  # when a worker on its machine saw it gone
 
 
 HISTOGRAM_BUCKETS = 22

@@ -30,9 +30,11 @@ class Status:
         default_factory=lambda: {q: QueueDepth() for q in LOGICAL_QUEUES}
     )
     failed_jobs: int | None = None
+    rejected_payloads: int | None = None  # of failed_jobs: queue payloads a worker refused
     low_stock: list[dict[str, Any]] | None = None
     outbox: dict[str, int] | None = None
     storage: dict[str, str] = field(default_factory=lambda: {"database": "ok", "queue": "ok"})
+    queue_backend: str = "sqlite"
 
     @property
     def healthy(self) -> bool:
@@ -42,9 +44,11 @@ class Status:
         return {
             "queues": {name: depth.as_dict() for name, depth in self.queues.items()},
             "failed_jobs": self.failed_jobs,
+            "rejected_payloads": self.rejected_payloads,
             "low_stock": self.low_stock,
             "outbox": self.outbox,
             "storage": self.storage,
+            "queue_backend": self.queue_backend,
         }
 
 
@@ -85,7 +89,7 @@ def collect(settings: Settings, engine: Engine, huey: Huey | None,
     """Gather everything that can be read; what cannot stays None and `storage` says why.
     Nothing here writes: an unmigrated database is reported, not created. `huey` None: the
     queue cannot be read (`queue_problem` says why)."""
-    status = Status()
+    status = Status(queue_backend=settings.queue.backend)
     in_flight: dict[str, int] | None = None
     try:
         require_current(engine)  # reachable, and at the schema these queries expect
@@ -99,6 +103,7 @@ def collect(settings: Settings, engine: Engine, huey: Huey | None,
             # Each figure on its own: one that fails is unknown, the others are still shown.
             for name, read in (
                 ("failed_jobs", lambda: failed_count(session)),
+                ("rejected_payloads", lambda: failed_jobs.count_rejected(session)),
                 ("low_stock", lambda: low_stock_products(
                     session, settings.inventory.low_stock_threshold)),
                 ("outbox", lambda: outbox_counts(session)),

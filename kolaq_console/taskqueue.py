@@ -11,6 +11,7 @@ first, then customer email, then stock bookkeeping.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,11 @@ from huey.signals import SIGNAL_ERROR
 from huey.storage import RedisPriorityQueue, SqliteStorage
 
 from kolaq_console.config import Settings
+from kolaq_console.consumer import KolaqConsumer
 from kolaq_console.db import StorageUnavailable
 from kolaq_console.errors import PermanentJobError
+from kolaq_console.payloads import KolaqRedisStorage, KolaqSqliteStorage, VerifyingHueyMixin
+from kolaq_console.signing import queue_signing_key
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +71,18 @@ class _SettingsConsumerMixin:
 
     kolaq_settings: Settings
 
+    def check_before_consuming(self, check: Callable[[Settings], Any]) -> None:
+        """Run `check(settings)` before any consumer starts: it raises (a ConfigError, one
+        line) to refuse a configuration on which the tasks could not do their work."""
+        self.__dict__.setdefault("_kolaq_checks", []).append(check)
+
+    def check_ready(self) -> None:
+        """Raise what a check registered with `check_before_consuming` raises, if any."""
+        for check in self.__dict__.get("_kolaq_checks", ()):
+            check(self.kolaq_settings)
+
     def create_consumer(self, **options: Any) -> Consumer:
+        self.check_ready()
         explicit = set(options.pop("kolaq_explicit", ()))
         q = self.kolaq_settings.queue
         ours = {
@@ -84,7 +99,8 @@ class _SettingsConsumerMixin:
         options.setdefault("initial_delay", q.poll_interval)
         if not q.periodic:
             options["periodic"] = False
-        return Consumer(self, **options)  # type: ignore[arg-type]
+        return KolaqConsumer(self, outage_max_delay=q.outage_max_delay,  # type: ignore[arg-type]
+                             **options)
 
 
 def _stop_retrying_permanent_errors(signal: str, task: Any, exc: BaseException | None = None):
@@ -93,22 +109,23 @@ def _stop_retrying_permanent_errors(signal: str, task: Any, exc: BaseException |
         task.retries = 0
 
 
-class KolaqSqliteHuey(_SettingsConsumerMixin, SqliteHuey):
-    pass
+class KolaqSqliteHuey(VerifyingHueyMixin, _SettingsConsumerMixin, SqliteHuey):
+    storage_class = KolaqSqliteStorage
 
 
-class KolaqRedisHuey(_SettingsConsumerMixin, PriorityRedisHuey):
-    pass
+class KolaqRedisHuey(VerifyingHueyMixin, _SettingsConsumerMixin, PriorityRedisHuey):
+    storage_class = KolaqRedisStorage
 
 
 def make_huey(settings: Settings, **overrides: Any) -> Huey:
-    """The queue for these settings. Payloads are HMAC-signed: a forged pickle is refused."""
+    """The queue for these settings. Payloads are HMAC-signed: a forged pickle is refused, and
+    reported to the instance's `on_rejected` listeners (the job ledger records it)."""
     q = settings.queue
     options: dict[str, Any] = {
         "name": q.name,
         "results": False,  # the database (outbox, ledger) is the record, not Huey results
         "utc": True,
-        "serializer": SignedSerializer(secret=settings.secrets.signing_key_or_dev(), salt="kolaq"),
+        "serializer": SignedSerializer(secret=queue_signing_key(settings), salt="kolaq"),
         "store_intermediate_errors": False,
     }
     options.update(overrides)

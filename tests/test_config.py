@@ -30,15 +30,25 @@ def test_defaults_apply_without_a_file(tmp_path):
     assert s.source == "packaged defaults"
 
 
+# Documented in config.toml but commented out, because setting them changes behaviour.
+COMMENTED_OUT = {("queue", "backend")}
+
+
 def test_repo_config_toml_matches_packaged_defaults():
     """config.toml documents the defaults: it must not drift from the code."""
-    data = tomllib.loads((ROOT / "config.toml").read_text())
+    text = (ROOT / "config.toml").read_text()
+    data = tomllib.loads(text)
     defaults = {name: section().model_dump() for name, section in SECTIONS.items()}
     for section, values in data.items():
         for key, value in values.items():
             assert defaults[section][key] == value, f"[{section}] {key}"
     for section, values in defaults.items():
-        assert set(values) == set(data[section]), f"[{section}] keys missing from config.toml"
+        missing = set(values) - set(data[section])
+        assert missing == {k for s, k in COMMENTED_OUT if s == section}, (
+            f"[{section}] keys missing from config.toml")
+    for section, key in COMMENTED_OUT:
+        value = defaults[section][key]
+        assert f'# {key} = "{value}"' in text, f"[{section}] {key} documented, commented out"
 
 
 def test_precedence_file_then_kolaq_env_then_seed_names(tmp_path):
@@ -58,6 +68,39 @@ def test_precedence_file_then_kolaq_env_then_seed_names(tmp_path):
 def test_redis_seed_names_build_the_url(tmp_path):
     s = load_settings(environ={"REDIS_HOST": "cache.internal", "REDIS_PORT": "6380"}, cwd=tmp_path)
     assert s.queue.redis_url == "redis://cache.internal:6380/0"
+
+
+@pytest.mark.parametrize("seed", [{"REDIS_HOST": "cache.internal"}, {"REDIS_PORT": "6380"},
+                                  {"REDIS_URL": "redis://cache.internal:6379/2"}])
+def test_redis_seed_names_select_redis_when_the_backend_is_not_set(tmp_path, seed, caplog):
+    path = write(tmp_path, "[queue]\nworkers = 2\n")
+    assert load_settings(environ={"KOLAQ_CONFIG": str(path), **seed}).queue.backend == "redis"
+    # the repo's config.toml leaves the backend unset, so the seed names work with it too
+    repo = load_settings(environ={"KOLAQ_CONFIG": str(ROOT / "config.toml"), **seed})
+    assert repo.queue.backend == "redis"
+    assert load_settings(environ={}, cwd=tmp_path).queue.backend == "sqlite"
+    assert caplog.records == []
+
+
+def test_an_explicit_sqlite_backend_wins_over_redis_seed_names_with_a_warning(tmp_path, caplog):
+    path = write(tmp_path, '[queue]\nbackend = "sqlite"\n')
+    s = load_settings(environ={"KOLAQ_CONFIG": str(path), "REDIS_HOST": "cache.internal"})
+    assert s.queue.backend == "sqlite"
+    [warning] = caplog.records
+    assert warning.levelname == "WARNING"
+    assert warning.getMessage() == (
+        f'REDIS_HOST is set but {path}: [queue] backend = "sqlite": it is ignored, the SQLite '
+        "queue is used")
+    caplog.clear()
+    s = load_settings(environ={"KOLAQ_QUEUE__BACKEND": "sqlite", "REDIS_URL": "redis://x:1/0",
+                               "REDIS_PORT": "6380"}, cwd=tmp_path)
+    assert s.queue.backend == "sqlite"
+    assert "REDIS_URL/REDIS_PORT are set but environment variable KOLAQ_QUEUE__BACKEND" in (
+        caplog.records[0].getMessage())
+    caplog.clear()
+    s = load_settings(environ={"KOLAQ_QUEUE__BACKEND": "redis", "REDIS_PORT": "6380"},
+                      cwd=tmp_path)
+    assert s.queue.backend == "redis" and caplog.records == []
     s = load_settings(environ={"REDIS_URL": "redis://other:1/2", "REDIS_HOST": "x"}, cwd=tmp_path)
     assert s.queue.redis_url == "redis://other:1/2"
 

@@ -104,7 +104,8 @@ def test_end_to_end_send_again_then_retry_reaches_the_customer_once(
     sends it again from the CLI, then tries `jobs retry` on the original failure."""
     with ResendStub(api_keys={KEY}) as stub:
         env = {"KOLAQ_EMAIL__TRANSPORT": "resend", "RESEND_API_URL": stub.url,
-               "RESEND_API_KEY": KEY}
+               "RESEND_API_KEY": KEY,
+               "KOLAQ_SHOP__PUBLIC_URL": "https://shop.test"}  # workers refuse a local address
         worker = spawn("worker", "-w", "1", env=env)  # one thread: jobs run in queue order
         worker.wait_for_output("tasks.send_email")
         stub.inject(422, name="validation_error", message="The `to` field is invalid.")

@@ -31,6 +31,7 @@ def tasks_module(settings):
 
 def resend_env(url: str, **extra: str) -> dict[str, str]:
     return {"KOLAQ_EMAIL__TRANSPORT": "resend", "RESEND_API_URL": url, "RESEND_API_KEY": KEY,
+            "KOLAQ_SHOP__PUBLIC_URL": "https://shop.test",  # workers refuse a local address
             **extra}
 
 

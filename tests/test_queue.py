@@ -134,7 +134,7 @@ def test_forged_unsigned_payload_is_rejected_not_executed(
     qt.record(str(out), "legit")
     wait_until(out.exists, message="the legitimate task to run")
     assert not marker.exists()
-    consumer.wait_for_output("Error reading from queue")
+    consumer.wait_for_output("refused a queue payload of")
     consumer.stop()
 
 

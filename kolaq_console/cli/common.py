@@ -64,9 +64,14 @@ def ready_engine() -> Engine:
 def huey() -> Huey:
     """The configured queue with every task: imports tasks.py (late, so --config applies
     first), which wires it for every enqueue in this process. For commands that enqueue or run
-    tasks; a command that only reads the queue uses `status.reading_queue`."""
+    tasks; a command that only reads the queue uses `status.reading_queue`. A configuration it
+    cannot be built from (no KOLAQ_SIGNING_KEY for Redis, ...) is a one-line ConfigError,
+    before anything is written."""
+    from kolaq_console import dispatch, runtime
+    from kolaq_console.signing import queue_signing_key
+
+    queue_signing_key(runtime.settings())
     import tasks  # noqa: F401  (installs the queue in kolaq_console.dispatch)
-    from kolaq_console import dispatch
 
     return dispatch.huey()
 

@@ -22,5 +22,7 @@ def run_console(with_worker: bool, read_only: bool) -> None:
             problem = str(exc)
     else:
         queue = huey()
+        if with_worker:
+            queue.check_ready()  # an embedded worker that could not send refuses here, in one line
     make_app(settings, with_worker=with_worker, read_only=read_only, huey=queue,
              queue_problem=problem).run()

@@ -89,8 +89,9 @@ def queue_cmd(
         return
     body = _read_body(body_file)
     settings = runtime.settings()
-    huey()  # wire the queue: the new row's send job is enqueued after commit
-    with Session(ready_engine(), expire_on_commit=False) as session:
+    engine = ready_engine()
+    huey()  # wire the queue (the send job is enqueued after commit); refuses before any write
+    with Session(engine, expire_on_commit=False) as session:
         result = outbox.queue(
             session, settings, kind, to=to, order_number=order, subject=subject, body=body,
             context=_context(session, kind), idempotency_key=key,
@@ -252,8 +253,9 @@ def resend_cmd(
     from kolaq_console.emails import outbox
 
     settings = runtime.settings()
-    huey()  # wire the queue, so the new row's send job is enqueued
-    with Session(ready_engine(), expire_on_commit=False) as session:
+    engine = ready_engine()
+    huey()  # wire the queue (the send job is enqueued after commit); refuses before any write
+    with Session(engine, expire_on_commit=False) as session:
         resent = outbox.resend_email(session, settings, row_id, settings.operator())
     row = resent.row
     if as_json:

@@ -374,12 +374,8 @@ def stats(
 
 @app.command("sweep")
 def sweep() -> None:
-    """Look now for jobs lost with a dead worker (workers also do it on their own)."""
-    from kolaq_console import runtime
-    from kolaq_console.jobs import workers as job_workers
-
-    settings = runtime.settings()
-    result = job_workers.sweep_lost_jobs(ready_engine(), common.huey(),
-                                         settings.jobs.lease_seconds)
+    """Look now for jobs and emails lost with a dead worker (workers also do it on their own)."""
+    ready_engine()
+    result = common.huey().kolaq_ledger.sweep()  # the ledger of tasks.huey, with its hooks
     out.print(f"{len(result.requeued)} re-enqueued, {len(result.interrupted)} recorded as "
               "interrupted")

@@ -58,11 +58,14 @@ def _print(s: Status) -> None:
     outbox = (UNKNOWN if s.outbox is None else
               f"{s.outbox['queued']} queued, {s.outbox['sent']} sent, {s.outbox['failed']} failed")
     out.print(f"failed jobs: {_n(s.failed_jobs)}   outbox: {outbox}")
+    if s.rejected_payloads:
+        out.print(f"rejected queue payloads: {s.rejected_payloads} (signature or decoding "
+                  "failed; see `jobs failed --task '(rejected payload)'`)", markup=False)
     if s.low_stock is None:
         out.print(f"low stock: {UNKNOWN}")
     else:
         out.print(f"low stock: {len(s.low_stock)} product(s)")
         for p in s.low_stock:
             out.print(f"  {p['sku']:<20} {p['stock']:>5} / {p['threshold']:<4} {p['name']}")
-    out.print(f"storage: database {s.storage['database']}, queue {s.storage['queue']}",
-              markup=False)
+    out.print(f"storage: database {s.storage['database']}, "
+              f"queue ({s.queue_backend}) {s.storage['queue']}", markup=False)

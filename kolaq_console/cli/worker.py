@@ -29,11 +29,13 @@ def worker(
     """Run a worker (consumer) until SIGTERM/SIGINT, which let running jobs finish first."""
     from kolaq_console import runtime
 
+    settings = runtime.settings()
+    queue = huey()  # refuse to start on a queue it cannot build (no KOLAQ_SIGNING_KEY, ...)
+    queue.check_ready()  # ...or on a configuration that cannot send email
     setup_logging(verbose)
     ready_engine()  # refuse to start on an unreachable or out-of-date database
-    settings = runtime.settings()
     options: dict = {"workers": workers or settings.queue.workers}
     if periodic is not None:
         options["periodic"] = periodic
     # -w 1 is Huey's default too: say it was chosen, or [queue] workers would replace it.
-    huey().create_consumer(**options, kolaq_explicit=("workers",)).run()
+    queue.create_consumer(**options, kolaq_explicit=("workers",)).run()

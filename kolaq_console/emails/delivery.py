@@ -92,6 +92,7 @@ def _claim_statement():
             lease_until=bindparam("b_lease"),
             updated_at=bindparam("b_now"),
             task_id=bindparam("b_task"),
+            claimed_by=bindparam("b_worker"),
         )
         .returning(
             t.c.id, t.c.kind, t.c.to_address, t.c.subject, t.c.html, t.c.text, t.c.headers,
@@ -102,18 +103,21 @@ def _claim_statement():
 
 def claim(
     engine: Engine, row_id: int, lease_seconds: float, task_id: str | None = None,
-    now: datetime | None = None,
+    now: datetime | None = None, worker_id: str | None = None,
 ) -> Claimed | None:
     """Atomically take the row for sending: one conditional UPDATE ... RETURNING.
 
     Only a `queued` row due now, or a `sending` row whose lease ran out (its worker died), can
     be claimed, so two workers never send the same row at once and a `sent` row never again.
+    The row notes the claiming worker (`claimed_by`), so that if the worker dies its emails are
+    handed back as soon as it is known dead (outbox.release_claims), before the lease ends.
     The statement is built once; each call only binds its values.
     """
     now = now or utcnow()
     params = {
         "b_id": row_id, "b_now": now, "b_due": now + SCHEDULE_TOLERANCE,
         "b_lease": now + timedelta(seconds=lease_seconds), "b_task": task_id,
+        "b_worker": worker_id,
     }
     with engine.begin() as conn:
         row = conn.execute(_claim_statement(), params).first()
@@ -187,6 +191,7 @@ def deliver(
     retries_left: int = 0,
     retry_delay: float = 0.0,
     task_id: str | None = None,
+    worker_id: str | None = None,
 ) -> str:
     """Send outbox row `row_id` once; returns "sent" or "skipped", or raises (see module doc).
 
@@ -195,7 +200,7 @@ def deliver(
     """
     lease = settings.email.lease_seconds
     started = time.monotonic()
-    row = claim(engine, row_id, lease, task_id)
+    row = claim(engine, row_id, lease, task_id, worker_id=worker_id)
     if row is None:
         log.info("email #%s: not claimable (sent, failed, not due, or being sent); skipped",
                  row_id)

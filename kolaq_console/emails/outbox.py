@@ -662,3 +662,52 @@ def sweep_stale(
         log.warning("outbox sweeper re-enqueued %d email(s) past their lease: %s", len(swept),
                     shown)
     return swept
+
+
+# --- claims of workers that stopped or died ----------------------------------------------------
+
+HANDED_BACK = "handed back: the worker sending it stopped or died mid-send"
+
+
+def _handed_back(now: datetime, lease_seconds: float) -> dict[str, Any]:
+    return {"status": EmailStatus.queued.value, "next_attempt_at": None, "updated_at": now,
+            "lease_until": now + timedelta(seconds=lease_seconds), "last_error": HANDED_BACK}
+
+
+def release_claim(conn: Connection, row_id: int, task_id: str, lease_seconds: float) -> bool:
+    """Put back to `queued` a row that the job run `task_id` was sending when it was
+    interrupted (shutdown) or lost (its worker died): the job re-enqueued for it can claim it
+    at once instead of after the lease. A row since sent, or claimed by another run, stays."""
+    stmt = (
+        update(EmailOutbox)
+        .where(col(EmailOutbox.id) == row_id,
+               col(EmailOutbox.status) == EmailStatus.sending.value,
+               col(EmailOutbox.task_id) == task_id)
+        .values(**_handed_back(utcnow(), lease_seconds))
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def release_claims_of(engine: Engine, settings: Settings, worker_ids: Sequence[str]
+                      ) -> list[int]:
+    """Hand back and re-enqueue the rows that workers known to be dead or stopped were
+    sending. One conditional UPDATE per chunk: of concurrent callers, one takes each row. The
+    row's idempotency key makes a send that did reach the provider a replay, not a copy."""
+    released: list[int] = []
+    ids = sorted(set(worker_ids))
+    for i in range(0, len(ids), 500):
+        with engine.begin() as conn:
+            released += conn.execute(
+                update(EmailOutbox)
+                .where(col(EmailOutbox.status) == EmailStatus.sending.value,
+                       col(EmailOutbox.claimed_by).in_(ids[i:i + 500]))
+                .values(**_handed_back(utcnow(), settings.email.lease_seconds))
+                .returning(EmailOutbox.id)
+            ).scalars().all()
+    for row_id in sorted(released):
+        enqueue_send(row_id)
+    if released:
+        shown = ", ".join(f"#{i}" for i in sorted(released)[:20])
+        log.warning("handed back %d email(s) of dead or stopped workers: %s%s", len(released),
+                    shown, " ..." if len(released) > 20 else "")
+    return released

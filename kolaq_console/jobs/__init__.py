@@ -7,6 +7,12 @@ statistics and worker health.
 - `workers` — worker processes and the sweeper of lost jobs.
 """
 
-from kolaq_console.jobs.ledger import Ledger, install_ledger, on_operator_retry, rerun_safe
+from kolaq_console.jobs.ledger import (
+    Ledger,
+    install_ledger,
+    on_job_lost,
+    on_operator_retry,
+    rerun_safe,
+)
 
-__all__ = ["Ledger", "install_ledger", "on_operator_retry", "rerun_safe"]
+__all__ = ["Ledger", "install_ledger", "on_job_lost", "on_operator_retry", "rerun_safe"]

@@ -31,6 +31,7 @@ from kolaq_console.models import (
     FailedJobStatus,
     utcnow,
 )
+from kolaq_console.payloads import REJECTED_ERROR_TYPE
 from kolaq_console.redact import redact, redact_value
 from kolaq_console.taskqueue import LOGICAL_QUEUES
 
@@ -140,6 +141,13 @@ def count_failed(session: Session, flt: JobFilter = JobFilter(), cap: int | None
         capped = select(F.c.id).where(*flt.clauses()).limit(cap).subquery()
         query = select(func.count()).select_from(capped)
     return session.execute(query).scalar_one()
+
+
+def count_rejected(session: Session) -> int:
+    """Open entries for queue payloads a worker refused (bad signature, undecodable)."""
+    return session.execute(
+        select(func.count()).select_from(F).where(OPEN, F.c.error_type == REJECTED_ERROR_TYPE)
+    ).scalar_one()
 
 
 def list_failed(session: Session, flt: JobFilter = JobFilter(), limit: int = 50,

@@ -21,14 +21,16 @@
 Everything else is buffered and written by the flusher every `[jobs] flush_seconds` in one
 transaction: the `job_runs` row of each job still running (a job that starts and ends between
 two flushes costs no row at all), the deletion of rows of jobs that ended, and per-minute
-statistics. Every `heartbeat_seconds` it refreshes the worker's heartbeat, and every
-`lease_seconds / 2` it sweeps jobs of dead workers (see workers.py). If the database is
+statistics. Every `heartbeat_seconds` it refreshes the worker's heartbeat and sweeps the
+jobs of dead workers: those whose heartbeat is older than the lease, and at once those of this
+machine whose process is provably gone (see workers.py, process.py); `when_workers_lost` hooks
+hand back what such workers held (tasks.py: the emails they were sending). If the database is
 unreachable, writes stay buffered (terminal failures included) and are retried each flush.
 
 Limits, by design: a worker killed within `flush_seconds` of starting a job leaves no run row
-for it (the price of not writing per job; rerun-safe email sends are also covered by the
-outbox's own lease); a failure buffered because the database was down is lost if the process
-then dies before the database comes back (its run row, if flushed, still becomes an
+for it (the price of not writing per job; email sends are covered by the outbox row's own
+claim, which names the worker); a failure buffered because the database was down is lost if
+the process then dies before the database comes back (its run row, if flushed, still becomes an
 `interrupted` entry). Immediate mode (tests, development) records nothing.
 
 Longer than ~400 lines: one class bound to Huey's signals and hooks whose buffers and locks
@@ -43,6 +45,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,6 +60,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from kolaq_console.config import Settings
 from kolaq_console.jobs import workers as wk
+from kolaq_console.jobs.process import ProcessIdentity, this_process
 from kolaq_console.jobs.records import (
     display_call,
     error_fields,
@@ -69,10 +73,11 @@ from kolaq_console.jobs.records import (
 )
 from kolaq_console.jobs.stats import StatDelta, merge_into, write_stats
 from kolaq_console.models import FailedJob, FailedJobStatus, JobAttempt, JobRun, utcnow
+from kolaq_console.payloads import REJECTED_ERROR_TYPE, REJECTED_TASK_NAME, RejectedPayload
 from kolaq_console.redact import redact
 from kolaq_console.runtime import engine_for
 from kolaq_console.sqlutil import upsert_insert
-from kolaq_console.taskqueue import LOGICAL_QUEUES
+from kolaq_console.taskqueue import LOGICAL_QUEUES, queue_for_priority
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +116,18 @@ def on_operator_retry(wrapper: TaskWrapper, hook: Callable[..., Any]) -> TaskWra
     if cls is None:
         raise TypeError("on_operator_retry takes the function @huey.task(...) returned")
     cls.before_operator_retry = staticmethod(hook)
+    return wrapper
+
+
+def on_job_lost(wrapper: TaskWrapper, hook: Callable[..., Any]) -> TaskWrapper:
+    """Run `hook(conn, task_id, *args, **kwargs)` when a run of this task is interrupted by a
+    shutdown or lost with its worker, before the job is re-enqueued (rerun-safe tasks): it
+    hands back what the run held, e.g. the outbox row an email send had claimed, so the new
+    job can take it at once. `task_id` is the lost run's."""
+    cls = getattr(wrapper, "task_class", None)
+    if cls is None:
+        raise TypeError("on_job_lost takes the function @huey.task(...) returned")
+    cls.on_lost = staticmethod(hook)
     return wrapper
 
 
@@ -162,6 +179,8 @@ class Ledger:
         self._stop = threading.Event()
         self._consumer: dict[str, Any] = {}
         self._atexit = False
+        self._process: ProcessIdentity | None = None
+        self._lost_hooks: list[Callable[[list[str]], Any]] = []
 
     # --- identity ---------------------------------------------------------------------------
 
@@ -286,6 +305,14 @@ class Ledger:
         )
         if is_rerun_safe(task):
             copy = fresh_copy(task)
+            release = getattr(task, "on_lost", None)
+            if release is not None:  # hand back what this run held, for the copy
+                try:
+                    with self.engine.begin() as conn:
+                        release(conn, task.id, *task.args, **_call_kwargs(task))
+                except Exception as exc:  # what it held then waits for its own lease
+                    log.warning("job %s %s: handing back what it held failed: %s", name,
+                                task.id, redact(str(exc)).splitlines()[0])
             try:
                 self.huey.enqueue(copy)
             except Exception as exc:
@@ -303,6 +330,25 @@ class Ledger:
                     "re-enqueued as " + row["retried_as"] if row["retried_as"] else "recorded")
         if not self._flusher_alive():
             self.flush()  # an embedded consumer stopped: nobody else will write it
+
+    def on_rejected(self, rejected: RejectedPayload) -> None:
+        """A payload the queue refused (bad signature, undecodable): a failed-list entry with
+        the reason and size; its content is never kept (it is untrusted)."""
+        if self.huey.immediate:
+            return
+        queue = "unknown" if rejected.priority is None else queue_for_priority(rejected.priority)
+        task_id = f"rejected-{uuid.uuid4().hex[:24]}"
+        row = failed_row(
+            rejected.at,
+            task_id=task_id, task_name=REJECTED_TASK_NAME, queue=queue,
+            error_type=REJECTED_ERROR_TYPE,
+            error_message=f"{rejected.reason}; {rejected.size} bytes, taken off the queue unread",
+            attempts=0, last_attempt_at=rejected.at, worker_host=self.host,
+            worker_pid=os.getpid(),
+        )
+        self._record(row, task_id, had_row=False)
+        with self._lock:
+            self._count(rejected.at.timestamp(), (queue, REJECTED_TASK_NAME)).failed += 1
 
     # --- synchronous writes ------------------------------------------------------------------
 
@@ -440,16 +486,37 @@ class Ledger:
                 conn.execute(stale)
 
     def _worker_row(self, now: datetime) -> dict[str, Any]:
+        if self._process is None or self._process.pid != os.getpid():
+            self._process = this_process()
         return {
             "id": self.worker_id, "host": self.host, "pid": os.getpid(),
             "queues": list(LOGICAL_QUEUES),
             "threads": self._consumer.get("workers") or max(len(self._threads), 1),
             "periodic": bool(self._consumer.get("periodic", False)),
             "started_at": self._started_at, "heartbeat_at": now, "stopped_at": None,
+            "process_started": self._process.started, "pid_scope": self._process.scope,
         }
 
+    def when_workers_lost(self, hook: Callable[[list[str]], Any]) -> None:
+        """Call `hook(worker_ids)` at each sweep with the workers known dead or stopped (e.g.
+        to hand back the emails they were sending); it must be idempotent."""
+        self._lost_hooks.append(hook)
+
     def sweep(self) -> wk.SweepResult:
-        return wk.sweep_lost_jobs(self.engine, self.huey, self.settings.jobs.lease_seconds)
+        """Jobs and claims of dead workers: those provably gone from this machine at once,
+        any other once its heartbeat is older than the lease."""
+        lease = self.settings.jobs.lease_seconds
+        lost = wk.lost_workers(self.engine, lease, exclude=self.worker_id)
+        if lost.newly_gone:
+            log.warning("worker(s) %s no longer run on this machine: taking over their work now",
+                        ", ".join(lost.newly_gone))
+        for hook in self._lost_hooks if lost.all else ():
+            try:
+                hook(lost.all)
+            except Exception as exc:
+                log.warning("handing back the work of lost workers failed: %s",
+                            redact(str(exc)).splitlines()[0])
+        return wk.sweep_lost_jobs(self.engine, self.huey, lease, gone=lost.gone)
 
     def housekeeping(self) -> None:
         """The periodic task: sweep lost jobs, prune old statistics and worker rows."""
@@ -459,7 +526,9 @@ class Ledger:
     def _loop(self, stop: threading.Event) -> None:
         """The flusher thread: register and sweep at start, then flush / beat / sweep."""
         jobs = self.settings.jobs
-        sweep_every = max(jobs.lease_seconds / 2, jobs.heartbeat_seconds)
+        # Sweep at every heartbeat: a dead worker's jobs and emails are taken over within one
+        # heartbeat of its own going stale (a few indexed reads when there is nothing to do).
+        sweep_every = jobs.heartbeat_seconds
         next_beat = next_sweep = 0.0
         while True:
             now = time.monotonic()
@@ -490,6 +559,11 @@ class Ledger:
             if self._flusher_alive():
                 return
             self._new_identity()  # a new run of the consumer is a new worker
+            try:  # registered before any job starts, so its claims can be traced to it
+                self.heartbeat()
+            except Exception as exc:
+                log.warning("could not register worker %s yet: %s", self.worker_id,
+                            redact(str(exc)).splitlines()[0])
             self._stop = stop = threading.Event()
             self._flusher = threading.Thread(
                 target=self._loop, args=(stop,), name="kolaq-ledger", daemon=True
@@ -528,6 +602,11 @@ class Ledger:
 
     def consumer_created(self, options: dict[str, Any]) -> None:
         self._consumer = options
+
+
+def _call_kwargs(task: Task) -> dict[str, Any]:
+    """The task's keyword arguments without the context task Huey injects (context=True)."""
+    return {k: v for k, v in (task.kwargs or {}).items() if v is not task}
 
 
 def _chunks(items: list[str], size: int = CHUNK) -> Iterable[list[str]]:
@@ -606,6 +685,8 @@ def install_ledger(huey: Huey, settings: Settings) -> Ledger:
     huey.signal(SIGNAL_INTERRUPTED)(ledger.on_interrupted)
     huey.post_execute("kolaq_ledger")(ledger.after_execute)
     huey.on_startup("kolaq_ledger")(ledger.on_worker_startup)
+    if hasattr(huey, "on_rejected"):
+        huey.on_rejected(ledger.on_rejected)
     huey.on_shutdown("kolaq_ledger")(ledger.on_worker_shutdown)
 
     create_consumer = huey.create_consumer

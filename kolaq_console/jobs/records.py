@@ -20,6 +20,7 @@ from huey.api import Huey, Task
 from huey.exceptions import HueyException
 
 from kolaq_console.errors import UserError
+from kolaq_console.payloads import REJECTED_TASK_NAME
 from kolaq_console.redact import is_secret_name, redact, redact_value
 from kolaq_console.taskqueue import queue_for_priority
 
@@ -142,6 +143,9 @@ def rebuild_task(huey: Huey, payload: bytes | None, name: str) -> Task:
     arguments, priority (hence logical queue), timeout and any pipeline continuation are the
     stored ones.
     """
+    if name == REJECTED_TASK_NAME:
+        raise CannotRetry("a rejected payload is never kept (its content was not trusted), so "
+                          "there is nothing to re-enqueue; discard it")
     if not payload:
         raise CannotRetry(f"{name}: no stored call to re-enqueue")
     if name not in huey._registry._registry:

@@ -11,6 +11,7 @@ failed-job ledger. Either way a failed_jobs row tells what happened: nothing sil
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -21,6 +22,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
+from kolaq_console.jobs.process import provably_gone
 from kolaq_console.jobs.records import CannotRetry, failed_row, is_rerun_safe, rebuild_task
 from kolaq_console.jobs.stats import record_retried
 from kolaq_console.models import (
@@ -46,7 +48,8 @@ SWEEPER = "sweeper"
 @lru_cache(maxsize=4)
 def _worker_upsert(dialect_name: str) -> Any:
     stmt = upsert_insert(dialect_name, W)
-    changing = ["heartbeat_at", "threads", "periodic", "queues", "stopped_at"]
+    changing = ["heartbeat_at", "threads", "periodic", "queues", "stopped_at",
+                "process_started", "pid_scope"]
     return stmt.on_conflict_do_update(
         index_elements=["id"], set_={k: stmt.excluded[k] for k in changing}
     )
@@ -93,10 +96,11 @@ class WorkerInfo:
         return d
 
 
-def worker_state(heartbeat_at: datetime, stopped_at: datetime | None, cutoff: datetime) -> str:
+def worker_state(heartbeat_at: datetime, stopped_at: datetime | None, cutoff: datetime,
+                 found_dead_at: datetime | None = None) -> str:
     if stopped_at is not None:
         return "stopped"
-    return "dead" if heartbeat_at < cutoff else "running"
+    return "dead" if heartbeat_at < cutoff or found_dead_at is not None else "running"
 
 
 def list_workers(session: Session, lease_seconds: float, now: datetime | None = None,
@@ -112,7 +116,8 @@ def list_workers(session: Session, lease_seconds: float, now: datetime | None = 
         WorkerInfo(
             id=r.id, host=r.host, pid=r.pid, queues=list(r.queues or []), threads=r.threads,
             periodic=r.periodic, started_at=r.started_at, heartbeat_at=r.heartbeat_at,
-            stopped_at=r.stopped_at, state=worker_state(r.heartbeat_at, r.stopped_at, cutoff),
+            stopped_at=r.stopped_at,
+            state=worker_state(r.heartbeat_at, r.stopped_at, cutoff, r.found_dead_at),
         )
         for r in session.execute(query).all()
     ]
@@ -138,7 +143,8 @@ def in_flight_by_queue(session: Session, lease_seconds: float, now: datetime | N
     rows = session.execute(
         select(R.c.queue, func.count())
         .select_from(R.join(W, W.c.id == R.c.worker_id))
-        .where(W.c.heartbeat_at >= cutoff, W.c.stopped_at.is_(None))
+        .where(W.c.heartbeat_at >= cutoff, W.c.stopped_at.is_(None),
+               W.c.found_dead_at.is_(None))
         .group_by(R.c.queue)
     ).all()
     return {queue: n for queue, n in rows}
@@ -156,24 +162,69 @@ class SweepResult:
         return bool(self.requeued or self.interrupted)
 
 
+@dataclass
+class LostWorkers:
+    gone: list[str] = field(default_factory=list)  # provably gone, heartbeat not yet stale
+    newly_gone: list[str] = field(default_factory=list)  # of those, found by this call
+    stale: list[str] = field(default_factory=list)  # heartbeat older than the lease, or stopped
+
+    @property
+    def all(self) -> list[str]:
+        return self.gone + self.stale
+
+
+def lost_workers(engine: Engine, lease_seconds: float, exclude: str | None = None,
+                 now: datetime | None = None) -> LostWorkers:
+    """Workers known dead or stopped. A worker that looks alive but provably no longer runs
+    (same machine; jobs/process.py) is known at once after a kill -9, and marked
+    `found_dead_at`; any other once its heartbeat is older than the lease."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=lease_seconds)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(W.c.id, W.c.pid, W.c.heartbeat_at, W.c.stopped_at, W.c.process_started,
+                   W.c.pid_scope, W.c.found_dead_at)
+        ).all()
+    found = LostWorkers()
+    for r in rows:
+        if r.id == exclude:
+            continue
+        if r.stopped_at is not None or r.heartbeat_at < cutoff:
+            found.stale.append(r.id)
+        elif r.found_dead_at is not None:
+            found.gone.append(r.id)
+        elif provably_gone(r.pid, r.process_started, r.pid_scope):
+            found.gone.append(r.id)
+            found.newly_gone.append(r.id)
+    if found.newly_gone:
+        with engine.begin() as conn:
+            conn.execute(update(W).where(W.c.id.in_(found.newly_gone),
+                                         W.c.found_dead_at.is_(None))
+                         .values(found_dead_at=now))
+    return found
+
+
 def sweep_lost_jobs(engine: Engine, huey: Huey, lease_seconds: float,
-                    now: datetime | None = None) -> SweepResult:
-    """Claim jobs whose worker stopped heartbeating (or vanished) for longer than the lease:
-    re-enqueue rerun-safe ones, record the others as interrupted."""
+                    now: datetime | None = None, gone: Sequence[str] = ()) -> SweepResult:
+    """Claim jobs whose worker stopped heartbeating (or vanished) for longer than the lease,
+    or whose worker is known `gone` (lost_workers): re-enqueue rerun-safe ones, record the
+    others as interrupted."""
     now = now or utcnow()
     cutoff = now - timedelta(seconds=lease_seconds)
     result = SweepResult()
+    lost = or_(W.c.heartbeat_at < cutoff, and_(W.c.id.is_(None), R.c.started_at < cutoff))
+    if gone:
+        lost = or_(lost, R.c.worker_id.in_(list(gone)))
     with engine.connect() as conn:
         stale = conn.execute(
             select(R, W.c.host, W.c.pid, W.c.heartbeat_at, W.c.stopped_at)
             .select_from(R.outerjoin(W, W.c.id == R.c.worker_id))
-            .where(or_(W.c.heartbeat_at < cutoff,
-                       and_(W.c.id.is_(None), R.c.started_at < cutoff)))
+            .where(lost)
             .order_by(R.c.started_at)
         ).all()
     for run in stale:
         try:
-            _sweep_one(engine, huey, run, now, result)
+            _sweep_one(engine, huey, run, now, result, gone=run.worker_id in gone)
         except Exception:
             log.exception("sweeping lost job %s failed; the next sweep tries again", run.task_id)
     if result:
@@ -184,7 +235,8 @@ def sweep_lost_jobs(engine: Engine, huey: Huey, lease_seconds: float,
     return result
 
 
-def _sweep_one(engine: Engine, huey: Huey, run: Any, now: datetime, result: SweepResult) -> None:
+def _sweep_one(engine: Engine, huey: Huey, run: Any, now: datetime, result: SweepResult,
+               gone: bool = False) -> None:
     with engine.begin() as conn:
         claimed = conn.execute(
             delete(R)
@@ -205,7 +257,9 @@ def _sweep_one(engine: Engine, huey: Huey, run: Any, now: datetime, result: Swee
                                                                    A.c.first_attempt_at)
         ).first()
         who = f"{run.host} pid {run.pid}" if run.host else f"worker {run.worker_id}"
-        if run.stopped_at is not None:
+        if gone:
+            how = "died (its process no longer runs)"
+        elif run.stopped_at is not None:
             how = "stopped without finishing it"
         elif run.heartbeat_at is not None:
             how = f"stopped heartbeating at {run.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -218,7 +272,8 @@ def _sweep_one(engine: Engine, huey: Huey, run: Any, now: datetime, result: Swee
             error_type="WorkerLost",
             error_message=(
                 f"{who} {how} while running this job (started "
-                f"{run.started_at:%Y-%m-%d %H:%M:%S} UTC); presumed lost after the lease"
+                f"{run.started_at:%Y-%m-%d %H:%M:%S} UTC)"
+                + ("" if gone else "; presumed lost after the lease")
             ),
             attempts=(memo.attempts if memo else 0) + 1,
             first_attempt_at=memo.first_attempt_at if memo else run.started_at,
@@ -231,6 +286,9 @@ def _sweep_one(engine: Engine, huey: Huey, run: Any, now: datetime, result: Swee
             except CannotRetry as exc:
                 row["error_message"] += f"; not re-enqueued: {exc}"
             else:
+                release = getattr(task, "on_lost", None)
+                if release is not None:  # what the lost run held, handed back first
+                    release(conn, run.task_id, *task.args, **task.kwargs)
                 huey.enqueue(task)
                 new_id = task.id
                 row.update(status=FailedJobStatus.retried.value, retried_as=new_id,

@@ -7,8 +7,10 @@ import threading
 from huey.api import Huey
 from huey.consumer import Consumer
 
+from kolaq_console.consumer import KolaqConsumer
 
-class _QuietConsumer(Consumer):
+
+class _QuietConsumer(KolaqConsumer):
     """Signals belong to the console (Textual), not to the consumer."""
 
     def _set_signal_handlers(self) -> None:

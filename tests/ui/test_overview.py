@@ -4,6 +4,7 @@ embedded worker, read-only, help and screen keys."""
 from __future__ import annotations
 
 from conftest import settle
+from sqlmodel import Session
 from textual.widgets import DataTable, Static
 
 from kolaq_console.ui.messages import OverviewCollected
@@ -91,3 +92,42 @@ async def test_embedded_worker_starts_and_stops_from_the_keyboard(sqlite_engine,
         await pilot.press("w")
         await settle(pilot)
         assert not app.embedded.running and not app.worker_running
+
+
+async def test_the_health_panel_counts_queue_payloads_the_workers_refused(shop, console,
+                                                                          sqlite_engine):
+    from kolaq_console.models import FailedJob, utcnow
+
+    with Session(sqlite_engine) as s:
+        for i in range(2):
+            s.add(FailedJob(task_id=f"rejected-{i}", task_name="(rejected payload)",
+                            queue="emails", error_type="RejectedPayload",
+                            error_message="signed with a different KOLAQ_SIGNING_KEY; 90 bytes",
+                            created_at=utcnow()))
+        s.commit()
+    app = console()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        health = str(app.screen.query_one("#ov-health", Static).render())
+        assert "2 payloads rejected" in health.splitlines()[1]  # on the Queue line
+
+
+async def test_the_embedded_worker_refuses_a_configuration_that_cannot_send(
+        sqlite_engine, make_settings):
+    from conftest import clock
+
+    from kolaq_console.emails.sendable import require_can_send
+    from kolaq_console.taskqueue import make_huey
+    from kolaq_console.ui.app import make_app
+
+    settings = make_settings(email__transport="resend")  # and no RESEND_API_KEY
+    huey = make_huey(settings)
+    huey.check_before_consuming(require_can_send)  # as tasks.py does for tasks.huey
+    app = make_app(settings, huey=huey, clock=clock)
+    notes: list[str] = []
+    async with app.run_test() as pilot:
+        app.notify = lambda message, **kw: notes.append(str(message))  # type: ignore[method-assign]
+        await pilot.press("w")
+        await settle(pilot)
+        assert not app.embedded.running and not app.worker_running
+    assert any(n.startswith("RESEND_API_KEY is not set") for n in notes), notes

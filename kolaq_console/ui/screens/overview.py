@@ -174,9 +174,12 @@ class OverviewScreen(LiveScreen):
         else:
             workers = (f"{figure(None, last.get('live'))} live · "
                        f"{figure(None, last.get('dead'))} dead")
+        rejected = (f" · [b $error]{s.rejected_payloads} payload"
+                    f"{'' if s.rejected_payloads == 1 else 's'} rejected[/]"
+                    if s.rejected_payloads else "")
         return (
             f"Database  {state(s.storage['database'])}\n"
-            f"Queue     {state(s.storage['queue'])}\n"
+            f"Queue     {state(s.storage['queue'])}{rejected}\n"
             f"Workers   {workers}\n"
             f"Embedded  {embedded}"
         )
