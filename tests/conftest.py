@@ -44,7 +44,9 @@ from kolaq_console import runtime  # noqa: E402
 from kolaq_console.config import Settings, load_settings  # noqa: E402
 from kolaq_console.db import make_engine  # noqa: E402
 from kolaq_console.runtime import dispose_engines  # noqa: E402
-from kolaq_console.schema import upgrade  # noqa: E402
+from kolaq_console.schema import head_revision, upgrade  # noqa: E402
+
+HEAD = head_revision()
 
 # --- databases -------------------------------------------------------------------------------
 
@@ -84,27 +86,52 @@ class MigratedPool:
         self.admin = admin
         self.free: list[str] = []
         self.all: list[str] = []
+        self.tables: list[str] = []
 
     def take(self) -> str:
-        if not self.free:
-            name = f"kolaq_t_{uuid.uuid4().hex[:12]}"
-            self.admin.execute(f'CREATE DATABASE "{name}"')
-            self.all.append(name)
-            eng = make_engine(self.url(name))
-            upgrade(eng)
-            eng.dispose()
-            return name
-        name = self.free.pop()
+        while self.free:
+            name = self.free.pop()
+            if self._emptied(name):
+                return name
+        name = f"kolaq_t_{uuid.uuid4().hex[:12]}"
+        self.admin.execute(f'CREATE DATABASE "{name}"')
+        self.all.append(name)
+        eng = make_engine(self.url(name))
+        upgrade(eng)
+        eng.dispose()
+        self.tables = self.tables or self._tables(name)
+        return name
+
+    def _tables(self, name: str) -> list[str]:
+        eng = make_engine(self.url(name))
+        with eng.connect() as conn:
+            tables = sorted(conn.exec_driver_sql(
+                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'alembic_version'").scalars().all())
+        eng.dispose()
+        return tables
+
+    def _emptied(self, name: str) -> bool:
+        """Empty a used database; False (and it is dropped) if the test that had it changed
+        its schema, which a fresh one must then replace."""
         self.admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                            "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
         eng = make_engine(self.url(name))
-        with eng.begin() as conn:
-            tables = conn.exec_driver_sql(
-                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
-                "AND tablename <> 'alembic_version'").scalars().all()
-            conn.exec_driver_sql(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-        eng.dispose()
-        return name
+        try:
+            with eng.begin() as conn:
+                at_head = conn.exec_driver_sql(
+                    "SELECT version_num FROM alembic_version").scalars().all() == [HEAD]
+                if at_head and self._tables(name) == self.tables:
+                    conn.exec_driver_sql(
+                        f"TRUNCATE {', '.join(self.tables)} RESTART IDENTITY CASCADE")
+                    return True
+        except Exception:  # e.g. alembic_version dropped: not reusable
+            pass
+        finally:
+            eng.dispose()
+        self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.all.remove(name)
+        return False
 
     def give_back(self, name: str) -> None:
         self.free.append(name)
