@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from huey import crontab
 
-from kolaq_console import dispatch, runtime
+from kolaq_console import alerts, dispatch, runtime
 from kolaq_console.emails.delivery import deliver
 from kolaq_console.emails.outbox import (
     release_claim,
@@ -23,6 +23,8 @@ from kolaq_console.errors import KolaqError, print_operator_errors_in_one_line
 from kolaq_console.inventory import periodic as inventory
 from kolaq_console.jobs import install_ledger, on_job_lost, on_operator_retry, rerun_safe
 from kolaq_console.taskqueue import make_huey, task_options
+from kolaq_console.webhooks import inbox as webhook_inbox
+from kolaq_console.webhooks.process import process_events
 
 try:
     settings = runtime.settings()
@@ -131,6 +133,34 @@ def jobs_housekeeping() -> None:
     ledger.housekeeping()
 
 
+# --- webhooks --------------------------------------------------------------------------------
+
+
+@rerun_safe  # each event's claim and one transaction make a re-run harmless
+@huey.task(context=True, **_opts("webhooks"))
+def process_webhook(*event_row_ids: int, task=None) -> list[str]:
+    """Apply stored webhook events once each (the rows are the record; the server enqueues
+    one job per group commit)."""
+    return process_events(
+        runtime.engine(), runtime.settings(), event_row_ids,
+        retries_left=task.retries if task else 0,
+        retry_delay=task.retry_delay if task else 0.0,
+    )
+
+
+@huey.periodic_task(crontab(), **_opts("webhooks", retry=False))
+def sweep_webhooks() -> list[int]:
+    """Every minute: re-enqueue acknowledged events whose processing job was lost."""
+    return webhook_inbox.sweep_stale(runtime.engine(), runtime.settings().webhooks.lease_seconds)
+
+
+@huey.periodic_task(crontab(minute="*/5"), **_opts("inventory", retry=False))
+def alert_failing_jobs() -> int | None:
+    """Every 5 minutes: email the admin if jobs keep failing (once per configured period)."""
+    return alerts.failing_jobs(runtime.engine(), runtime.settings())
+
+
 # --- the road from domain code onto this queue -----------------------------------------------
 
-dispatch.install(huey, send_email=send_email, reconcile_inventory=reconcile_inventory)
+dispatch.install(huey, send_email=send_email, reconcile_inventory=reconcile_inventory,
+                 process_webhook=process_webhook)

@@ -226,6 +226,26 @@ class WebhooksSettings(Section):
     """Address `webhooks serve` binds to."""
     port: int = Field(default=8080, ge=1, le=65535)
     """Port `webhooks serve` listens on."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    """Largest request body accepted; a larger one is refused with 413 before it is read."""
+    tolerance_seconds: float = Field(default=300.0, ge=1, le=3600)
+    """How far a signed timestamp (Stripe, Resend) may be from now; older ones are replays."""
+    lease_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    """A stored event still unprocessed this long after it arrived (or after its last failed
+    attempt) is re-enqueued by the sweeper: its job was lost."""
+    shutdown_seconds: float = Field(default=10.0, gt=0, le=300)
+    """On SIGTERM/SIGINT the server stops accepting and waits this long for requests in flight."""
+
+
+class AlertsSettings(Section):
+    reconciliation_report_hours: float = Field(default=24.0, ge=0, le=24 * 31)
+    """An admin email when a reconciliation finds drift no event explains, at most once per
+    this many hours (0: never)."""
+    failed_jobs_per_hour: int = Field(default=10, ge=0, le=1_000_000)
+    """A system notification to the admin when this many jobs failed for good within the last
+    hour (0: never)."""
+    failed_jobs_alert_hours: float = Field(default=6.0, gt=0, le=24 * 31)
+    """...sent at most once per this many hours."""
 
 
 class ConsoleSettings(Section):
@@ -354,6 +374,7 @@ class Settings(BaseSettings):
     inventory: InventorySettings = InventorySettings()
     jobs: JobsSettings = JobsSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
+    alerts: AlertsSettings = AlertsSettings()
     console: ConsoleSettings = ConsoleSettings()
 
     # Not settings: where they came from, and the environment-only secrets.

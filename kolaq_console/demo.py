@@ -20,6 +20,7 @@ from kolaq_console.models import (
     OrderLine,
     OrderStatus,
     Product,
+    WebhookEvent,
 )
 
 SEED = 20261128
@@ -64,10 +65,11 @@ class DemoResult:
     customers: int = 0
     orders: int = 0
     events: int = 0
+    webhooks: int = 0
 
     @property
     def changed(self) -> bool:
-        return any((self.products, self.customers, self.orders, self.events))
+        return any((self.products, self.customers, self.orders, self.events, self.webhooks))
 
 
 Progress = Callable[[str, int, int], None]
@@ -211,11 +213,13 @@ def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "de
             p.stock = totals.get(p.id, 0)
             p.stock_event_id = last_event.get(p.id, 0)
             p.last_reconciled_at = now
+        result.webhooks = load_payments_demo(session)
         if result.changed:
             session.add(ActivityLog(actor=actor, action="demo.load", entity="shop",
                                     details={"products": result.products,
                                              "customers": result.customers,
-                                             "orders": result.orders, "events": result.events}))
+                                             "orders": result.orders, "events": result.events,
+                                    "webhooks": result.webhooks}))
     return result
 
 
@@ -223,3 +227,89 @@ def _event(product_id: int | None, delta: int, kind: str, note: str | None, when
            reference: str | None = None) -> dict:
     return {"product_id": product_id, "delta": delta, "kind": kind, "note": note,
             "reference": reference, "actor": "demo", "created_at": when}
+
+
+def _provider_reference(order: Order) -> str:
+    if order.payment_provider == "stripe":
+        return f"pi_demo{order.number.removeprefix('KB-')}"
+    return f"PSK-{SEED % 1000}-{order.number.removeprefix('KB-')}"
+
+
+def load_payments_demo(session: Session) -> int:
+    """What the webhook receiver would have left: payment references on unpaid orders (so a
+    test payment can be sent to them), tracking links on shipped ones, and stored webhook
+    events in every state (payments processed, a mismatch flagged, delivery news, an ignored
+    type). Idempotent: events are keyed by (provider, event id), fields filled only if empty.
+    Returns the number of events added."""
+    from kolaq_console.emails.render import money
+
+    orders = session.exec(select(Order).order_by(col(Order.id))).all()
+    for order in orders:
+        if order.payment_reference is None and order.status in ("pending", "cancelled"):
+            order.payment_reference = _provider_reference(order)
+        if order.tracking_number and not order.tracking_url:
+            order.tracking_url = f"https://giglogistics.example/track/{order.tracking_number}"
+        session.add(order)
+    existing = {(e.provider, e.event_id) for e in session.exec(select(WebhookEvent)).all()}
+    customers = {c.id: c.email for c in session.exec(select(Customer)).all()}
+    paid = [o for o in orders if o.paid_at is not None][:12]
+    pending = [o for o in orders if o.status == "pending"][:1]
+    rows: list[WebhookEvent] = []
+
+    def add(provider: str, event_id: str, kind: str, payload: dict, status: str,
+            at: datetime, order: Order | None = None, error: str | None = None) -> None:
+        if (provider, event_id) in existing:
+            return
+        rows.append(WebhookEvent(provider=provider, event_id=event_id, event_type=kind,
+                                 payload=payload, status=status, error=error, attempts=1,
+                                 order_id=order.id if order else None, received_at=at,
+                                 processed_at=at + timedelta(seconds=2)))
+
+    for order in paid:
+        at = order.paid_at or order.created_at
+        if order.payment_provider == "stripe":
+            reference = order.payment_reference or _provider_reference(order)
+            add("stripe", f"evt_demo_{order.number}", "payment_intent.succeeded",
+                {"type": "payment_intent.succeeded", "data": {"object": {
+                    "id": reference, "amount_received": order.total_minor,
+                    "currency": order.currency.lower(),
+                    "metadata": {"order_number": order.number}}}}, "processed", at, order)
+        else:
+            add("paystack", f"charge.success:{order.id + 4_000_000}", "charge.success",
+                {"event": "charge.success", "data": {
+                    "id": order.id + 4_000_000, "status": "success",
+                    "reference": order.payment_reference, "amount": order.total_minor,
+                    "currency": order.currency}}, "processed", at, order)
+        email = customers.get(order.customer_id, "")
+        add("resend", f"msg_demo_delivered_{order.number}", "email.delivered",
+            {"type": "email.delivered", "data": {"email_id": f"demo-{order.number}",
+                                                  "to": [email]}},
+            "ignored", at + timedelta(minutes=1), order,
+            "no outbox row has provider id 'demo-" + order.number + "'")
+    for order in pending:
+        add("paystack", f"charge.success:{order.id + 5_000_000}", "charge.success",
+            {"event": "charge.success", "data": {
+                "id": order.id + 5_000_000, "status": "success",
+                "reference": order.payment_reference, "amount": order.total_minor - 50_000,
+                "currency": order.currency}}, "flagged", order.created_at + timedelta(hours=1),
+            order, f"amount mismatch: paid {money(order.total_minor - 50_000, order.currency)},"
+                   f" order {order.number} is {money(order.total_minor, order.currency)}")
+    if paid:
+        bounced = customers.get(paid[-1].customer_id, "")
+        add("resend", "msg_demo_bounce", "email.bounced",
+            {"type": "email.bounced", "data": {
+                "email_id": "demo-bounce", "to": [bounced],
+                "bounce": {"type": "Permanent", "subType": "General",
+                           "message": "mailbox does not exist"}}},
+            "processed", START + timedelta(days=60), None, None)
+        if ("resend", "msg_demo_bounce") not in existing and bounced:
+            from kolaq_console import consent
+
+            consent.suppress(session, bounced, "bounced", source="resend:msg_demo_bounce",
+                             actor="demo")
+    add("stripe", "evt_demo_customer_created", "customer.created",
+        {"type": "customer.created", "data": {"object": {"id": "cus_demo"}}}, "ignored",
+        START + timedelta(days=61), None, "stripe customer.created is not acted on")
+    session.add_all(rows)
+    session.flush()
+    return len(rows)

@@ -229,7 +229,7 @@ class EmailOutbox(SQLModel, table=True):
     status: str = Field(default=EmailStatus.queued.value, max_length=20)
     attempts: int = 0
     last_error: str | None = text_field()
-    provider_message_id: str | None = Field(default=None, max_length=120)
+    provider_message_id: str | None = Field(default=None, max_length=120, index=True)
     idempotency_key: str = Field(max_length=256, unique=True)
     order_id: int | None = Field(default=None, foreign_key="orders.id", index=True)
     broadcast_id: int | None = Field(default=None, foreign_key="broadcasts.id", index=True)
@@ -240,6 +240,11 @@ class EmailOutbox(SQLModel, table=True):
     lease_until: datetime | None = ts()  # past this, a queued/sending row is swept
     next_attempt_at: datetime | None = ts()
     sent_at: datetime | None = ts()
+    # What the provider later told us (Resend webhooks): delivered, delayed, bounced,
+    # soft_bounced, complained; None = nothing heard yet. `sent` only means accepted.
+    delivery_status: str | None = Field(default=None, max_length=20, index=True)
+    delivery_detail: str | None = text_field()
+    delivery_updated_at: datetime | None = ts()
 
 
 class Broadcast(SQLModel, table=True):
@@ -276,19 +281,35 @@ class Suppression(SQLModel, table=True):
 # --- webhooks --------------------------------------------------------------------------------
 
 
+class WebhookStatus(enum.StrEnum):
+    received = "received"  # stored and acknowledged; its processing job is queued (or lost)
+    processed = "processed"  # its effects are applied (or it had none left to apply)
+    ignored = "ignored"  # a type we do not act on, or nothing to do (stored for the record)
+    flagged = "flagged"  # needs an operator: amount mismatch, unknown order, partial refund
+    failed = "failed"  # processing raised until its retries ran out
+
+
 class WebhookEvent(SQLModel, table=True):
     """Inbox: verified, stored (unique per provider event), acknowledged, then processed."""
 
     __tablename__ = "webhook_events"
-    __table_args__ = (UniqueConstraint("provider", "event_id", name="uq_webhook_provider_event"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id", name="uq_webhook_provider_event"),
+        Index("ix_webhook_events_status_lease", "status", "lease_until"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     provider: str = Field(max_length=20)
     event_id: str = Field(max_length=200)
     event_type: str = Field(max_length=80)
     payload: dict[str, Any] = json_field(default={})
-    status: str = Field(default="received", max_length=20, index=True)
+    status: str = Field(default=WebhookStatus.received.value, max_length=20, index=True)
     error: str | None = text_field()
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # Past this, a `received` event is re-enqueued by the sweeper (its job was lost).
+    lease_until: datetime | None = ts()
+    order_id: int | None = Field(default=None, foreign_key="orders.id", index=True)
+    email_id: int | None = Field(default=None, foreign_key="email_outbox.id", index=True)
     received_at: datetime = ts(nullable=False, default=True, index=True)
     processed_at: datetime | None = ts()
 

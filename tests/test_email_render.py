@@ -225,3 +225,33 @@ def test_money_and_paragraph_helpers():
 def test_unknown_kind_is_a_user_error(settings):
     with pytest.raises(UserError, match="unknown email kind"):
         render(settings, "sms", {})
+
+
+def test_order_emails_right_align_number_headings_after_inlining_and_link_the_order(
+        shop, settings):
+    import re
+
+    for kind in ("order_confirmation", "shipping_notification", "order_status_update"):
+        email = draft(shop, settings, kind)
+        number = {"order_confirmation": "KB-1001", "shipping_notification": "KB-1002",
+                  "order_status_update": "KB-1003"}[kind]
+        assert f'href="http://shop.test/orders/{number}"' in email.html
+        assert f"View your order: http://shop.test/orders/{number}" in email.text
+    html = draft(shop, settings, "order_confirmation").html
+    headings = re.findall(r'<th class="num" style="([^"]*)"', html)
+    cells = re.findall(r'<td class="num" style="([^"]*)"', html)
+    assert len(headings) == 3 and cells
+    for style in headings + cells:
+        assert "text-align: right" in style, style
+    assert "Nigeria" in html and ">NG<" not in html
+    shipping = draft(shop, settings, "shipping_notification")
+    assert 'href="https://track.example/GIG7000001"' in shipping.html
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_customer_email_has_reply_to_support(shop, settings, kind):
+    email = draft(shop, settings, kind)
+    if kind == "low_stock":  # to the admin
+        assert "Reply-To" not in email.headers
+    else:
+        assert email.headers["Reply-To"] == settings.email.support_email

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import typer
 
-from kolaq_console.cli import db, demo, email, inventory, jobs, status, worker
+from kolaq_console.cli import db, demo, email, inventory, jobs, orders, status, webhooks, worker
 from kolaq_console.cli.common import err
 from kolaq_console.errors import KolaqError
 
@@ -60,6 +60,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(email.app, name="email")
 app.add_typer(inventory.app, name="inventory")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(orders.app, name="orders")
+app.add_typer(webhooks.app, name="webhooks")
 app.command("demo")(demo.demo)
 app.command("status")(status.status)
 app.command("worker")(worker.worker)

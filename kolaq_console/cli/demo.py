@@ -27,7 +27,8 @@ def demo() -> None:
     if result.changed:
         out.print(
             f"demo shop loaded: {result.products} products, {result.customers} customers, "
-            f"{result.orders} orders, {result.events} inventory events"
+            f"{result.orders} orders, {result.events} inventory events, "
+            f"{result.webhooks} webhook events"
         )
     else:
         out.print("demo shop already loaded: nothing changed")

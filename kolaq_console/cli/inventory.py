@@ -115,6 +115,11 @@ def reconcile_cmd(
             result = reconcile(engine, full=full, actor=actor,
                                lease_ttl=settings.inventory.lock_ttl_seconds, progress=report,
                                max_stock=max_stock)
+    if any(c.unexplained for c in result.changes):
+        from kolaq_console.alerts import reconciliation_report
+
+        huey()  # wire the queue for the report's send job
+        reconciliation_report(engine, settings, result)
     if as_json:
         print_json(result.as_dict())
     else:

@@ -62,6 +62,19 @@ def money(minor: int | None, currency: str = "NGN") -> str:
     return f"{sign}{symbol}{amount.lstrip('-')}"
 
 
+@functools.lru_cache(maxsize=256)
+def country_name(code: str) -> str:
+    """An ISO 3166 code as the country's everyday name ("NG" -> "Nigeria"); anything else as
+    given (an address may already name its country)."""
+    value = (code or "").strip()
+    if len(value) not in (2, 3) or not value.isalpha():
+        return value
+    import pycountry  # only when an address is rendered
+
+    found = pycountry.countries.get(**{f"alpha_{len(value)}": value.upper()})
+    return getattr(found, "common_name", None) or getattr(found, "name", None) or value
+
+
 def address_lines(address: Mapping[str, Any] | None) -> list[str]:
     """A shipping address dict (name, line1, line2, city, state, postal_code, country, phone)
     as display lines."""
@@ -70,7 +83,7 @@ def address_lines(address: Mapping[str, Any] | None) -> list[str]:
     a = {k: str(v).strip() for k, v in address.items() if v is not None and str(v).strip()}
     lines = [a.get("name", ""), a.get("line1", ""), a.get("line2", "")]
     lines.append(" ".join(x for x in (a.get("city"), a.get("state"), a.get("postal_code")) if x))
-    lines += [a.get("country", ""), a.get("phone", "")]
+    lines += [country_name(a.get("country", "")), a.get("phone", "")]
     return [line for line in lines if line]
 
 

@@ -21,10 +21,16 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from kolaq_console.alerts import reconciliation_report
 from kolaq_console.config import Settings
 from kolaq_console.errors import NotFound, PermanentJobError
 from kolaq_console.inventory.lowstock import CHECK_JOB, follow_up, send_alerts
-from kolaq_console.inventory.reconcile import Unreconcilable, reconcile, reconcile_product
+from kolaq_console.inventory.reconcile import (
+    ReconcileResult,
+    Unreconcilable,
+    reconcile,
+    reconcile_product,
+)
 from kolaq_console.schedules import ShopCrontab, SlotOutcome, run_in_slot
 
 log = logging.getLogger(__name__)
@@ -46,14 +52,25 @@ def schedule(settings: Settings, job: str) -> ShopCrontab:
                        f"[inventory] {name}")
 
 
+def reported(engine: Engine, settings: Settings, result: ReconcileResult) -> dict[str, Any]:
+    """The run's summary, after emailing the admin about drift no event explains (at most once
+    per [alerts] reconciliation_report_hours)."""
+    try:
+        reconciliation_report(engine, settings, result)
+    except Exception:  # the reconciliation itself succeeded; the report is not worth a retry
+        log.exception("could not queue the reconciliation report")
+    return result.summary()
+
+
 def _work(engine: Engine, settings: Settings, job: str,
           now: datetime | None) -> Callable[[], dict[str, Any]]:
     ttl, top = settings.inventory.lock_ttl_seconds, settings.inventory.max_stock
     if job == RECONCILE_JOB:
-        return lambda: reconcile(engine, actor=SCHEDULER, lease_ttl=ttl, max_stock=top).summary()
+        return lambda: reported(engine, settings, reconcile(engine, actor=SCHEDULER, lease_ttl=ttl,
+                                                            max_stock=top))
     if job == FULL_RECONCILE_JOB:
-        return lambda: reconcile(engine, full=True, actor=SCHEDULER, lease_ttl=ttl,
-                                 max_stock=top).summary()
+        return lambda: reported(engine, settings, reconcile(engine, full=True, actor=SCHEDULER,
+                                                            lease_ttl=ttl, max_stock=top))
     if job == CHECK_JOB:
         return lambda: send_alerts(engine, settings, now=now, actor=SCHEDULER).as_dict()
     raise ValueError(f"unknown inventory job {job!r}; expected one of {', '.join(SETTINGS)}")
@@ -94,9 +111,10 @@ def reconcile_now(engine: Engine, settings: Settings, sku: str | None = None,
     event table raises a retryable error; an unknown SKU fails at once."""
     if sku:
         try:
-            return reconcile_product(engine, sku, actor=actor,
-                                     max_stock=settings.inventory.max_stock).summary()
+            return reported(engine, settings, reconcile_product(
+                engine, sku, actor=actor, max_stock=settings.inventory.max_stock))
         except (NotFound, Unreconcilable) as exc:
             raise PermanentJobError(str(exc)) from exc
-    return reconcile(engine, full=full, actor=actor, lease_ttl=settings.inventory.lock_ttl_seconds,
-                     max_stock=settings.inventory.max_stock).summary()
+    return reported(engine, settings, reconcile(
+        engine, full=full, actor=actor, lease_ttl=settings.inventory.lock_ttl_seconds,
+        max_stock=settings.inventory.max_stock))

@@ -28,10 +28,12 @@ from kolaq_console.ui.screens.base import KolaqScreen, LiveScreen
 from kolaq_console.ui.screens.emails import EmailsScreen
 from kolaq_console.ui.screens.failed_jobs import FailedJobsScreen
 from kolaq_console.ui.screens.inventory import InventoryScreen
+from kolaq_console.ui.screens.orders import OrdersScreen
 from kolaq_console.ui.screens.overview import OverviewScreen
+from kolaq_console.ui.screens.webhooks import WebhooksScreen
 
 GLOBAL_KEYS = [
-    ("1-4", "overview, failed jobs, inventory, emails"),
+    ("1-4 6 7", "overview, failed jobs, inventory, emails, orders, webhooks"),
     ("?", "this help"),
     ("/", "filter the list (Esc clears it)"),
     ("Esc", "back, close, clear"),
@@ -51,6 +53,8 @@ class KolaqConsole(App[None]):
         "failed": FailedJobsScreen,
         "inventory": InventoryScreen,
         "emails": EmailsScreen,
+        "orders": OrdersScreen,
+        "webhooks": WebhooksScreen,
     }
     DEFAULT_MODE = "overview"
     BINDINGS = [
@@ -59,6 +63,8 @@ class KolaqConsole(App[None]):
         Binding("3", "go('inventory')", "Inventory", show=False),
         Binding("4", "go('emails')", "Emails", show=False),
         Binding("5", "go('broadcast')", "Broadcast", show=False),
+        Binding("6", "go('orders')", "Orders", show=False),
+        Binding("7", "go('webhooks')", "Webhooks", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("p", "toggle_pause", "Pause", show=False),
         Binding("w", "toggle_worker", "Worker", show=False),

@@ -106,3 +106,35 @@ class InventoryReconciled(ScreenMessage):
     def __init__(self, summary: str) -> None:
         super().__init__()
         self.summary = summary
+
+
+class OrdersLoaded(DataLoaded):
+    """Order summaries matching the screen's filter."""
+
+
+class OrderLoaded(DataLoaded):
+    """One order with its lines, payment, emails, webhook events and activity."""
+
+
+class OrderStatusChanged(ScreenMessage):
+    """An operator's status change was applied (or found already in place)."""
+
+    def __init__(self, summary: str) -> None:
+        super().__init__()
+        self.summary = summary
+
+
+class WebhooksLoaded(DataLoaded):
+    """Stored webhook events matching the screen's filter."""
+
+
+class WebhookLoaded(DataLoaded):
+    """One stored webhook event with its payload."""
+
+
+class WebhookReplayed(ScreenMessage):
+    """A failed, flagged or ignored event was put back for processing."""
+
+    def __init__(self, row_id: int) -> None:
+        super().__init__()
+        self.row_id = row_id

@@ -42,6 +42,8 @@ EMAILS = [
     ("KB-10011", "queued", 0, None, None, 1),
 ]
 
+DELIVERY = {"msg-0001-test": "delivered", "msg-0003-test": "bounced"}
+
 
 def seed_shop(engine: Engine, settings: Settings) -> None:
     """The demo shop, the nightly reconciliation (02:00 in Lagos) and two adjustments, with
@@ -87,6 +89,10 @@ def seed_emails(engine: Engine, settings: Settings) -> list[int]:
                 )
             )
             ids.append(row.id)
+        for provider_id, state in DELIVERY.items():  # what Resend's webhooks reported
+            session.execute(update(EmailOutbox)
+                            .where(EmailOutbox.provider_message_id == provider_id)
+                            .values(delivery_status=state, delivery_updated_at=NOW))
         session.commit()
     return ids
 

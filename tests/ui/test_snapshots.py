@@ -71,3 +71,21 @@ def test_resend_confirmation(snap_compare):
 
 def test_help(snap_compare):
     assert snap_compare(APP, terminal_size=(80, 24), run_before=keys("question_mark"))
+
+
+@SIZES
+def test_orders(snap_compare, size):
+    assert snap_compare(APP, terminal_size=size, run_before=keys("6"))
+
+
+def test_order_detail(snap_compare):
+    assert snap_compare(APP, terminal_size=(80, 24), run_before=keys("6", "enter"))
+
+
+def test_order_status_choice(snap_compare):
+    assert snap_compare(APP, terminal_size=(80, 24), run_before=keys("6", "s"))
+
+
+@SIZES
+def test_webhooks(snap_compare, size):
+    assert snap_compare(APP, terminal_size=size, run_before=keys("7"))

@@ -26,7 +26,9 @@ def load_email(session: Session, row_id: int) -> dict:
         raise NotFound(f"email #{row_id} not found")
     detail = row_summary(row)
     detail.update(kind=row.kind, order_id=row.order_id, broadcast_id=row.broadcast_id,
-                  text=row.text, last_error=redact(row.last_error or ""))
+                  text=row.text, last_error=redact(row.last_error or ""),
+                  delivery_status=row.delivery_status, delivery_detail=row.delivery_detail,
+                  delivery_updated_at=row.delivery_updated_at)
     return detail
 
 
@@ -70,6 +72,9 @@ class EmailDetailScreen(EmailScreenBase):
             ("Created", when_full(r["created_at"], zone)),
             ("Updated", when_full(r["updated_at"], zone)),
             ("Sent", when_full(r["sent_at"], zone)),
+            ("Delivery", " · ".join(x for x in (r["delivery_status"] or "unknown (nothing "
+                                                "reported yet)", r["delivery_detail"]) if x)),
+            ("Reported", when_full(r["delivery_updated_at"], zone)),
             ("Next try", when_full(r["next_attempt_at"], zone)),
         ]
         if r["order_id"]:

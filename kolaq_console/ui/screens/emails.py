@@ -30,7 +30,8 @@ KIND_LABELS = {
     "low_stock": "low stock",
 }
 COLUMNS = (
-    Col("#", 4, right=True), Col("status", 9), Col("kind", 9, hide_below=90), Col("to", 16, flex=2),
+    Col("#", 4, right=True), Col("status", 9), Col("delivery", 10), Col("kind", 9, hide_below=90),
+    Col("to", 16, flex=2),
     Col("subject", 16, flex=3), Col("tries", 5, right=True, hide_below=100),
     Col("updated", 11, hide_below=90),
 )
@@ -86,7 +87,8 @@ class EmailQuery:
 
 def load_emails(session: Session, query: EmailQuery) -> list[dict]:
     rows = list_emails(session, status=query.status, kind=query.kind, limit=LIMIT)
-    return [s for s in map(row_summary, rows) if query.matches(s)]
+    summaries = ({**row_summary(r), "delivery_status": r.delivery_status} for r in rows)
+    return [s for s in summaries if query.matches(s)]
 
 
 def resend_confirmation(row_id: int, to: str, subject: str) -> ConfirmDialog:
@@ -191,7 +193,8 @@ class EmailsScreen(EmailScreenBase):
         with self.app.batch_update():
             self.query_one(RecordTable).replace_rows(
                 (r["id"], (
-                    str(r["id"]), _status(r["status"]), KIND_LABELS.get(r["kind"], r["kind"]),
+                    str(r["id"]), _status(r["status"]), _delivery(r),
+                    KIND_LABELS.get(r["kind"], r["kind"]),
                     r["to"], r["subject"], str(r["attempts"]), when(r["updated_at"], zone),
                 ))
                 for r in rows
@@ -259,3 +262,12 @@ def _status(status: str) -> str:
     from textual.content import Content
 
     return Content.from_markup(f"[{colours.get(status, '')}]{status}[/]")
+
+
+def _delivery(row: dict):
+    """What the provider reported after accepting it; "-" for mail not sent (yet)."""
+    from kolaq_console.ui.screens.orders import coloured
+
+    if row["status"] != "sent" and not row.get("delivery_status"):
+        return "-"
+    return coloured(row.get("delivery_status"))

@@ -8,11 +8,13 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 SCREENS = (("1", "overview", "Overview"), ("2", "failed", "Failed jobs"),
-           ("3", "inventory", "Inventory"), ("4", "emails", "Emails"))
+           ("3", "inventory", "Inventory"), ("4", "emails", "Emails"), ("6", "orders", "Orders"),
+           ("7", "webhooks", "Webhooks"))
+SHORT = {"failed": "Failed"}
 
 
 class NavBar(Horizontal):
-    """`1 Overview  2 Failed jobs  3 Inventory  4 Emails` ... `PAUSED  READ-ONLY  worker off`."""
+    """`1 Overview  2 Failed jobs ... 7 Webhooks` ... `PAUSED  READ-ONLY  worker off`."""
 
     def __init__(self, current: str) -> None:
         super().__init__()
@@ -20,7 +22,10 @@ class NavBar(Horizontal):
 
     def compose(self) -> ComposeResult:
         parts = []
+        narrow = self.app.size.width < 100  # every label on one 80-column line
         for key, mode, label in SCREENS:
+            if narrow:
+                label = SHORT.get(mode, label)
             if mode == self.current:
                 parts.append(f"[reverse b] {key} {label} [/]")
             else:
