@@ -22,6 +22,12 @@ from kolaq_console.emails.sendable import require_can_send
 from kolaq_console.errors import KolaqError, print_operator_errors_in_one_line
 from kolaq_console.inventory import periodic as inventory
 from kolaq_console.jobs import install_ledger, on_job_lost, on_operator_retry, rerun_safe
+from kolaq_console.sms.delivery import deliver as deliver_text
+from kolaq_console.sms.outbox import release_claim as release_text_claim
+from kolaq_console.sms.outbox import release_claims_of as release_text_claims_of
+from kolaq_console.sms.outbox import reopen_failed as reopen_failed_text
+from kolaq_console.sms.outbox import sweep_stale as sweep_stale_texts
+from kolaq_console.sms.sendable import require_can_send as require_can_send_texts
 from kolaq_console.taskqueue import make_huey, task_options
 from kolaq_console.webhooks import inbox as webhook_inbox
 from kolaq_console.webhooks.process import process_events
@@ -38,6 +44,7 @@ print_operator_errors_in_one_line("tasks.huey")
 # A worker on a configuration that cannot send email refuses to start (one line), rather than
 # spending every email's retries on it.
 huey.check_before_consuming(require_can_send)
+huey.check_before_consuming(require_can_send_texts)  # ... nor SMS/WhatsApp
 # Failed, interrupted and in-flight jobs in the database. A task whose re-run is harmless
 # (idempotent) is declared with `@rerun_safe` (kolaq_console.jobs) above `@huey.task(...)`:
 # if its worker dies or stops mid-job it is re-enqueued instead of listed as interrupted.
@@ -88,6 +95,49 @@ ledger.when_workers_lost(
 def sweep_email_outbox() -> list[int]:
     """Every minute: re-enqueue outbox rows whose lease ran out (their job was lost)."""
     return sweep_stale(runtime.engine(), runtime.settings())
+
+
+# --- SMS and WhatsApp ----------------------------------------------------------------------------
+
+@rerun_safe  # the row's claim and the look in Twilio's list before a re-send make a re-run safe
+@huey.task(context=True, **_opts("emails"))
+def send_text(row_id: int, task=None) -> str:
+    """Send SMS/WhatsApp message row `row_id` (the row is the record; the job carries its id)."""
+    s = runtime.settings()
+    transport = runtime.sms_transport(s)
+    return deliver_text(
+        runtime.engine(), s, row_id,
+        transport=transport,
+        limiter=runtime.sms_limiter(s) if transport.rate_limited else None,
+        retries_left=task.retries if task else 0,
+        retry_delay=task.retry_delay if task else 0.0,
+        task_id=task.id if task else None,
+        worker_id=ledger.worker_id,
+    )
+
+
+# An operator's retry of a failed send reopens its message row ("unknown" rows need a decision
+# in the console or `sms retry --yes`, not a job retry).
+on_operator_retry(
+    send_text,
+    lambda conn, row_id, task=None: reopen_failed_text(conn, row_id,
+                                                       runtime.settings().sms.lease_seconds),
+)
+# A send interrupted or lost with its worker hands its row back at once, in doubt: the next
+# attempt looks in Twilio's list before sending.
+on_job_lost(
+    send_text,
+    lambda conn, task_id, row_id, task=None: release_text_claim(
+        conn, row_id, task_id, runtime.settings().sms.lease_seconds),
+)
+ledger.when_workers_lost(
+    lambda worker_ids: release_text_claims_of(runtime.engine(), runtime.settings(), worker_ids))
+
+
+@huey.periodic_task(crontab(), **_opts("emails", retry=False))
+def sweep_text_outbox() -> list[int]:
+    """Every minute: re-enqueue messages whose lease ran out (their job was lost)."""
+    return sweep_stale_texts(runtime.engine(), runtime.settings())
 
 
 # --- inventory -------------------------------------------------------------------------------
@@ -162,5 +212,5 @@ def alert_failing_jobs() -> int | None:
 
 # --- the road from domain code onto this queue -----------------------------------------------
 
-dispatch.install(huey, send_email=send_email, reconcile_inventory=reconcile_inventory,
-                 process_webhook=process_webhook)
+dispatch.install(huey, send_email=send_email, send_text=send_text,
+                 reconcile_inventory=reconcile_inventory, process_webhook=process_webhook)

@@ -58,6 +58,9 @@ class ShopSettings(Section):
     """ISO 4217 code used when an order does not name one."""
     operator: str = Field(default="", max_length=120)
     """Name written to the activity log for console/CLI actions; empty means $USER."""
+    country: str = "NG"
+    """ISO 3166 country of the shop: phone numbers written without +country code are read as
+    numbers of this country (0803 123 4567 -> +234 803 123 4567)."""
 
     @field_validator("timezone")
     @classmethod
@@ -74,6 +77,15 @@ class ShopSettings(Section):
         if not re.fullmatch(r"[A-Z]{3}", value):
             raise ValueError(f"expected a 3-letter ISO 4217 code such as 'NGN', got {value!r}")
         return value
+
+    @field_validator("country")
+    @classmethod
+    def _phone_region(cls, value: str) -> str:
+        import phonenumbers
+
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"expected an ISO 3166 country code such as 'NG', got {value!r}")
+        return value.upper()
 
     @property
     def zone(self) -> ZoneInfo:
@@ -161,6 +173,124 @@ class EmailSettings(Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=16 * 1_048_576)
     """Largest body (text or Markdown, UTF-8 bytes) of a generic or broadcast email; a larger
     one is refused before anything is stored."""
+
+
+class WhatsAppTemplate(Section):
+    content_sid: str
+    """The approved content template's id in Twilio's Content API (HX + 32 hex digits)."""
+    variables: list[str] = []
+    """Names of this kind's values for the template's {{1}}, {{2}}, ... in that order (see
+    `kolaq-console sms kinds` for each kind's names)."""
+
+    @field_validator("content_sid")
+    @classmethod
+    def _content_sid(cls, value: str) -> str:
+        if not re.fullmatch(r"HX[0-9a-fA-F]{32}", value):
+            raise ValueError(f"expected a content template id HX + 32 hex digits, got {value!r}")
+        return value
+
+
+class SmsSettings(Section):
+    transport: Literal["dev", "twilio"] = "dev"
+    """'dev' writes a text file per message to outbox_dir (no account); 'twilio' sends."""
+    channel: Literal["sms", "whatsapp"] = "sms"
+    """Channel of `sms queue` when --channel is not given."""
+    from_number: str = ""
+    """The shop's Twilio number (E.164) that sends SMS; required by the twilio transport."""
+    whatsapp_from: str = ""
+    """The shop's WhatsApp sender (E.164); empty means from_number."""
+    admin_phone: str = ""
+    """Where the low-stock alert goes by SMS/WhatsApp (E.164 or a number of [shop] country)."""
+    max_segments: int = Field(default=3, ge=1, le=10)
+    """An SMS body longer than this many segments (153 GSM-7 or 67 UCS-2 characters each once
+    split) is refused before anything is stored."""
+    outbox_dir: str = "var/outbox"
+    """Where the dev transport writes one .txt file per message."""
+    rate_limit_per_second: float = Field(default=1.0, ge=0, le=1000)
+    """Messages per second sent to Twilio, shared by every worker (the sender's throughput;
+    0 = no client-side pacing, a 429 still pauses every worker)."""
+    lease_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    """A message left queued/sending this long is picked up again by the sweeper; one found
+    `sending` is first looked up in Twilio's message list (it may have gone out)."""
+    request_timeout: float = Field(default=30.0, gt=0, le=600)
+    """Seconds to wait for Twilio before the call counts as a network error."""
+    api_url: str = ""
+    """Base URL of Twilio's REST API; empty means the SDK's (https://api.twilio.com).
+    TWILIO_API_URL overrides it (tests point it at the local stand-in)."""
+    status_callback: bool = True
+    """Ask Twilio for delivery states at [shop] public_url + /webhooks/twilio."""
+    lookup_limit: int = Field(default=200, ge=10, le=1000)
+    """Most messages to one recipient read from Twilio's list when checking whether a message
+    whose worker died went out; a longer history makes the answer `unknown`."""
+    max_limiter_wait: float = Field(default=5.0, ge=0, le=3600)
+    """Longest a worker thread sleeps for the shared rate limiter; longer reschedules."""
+    whatsapp_templates: dict[str, WhatsAppTemplate] = {}
+    """Per kind, the approved WhatsApp template and its variables; WhatsApp refuses a kind
+    without one (the shop may not start a WhatsApp conversation with free text)."""
+
+    @field_validator("from_number", "whatsapp_from", "admin_phone")
+    @classmethod
+    def _e164_or_empty(cls, value: str) -> str:
+        if value and not re.fullmatch(r"\+?[0-9 ()-]{6,20}", value):
+            raise ValueError(f"expected a phone number such as '+2348031234567', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_call(self) -> SmsSettings:
+        # A worker still inside its Twilio call must not be taken for dead: the next attempt
+        # would find nothing in the list yet and send a second message.
+        if self.lease_seconds <= self.request_timeout + self.max_limiter_wait:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds}) must be more than request_timeout "
+                f"({self.request_timeout}) + max_limiter_wait ({self.max_limiter_wait}), or a "
+                "slow send could be taken for a lost one and sent twice")
+        return self
+
+    @field_validator("whatsapp_templates")
+    @classmethod
+    def _template_kinds(cls, value: dict[str, WhatsAppTemplate]) -> dict[str, WhatsAppTemplate]:
+        from kolaq_console.sms.kinds import check_template_variables
+
+        for kind, template in value.items():
+            check_template_variables(kind, template.variables)  # ValueError names the problem
+        return value
+
+
+NOTIFICATION_CHANNELS = ("email", "sms", "whatsapp")
+ChannelList = list[Literal["email", "sms", "whatsapp"]]
+
+
+class NotificationsSettings(Section):
+    """Which channels each kind of customer notice uses. A customer gets SMS or WhatsApp only
+    with their number and consent for that channel; email needs no opt-in for these."""
+
+    order_confirmation: ChannelList = ["email", "sms"]
+    """When an order is paid."""
+    shipping_notification: ChannelList = ["email", "sms"]
+    """When an order ships (carrier and tracking link)."""
+    order_status_update: ChannelList = ["email", "sms"]
+    """Other status changes (delivered, cancelled, refunded, ...)."""
+    low_stock: ChannelList = ["email"]
+    """The admin's low-stock alert ([email] admin_email, [sms] admin_phone)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _from_env_text(cls, value: Any) -> Any:
+        """KOLAQ_NOTIFICATIONS__<KIND>="email,sms" (or a JSON list) from the environment."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    return value
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    def channels(self, kind: str) -> list[str]:
+        return list(getattr(self, kind, ["email"]))
 
 
 class InventorySettings(Section):
@@ -259,6 +389,8 @@ SECRET_ENV = {
     "stripe_webhook_secret": "STRIPE_WEBHOOK_SECRET",
     "resend_webhook_secret": "RESEND_WEBHOOK_SECRET",
     "signing_key": "KOLAQ_SIGNING_KEY",
+    "twilio_account_sid": "TWILIO_ACCOUNT_SID",
+    "twilio_auth_token": "TWILIO_AUTH_TOKEN",
 }
 
 
@@ -271,6 +403,8 @@ class Secrets:
     stripe_webhook_secret: SecretStr | None = None
     resend_webhook_secret: SecretStr | None = None
     signing_key: SecretStr | None = None
+    twilio_account_sid: SecretStr | None = None
+    twilio_auth_token: SecretStr | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Secrets:
@@ -292,6 +426,8 @@ def _seed_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         out.setdefault("email", {})["support_email"] = env["SUPPORT_EMAIL"]
     if env.get("RESEND_API_URL"):
         out.setdefault("email", {})["api_url"] = env["RESEND_API_URL"]
+    if env.get("TWILIO_API_URL"):
+        out.setdefault("sms", {})["api_url"] = env["TWILIO_API_URL"]
     if env.get("REDIS_URL"):
         out.setdefault("queue", {})["redis_url"] = env["REDIS_URL"]
     elif env.get("REDIS_HOST") or env.get("REDIS_PORT"):
@@ -333,6 +469,7 @@ SEED_ENV = {
     ("email", "admin_email"): "ADMIN_EMAIL",
     ("email", "support_email"): "SUPPORT_EMAIL",
     ("email", "api_url"): "RESEND_API_URL",
+    ("sms", "api_url"): "TWILIO_API_URL",
     ("queue", "redis_url"): "REDIS_URL or REDIS_HOST/REDIS_PORT",
 }
 
@@ -376,6 +513,8 @@ class Settings(BaseSettings):
     webhooks: WebhooksSettings = WebhooksSettings()
     alerts: AlertsSettings = AlertsSettings()
     console: ConsoleSettings = ConsoleSettings()
+    sms: SmsSettings = SmsSettings()
+    notifications: NotificationsSettings = NotificationsSettings()
 
     # Not settings: where they came from, and the environment-only secrets.
     source: str = Field(default="packaged defaults", exclude=True)
@@ -466,10 +605,11 @@ def _explain(exc: ValidationError, path: Path | None, environ: Mapping[str, str]
             where = f"environment variable {seed}"
         elif env_name in environ:
             where = f"environment variable {env_name}"
-        elif path is not None:
-            where = f"{path}: [{section}] {key}"
         else:
-            where = f"[{section}] {key}"
+            # A nested table ([sms.whatsapp_templates.KIND] content_sid) is named in full.
+            table = ".".join(loc[:-1]) if len(loc) > 2 else section
+            name = loc[-1] if len(loc) > 2 else key
+            where = f"[{table}] {name}" if path is None else f"{path}: [{table}] {name}"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             known = SECTIONS.get(section)
@@ -510,7 +650,10 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
             "templates_dir": _resolve(base, settings.email.templates_dir),
         }
     )
-    return settings.model_copy(update={"database": db, "queue": queue, "email": email})
+    sms = settings.sms.model_copy(update={"outbox_dir": _resolve(base, settings.sms.outbox_dir)})
+    return settings.model_copy(
+        update={"database": db, "queue": queue, "email": email, "sms": sms}
+    )
 
 
 def load_settings(

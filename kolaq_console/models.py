@@ -136,6 +136,9 @@ class Customer(SQLModel, table=True):
     name: str = Field(default="", max_length=200)
     marketing_consent: bool = Field(default=False, index=True)
     unsubscribed_at: datetime | None = ts()
+    phone: str | None = Field(default=None, max_length=20, index=True)  # E.164
+    sms_consent: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    whatsapp_opt_in: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = ts(nullable=False, default=True)
 
 
@@ -273,6 +276,72 @@ class Suppression(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=320, unique=True, index=True)
+    reason: str = Field(max_length=40)
+    source: str | None = Field(default=None, max_length=120)
+    created_at: datetime = ts(nullable=False, default=True)
+
+
+# --- SMS and WhatsApp ------------------------------------------------------------------------
+
+
+class TextStatus(enum.StrEnum):
+    queued = "queued"
+    sending = "sending"
+    sent = "sent"  # Twilio accepted it (provider_message_id); delivery_status says what next
+    failed = "failed"
+    unknown = "unknown"  # a worker died mid-send and Twilio's list could not say: an operator
+    cancelled = "cancelled"
+
+
+class TextMessage(SQLModel, table=True):
+    """An SMS or WhatsApp message: a row before it is a job, like an email. Twilio has no
+    idempotency key, so `doubt_since` marks an attempt whose outcome is not known: before
+    sending again, the worker looks for it in Twilio's message list."""
+
+    __tablename__ = "text_messages"
+    __table_args__ = (Index("ix_text_messages_status_updated", "status", "updated_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=10, index=True)  # sms | whatsapp
+    kind: str = Field(max_length=40, index=True)
+    to_number: str = Field(max_length=20, index=True)  # E.164, no channel prefix
+    from_number: str = Field(max_length=20)  # the sender when queued, kept for every attempt
+    body: str = text_field(nullable=False)  # SMS text; for WhatsApp our preview of the template
+    encoding: str | None = Field(default=None, max_length=8)  # gsm7 | ucs2 (SMS only)
+    segments: int | None = None  # SMS only
+    content_sid: str | None = Field(default=None, max_length=40)  # WhatsApp template
+    content_variables: dict[str, Any] = json_field(default={})
+    status: str = Field(default=TextStatus.queued.value, max_length=20)
+    delivery_status: str | None = Field(default=None, max_length=20)  # from status callbacks
+    error_code: int | None = None  # Twilio's, from an error answer or a callback
+    attempts: int = 0
+    last_error: str | None = text_field()
+    provider_message_id: str | None = Field(default=None, max_length=64, index=True)
+    idempotency_key: str = Field(max_length=256, unique=True)
+    order_id: int | None = Field(default=None, foreign_key="orders.id", index=True)
+    customer_id: int | None = Field(default=None, foreign_key="customers.id", index=True)
+    task_id: str | None = Field(default=None, max_length=64)
+    claimed_by: str | None = Field(default=None, max_length=200)  # the worker sending it
+    created_at: datetime = ts(nullable=False, default=True, index=True)
+    updated_at: datetime = ts(nullable=False, default=True)
+    lease_until: datetime | None = ts()  # past this, a queued/sending row is swept
+    next_attempt_at: datetime | None = ts()
+    attempt_started_at: datetime | None = ts()  # start of the current/last provider call
+    doubt_since: datetime | None = ts()  # an earlier call may have sent it: look before sending
+    sent_at: datetime | None = ts()
+    delivery_updated_at: datetime | None = ts()
+
+
+class PhoneOptOut(SQLModel, table=True):
+    """Numbers that must not get messages on a channel: STOP received, Twilio's 21610, or an
+    operator's block. START removes the row."""
+
+    __tablename__ = "phone_opt_outs"
+    __table_args__ = (UniqueConstraint("number", "channel", name="uq_phone_opt_outs_number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(max_length=20)
+    channel: str = Field(max_length=10)
     reason: str = Field(max_length=40)
     source: str | None = Field(default=None, max_length=120)
     created_at: datetime = ts(nullable=False, default=True)

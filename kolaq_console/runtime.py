@@ -1,6 +1,6 @@
-"""The process-wide caches, in one place: settings, database engines, the email transport and
-the shared rate limiter. Each is made on first use (never at import time) and reused by every
-thread; `reset()` drops them all (the CLI's --config, tests).
+"""The process-wide caches, in one place: settings, database engines, the email and SMS
+transports and the shared rate limiters. Each is made on first use (never at import time) and
+reused by every thread; `reset()` drops them all (the CLI's --config, tests).
 
 Tasks, the CLI and the console reach storage through here; domain functions take a Session,
 Engine or Settings argument so they can be tested alone.
@@ -23,12 +23,14 @@ from kolaq_console.db import make_engine, session_scope
 if TYPE_CHECKING:
     from kolaq_console.emails.ratelimit import RateLimiter
     from kolaq_console.emails.transports import Transport
+    from kolaq_console.sms.transports import Transport as TextTransport
 
 _lock = threading.RLock()
 _settings: Settings | None = None
 _engines: dict[str, Engine] = {}
 _transports: dict[tuple, Transport] = {}
 _limiters: dict[tuple, RateLimiter] = {}
+_text_transports: dict[tuple, TextTransport] = {}
 
 
 def settings() -> Settings:
@@ -99,6 +101,41 @@ def limiter(s: Settings | None = None) -> RateLimiter:
         return made
 
 
+def _digest(secret) -> str | None:
+    return hashlib.sha256(secret.get_secret_value().encode()).hexdigest() if secret else None
+
+
+def sms_transport(s: Settings | None = None) -> TextTransport:
+    """The configured SMS/WhatsApp transport, one per configuration (and account) per
+    process."""
+    from kolaq_console.sms.transports import build_transport
+
+    s = s or settings()
+    m = s.sms
+    cache_key = (m.transport, m.outbox_dir, m.api_url, m.request_timeout, m.lookup_limit,
+                 _digest(s.secrets.twilio_account_sid), _digest(s.secrets.twilio_auth_token))
+    with _lock:
+        made = _text_transports.get(cache_key)
+        if made is None:
+            made = _text_transports[cache_key] = build_transport(s)
+        return made
+
+
+def sms_limiter(s: Settings | None = None) -> RateLimiter:
+    """The Twilio rate limiter shared by every worker ([sms] rate_limit_per_second)."""
+    from kolaq_console.emails.ratelimit import make_limiter
+
+    s = s or settings()
+    q = s.queue
+    rate = s.sms.rate_limit_per_second
+    cache_key = ("sms", q.backend, q.redis_url, q.sqlite_path, q.name, rate)
+    with _lock:
+        made = _limiters.get(cache_key)
+        if made is None:
+            made = _limiters[cache_key] = make_limiter(s, "sms", rate)
+        return made
+
+
 def dispose_engines() -> None:
     with _lock:
         for eng in _engines.values():
@@ -111,5 +148,6 @@ def reset() -> None:
     dispose_engines()
     with _lock:
         _transports.clear()
+        _text_transports.clear()
         _limiters.clear()
     configure(None)

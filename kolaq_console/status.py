@@ -16,7 +16,7 @@ from kolaq_console.db import UPGRADE_HINT, SchemaOutOfDate, StorageUnavailable
 from kolaq_console.inventory.lowstock import low_stock_products as inventory_low_stock
 from kolaq_console.jobs import failed as failed_jobs
 from kolaq_console.jobs import workers
-from kolaq_console.models import EmailOutbox
+from kolaq_console.models import EmailOutbox, TextMessage
 from kolaq_console.schema import require_current
 from kolaq_console.taskqueue import LOGICAL_QUEUES, QueueDepth, ping_queue, queue_depths
 
@@ -33,6 +33,7 @@ class Status:
     rejected_payloads: int | None = None  # of failed_jobs: queue payloads a worker refused
     low_stock: list[dict[str, Any]] | None = None
     outbox: dict[str, int] | None = None
+    messages: dict[str, int] | None = None  # SMS/WhatsApp rows by status
     storage: dict[str, str] = field(default_factory=lambda: {"database": "ok", "queue": "ok"})
     queue_backend: str = "sqlite"
 
@@ -47,6 +48,7 @@ class Status:
             "rejected_payloads": self.rejected_payloads,
             "low_stock": self.low_stock,
             "outbox": self.outbox,
+            "messages": self.messages,
             "storage": self.storage,
             "queue_backend": self.queue_backend,
         }
@@ -64,6 +66,19 @@ def outbox_counts(session: Session) -> dict[str, int]:
     rows = session.exec(select(bucket, func.count()).group_by(bucket)).all()
     counts = {"queued": 0, "sent": 0, "failed": 0}
     for status, n in rows:
+        if status in counts:
+            counts[status] += n
+    return counts
+
+
+def message_counts(session: Session) -> dict[str, int]:
+    """SMS/WhatsApp rows by status: queued (and sending), sent, failed (and cancelled), and
+    unknown (an operator must decide)."""
+    t = TextMessage
+    bucket = case((col(t.status) == "sending", "queued"), (col(t.status) == "cancelled", "failed"),
+                  else_=col(t.status))
+    counts = {"queued": 0, "sent": 0, "failed": 0, "unknown": 0}
+    for status, n in session.exec(select(bucket, func.count()).group_by(bucket)).all():
         if status in counts:
             counts[status] += n
     return counts
@@ -107,6 +122,7 @@ def collect(settings: Settings, engine: Engine, huey: Huey | None,
                 ("low_stock", lambda: low_stock_products(
                     session, settings.inventory.low_stock_threshold)),
                 ("outbox", lambda: outbox_counts(session)),
+                ("messages", lambda: message_counts(session)),
                 ("in_flight", lambda: in_flight_by_queue(session, settings.jobs.lease_seconds)),
             ):
                 try:

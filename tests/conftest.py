@@ -22,7 +22,7 @@ REDIS_TEST_URL = os.environ.get("KOLAQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 # Names a developer's shell may carry that would leak into tests.
 _FOREIGN_ENV = (
     "KOLAQ_", "RESEND_", "ADMIN_EMAIL", "SUPPORT_EMAIL", "REDIS_URL", "REDIS_HOST", "REDIS_PORT",
-    "PAYSTACK_", "STRIPE_",
+    "PAYSTACK_", "STRIPE_", "TWILIO_",
 )
 for _name in list(os.environ):
     if _name.startswith(_FOREIGN_ENV) and not _name.startswith("KOLAQ_TEST_"):

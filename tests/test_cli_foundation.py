@@ -47,8 +47,8 @@ def test_demo_stock_matches_its_event_log_and_some_products_are_low(engine, sett
     assert 3 <= len(low) <= 15
 
 
-STATUS_KEYS = {"queues", "failed_jobs", "low_stock", "outbox", "storage", "queue_backend",
-               "rejected_payloads"}
+STATUS_KEYS = {"queues", "failed_jobs", "low_stock", "outbox", "messages", "storage",
+               "queue_backend", "rejected_payloads"}
 
 
 def test_status_json_has_the_contract_keys_on_both_backends(queue_backend, database_url,
@@ -64,6 +64,7 @@ def test_status_json_has_the_contract_keys_on_both_backends(queue_backend, datab
     for depth in doc["queues"].values():
         assert set(depth) == {"pending", "scheduled", "in_flight"}
     assert set(doc["outbox"]) == {"queued", "sent", "failed"}
+    assert set(doc["messages"]) == {"queued", "sent", "failed", "unknown"}
     assert doc["storage"] == {"database": "ok", "queue": "ok"}
     assert doc["queue_backend"] == queue_backend
     assert isinstance(doc["failed_jobs"], int)

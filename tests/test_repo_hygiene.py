@@ -12,6 +12,7 @@ KEY_SHAPES = re.compile(
     r"|\bre_[A-Za-z0-9_]{20,}"  # anything longer that starts like a Resend key
     r"|\b[sr]k_live_[A-Za-z0-9]{10,}|\bsk_test_[A-Za-z0-9]{20,}"  # Stripe / Paystack
     r"|\bwhsec_[A-Za-z0-9+/=]{24,}"  # Svix / Resend webhook secrets
+    r"|\b(?:AC|SK)[0-9a-f]{32}\b"  # Twilio account SIDs and API keys
 )
 
 

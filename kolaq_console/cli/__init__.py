@@ -19,7 +19,18 @@ from pathlib import Path
 
 import typer
 
-from kolaq_console.cli import db, demo, email, inventory, jobs, orders, status, webhooks, worker
+from kolaq_console.cli import (
+    db,
+    demo,
+    email,
+    inventory,
+    jobs,
+    orders,
+    sms,
+    status,
+    webhooks,
+    worker,
+)
 from kolaq_console.cli.common import err
 from kolaq_console.errors import KolaqError
 
@@ -62,6 +73,7 @@ app.add_typer(inventory.app, name="inventory")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(orders.app, name="orders")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(sms.app, name="sms")
 app.command("demo")(demo.demo)
 app.command("status")(status.status)
 app.command("worker")(worker.worker)

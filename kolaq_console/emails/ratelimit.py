@@ -336,9 +336,10 @@ return result
 class RedisRateLimiter:
     """State in one Redis hash, changed only by one atomic Lua script."""
 
-    def __init__(self, client, name: str, rate_per_second: float) -> None:
+    def __init__(self, client, name: str, rate_per_second: float,
+                 provider: str = "email") -> None:
         self.client = client
-        self.key = f"kolaq.ratelimit.{name}.email"
+        self.key = f"kolaq.ratelimit.{name}.{provider}"
         self.base_interval = interval_for(rate_per_second)
         self.blocks = SharedBlocks(self._blocked) if rate_per_second <= 0 else None
         self._script = client.register_script(_REDIS_SCRIPT)
@@ -387,13 +388,16 @@ class RedisRateLimiter:
         }
 
 
-def make_limiter(settings: Settings) -> RateLimiter:
-    """The limiter in this deployment's queue storage (one per process is enough)."""
-    rate = settings.email.rate_limit_per_second
+def make_limiter(settings: Settings, provider: str = "email",
+                 rate: float | None = None) -> RateLimiter:
+    """The limiter of `provider` ("email": Resend at [email] rate_limit_per_second; "sms":
+    Twilio at `rate`) in this deployment's queue storage (one per process is enough)."""
+    rate = settings.email.rate_limit_per_second if rate is None else rate
     q = settings.queue
     if q.backend == "redis":
         import redis
 
         client = redis.Redis.from_url(q.redis_url, socket_timeout=10, socket_connect_timeout=5)
-        return RedisRateLimiter(client, q.name, rate)
-    return SqliteRateLimiter(q.sqlite_path, q.name, rate)
+        return RedisRateLimiter(client, q.name, rate, provider)
+    name = q.name if provider == "email" else f"{q.name}.{provider}"
+    return SqliteRateLimiter(q.sqlite_path, name, rate)

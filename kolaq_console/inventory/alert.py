@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 KIND = "low_stock"
 _PENDING = "kolaq.inventory.enqueue_after_commit"
+_PENDING_TEXTS = "kolaq.inventory.enqueue_texts_after_commit"
 
 
 def email_context(products: Sequence[Any], *, follow_up: bool = False,
@@ -50,25 +51,62 @@ def send_low_stock_alert(session: Session, settings: Settings, products: Sequenc
     )
     assert row.id is not None
     _enqueue_after_commit(session, row.id)
+    if to is None:  # the admin's alert (not a copy sent elsewhere): by text too if configured
+        _queue_admin_texts(session, settings, products, idempotency_key)
     return row.id
 
 
-def _enqueue_after_commit(session: Session, outbox_id: int) -> None:
-    pending = session.info.setdefault(_PENDING, [])
-    if not pending:
+def _queue_admin_texts(session: Session, settings: Settings, products: Sequence[Any],
+                       idempotency_key: str) -> None:
+    """The same alert by SMS/WhatsApp to [sms] admin_phone when [notifications] low_stock
+    lists those channels; one that cannot be sent (no number, no template) is logged and
+    skipped: the email still goes."""
+    from kolaq_console.errors import UserError
+    from kolaq_console.sms import outbox as texts
+
+    context = {"products": [{"sku": p.sku, "stock": p.stock, "threshold": p.threshold}
+                            for p in products]}
+    for channel in settings.notifications.channels(KIND):
+        if channel == "email":
+            continue
+        try:
+            draft = texts.build_message(session, settings, KIND, channel=channel,
+                                        context=context,
+                                        idempotency_key=f"{channel}/{idempotency_key}")
+        except UserError as exc:
+            log.warning("low-stock alert by %s not queued: %s", channel, exc)
+            continue
+        queued = texts.store(session, settings, draft)
+        if queued.created:
+            session.info.setdefault(_PENDING_TEXTS, []).append(queued.row.id)
+            _enqueue_after_commit(session, None)
+
+
+def _enqueue_after_commit(session: Session, outbox_id: int | None) -> None:
+    if not session.info.get(_PENDING + ".listening"):
+        session.info[_PENDING + ".listening"] = True
         event.listen(session, "after_commit", _after_commit, once=True)
         event.listen(session, "after_rollback", _after_rollback, once=True)
-    pending.append(outbox_id)
+    if outbox_id is not None:
+        session.info.setdefault(_PENDING, []).append(outbox_id)
 
 
 def _after_commit(session: Session) -> None:
+    session.info.pop(_PENDING + ".listening", None)
     for outbox_id in session.info.pop(_PENDING, []):
         try:
             enqueue_send(outbox_id)
         except Exception:  # the row is committed; the outbox sweeper will send it
             log.exception("could not enqueue outbox row %s; the sweeper will pick it up",
                           outbox_id)
+    text_ids = session.info.pop(_PENDING_TEXTS, [])
+    if text_ids:
+        from kolaq_console.sms.outbox import enqueue_after_commit
+
+        enqueue_after_commit(text_ids)
 
 
 def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING + ".listening", None)
     session.info.pop(_PENDING, None)
+    session.info.pop(_PENDING_TEXTS, None)

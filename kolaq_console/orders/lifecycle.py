@@ -61,12 +61,14 @@ class Change:
     new: str
     changed: bool
     emails: list[int] = field(default_factory=list)  # outbox rows to enqueue after commit
+    texts: list[int] = field(default_factory=list)  # SMS/WhatsApp rows (enqueued on commit)
     stock_events: int = 0
 
     def describe(self) -> str:
         if not self.changed:
             return f"order {self.order.number} is already {self.new}; nothing changed"
         sent = f", {len(self.emails)} email(s) queued" if self.emails else ""
+        sent += f", {len(self.texts)} text message(s) queued" if self.texts else ""
         return f"order {self.order.number}: {self.old} -> {self.new}{sent}"
 
 
@@ -172,11 +174,19 @@ def change_status(
     kind = CUSTOMER_EMAIL.get(new)
     if kind:
         customer = session.get(Customer, order.customer_id)
-        if customer is not None:
+        if customer is not None and "email" in settings.notifications.channels(kind):
             queued = notify.queue_order_email(session, settings, kind, order.number,
                                               to=customer.email, actor=actor)
             if queued.created and queued.row_id is not None:
                 change.emails.append(queued.row_id)
+        # ...and by SMS / WhatsApp where [notifications] says so and the customer allowed it;
+        # their send jobs are enqueued when this transaction commits.
+        from kolaq_console.sms import notify as texts
+        from kolaq_console.sms.outbox import enqueue_when_committed
+
+        change.texts = texts.queue_order_texts(session, settings, kind, order, customer,
+                                               actor=actor)
+        enqueue_when_committed(session, change.texts)
     return change
 
 

@@ -28,12 +28,14 @@ from kolaq_console.ui.screens.base import KolaqScreen, LiveScreen
 from kolaq_console.ui.screens.emails import EmailsScreen
 from kolaq_console.ui.screens.failed_jobs import FailedJobsScreen
 from kolaq_console.ui.screens.inventory import InventoryScreen
+from kolaq_console.ui.screens.messages import MessagesScreen
 from kolaq_console.ui.screens.orders import OrdersScreen
 from kolaq_console.ui.screens.overview import OverviewScreen
 from kolaq_console.ui.screens.webhooks import WebhooksScreen
 
 GLOBAL_KEYS = [
     ("1-4 6 7", "overview, failed jobs, inventory, emails, orders, webhooks"),
+    ("9", "SMS and WhatsApp messages"),
     ("?", "this help"),
     ("/", "filter the list (Esc clears it)"),
     ("Esc", "back, close, clear"),
@@ -55,6 +57,7 @@ class KolaqConsole(App[None]):
         "emails": EmailsScreen,
         "orders": OrdersScreen,
         "webhooks": WebhooksScreen,
+        "messages": MessagesScreen,
     }
     DEFAULT_MODE = "overview"
     BINDINGS = [
@@ -65,6 +68,7 @@ class KolaqConsole(App[None]):
         Binding("5", "go('broadcast')", "Broadcast", show=False),
         Binding("6", "go('orders')", "Orders", show=False),
         Binding("7", "go('webhooks')", "Webhooks", show=False),
+        Binding("9", "go('messages')", "Messages", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("p", "toggle_pause", "Pause", show=False),
         Binding("w", "toggle_worker", "Worker", show=False),

@@ -138,3 +138,15 @@ class WebhookReplayed(ScreenMessage):
     def __init__(self, row_id: int) -> None:
         super().__init__()
         self.row_id = row_id
+
+
+class TextsLoaded(DataLoaded):
+    """Recent SMS/WhatsApp messages (summaries) matching the screen's filter."""
+
+
+class TextActed(ScreenMessage):
+    """An operator's action on a message finished: `what` says what it did, in one line."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what

@@ -127,6 +127,30 @@ class Receiver:
         return JSONResponse({"status": "accepted" if stored.created else "duplicate",
                              "id": stored.id})
 
+    async def twilio(self, request: Request) -> Response:
+        """Twilio's status callbacks and inbound messages (STOP/START), form-encoded and
+        signed with X-Twilio-Signature over the URL Twilio called: [shop] public_url + path +
+        query (kolaq_console.sms.webhook)."""
+        from urllib.parse import parse_qsl
+
+        from kolaq_console.sms import webhook as twilio
+
+        _state(request, provider="twilio")
+        try:
+            body = await read_body(request, self.settings.webhooks.max_body_bytes)
+        except TooLarge:
+            return Response("body too large", 413)
+        form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        query = request.url.query
+        url = self.settings.shop.public_url.rstrip("/") + request.url.path + (
+            f"?{query}" if query else "")
+        answer = await run_in_threadpool(
+            twilio.handle, self.engine, self.settings, url=url, form=form,
+            signature=request.headers.get("x-twilio-signature"))
+        if answer.status >= 400:
+            _state(request, reason=answer.body[:120])
+        return Response(answer.body, answer.status, media_type=answer.content_type)
+
     async def unsubscribe_page(self, request: Request) -> Response:
         from kolaq_console import consent
 
@@ -240,6 +264,7 @@ def make_app(settings: Settings, engine: Engine, *,
         engine.dispose()
 
     routes = [
+        Route("/webhooks/twilio", receiver.twilio, methods=["POST"]),
         Route("/webhooks/{provider}", receiver.webhook, methods=["POST"]),
         Route("/unsubscribe/{token}", receiver.unsubscribe_page, methods=["GET"]),
         Route("/unsubscribe/{token}", receiver.unsubscribe, methods=["POST"]),
