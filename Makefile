@@ -26,7 +26,8 @@ console: install
 test: install-test
 	scripts/ensure-services
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -n auto
 
 bench: install-test
 	scripts/ensure-services

@@ -4,7 +4,9 @@ Both sides run on the same Redis, each consumed by ONE worker process with the s
 threads and the same poll settings (taken from [queue]), started once and alternated round by
 round (A B, B A, ...) so the machine's noise falls on both:
 - emails: `kolaq-console worker -w N` sends through the real resend SDK to the local stand-in
-  (no rate limit) and marks each outbox row sent;
+  and marks each outbox row sent. The client-side rate limit is FORCED OFF
+  (KOLAQ_EMAIL__RATE_LIMIT_PER_SECOND=0, whatever config.toml says; --rate-limit R puts one
+  back), so this measures the pipeline, not the provider's quota (the stand-in has none);
 - no-op: `huey_consumer` running a task that only records its completion time in Redis.
 
 Each round measures two things per side:
@@ -20,6 +22,9 @@ time goes on a machine whose cores all these processes share.
 
     PYTHONPATH=$PWD .venv/bin/python bench/emails.py [--quick] [--emails N] [--rounds R]
         [--workers N] [--postgres | --database-url URL] [--rate-limit R]
+
+Longer than ~400 lines: a benchmark run as one file (`python bench/emails.py`), its worker
+processes and measuring together.
 """
 
 from __future__ import annotations
@@ -441,8 +446,12 @@ def main() -> int:
         }
         settings = load_settings(environ=env)
         database = "PostgreSQL" if db_url.startswith("postgres") else "SQLite"
+        configured = load_settings(environ={**os.environ, "KOLAQ_CONFIG": env["KOLAQ_CONFIG"]}
+                                   ).email.rate_limit_per_second
         print(f"bench/emails.py: Redis {args.redis_url}, {database}, 1 worker process x "
-              f"{args.workers} threads per side, rate limit {args.rate_limit or 'none'}, "
+              f"{args.workers} threads per side, rate limit "
+              f"{args.rate_limit + '/s' if args.rate_limit != '0' else 'FORCED OFF'} "
+              f"(config.toml has {configured}/s), "
               f"{args.rounds} round(s) of {args.noops} no-ops / {args.emails} emails",
               flush=True)
         print(f"machine now: {machine_probe(redis.Redis.from_url(args.redis_url))}", flush=True)

@@ -42,7 +42,8 @@ from kolaq_console.runtime import dispose_engines
 from kolaq_console.schema import upgrade
 from kolaq_console.taskqueue import make_huey, priority_for
 
-REDIS_URL = os.environ.get("KOLAQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+# db 10: the test suite uses db 9, and a bench must never touch its keys
+REDIS_URL = os.environ.get("KOLAQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
 PG_ADMIN = os.environ.get("KOLAQ_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 WORKERS = 4
 
@@ -97,8 +98,9 @@ def bench_settings(tmp: Path, db_url: str, backend: str, name: str):
 # --- 1. throughput ---------------------------------------------------------------------------
 
 
-def drain(settings, n: int, ledger: bool) -> float:
-    """Jobs/s for one consumer draining `n` pre-enqueued no-op jobs."""
+def drain(settings, n: int, ledger: bool) -> tuple[float, float]:
+    """(jobs/s, CPU seconds per job of this process: consumer threads, and on SQLite the
+    databases too) for one consumer draining `n` pre-enqueued no-op jobs."""
     huey = make_huey(settings)
     done = itertools.count()
     finished = threading.Event()
@@ -117,13 +119,15 @@ def drain(settings, n: int, ledger: bool) -> float:
             huey.storage.enqueue(data, task.priority)
         consumer = huey.create_consumer(workers=WORKERS, periodic=False)
         consumer._set_signal_handlers = lambda: None  # the benchmark keeps Ctrl-C
+        cpu = time.process_time()
         start = time.perf_counter()
         consumer.start()
         if not finished.wait(300):
             raise RuntimeError("the queue did not drain in 300 s")
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         consumer.stop(graceful=True)
-        return n / elapsed
+        return n / elapsed, cpu / n
     finally:
         huey.flush()
 
@@ -142,22 +146,27 @@ def throughput(rounds: int, n: int, tmp: Path) -> list[str]:
                 continue
             upgrade(make_engine(db_url))
             results: dict[bool, list[float]] = {False: [], True: []}
+            cpus: dict[bool, list[float]] = {False: [], True: []}
             drain(bench_settings(tmp, db_url, backend, f"bench-warm-{uuid.uuid4().hex[:6]}"),
                   min(n, 500), True)  # warm-up: imports, connections, tables
             for r in range(rounds):
                 order = (False, True) if r % 2 == 0 else (True, False)
                 for ledger in order:
                     name = f"bench-{uuid.uuid4().hex[:8]}"
-                    results[ledger].append(drain(bench_settings(tmp, db_url, backend, name),
-                                                 n, ledger))
+                    rate, cpu = drain(bench_settings(tmp, db_url, backend, name), n, ledger)
+                    results[ledger].append(rate)
+                    cpus[ledger].append(cpu)
             raw, led = statistics.median(results[False]), statistics.median(results[True])
             # Each round ran both back to back: the median of per-round ratios cancels drift
             # in the machine's load better than the ratio of medians.
             paired = statistics.median(
                 b / a for a, b in zip(results[False], results[True], strict=True))
-            line = (f"{backend} queue + {database} db: raw {raw:,.0f} jobs/s, "
-                    f"ledger {led:,.0f} jobs/s, ratio {led / raw:.2f} "
-                    f"(paired rounds {paired:.2f})")
+            raw_cpu = statistics.median(cpus[False]) * 1e6
+            led_cpu = statistics.median(cpus[True]) * 1e6
+            line = (f"{backend} queue + {database} db: raw {raw:,.0f} jobs/s "
+                    f"({raw_cpu:.0f} µs CPU/job), ledger {led:,.0f} jobs/s ({led_cpu:.0f} µs "
+                    f"CPU/job), ratio {led / raw:.2f} (paired rounds {paired:.2f}; by CPU "
+                    f"{raw_cpu / led_cpu:.2f})")
             print("  " + line)
             print("    raw runs:    " + ", ".join(f"{x:,.0f}" for x in results[False]))
             print("    ledger runs: " + ", ".join(f"{x:,.0f}" for x in results[True]))
@@ -212,13 +221,17 @@ def fill_failed(engine, rows: int) -> None:
             conn.execute(insert(FailedJob.__table__), batch)
 
 
-def time_ms(fn, repeat: int) -> float:
-    samples = []
+def time_ms(fn, repeat: int) -> str:
+    """'W ms (CPU C ms)': the median wall time of `fn` and the median CPU of this process (on
+    PostgreSQL the server's share is not in it)."""
+    walls, cpus = [], []
     for _ in range(repeat):
+        cpu = time.process_time()
         start = time.perf_counter()
         fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+        walls.append((time.perf_counter() - start) * 1000)
+        cpus.append((time.process_time() - cpu) * 1000)
+    return f"{statistics.median(walls):.1f} ms (CPU {statistics.median(cpus):.1f})"
 
 
 def failed_list(rows: int, repeat: int, tmp: Path) -> list[str]:
@@ -251,8 +264,8 @@ def failed_list(rows: int, repeat: int, tmp: Path) -> list[str]:
             deep = time_ms(page(before=rows // 2), repeat)
             by_queue = time_ms(page(JobFilter(queue="webhooks")), repeat)
             by_error = time_ms(page(JobFilter(error="request 9")), repeat)
-            line = (f"{database}: first page {first:.1f} ms, a page mid-way {deep:.1f} ms, "
-                    f"filtered by queue {by_queue:.1f} ms, by error text {by_error:.1f} ms "
+            line = (f"{database}: first page {first}, a page mid-way {deep}, "
+                    f"filtered by queue {by_queue}, by error text {by_error} "
                     f"(filled in {fill_s:.0f} s)")
             print("  " + line)
             summary.append(line)
@@ -264,9 +277,8 @@ def failed_list(rows: int, repeat: int, tmp: Path) -> list[str]:
                 by_queue = time_ms(page(JobFilter(queue="webhooks")), repeat)
                 with Session(engine) as s:
                     exact = time_ms(lambda s=s: count_failed(s, JobFilter()), repeat)
-                line = (f"{database} after VACUUM: first page {first:.1f} ms, filtered by "
-                        f"queue {by_queue:.1f} ms; exact count of open rows (status) "
-                        f"{exact:.1f} ms")
+                line = (f"{database} after VACUUM: first page {first}, filtered by "
+                        f"queue {by_queue}; exact count of open rows (status) {exact}")
                 print("  " + line)
                 summary.append(line)
             engine.dispose()

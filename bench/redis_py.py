@@ -27,6 +27,9 @@ deleted afterwards (never FLUSHDB/FLUSHALL). The tables show medians over the ro
 the fastest release in each column, spread (max-min)/median), the best of R, the client's user
 and system CPU per task, and function calls per task (cProfile over 300 tasks: deterministic,
 so it still ranks releases when a shared machine makes wall-clock numbers noisy).
+
+Longer than ~400 lines: a benchmark run as one file that builds its own venvs and measuring
+processes.
 """
 
 from __future__ import annotations

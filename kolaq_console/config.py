@@ -1,6 +1,9 @@
 """Typed settings: packaged defaults < config.toml < KOLAQ_<SECTION>__<KEY> < the seed's names.
 
 Secrets never come from the file: they are read from the environment only (see `Secrets`).
+
+Longer than ~400 lines on purpose: every setting with its type, default, check and docstring
+in one schema, so the settings reference is one file.
 """
 
 from __future__ import annotations

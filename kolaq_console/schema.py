@@ -1,13 +1,19 @@
-"""Schema versioning with Alembic: upgrade, and refuse to run on an out-of-date database."""
+"""Schema versioning with Alembic: upgrade, and refuse to run on an out-of-date database.
+
+Checking the revision does not import Alembic: every command checks it before it starts, and
+importing Alembic and loading the migration scripts costs more than the rest of `status`. The
+head is read from the scripts' `revision`/`down_revision` lines (tests/test_schema.py proves it
+is Alembic's head), the database's revision from its alembic_version table. Alembic runs the
+upgrades.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
 from kolaq_console.db import (
@@ -18,11 +24,18 @@ from kolaq_console.db import (
     ping,
 )
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 __all__ = ["UPGRADE_HINT", "current_revision", "head_revision", "require_current", "upgrade"]
+_ASSIGNED = re.compile(r"^(down_revision|revision)\b[^=\n]*=(.*)$", re.M)
+_QUOTED = re.compile(r"""['"]([^'"]+)['"]""")
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     if engine is not None:
@@ -31,14 +44,28 @@ def alembic_config(engine: Engine | None = None) -> Config:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None, "no migrations shipped"
-    return head
+    """The one revision no migration script names as its down_revision."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        for name, value in _ASSIGNED.findall(script.read_text(encoding="utf-8")):
+            found = _QUOTED.findall(value)
+            (revisions.update if name == "revision" else parents.update)(found)
+    heads = sorted(revisions - parents)
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations must have one head, they have {heads or 'none'}")
+    return heads[0]
 
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(versions) > 1:
+        raise SchemaOutOfDate(f"database {describe(str(engine.url))} has several schema "
+                              f"revisions ({', '.join(sorted(versions))}): {UPGRADE_HINT}")
+    return versions[0] if versions else None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
@@ -47,6 +74,8 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     create_sqlite_file(engine)
     ping(engine)
     before = current_revision(engine)
+    from alembic import command
+
     cfg = alembic_config(engine)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn

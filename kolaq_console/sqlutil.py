@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
@@ -44,6 +43,23 @@ def write_session(engine: Engine, *, derived: bool = False) -> Iterator[Session]
             raise
 
 
+def upsert_insert(dialect: str | Engine | Connection | Session, table: Any) -> Any:
+    """`INSERT INTO table` in the form that has `.on_conflict_do_nothing()`,
+    `.on_conflict_do_update()` and `.excluded`: PostgreSQL's or SQLite's, the two dialects we
+    run on (the one place that chooses; both render the same ON CONFLICT clause). `dialect` is
+    a dialect name or anything bound to one."""
+    name = dialect if isinstance(dialect, str) else _bind(dialect).dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def _bind(bind: Engine | Connection | Session) -> Engine | Connection:
+    return bind.get_bind() if isinstance(bind, Session) else bind
+
+
 def begin_write(session: Session) -> Connection:
     """Make the session's transaction a writer from here on, as `write_session` does: on SQLite
     BEGIN IMMEDIATE (unless the driver already began one), so reads that precede its writes
@@ -59,18 +75,14 @@ def insert_or_ignore(conn: Connection | Session, table: Table, values: Mapping[s
 
     Unlike catching IntegrityError, this leaves a PostgreSQL transaction usable.
     """
-    dialect = (conn.get_bind() if isinstance(conn, Session) else conn).dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
     key = next(iter(table.primary_key.columns))
     # RETURNING rather than rowcount: psycopg reports -1 for a single-row INSERT here.
-    stmt = module.insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    stmt = upsert_insert(conn, table).values(**values).on_conflict_do_nothing().returning(key)
     return conn.execute(stmt).first() is not None
 
 
 def is_postgres(bind: Engine | Connection | Session) -> bool:
-    if isinstance(bind, Session):
-        bind = bind.get_bind()
-    return bind.dialect.name == "postgresql"
+    return _bind(bind).dialect.name == "postgresql"
 
 
 class rarely(ColumnElement[bool]):

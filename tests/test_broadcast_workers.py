@@ -98,7 +98,8 @@ def test_broadcast_send_yes_follows_250_recipients_to_the_end_in_3_requests_at_2
         assert result.returncode == 0, result.stderr
         assert "250 recipient(s)" in result.stdout
         assert "done: 250 sent, 0 failed, 0 skipped" in result.stdout
-        assert [r.emails for r in stub.requests] == [100, 100, 50]
+        # batches formed ahead may reach the provider in any order
+        assert sorted(r.emails for r in stub.requests) == [50, 100, 100]
         assert stub.max_requests_in_any_second() <= 2
         assert Counter(d.to[0] for d in stub.deliveries) == Counter(people)
     with Session(sqlite_engine) as s:

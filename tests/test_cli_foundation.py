@@ -1,10 +1,10 @@
-"""CLI: db upgrade, demo, status --json and worker start-up, as real processes."""
+"""CLI: db upgrade, demo, status --json and worker start-up, in-process (`cli_run`); real
+processes only where the process is what is tested (test_cli_startup.py)."""
 
 from __future__ import annotations
 
 import json
 
-from helpers import run_cli
 from sqlalchemy import func
 from sqlmodel import Session, select
 
@@ -52,13 +52,13 @@ STATUS_KEYS = {"queues", "failed_jobs", "low_stock", "outbox", "messages", "stor
 
 
 def test_status_json_has_the_contract_keys_on_both_backends(queue_backend, database_url,
-                                                            kolaq_env):
-    assert run_cli(kolaq_env, "db", "upgrade").returncode == 0
-    demo = run_cli(kolaq_env, "demo")
-    assert demo.returncode == 0, demo.stderr
-    result = run_cli(kolaq_env, "status", "--json")
-    assert result.returncode == 0, result.stderr
-    doc = json.loads(result.stdout)
+                                                            cli_run):
+    assert cli_run("db", "upgrade")[0] == 0
+    code, _, err = cli_run("demo")
+    assert code == 0, err
+    code, out, err = cli_run("status", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
     assert set(doc) == STATUS_KEYS
     assert set(doc["queues"]) == {"emails", "inventory", "webhooks"}
     for depth in doc["queues"].values():
@@ -71,44 +71,45 @@ def test_status_json_has_the_contract_keys_on_both_backends(queue_backend, datab
     assert doc["low_stock"] and set(doc["low_stock"][0]) == {"sku", "name", "stock", "threshold"}
 
 
-def test_status_exits_1_with_the_reason_when_redis_is_down(kolaq_env):
-    env = {**kolaq_env, "KOLAQ_QUEUE__BACKEND": "redis", "REDIS_URL": "redis://127.0.0.1:1/0"}
-    assert run_cli(env, "db", "upgrade").returncode == 0
-    result = run_cli(env, "status", "--json")
-    assert result.returncode == 1
-    doc = json.loads(result.stdout)  # still one JSON document for machines
+def test_status_exits_1_with_the_reason_when_redis_is_down(cli_run):
+    env = {"KOLAQ_QUEUE__BACKEND": "redis", "REDIS_URL": "redis://127.0.0.1:1/0"}
+    assert cli_run("db", "upgrade", env=env)[0] == 0
+    code, out, err = cli_run("status", "--json", env=env)
+    assert code == 1
+    doc = json.loads(out)  # still one JSON document for machines
     assert doc["storage"]["database"] == "ok"
     assert "127.0.0.1:1" in doc["storage"]["queue"]
-    last = result.stderr.strip().splitlines()[-1]
+    last = err.strip().splitlines()[-1]
     assert last.startswith("kolaq-console: queue storage redis://127.0.0.1:1")
 
 
-def test_status_exits_1_when_the_database_is_unreachable(kolaq_env):
-    env = {**kolaq_env, "KOLAQ_DATABASE__URL": "postgresql://nobody@127.0.0.1:1/none"}
-    result = run_cli(env, "status")
-    assert result.returncode == 1
-    assert "database postgresql+psycopg://nobody@127.0.0.1:1/none" in result.stderr
+def test_status_exits_1_when_the_database_is_unreachable(cli_run):
+    code, _, err = cli_run(
+        "status", env={"KOLAQ_DATABASE__URL": "postgresql://nobody@127.0.0.1:1/none"})
+    assert code == 1
+    assert "database postgresql+psycopg://nobody@127.0.0.1:1/none" in err
 
 
-def test_worker_refuses_an_out_of_date_schema_naming_the_fix(kolaq_env):
-    result = run_cli(kolaq_env, "worker")
-    assert result.returncode == 1
-    assert result.stderr.strip().endswith("run `kolaq-console db upgrade`")
-    assert "Traceback" not in result.stderr
+def test_worker_refuses_an_out_of_date_schema_naming_the_fix(cli_run):
+    code, _, err = cli_run("worker")
+    assert code == 1
+    assert err.strip().endswith("run `kolaq-console db upgrade`")
+    assert "Traceback" not in err
 
 
-def test_a_config_typo_is_one_line_on_stderr(kolaq_env, tmp_path):
+def test_a_config_typo_is_one_line_on_stderr(cli_run, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[queue]\nbakend = "redis"\n')
-    result = run_cli({**kolaq_env, "KOLAQ_CONFIG": str(bad)}, "status")
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
+    code, _, err = cli_run("status", env={"KOLAQ_CONFIG": str(bad)})
+    assert code == 1
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and "[queue] bakend: unknown setting" in lines[0]
 
 
-def test_every_command_has_help(kolaq_env):
+def test_every_command_has_help(cli_run):
     for args in (["--help"], ["db", "--help"], ["db", "upgrade", "--help"], ["demo", "--help"],
-                 ["status", "--help"], ["worker", "--help"]):
-        result = run_cli(kolaq_env, *args)
-        assert result.returncode == 0, args
-        assert "Usage" in result.stdout
+                 ["status", "--help"], ["worker", "--help"], ["email", "--help"],
+                 ["inventory", "--help"], ["jobs", "--help"]):
+        code, out, _ = cli_run(*args)
+        assert code == 0, args
+        assert "Usage" in out

@@ -1,5 +1,8 @@
 """The job ledger in one process: Huey's own execute() path with the ledger installed, on
-SQLite and PostgreSQL. Consumers in real processes are in test_jobs_workers.py."""
+SQLite and PostgreSQL. Consumers in real processes are in test_jobs_workers.py.
+
+Longer than ~400 lines: the ledger's in-process behaviours and its CLI, sharing fixtures.
+"""
 
 from __future__ import annotations
 

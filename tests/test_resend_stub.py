@@ -1,4 +1,7 @@
-"""The Resend stand-in is strict in the ways production is, proven through the real SDK."""
+"""The Resend stand-in is strict in the ways production is, proven through the real SDK.
+
+Longer than ~400 lines: the stand-in's whole contract, one behaviour per test.
+"""
 
 from __future__ import annotations
 

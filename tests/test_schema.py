@@ -100,3 +100,19 @@ def test_a_postgres_connection_killed_while_idle_in_the_pool_is_replaced_unnotic
             assert conn.execute(text("select pg_backend_pid()")).scalar() != pid
     finally:
         engine.dispose()
+
+
+def test_the_revisions_read_without_alembic_are_alembics(database_url):
+    """schema.py reads the head from the scripts and the database's revision from its table
+    (start-up cost); Alembic must agree on both."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from kolaq_console.schema import alembic_config
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    engine = make_engine(database_url)
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert current_revision(engine) == MigrationContext.configure(conn).get_current_revision()
+    engine.dispose()

@@ -1,6 +1,8 @@
 """The webhook receiver over real HTTP (uvicorn on a free port), on SQLite and PostgreSQL:
 signatures on the raw body, the inbox committed before the 200, duplicates, limits, and what
-each event does once it is processed (the job the server enqueued, run here)."""
+each event does once it is processed (the job the server enqueued, run here).
+
+Longer than ~400 lines: 25 behaviours of one receiver sharing its server and signing fixtures."""
 
 from __future__ import annotations
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from kolaq_console import runtime
 from kolaq_console.cli.common import huey, ready_engine
 from kolaq_console.db import StorageUnavailable
 from kolaq_console.status import reading_queue
 
 
 def run_console(with_worker: bool, read_only: bool) -> None:
+    from kolaq_console import runtime
+
     ready_engine()
     from kolaq_console.ui.app import make_app
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kolaq_console import runtime, schema
 from kolaq_console.cli.common import out
-from kolaq_console.db import describe, ping
 
 app = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -15,6 +13,9 @@ app = typer.Typer(help="Database schema.", no_args_is_help=True)
 def upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Create or upgrade the database schema, and the SQLite queue's file (safe to run at every
     deploy). The only command that creates storage: read-only ones never do."""
+    from kolaq_console import runtime, schema
+    from kolaq_console.db import describe
+
     engine = runtime.engine()
     before, after = schema.upgrade(engine, revision)
     where = describe(str(engine.url))
@@ -33,6 +34,9 @@ def upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> 
 @app.command("current")
 def current() -> None:
     """Print the schema revision of the database and the one this version needs."""
+    from kolaq_console import runtime, schema
+    from kolaq_console.db import ping
+
     engine = runtime.engine()
     ping(engine)  # one line, and no file created, when there is no database
     current_rev = schema.current_revision(engine) or "empty"

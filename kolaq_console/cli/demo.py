@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
 from kolaq_console.cli.common import err, out, ready_engine
-from kolaq_console.demo import load_demo
 
 
 def demo() -> None:
     """Load a believable demo shop (idempotent: a second run changes nothing)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from kolaq_console.demo import load_demo
+
     engine = ready_engine()
     with Progress(
         TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(),

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
-from sqlmodel import Session
 
-from kolaq_console import runtime
 from kolaq_console.cli.common import huey, out, print_json, ready_engine
-from kolaq_console.emails import KINDS, EmailRequest, compose, outbox
 from kolaq_console.errors import NotFound, UserError
-from kolaq_console.models import EmailOutbox
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from kolaq_console.models import EmailOutbox
 
 app = typer.Typer(help="Email outbox: queue, list, show, preview, resend.", no_args_is_help=True)
 
-KIND_HELP = "One of: " + ", ".join(KINDS) + "."
+# The kinds are not listed here: that would import the renderer (Jinja) for --help. An unknown
+# kind is refused with the list.
+KIND_HELP = "Email kind, e.g. order_confirmation, low_stock, generic."
 
 
 def _read_body(path: Path | None) -> str | None:
     """The --body-file's text; a file over [email] max_body_bytes is refused unread."""
     if path is None:
         return None
+    from kolaq_console import runtime
+    from kolaq_console.emails import outbox
+
     limit = runtime.settings().email.max_body_bytes
     try:
         size = path.stat().st_size
@@ -44,6 +50,7 @@ def _kind(kind: str) -> str:
 def _context(session: Session, kind: str) -> dict:
     if kind != "low_stock":
         return {}
+    from kolaq_console import runtime
     from kolaq_console.inventory.alert import email_context
     from kolaq_console.inventory.lowstock import low_stock_products
 
@@ -69,6 +76,11 @@ def queue_cmd(
     """Queue one email. The same logical email queued twice is sent once. `low_stock` is the
     low-stock alert: it lists the low products no alert listed today, and counts for the day
     (the 08:00 check then sends only follow-ups for products that fell low since)."""
+    from sqlmodel import Session
+
+    from kolaq_console import runtime
+    from kolaq_console.emails import EmailRequest, outbox
+
     kind = _kind(kind)
     if kind == "low_stock":
         _queue_low_stock(to, key, as_json)
@@ -93,7 +105,12 @@ def queue_cmd(
 
 
 def _queue_low_stock(to: str | None, key: str | None, as_json: bool) -> None:
+    from sqlmodel import Session
+
+    from kolaq_console import runtime
+    from kolaq_console.emails import outbox
     from kolaq_console.inventory.lowstock import send_alerts
+    from kolaq_console.models import EmailOutbox
 
     if key:
         raise UserError("--key is not taken for low_stock: alerts are keyed per shop day "
@@ -131,6 +148,11 @@ def list_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
     """Recent outbox rows, newest first."""
+    from rich.table import Table
+    from sqlmodel import Session
+
+    from kolaq_console.emails import outbox
+
     with Session(ready_engine()) as session:
         rows = outbox.list_emails(session, status=status, kind=kind, limit=limit)
         summaries = [outbox.row_summary(r) for r in rows]
@@ -150,6 +172,8 @@ def list_cmd(
 
 
 def _get(session: Session, row_id: int) -> EmailOutbox:
+    from kolaq_console.models import EmailOutbox
+
     row = session.get(EmailOutbox, row_id)
     if row is None:
         raise NotFound(f"email #{row_id} not found")
@@ -162,6 +186,10 @@ def show_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON document (with bodies)."),
 ) -> None:
     """One outbox row with its text part."""
+    from sqlmodel import Session
+
+    from kolaq_console.emails import outbox
+
     with Session(ready_engine()) as session:
         row = _get(session, row_id)
         summary = outbox.row_summary(row)
@@ -186,6 +214,11 @@ def preview_cmd(
     text: bool = typer.Option(False, "--text", help="Also print the plain-text part."),
 ) -> None:
     """Render an email without queueing it: HTML to --out, subject (and text) to stdout."""
+    from sqlmodel import Session
+
+    from kolaq_console import runtime
+    from kolaq_console.emails import EmailRequest, compose
+
     kind = _kind(kind)
     body = _read_body(body_file)
     with Session(ready_engine()) as session:
@@ -213,6 +246,11 @@ def resend_cmd(
 ) -> None:
     """Send an email again: a new outbox row with a new key, noted in the activity log. The
     original's open failed send jobs are closed (a retry of them would send a second copy)."""
+    from sqlmodel import Session
+
+    from kolaq_console import runtime
+    from kolaq_console.emails import outbox
+
     settings = runtime.settings()
     engine = ready_engine()
     huey()  # wire the queue (the send job is enqueued after commit); refuses before any write

@@ -5,19 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from sqlmodel import Session
 
-from kolaq_console import runtime
 from kolaq_console.cli.common import err, huey, out, print_json, ready_engine
 from kolaq_console.errors import UserError
-from kolaq_console.inventory import adjust as adjust_mod
-from kolaq_console.inventory.lowstock import low_stock_products, send_alerts
-from kolaq_console.inventory.reconcile import ReconcileResult, reconcile, reconcile_product
+
+if TYPE_CHECKING:
+    from kolaq_console.inventory.reconcile import ReconcileResult
 
 app = typer.Typer(
     help="Stock from the event log: reconcile, low stock, adjustments, history.",
@@ -34,6 +30,14 @@ def _progress(enabled: bool) -> Iterator[Any]:
     if not enabled:
         yield lambda _stage, _done, _total: None
         return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     with Progress(
         TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), console=err, transient=True,
@@ -51,10 +55,14 @@ def _progress(enabled: bool) -> Iterator[Any]:
 def _local(ts: datetime | None) -> str:
     if ts is None:
         return "-"
+    from kolaq_console import runtime
+
     return ts.astimezone(runtime.settings().shop.zone).strftime("%Y-%m-%d %H:%M")
 
 
 def _print_result(result: ReconcileResult) -> None:
+    from rich.table import Table
+
     s = result
     where = (f"events {s.checkpoint_from} -> {s.checkpoint_to}"
              if s.checkpoint_to is not None else "")
@@ -93,6 +101,9 @@ def reconcile_cmd(
 ) -> None:
     """Bring stored stock in line with the event log. Each run writes one activity-log entry
     listing the products it changed; drift no event explains gets an entry per product."""
+    from kolaq_console import runtime
+    from kolaq_console.inventory.reconcile import reconcile, reconcile_product
+
     engine = ready_engine()
     settings = runtime.settings()
     actor = settings.operator()
@@ -128,6 +139,12 @@ def low_stock_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
     """List active products at or below their threshold; with --send, alert the admin."""
+    from rich.table import Table
+    from sqlmodel import Session
+
+    from kolaq_console import runtime
+    from kolaq_console.inventory.lowstock import low_stock_products, send_alerts
+
     engine = ready_engine()
     settings = runtime.settings()
     with Session(engine) as session:
@@ -175,6 +192,9 @@ def adjust_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
     """Record a stock adjustment as an inventory event (stock itself is never edited)."""
+    from kolaq_console import runtime
+    from kolaq_console.inventory import adjust as adjust_mod
+
     value = adjust_mod.parse_delta(delta)
     if not reason or not reason.strip():
         raise UserError("--reason is required: say why the stock changed")
@@ -204,6 +224,12 @@ def history_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
     """A product's latest inventory events and activity-log entries."""
+    from rich.table import Table
+    from sqlmodel import Session
+
+    from kolaq_console import runtime
+    from kolaq_console.inventory import adjust as adjust_mod
+
     engine = ready_engine()
     with Session(engine) as session:
         h = adjust_mod.history(session, sku, limit)

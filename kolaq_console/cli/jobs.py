@@ -5,21 +5,18 @@ from __future__ import annotations
 import re
 import sys
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
-from sqlmodel import Session
 
-from kolaq_console import runtime
 from kolaq_console.cli import common
 from kolaq_console.cli.common import out, print_json, ready_engine
 from kolaq_console.errors import KolaqError, UserError
-from kolaq_console.jobs import failed as ledger
-from kolaq_console.jobs import stats as job_stats
-from kolaq_console.jobs import workers as job_workers
-from kolaq_console.models import utcnow
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from kolaq_console.jobs import failed as ledger
 
 app = typer.Typer(help="Failed jobs (list, show, retry, discard), workers, statistics.",
                   no_args_is_help=True)
@@ -41,6 +38,9 @@ def parse_when(value: str | None, option: str) -> datetime | None:
     """'30m', '2h', '1d' ago, or an ISO date/time (shop time when it names no zone)."""
     if value is None:
         return None
+    from kolaq_console import runtime
+    from kolaq_console.models import utcnow
+
     match = _AGO.match(value)
     if match:
         return utcnow() - timedelta(**{_UNITS[match[2]]: float(match[1])})
@@ -58,7 +58,9 @@ def parse_when(value: str | None, option: str) -> datetime | None:
 
 def _filter(queue: str | None, task: str | None, error: str | None, since: str | None,
             until: str | None, status: str = "open") -> ledger.JobFilter:
-    return ledger.JobFilter(
+    from kolaq_console.jobs.failed import JobFilter
+
+    return JobFilter(
         queue=queue, task=task, error=error, since=parse_when(since, "--since"),
         until=parse_when(until, "--until"), status=status,
     )
@@ -68,12 +70,16 @@ def _local(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     """A time on the shop's clock."""
     if moment is None:
         return "-"
+    from kolaq_console import runtime
+
     return moment.astimezone(runtime.settings().shop.zone).strftime(fmt)
 
 
 def _ago(moment: datetime | None) -> str:
     if moment is None:
         return "-"
+    from kolaq_console.models import utcnow
+
     seconds = max((utcnow() - moment).total_seconds(), 0)
     if seconds < 120:
         return f"{seconds:.0f}s ago"
@@ -133,6 +139,10 @@ def failed(
     as_json: bool = JsonOpt,
 ) -> None:
     """List failed and interrupted jobs, newest first (arguments and errors redacted)."""
+    from sqlmodel import Session
+
+    from kolaq_console.jobs import failed as ledger
+
     flt = _filter(queue, task, error, since, until, status)
     with Session(ready_engine()) as session:
         rows = ledger.list_failed(session, flt, limit=limit, before_id=before)
@@ -162,6 +172,10 @@ def failed(
 @app.command("show")
 def show(job_id: int = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt) -> None:
     """Everything about one failed job: call (redacted), error, traceback, attempts, worker."""
+    from sqlmodel import Session
+
+    from kolaq_console.jobs import failed as ledger
+
     with Session(ready_engine()) as session:
         job = ledger.get_failed(session, job_id)
     if as_json:
@@ -193,6 +207,8 @@ def show(job_id: int = typer.Argument(..., metavar="ID"), as_json: bool = JsonOp
 
 def _targets(verb: str, ids: list[int], all_: bool, flt: ledger.JobFilter, yes: bool,
              session: Session) -> list[int]:
+    from kolaq_console.jobs import failed as ledger
+
     narrowed = any(v is not None for v in (flt.queue, flt.task, flt.error, flt.since, flt.until))
     if ids and (all_ or narrowed):
         raise UserError("give job ids, or --all with filters, not both")
@@ -217,6 +233,11 @@ def retry(
     yes: bool = YesOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Re-enqueue exactly the failed call(s) as new jobs with a fresh retry budget."""
+    from sqlmodel import Session
+
+    from kolaq_console import runtime
+    from kolaq_console.jobs import failed as ledger
+
     engine = ready_engine()
     flt = _filter(queue, task, error, since, until)
     with Session(engine) as session:
@@ -251,6 +272,11 @@ def discard(
     yes: bool = YesOpt,
 ) -> None:
     """Close failed job(s) without running them again (kept, with who and when, and logged)."""
+    from sqlmodel import Session
+
+    from kolaq_console import runtime
+    from kolaq_console.jobs import failed as ledger
+
     engine = ready_engine()
     flt = _filter(queue, task, error, since, until)
     with Session(engine) as session:
@@ -271,6 +297,13 @@ def workers(
     as_json: bool = JsonOpt,
 ) -> None:
     """Worker processes: host, pid, heartbeat, jobs running; dead ones flagged."""
+    from rich.table import Table
+    from rich.text import Text
+    from sqlmodel import Session
+
+    from kolaq_console import runtime
+    from kolaq_console.jobs import workers as job_workers
+
     settings = runtime.settings()
     with Session(ready_engine()) as session:
         rows = job_workers.list_workers(session, settings.jobs.lease_seconds,
@@ -306,6 +339,13 @@ def stats(
     as_json: bool = JsonOpt,
 ) -> None:
     """Completed / failed / retried per queue, and run times (avg, p95) per task."""
+    from rich.table import Table
+    from rich.text import Text
+    from sqlmodel import Session
+
+    from kolaq_console.jobs import stats as job_stats
+    from kolaq_console.models import utcnow
+
     since = utcnow() - timedelta(hours=hours)
     with Session(ready_engine()) as session:
         totals = job_stats.totals_by_queue(session, since)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import typer
-from rich.table import Table
+from typing import TYPE_CHECKING
 
-from kolaq_console import runtime
+import typer
+
 from kolaq_console.cli.common import out, print_json
-from kolaq_console.db import StorageUnavailable
 from kolaq_console.errors import KolaqError
-from kolaq_console.status import Status, collect, reading_queue
+
+if TYPE_CHECKING:
+    from kolaq_console.status import Status
 
 
 class StorageDown(KolaqError):
@@ -22,6 +23,10 @@ UNKNOWN = "unknown"
 def status(as_json: bool = typer.Option(False, "--json", help="One JSON document.")) -> None:
     """Print the system's status; exits 1 when the database or the queue is unreachable.
     What could not be read is shown as unknown (null in JSON), never as 0. Writes nothing."""
+    from kolaq_console import runtime
+    from kolaq_console.db import StorageUnavailable
+    from kolaq_console.status import collect, reading_queue
+
     settings = runtime.settings()
     try:
         queue, problem = reading_queue(settings), None
@@ -42,6 +47,8 @@ def _n(value: int | None) -> str:
 
 
 def _print(s: Status) -> None:
+    from rich.table import Table
+
     table = Table(title="Queues", title_justify="left")
     for column in ("queue", "pending", "scheduled", "in flight"):
         table.add_column(column, justify="left" if column == "queue" else "right")

@@ -6,12 +6,12 @@ import logging
 
 import typer
 
-from kolaq_console import runtime
 from kolaq_console.cli.common import huey, ready_engine
-from kolaq_console.redact import install_log_redaction
 
 
 def setup_logging(verbose: bool = False) -> None:
+    from kolaq_console.redact import install_log_redaction
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(process)d %(threadName)s %(name)s: %(message)s",
@@ -27,6 +27,8 @@ def worker(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a worker (consumer) until SIGTERM/SIGINT, which let running jobs finish first."""
+    from kolaq_console import runtime
+
     settings = runtime.settings()
     queue = huey()  # refuse to start on a queue it cannot build (no KOLAQ_SIGNING_KEY, ...)
     queue.check_ready()  # ...or on a configuration that cannot send email

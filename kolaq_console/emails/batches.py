@@ -10,6 +10,9 @@ Two ways in: `claim_for_row` (a row's send job: that row first, then up to 99 mo
 rows, in one statement) and `claim_batch` (a batch formed ahead, e.g. a broadcast's, or a swept
 one). On the first attempt, members whose address may no longer be written to are taken out
 (`consent.refusals`) before the membership is final.
+
+Longer than ~400 lines: every state change of a batch (form, claim, release, finish, hand
+back, sweep) is here together, because each must keep the same members-under-one-key rule.
 """
 
 from __future__ import annotations

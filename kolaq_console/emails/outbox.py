@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
@@ -42,7 +41,7 @@ from kolaq_console.models import (
     EmailStatus,
     utcnow,
 )
-from kolaq_console.sqlutil import begin_write
+from kolaq_console.sqlutil import begin_write, upsert_insert
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +63,9 @@ class Added:
 
 @functools.lru_cache(maxsize=4)
 def _insert_statement(dialect: str):
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table = EmailOutbox.__table__  # type: ignore[attr-defined]
     return (
-        insert(table)
+        upsert_insert(dialect, table)
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(table.c.id)
     )

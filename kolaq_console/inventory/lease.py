@@ -28,7 +28,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.dml import Insert, Update
 from sqlmodel import Session, col, select
@@ -36,6 +35,7 @@ from sqlmodel import Session, col, select
 from kolaq_console.db import session_scope
 from kolaq_console.errors import KolaqError
 from kolaq_console.models import SystemState, utcnow
+from kolaq_console.sqlutil import upsert_insert
 
 
 class LeaseBusy(KolaqError):
@@ -58,8 +58,7 @@ _owner = _state.c.value["owner"].as_string()
 def _acquire_stmt(dialect: str) -> Insert:
     """Insert the lease, or take it over where it expired or is already ours; RETURNING the
     key when we hold it."""
-    module = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(_state).values(key=bindparam("b_key"), value=bindparam("b_value"),
+    stmt = upsert_insert(dialect, _state).values(key=bindparam("b_key"), value=bindparam("b_value"),
                                         updated_at=bindparam("b_now"))
     free = ((_state.c.value["expires_at"].as_float() < bindparam("b_now_ts"))
             | (_owner == bindparam("b_owner")))
@@ -115,6 +114,14 @@ class Lease:
                 self.renew(own)
             return
         if not self._set_if_ours(session, self._value()):
+            self.held = False
+            raise LeaseLost(f"lease {self.name!r} expired and was taken by another run")
+
+    def give_back(self, session: Session) -> None:
+        """In the transaction that commits the holder's work: give the lease back, raising
+        LeaseLost if it is no longer ours (fencing: that transaction then rolls back, and the
+        lease row with it). Renewal and release in one statement."""
+        if not self._set_if_ours(session, {"owner": None, "expires_at": 0}):
             self.held = False
             raise LeaseLost(f"lease {self.name!r} expired and was taken by another run")
 

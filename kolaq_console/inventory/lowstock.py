@@ -24,7 +24,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from kolaq_console.config import Settings
-from kolaq_console.inventory import alert
 from kolaq_console.inventory.stock import current_stock
 from kolaq_console.models import ActivityLog, InventoryEvent, Product, ScheduleRun, utcnow
 from kolaq_console.schedules import as_utc, local_date, slot_rows
@@ -145,6 +144,8 @@ def send_alerts(engine: Engine, settings: Settings, *, now: datetime | None = No
         if not insert_or_ignore(session, table, guard):
             return AlertOutcome(False, "another run sent this alert", low=len(items))
         key = f"low_stock/{day.isoformat()}/{n}"
+        from kolaq_console.inventory import alert  # the email side, only when one goes out
+
         outbox_id = alert.send_low_stock_alert(session, settings, new, key, follow_up=n > 1,
                                                as_of=day.isoformat(), to=to)
         session.add(ActivityLog(actor=actor, action="inventory.low_stock.alert",

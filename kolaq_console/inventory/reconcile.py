@@ -24,148 +24,83 @@ folded_events, unexplained). Only the full and one-product runs can see such dri
 incremental run reads new events only. A one-product run writes its summary when asked to
 (`reconcile --sku`), not when an adjustment calls it (the adjustment logs itself).
 
-Bulk runs take a lease (two never overlap) in a first short transaction, with the checkpoint
-and H. Everything else is written in one last transaction that renews the lease first (so a
-run whose lease lapsed and was taken over cannot commit: fencing), locks the product rows it
-changes, writes their stock, the correction entries, the checkpoint, the summary entry, and
-gives the lease back. The full run aggregates before that transaction, without locks, and
-re-checks each row it changes under the lock: a one-product run may have moved it meanwhile,
-and then that product is recomputed under the lock. A crash before the last commit
-changes nothing (the lease expires after its TTL); events inserted during a run are above H
-(left for the next run) or at or below it (counted exactly once).
+Bulk runs hold a lease (two never overlap). The incremental run is in incremental.py: one
+transaction on SQLite, two on PostgreSQL. The full run takes the lease, the checkpoint and H in
+a first short transaction, aggregates without locks, and writes everything in one last
+transaction that first gives the lease back (so a run whose lease lapsed and was taken over
+cannot commit: fencing), locks the product rows it changes, writes their stock, the correction
+entries, the checkpoint and the summary entry. Each row it changes is re-checked under the
+lock: a one-product run may have moved it meanwhile, and then that product is recomputed under
+the lock. A crash before the last commit changes nothing (the lease expires after its TTL);
+events inserted during a run are above H (left for the next run) or at or below it (counted
+exactly once).
 
 A bad product never fails the run for the others. If the set-based statements hit a data error
-(an overflowing sum, say), the run starts over product by product, each in a savepoint: a
-product that still fails is reported in `refused` and left as it was, every other one is folded
-up to H with its own mark (stock_event_id = H); the checkpoint stays where it was while any
-product is refused, so the refused product's events stay unfolded, not lost. Products whose new
-stock is beyond +/-`max_stock` are folded (the cache must tell the truth) and listed in
-`out_of_range` for an operator to look at.
+(an overflowing sum, say), the run starts over product by product, each in a savepoint
+(fold.py): a product that still fails is reported in `refused` and left as it was, every other
+one is folded up to H with its own mark (stock_event_id = H); the checkpoint stays where it was
+while any product is refused, so the refused product's events stay unfolded, not lost. Products
+whose new stock is beyond +/-`max_stock` are folded (the cache must tell the truth) and listed
+in `out_of_range` for an operator to look at.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields
-from datetime import datetime
-from functools import cache
-from operator import itemgetter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import bindparam, case, func, insert, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
-from sqlalchemy.sql.dml import Insert
-from sqlmodel import Session, col, select
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import col, select
 
-from kolaq_console.errors import KolaqError, NotFound
+from kolaq_console.errors import NotFound
+from kolaq_console.inventory import incremental
+from kolaq_console.inventory.fold import (
+    Unreconcilable,
+    fold_locked,
+    fold_one,
+    fold_product,
+    is_product_data_error,
+    reason_of,
+)
 from kolaq_console.inventory.lease import Lease
+from kolaq_console.inventory.runs import (
+    ACTION_PRODUCT,
+    ACTION_REFUSED,
+    ACTION_RUN,
+    SUMMARY_CHANGES,
+    Change,
+    ReconcileResult,
+    correction_rows,
+    finish_run,
+)
 from kolaq_console.inventory.stock import (
-    CHECKPOINT_KEY,
     checkpoint_of,
     high_water_mark,
     read_state,
     safe_high_water_mark,
 )
-from kolaq_console.models import (
-    ActivityLog,
-    InventoryEvent,
-    Product,
-    SystemState,
-    utcnow,
-)
+from kolaq_console.models import ActivityLog, InventoryEvent, Product, utcnow
 from kolaq_console.sqlutil import rarely, write_session
+
+__all__ = [
+    "ACTION_PRODUCT", "ACTION_REFUSED", "ACTION_RUN", "LEASE_NAME", "SUMMARY_CHANGES", "Change",
+    "ReconcileResult", "Unreconcilable", "fold_product", "reconcile", "reconcile_product",
+]
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "inventory.reconcile"
-ACTION_PRODUCT = "inventory.reconcile"
-ACTION_RUN = "inventory.reconcile.run"
-ACTION_REFUSED = "inventory.reconcile.refused"
 BATCH = 500
-SUMMARY_CHANGES = 500  # [sku, old, new] triples listed in a run's summary entry, at most
 
 Progress = Callable[[str, int, int], None]
 
 
-@dataclass
-class Change:
-    product_id: int
-    sku: str
-    old: int
-    new: int
-    folded_events: int = 0  # events newly covered by the cache
-    unexplained: int = 0  # part of the correction no event explains (full and one-product runs)
-    # what the plan saw; the write checks the row still holds these
-    seen_mark: int = 0
-
-    @property
-    def drift(self) -> int:
-        return self.new - self.old
-
-    def details(self, mode: str, trigger: str | None) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "old": self.old, "new": self.new, "drift": self.drift, "reason": "reconciliation",
-            "mode": mode, "folded_events": self.folded_events, "unexplained": self.unexplained,
-        }
-        if trigger:
-            d["trigger"] = trigger
-        return d
-
-
-@dataclass
-class ReconcileResult:
-    mode: str  # incremental | full | product
-    checked: int = 0
-    changed: int = 0
-    events_folded: int = 0
-    unexplained: int = 0  # products whose correction no event explains
-    checkpoint_from: int | None = None
-    checkpoint_to: int | None = None
-    duration_ms: int = 0
-    changes: list[Change] = field(default_factory=list)
-    # products left as they were because their events could not be folded: [sku, reason]
-    refused: list[list[str]] = field(default_factory=list)
-    # products changed to a stock beyond +/-max_stock: [sku, stock]
-    out_of_range: list[list[Any]] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        """Every field but the changes; `refused` and `out_of_range` only when not empty."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name != "changes"
-                and not (f.name in ("refused", "out_of_range") and not getattr(self, f.name))}
-
-    def note_out_of_range(self, max_stock: int | None) -> None:
-        if max_stock is not None:
-            self.out_of_range = [[c.sku, c.new] for c in self.changes if abs(c.new) > max_stock]
-
-    def log_details(self) -> dict[str, Any]:
-        """The run's summary entry: the summary plus the products changed as [sku, old, new]
-        (the first SUMMARY_CHANGES of them; "more" counts the rest), so it stays bounded."""
-        d = self.summary()
-        d["changes"] = [[c.sku, c.old, c.new] for c in self.changes[:SUMMARY_CHANGES]]
-        d["more"] = max(0, len(self.changes) - SUMMARY_CHANGES)
-        return d
-
-    def as_dict(self, limit: int | None = None) -> dict[str, Any]:
-        d = self.summary()
-        shown = self.changes if limit is None else self.changes[:limit]
-        d["changes"] = [
-            {"sku": c.sku, "old": c.old, "new": c.new, "drift": c.drift,
-             "folded_events": c.folded_events, "unexplained": c.unexplained}
-            for c in shown
-        ]
-        return d
-
-
 def _noop(_stage: str, _done: int, _total: int) -> None:
     pass
-
-
-_first = itemgetter(0)
 
 
 def _chunks(items: list[Change], size: int) -> Iterator[list[Change]]:
@@ -230,105 +165,12 @@ def _plan_full(engine: Engine, checkpoint: int, high_water: int) -> tuple[int, l
 # --- writing ---------------------------------------------------------------------------------
 
 
-def _fold_one(session: Session, product_id: int, stock: int, mark: int, checkpoint: int,
-              high_water: int) -> tuple[int, int, int, int]:
-    """Under the product's row lock: (new stock, new mark, events folded, unexplained)."""
-    covered_to = max(checkpoint, mark)
-    target = max(high_water, covered_to)
-    e = InventoryEvent
-    newer = col(e.id) > covered_to
-    total, fold, n = session.exec(
-        select(
-            func.coalesce(func.sum(e.delta), 0),
-            func.coalesce(func.sum(case((newer, col(e.delta)), else_=0)), 0),
-            func.count(case((newer, 1), else_=None)),
-        ).where(col(e.product_id) == product_id, col(e.id) <= target)
-    ).one()
-    total, fold, n = int(total), int(fold), int(n)
-    return total, target, n, (total - fold) - stock
-
-
-class Unreconcilable(KolaqError):
-    """One product's events cannot be folded into its stored stock (e.g. their sum overflows)."""
-
-
-def is_product_data_error(exc: BaseException) -> bool:
-    """A database error caused by one product's values (an out-of-range number, an overflowing
-    sum), as opposed to the database being unreachable or busy."""
-    if isinstance(exc, DataError):
-        return True
-    return isinstance(exc, OperationalError) and "overflow" in str(exc.orig).lower()
-
-
-def reason_of(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", exc)
-    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-
-
-def fold_locked(session: Session, product_id: int, checkpoint: int, high_water: int,
-                now: datetime) -> tuple[Change, int] | None:
-    """Lock one product's row and bring its cache up to `high_water` (or further, if its mark
-    already is), recording the new mark: (the change, with the old mark as seen_mark; the new
-    mark). None if the product no longer exists."""
-    p = Product
-    row = session.execute(
-        select(p.sku, p.stock, p.stock_event_id).where(col(p.id) == product_id)
-        .with_for_update(key_share=True)
-    ).first()
-    if row is None:
-        return None
-    sku, stock, mark = row
-    new, new_mark, n, unexplained = _fold_one(session, product_id, stock, mark, checkpoint,
-                                              high_water)
-    values: dict[str, Any] = {"stock_event_id": new_mark}
-    if new != stock:
-        values.update(stock=new, last_reconciled_at=now, updated_at=now)
-    session.execute(update(Product).where(col(Product.id) == product_id).values(**values))
-    return Change(product_id, sku, stock, new, n, unexplained, mark), new_mark
-
-
-def _correction_rows(changes: Iterable[Change], actor: str, mode: str, trigger: str | None,
-                     now: datetime) -> list[dict[str, Any]]:
-    """One activity entry per product with drift no event explains (folding is not audited
-    per product: the events are the trail, and the run's summary lists the changes)."""
-    return [
-        {"actor": actor, "action": ACTION_PRODUCT, "entity": "product", "entity_id": c.sku,
-         "details": c.details(mode, trigger), "created_at": now}
-        for c in changes if c.unexplained
-    ]
-
-
-def _write_state(session: Session, high_water: int, full: bool, now: datetime,
-                 previous: dict[str, Any] | None) -> None:
-    value = dict(previous or {})
-    value["event_id"] = high_water
-    value["at"] = now.isoformat()
-    if full:
-        value["full_at"] = now.isoformat()
-    conn = session.connection()
-    conn.execute(_save_state_stmt(conn.dialect.name),
-                 {"b_key": CHECKPOINT_KEY, "b_value": value, "b_now": now})
-
-
-@cache
-def _save_state_stmt(dialect: str) -> Insert:
-    """INSERT ... ON CONFLICT (key) DO UPDATE, built once per dialect (Core: every run saves
-    its checkpoint, and the ORM's bookkeeping would cost more than the statement)."""
-    table = SystemState.__table__  # type: ignore[attr-defined]
-    module = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(table).values(key=bindparam("b_key"), value=bindparam("b_value"),
-                                       updated_at=bindparam("b_now"))
-    return stmt.on_conflict_do_update(
-        index_elements=[table.c.key],
-        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
-
-
 def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[Change],
            checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
            started: float, progress: Progress, max_stock: int | None) -> None:
     p = Product
     with write_session(engine, derived=True) as session:
-        lease.renew(session)  # fencing: a run that lost its lease cannot commit
+        lease.give_back(session)  # fencing: a run that lost its lease cannot commit
         now = utcnow()
         conn = session.connection()  # Core executemany for the bulk writes
         products = Product.__table__  # type: ignore[attr-defined]
@@ -354,7 +196,7 @@ def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[
                 stock, mark = current[c.product_id]
                 if (stock, mark) != (c.old, c.seen_mark):
                     # a one-product reconcile moved it after the plan: recompute under the lock
-                    new, _mark, n, unexplained = _fold_one(
+                    new, _mark, n, unexplained = fold_one(
                         session, c.product_id, stock, mark, checkpoint, high_water)
                     c.old, c.new, c.folded_events, c.unexplained = stock, new, n, unexplained
                 if c.new != c.old:
@@ -364,113 +206,11 @@ def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[
                 conn.execute(set_stock.values(last_reconciled_at=now, updated_at=now), rows)
             done += len(batch)
             progress("applying", done, len(changes))
-        corrections = _correction_rows(applied, actor, result.mode, None, now)
+        corrections = correction_rows(applied, actor, result.mode, None, now)
         if corrections:
             conn.execute(insert(activity_table), corrections)
-        _finish(session, lease, result, applied, checkpoint, high_water, previous, actor,
-                started, now, max_stock)
-
-
-def _finish(session: Session, lease: Lease, result: ReconcileResult, applied: list[Change],
-            checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
-            started: float, now: datetime, max_stock: int | None = None) -> None:
-    """Checkpoint := H (unless a product was refused), the run's summary entry and the lease's
-    release, all in the run's write transaction."""
-    lease.release(session)
-    if result.refused:
-        high_water = checkpoint  # the refused products' events stay above the checkpoint
-    _write_state(session, high_water, result.mode == "full" and not result.refused, now,
-                 previous)
-    result.changes = applied
-    result.note_out_of_range(max_stock)
-    result.changed = len(applied)
-    result.events_folded = sum(c.folded_events for c in applied)
-    result.unexplained = sum(1 for c in applied if c.unexplained)
-    result.checkpoint_from, result.checkpoint_to = checkpoint, high_water
-    result.duration_ms = int((time.perf_counter() - started) * 1000)
-    session.connection().execute(insert(ActivityLog.__table__), {  # type: ignore[attr-defined]
-        "actor": actor, "action": ACTION_RUN, "entity": "inventory", "entity_id": None,
-        "details": result.log_details(), "created_at": now})
-
-
-def _apply_incremental(engine: Engine, lease: Lease, result: ReconcileResult, checkpoint: int,
-                       high_water: int, previous: dict[str, Any] | None, actor: str,
-                       started: float, max_stock: int | None) -> None:
-    """Fold the events in (checkpoint, H] in one short write transaction, set-based, O(new
-    events): the products they touch are locked, their events above each product's current
-    mark summed, and the stock of those whose sum is not zero moved by it. No activity entry
-    per product (the events are the trail): the summary lists the changes.
-
-    PostgreSQL: one SELECT ... FOR NO KEY UPDATE of the touched products (in id order, so two
-    writers cannot deadlock; a one-product run that moved a product's mark meanwhile has
-    committed by then, and the next statement, in a new snapshot, reads the mark it left),
-    then one UPDATE ... FROM (the aggregate) RETURNING the changes. SQLite (BEGIN IMMEDIATE
-    already excludes every other writer; its RETURNING cannot name the FROM side, so it cannot
-    return the old stock): one SELECT of the touched products with their sums, for the
-    summary, then the same UPDATE ... FROM (the aggregate again: well under a millisecond for
-    1,000 events, and no Python work per product)."""
-    e, p = InventoryEvent, Product
-    products = Product.__table__  # type: ignore[attr-defined]
-    new_events = (rarely(col(e.id) > checkpoint), col(e.id) <= high_water)
-    with write_session(engine, derived=True) as session:
-        lease.renew(session)  # fencing: a run that lost its lease cannot commit
-        conn = session.connection()
-        now = utcnow()
-        stamp = {"last_reconciled_at": now, "updated_at": now}
-        if conn.dialect.name == "postgresql":
-            touched = select(e.product_id).where(*new_events).distinct()
-            result.checked = len(conn.execute(
-                select(p.id).where(col(p.id).in_(touched)).order_by(col(p.id))
-                .with_for_update(key_share=True)).all())
-            # each event's product mark by primary key (a join would hash all the products)
-            mark = (select(p.stock_event_id).where(col(p.id) == col(e.product_id))
-                    .correlate(e).scalar_subquery())  # type: ignore[arg-type]
-            agg = (
-                select(col(e.product_id).label("product_id"), func.sum(e.delta).label("delta"),
-                       func.count().label("n"))
-                .where(*new_events, col(e.id) > mark)
-                .group_by(col(e.product_id))
-                .subquery("agg")
-            )
-            rows = conn.execute(
-                update(products)
-                .where(products.c.id == agg.c.product_id, agg.c.delta != 0)
-                .values(stock=products.c.stock + agg.c.delta, **stamp)
-                .returning(products.c.id, products.c.sku, products.c.stock, agg.c.delta,
-                           agg.c.n)
-            ).all()
-            rows.sort(key=_first)  # RETURNING has no order (sorting Row objects is slow)
-            applied = [Change(pid, sku, new - int(delta), new, int(n))
-                       for pid, sku, new, delta, n in rows]
-        else:
-            above_mark = col(e.id) > col(p.stock_event_id)
-            rows = conn.execute(
-                select(p.id, p.sku, p.stock,
-                       func.sum(case((above_mark, col(e.delta)), else_=0)),
-                       func.count(case((above_mark, 1), else_=None)))
-                .join(p, col(p.id) == col(e.product_id))
-                .where(*new_events)
-                .group_by(col(p.id))
-                .order_by(col(p.id))
-            ).all()
-            result.checked = len(rows)
-            applied = [Change(pid, sku, stock, stock + int(delta), int(n))
-                       for pid, sku, stock, delta, n in rows if delta]
-            if applied:
-                agg = (
-                    select(col(e.product_id).label("product_id"),
-                           func.sum(e.delta).label("delta"))
-                    .join(p, col(p.id) == col(e.product_id))
-                    .where(*new_events, above_mark)
-                    .group_by(col(e.product_id))
-                    .subquery("agg")
-                )
-                conn.execute(
-                    update(products)
-                    .where(products.c.id == agg.c.product_id, agg.c.delta != 0)
-                    .values(stock=products.c.stock + agg.c.delta, **stamp))
-        _finish(session, lease, result, applied, checkpoint, high_water, previous, actor,
-                started, now, max_stock)
+        finish_run(conn, result, applied, checkpoint, high_water, previous, actor, started, now,
+                   max_stock)
 
 
 def _reconcile_each(engine: Engine, lease: Lease, result: ReconcileResult, checkpoint: int,
@@ -507,14 +247,14 @@ def _reconcile_each(engine: Engine, lease: Lease, result: ReconcileResult, check
                     continue
                 if folded is not None and folded[0].drift:
                     batch_changes.append(folded[0])
-            corrections = _correction_rows(batch_changes, actor, result.mode, None, now)
+            corrections = correction_rows(batch_changes, actor, result.mode, None, now)
             if corrections:
                 session.execute(insert(ActivityLog), corrections)
             applied.extend(batch_changes)
         done += len(ids[start:start + BATCH])
         progress("applying", done, len(ids))
     with write_session(engine, derived=True) as session:
-        lease.renew(session)
+        lease.give_back(session)  # fencing, and the lease given back with the last commit
         now = utcnow()
         if result.refused:
             session.execute(insert(ActivityLog), [
@@ -522,8 +262,8 @@ def _reconcile_each(engine: Engine, lease: Lease, result: ReconcileResult, check
                  "entity_id": sku, "details": {"reason": why, "mode": result.mode},
                  "created_at": now}
                 for sku, why in result.refused])
-        _finish(session, lease, result, applied, checkpoint, high_water, previous, actor,
-                started, now, max_stock)
+        finish_run(session.connection(), result, applied, checkpoint, high_water, previous,
+                   actor, started, now, max_stock)
 
 
 def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
@@ -536,10 +276,23 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
     changed to a stock beyond it (`result.out_of_range`).
 
     Two write transactions: one takes the lease, reads the checkpoint and takes the safe
-    high-water mark H; the last writes everything and gives the lease back."""
+    high-water mark H; the last writes everything and gives the lease back. (An incremental
+    run on SQLite is one transaction: incremental.py.)"""
     report = progress or _noop
     started = time.perf_counter()
     lease = Lease(engine, LEASE_NAME, lease_ttl)
+    one_by_one = False
+    if not full and engine.dialect.name == "sqlite":
+        try:
+            done = incremental.sqlite_run(engine, lease, actor, started, max_stock)
+        except DBAPIError as exc:
+            if not is_product_data_error(exc):
+                raise
+            _going_one_by_one("incremental", exc)
+            one_by_one = True
+        else:
+            if done is not None:
+                return done
     with write_session(engine, derived=True) as session:
         if not lease.acquire(session):
             raise lease.busy()
@@ -549,23 +302,26 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
         checkpoint = checkpoint_of(previous)
         high_water = max(high_water, checkpoint)
         mode = "incremental" if not (full or previous is None) else "full"
-        try:
-            result = ReconcileResult(mode=mode)
-            if mode == "incremental":
-                _apply_incremental(engine, lease, result, checkpoint, high_water, previous,
-                                   actor, started, max_stock)
-            else:
-                report("computing stock", 0, 0)
-                result.checked, changes = _plan_full(engine, checkpoint, high_water)
-                lease.renew()
-                report("applying", 0, len(changes))
-                _apply(engine, lease, result, changes, checkpoint, high_water, previous, actor,
-                       started, report, max_stock)
-        except DBAPIError as exc:
-            if not is_product_data_error(exc):
-                raise
-            log.warning("reconciliation (%s) hit a data error (%s); going product by product",
-                        mode, reason_of(exc))
+        result: ReconcileResult | None = None
+        if not one_by_one:
+            try:
+                if mode == "incremental":
+                    result = incremental.postgres_fold(engine, lease, checkpoint, high_water,
+                                                       previous, actor, started, max_stock)
+                else:
+                    report("computing stock", 0, 0)
+                    result = ReconcileResult(mode="full")
+                    result.checked, changes = _plan_full(engine, checkpoint, high_water)
+                    lease.renew()
+                    report("applying", 0, len(changes))
+                    _apply(engine, lease, result, changes, checkpoint, high_water, previous,
+                           actor, started, report, max_stock)
+            except DBAPIError as exc:
+                if not is_product_data_error(exc):
+                    raise
+                _going_one_by_one(mode, exc)
+                result = None
+        if result is None:
             result = ReconcileResult(mode=mode)
             _reconcile_each(engine, lease, result, checkpoint, high_water, previous, actor,
                             started, report, max_stock)
@@ -579,45 +335,9 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
             lease.release()
 
 
-def fold_product(session: Session, product_id: int, high_water: int, *, actor: str,
-                 trigger: str | None, started: float,
-                 max_stock: int | None = None) -> ReconcileResult:
-    """The one-product reconcile inside the caller's transaction: fold the product's events up
-    to `high_water` (a mark that is safe for this product), log unexplained drift. Raises
-    Unreconcilable (the transaction is then unusable: roll it back) on a data error."""
-    result = ReconcileResult(mode="product", checked=1)
-    # Lock first, then read the checkpoint: a bulk run that folded this product commits its
-    # stock and checkpoint together, so both are seen or neither.
-    session.execute(select(Product.id).where(col(Product.id) == product_id)
-                    .with_for_update(key_share=True))
-    checkpoint = checkpoint_of(read_state(session))
-    now = utcnow()
-    try:
-        folded = fold_locked(session, product_id, checkpoint, high_water, now)
-    except DBAPIError as exc:
-        if not is_product_data_error(exc):
-            raise
-        sku = session.execute(select(Product.sku).where(col(Product.id) == product_id)).scalar()
-        raise Unreconcilable(
-            f"{sku}: cannot be reconciled ({reason_of(exc)}); its stored stock is left as it "
-            "was"
-        ) from None
-    if folded is None:
-        raise NotFound(f"product #{product_id} no longer exists")
-    change, new_mark = folded
-    if change.drift:
-        corrections = _correction_rows([change], actor, "product", trigger, now)
-        if corrections:
-            session.execute(insert(ActivityLog), corrections)
-        result.changes = [change]
-        result.changed = 1
-        result.events_folded = change.folded_events
-        result.unexplained = int(bool(change.unexplained))
-        result.note_out_of_range(max_stock)
-    result.checkpoint_from = max(checkpoint, change.seen_mark)
-    result.checkpoint_to = new_mark
-    result.duration_ms = int((time.perf_counter() - started) * 1000)
-    return result
+def _going_one_by_one(mode: str, exc: BaseException) -> None:
+    log.warning("reconciliation (%s) hit a data error (%s); going product by product",
+                mode, reason_of(exc))
 
 
 def reconcile_product(engine: Engine, sku: str, *, actor: str = "system",

@@ -97,9 +97,9 @@ def high_water_mark(bind: Session | Connection, lock_timeout: float = HWM_LOCK_T
     inventory_events until it ends: keep it short, and hold no product row locks in it (an
     adjustment holds its product's row while it inserts, so that would deadlock)."""
     if is_postgres(bind):
-        bind.execute(text(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'"))
-        try:
-            bind.execute(text("LOCK TABLE inventory_events IN SHARE MODE"))
+        try:  # one round trip for both statements (no parameters: the simple query protocol)
+            bind.execute(text(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'; "
+                              "LOCK TABLE inventory_events IN SHARE MODE"))
         except OperationalError as exc:
             raise EventsBusy(
                 "inventory events are being written by a transaction that has stayed open "

@@ -32,6 +32,9 @@ for it (the price of not writing per job; email sends are covered by the outbox 
 claim, which names the worker); a failure buffered because the database was down is lost if
 the process then dies before the database comes back (its run row, if flushed, still becomes an
 `interrupted` entry). Immediate mode (tests, development) records nothing.
+
+Longer than ~400 lines: one class bound to Huey's signals and hooks whose buffers and locks
+all its methods share; split, one state machine would be spread over several files.
 """
 
 from __future__ import annotations
@@ -53,7 +56,6 @@ from huey.api import Huey, Task, TaskWrapper
 from huey.exceptions import CancelExecution
 from huey.signals import SIGNAL_EXECUTING, SIGNAL_INTERRUPTED
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from kolaq_console.config import Settings
@@ -74,6 +76,7 @@ from kolaq_console.models import FailedJob, FailedJobStatus, JobAttempt, JobRun,
 from kolaq_console.payloads import REJECTED_ERROR_TYPE, REJECTED_TASK_NAME, RejectedPayload
 from kolaq_console.redact import redact
 from kolaq_console.runtime import engine_for
+from kolaq_console.sqlutil import upsert_insert
 from kolaq_console.taskqueue import LOGICAL_QUEUES, queue_for_priority
 
 log = logging.getLogger(__name__)
@@ -378,8 +381,7 @@ class Ledger:
     def _note_attempt(self, task_id: str, started: datetime, now: datetime) -> None:
         try:
             with self.engine.begin() as conn:
-                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-                stmt = dialect.insert(A).values(
+                stmt = upsert_insert(conn, A).values(
                     task_id=task_id, attempts=1, first_attempt_at=started, updated_at=now
                 )
                 conn.execute(stmt.on_conflict_do_update(
@@ -631,8 +633,7 @@ RUN_COLUMNS = ("task_name", "queue", "args", "kwargs", "payload", "attempt", "wo
 @lru_cache(maxsize=4)
 def _runs_upsert(dialect_name: str) -> Any:
     """Insert run rows, taking over a row a previous attempt of the job left (same task id)."""
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    stmt = dialect.insert(R)
+    stmt = upsert_insert(dialect_name, R)
     return stmt.on_conflict_do_update(
         index_elements=["task_id"], set_={k: stmt.excluded[k] for k in RUN_COLUMNS}
     )

@@ -15,11 +15,11 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import case, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from kolaq_console.models import HISTOGRAM_BUCKETS, JobStat
+from kolaq_console.sqlutil import upsert_insert
 
 BUCKET_COLUMNS = [f"h{i:02d}" for i in range(HISTOGRAM_BUCKETS)]
 COUNTERS = ["completed", "failed", "retried", "runtime_us_total"]
@@ -99,8 +99,7 @@ def merge_into(target: dict[StatKey, StatDelta], source: Mapping[StatKey, StatDe
 def _upsert(dialect_name: str) -> Any:
     """INSERT ... ON CONFLICT DO UPDATE adding every counter; built once, so cached compiled."""
     table = JobStat.__table__
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    stmt = dialect.insert(table)
+    stmt = upsert_insert(dialect_name, table)
     ex = stmt.excluded
     updates: dict[str, Any] = {
         name: table.c[name] + ex[name] for name in [*COUNTERS, *BUCKET_COLUMNS]

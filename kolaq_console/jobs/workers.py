@@ -19,7 +19,6 @@ from typing import Any
 
 from huey.api import Huey
 from sqlalchemy import and_, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
@@ -35,6 +34,7 @@ from kolaq_console.models import (
     Worker,
     utcnow,
 )
+from kolaq_console.sqlutil import upsert_insert
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,7 @@ SWEEPER = "sweeper"
 
 @lru_cache(maxsize=4)
 def _worker_upsert(dialect_name: str) -> Any:
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    stmt = dialect.insert(W)
+    stmt = upsert_insert(dialect_name, W)
     changing = ["heartbeat_at", "threads", "periodic", "queues", "stopped_at",
                 "process_started", "pid_scope"]
     return stmt.on_conflict_do_update(

@@ -4,6 +4,10 @@
 (status `queued`, a deterministic key such as `sms/order_confirmation/KB-1001`), commits, then
 enqueues a send job carrying only the row id. The same logical message queued twice returns the
 existing row. Bad input raises UserError/NotFound and writes nothing.
+
+Longer than ~400 lines for now (issue 13's module, not split by the sms work): queueing,
+claiming, resending and listing messages share the row's state machine; a candidate to split
+like the email outbox.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ prints its URL on the first stdout line and serves until SIGTERM/SIGINT. `Resend
 Behaviour mirrors https://resend.com/docs/api-reference (errors, send-email, send-batch-emails,
 idempotency keys, rate limits). Where the real API is vaguer than a test needs, the stub picks
 the stricter reading: unknown fields, null values and malformed addresses are rejected.
+
+Longer than ~400 lines: one strict stand-in for the API surface the SDK uses (sending, batch,
+idempotency, 429s, auth); its parts share the server's state.
 """
 
 from __future__ import annotations

@@ -38,6 +38,9 @@ In-process::
 As a process (`python tests/stubs/twilio_api.py --port 0 --account-sid AC.. --auth-token T`)
 it prints its URL on the first stdout line; `TwilioStubProcess` spawns it and offers the same
 inspection over `/_stub/...`. Pure stdlib.
+
+Longer than ~400 lines: one strict stand-in for the API surface the SDK uses; its parts share
+the server's state.
 """
 
 from __future__ import annotations

@@ -1,0 +1,149 @@
+"""What a reconciliation run reports and leaves behind, for every kind of run (reconcile.py,
+incremental.py): the result, the products it changed, and the end of a bulk run - the
+checkpoint, the run's summary entry and correction entries - written in its final transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import bindparam, insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.dml import Insert
+
+from kolaq_console.inventory.stock import CHECKPOINT_KEY
+from kolaq_console.models import ActivityLog, SystemState
+from kolaq_console.sqlutil import upsert_insert
+
+ACTION_PRODUCT = "inventory.reconcile"
+ACTION_RUN = "inventory.reconcile.run"
+ACTION_REFUSED = "inventory.reconcile.refused"
+SUMMARY_CHANGES = 500  # [sku, old, new] triples listed in a run's summary entry, at most
+
+
+@dataclass(slots=True)
+class Change:
+    product_id: int
+    sku: str
+    old: int
+    new: int
+    folded_events: int = 0  # events newly covered by the cache
+    unexplained: int = 0  # part of the correction no event explains (full and one-product runs)
+    # what the plan saw; the write checks the row still holds these
+    seen_mark: int = 0
+
+    @property
+    def drift(self) -> int:
+        return self.new - self.old
+
+    def details(self, mode: str, trigger: str | None) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "old": self.old, "new": self.new, "drift": self.drift, "reason": "reconciliation",
+            "mode": mode, "folded_events": self.folded_events, "unexplained": self.unexplained,
+        }
+        if trigger:
+            d["trigger"] = trigger
+        return d
+
+
+@dataclass
+class ReconcileResult:
+    mode: str  # incremental | full | product
+    checked: int = 0
+    changed: int = 0
+    events_folded: int = 0
+    unexplained: int = 0  # products whose correction no event explains
+    checkpoint_from: int | None = None
+    checkpoint_to: int | None = None
+    duration_ms: int = 0
+    changes: list[Change] = field(default_factory=list)
+    # products left as they were because their events could not be folded: [sku, reason]
+    refused: list[list[str]] = field(default_factory=list)
+    # products changed to a stock beyond +/-max_stock: [sku, stock]
+    out_of_range: list[list[Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """Every field but the changes; `refused` and `out_of_range` only when not empty."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "changes"
+                and not (f.name in ("refused", "out_of_range") and not getattr(self, f.name))}
+
+    def note_out_of_range(self, max_stock: int | None) -> None:
+        if max_stock is not None:
+            self.out_of_range = [[c.sku, c.new] for c in self.changes if abs(c.new) > max_stock]
+
+    def log_details(self) -> dict[str, Any]:
+        """The run's summary entry: the summary plus the products changed as [sku, old, new]
+        (the first SUMMARY_CHANGES of them; "more" counts the rest), so it stays bounded."""
+        d = self.summary()
+        d["changes"] = [[c.sku, c.old, c.new] for c in self.changes[:SUMMARY_CHANGES]]
+        d["more"] = max(0, len(self.changes) - SUMMARY_CHANGES)
+        return d
+
+    def as_dict(self, limit: int | None = None) -> dict[str, Any]:
+        d = self.summary()
+        shown = self.changes if limit is None else self.changes[:limit]
+        d["changes"] = [
+            {"sku": c.sku, "old": c.old, "new": c.new, "drift": c.drift,
+             "folded_events": c.folded_events, "unexplained": c.unexplained}
+            for c in shown
+        ]
+        return d
+
+
+def correction_rows(changes: Iterable[Change], actor: str, mode: str, trigger: str | None,
+                    now: datetime) -> list[dict[str, Any]]:
+    """One activity entry per product with drift no event explains (folding is not audited
+    per product: the events are the trail, and the run's summary lists the changes)."""
+    return [
+        {"actor": actor, "action": ACTION_PRODUCT, "entity": "product", "entity_id": c.sku,
+         "details": c.details(mode, trigger), "created_at": now}
+        for c in changes if c.unexplained
+    ]
+
+
+@cache
+def _save_state_stmt(dialect: str) -> Insert:
+    """INSERT ... ON CONFLICT (key) DO UPDATE, built once per dialect (Core: every run saves
+    its checkpoint, and the ORM's bookkeeping would cost more than the statement)."""
+    table = SystemState.__table__  # type: ignore[attr-defined]
+    stmt = upsert_insert(dialect, table).values(key=bindparam("b_key"),
+                                                value=bindparam("b_value"),
+                                                updated_at=bindparam("b_now"))
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.key],
+        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
+
+
+_INSERT_ACTIVITY = insert(ActivityLog.__table__)  # type: ignore[attr-defined]
+
+
+def finish_run(conn: Connection, result: ReconcileResult, applied: list[Change],
+               checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
+               started: float, now: datetime, max_stock: int | None = None) -> None:
+    """Checkpoint := H (unless a product was refused) and the run's summary entry, in the
+    run's final transaction (whose first statement gave the lease back: `Lease.give_back`)."""
+    if result.refused:
+        high_water = checkpoint  # the refused products' events stay above the checkpoint
+    value = dict(previous or {})
+    value["event_id"] = high_water
+    value["at"] = now.isoformat()
+    if result.mode == "full" and not result.refused:
+        value["full_at"] = now.isoformat()
+    conn.execute(_save_state_stmt(conn.dialect.name),
+                 {"b_key": CHECKPOINT_KEY, "b_value": value, "b_now": now})
+    result.changes = applied
+    result.changed = len(applied)
+    result.events_folded = sum(c.folded_events for c in applied)
+    result.unexplained = sum(1 for c in applied if c.unexplained)
+    result.note_out_of_range(max_stock)
+    result.checkpoint_from, result.checkpoint_to = checkpoint, high_water
+    result.duration_ms = int((time.perf_counter() - started) * 1000)
+    conn.execute(_INSERT_ACTIVITY, {
+        "actor": actor, "action": ACTION_RUN, "entity": "inventory", "entity_id": None,
+        "details": result.log_details(), "created_at": now})

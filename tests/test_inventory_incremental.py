@@ -1,0 +1,92 @@
+"""The incremental run (inventory/incremental.py): its race with a one-product run on
+PostgreSQL, and what it stamps. The rest of reconciliation is in test_inventory_reconcile.py."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+from inventory_helpers import add_events, add_products, stocks, truth
+from sqlalchemy import text
+
+from kolaq_console.inventory.reconcile import reconcile
+from kolaq_console.models import utcnow
+
+
+def test_an_incremental_run_waiting_on_a_row_a_one_product_run_moved_counts_no_event_twice(
+    postgres_url,
+):
+    """PostgreSQL: the incremental UPDATE waits on a product row that a one-product run holds;
+    that run folds the product past the checkpoint and commits. The UPDATE re-checks the row
+    (its mark is now past the checkpoint), leaves it to the marked-products path, and the
+    product's events are counted once."""
+    from helpers import wait_until
+
+    from kolaq_console.db import make_engine
+    from kolaq_console.schema import upgrade
+
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    a, b = add_products(engine, 2)
+    reconcile(engine)
+    add_events(engine, [(a, 5), (b, 7)])
+    done: list[object] = []
+    with engine.connect() as holder:
+        holder.begin()
+        # a one-product run: the row lock first, then (below) the stock and mark it writes
+        holder.execute(text("SELECT 1 FROM products WHERE id = :a FOR NO KEY UPDATE"),
+                       {"a": a})
+        runner = threading.Thread(target=lambda: done.append(reconcile(engine)))
+        runner.start()
+
+        def incremental_waits_on_the_row() -> bool:
+            with engine.connect() as probe:
+                return bool(probe.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE 'UPDATE products%'")).scalar())
+
+        wait_until(incremental_waits_on_the_row, message="the incremental run to wait on a")
+        add_events(engine, [(a, 3)])  # after the run's high-water mark
+        mark = holder.execute(text("SELECT max(id) FROM inventory_events")).scalar()
+        holder.execute(text("UPDATE products SET stock = 8, stock_event_id = :m WHERE id = :a"),
+                       {"m": mark, "a": a})
+        holder.commit()
+        runner.join(30)
+    assert done and done[0].mode == "incremental"
+    assert stocks(engine) == {a: 8, b: 7} == truth(engine)
+    engine.dispose()
+
+
+def test_an_incremental_run_stamps_the_products_it_changed_and_only_those(engine):
+    a, b = add_products(engine, 2)
+    reconcile(engine)
+    add_events(engine, [(a, 2)])
+    before = utcnow()
+    reconcile(engine)
+    with engine.connect() as conn:
+        stamped = dict(conn.execute(text("SELECT id, last_reconciled_at FROM products")).all())
+    assert stamped[b] is None
+    when = stamped[a] if isinstance(stamped[a], datetime) else datetime.fromisoformat(stamped[a])
+    assert abs((when - before.replace(tzinfo=None)).total_seconds()) < 60  # naive UTC, now
+
+
+def test_the_high_water_mark_gives_up_on_an_event_insert_left_open(postgres_url):
+    """PostgreSQL: an uncommitted event insert holds the safe high-water mark back; past the
+    lock timeout the run gives up with EventsBusy (retried later), never reads past it."""
+    import pytest
+
+    from kolaq_console.db import make_engine
+    from kolaq_console.inventory.stock import EventsBusy, high_water_mark
+    from kolaq_console.schema import upgrade
+
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    (a,) = add_products(engine, 1)
+    with engine.connect() as writer:
+        writer.begin()
+        writer.execute(text("INSERT INTO inventory_events (product_id, delta, kind, actor, "
+                            "created_at) VALUES (:a, 1, 'sale', 'test', now())"), {"a": a})
+        with engine.connect() as reader, reader.begin(), pytest.raises(EventsBusy):
+            high_water_mark(reader, lock_timeout=0.2)
+        writer.rollback()
+    engine.dispose()
