@@ -92,7 +92,7 @@ def find(session: Session, term: str, limit: int = 8) -> list[Match]:
             .order_by(func.lower(column)).limit(limit)
         ).all():
             customers.setdefault(r.email, r)
-    out.extend(Match("customer", r.email, r.name or r.email, r.email)
+    out.extend(Match("customer", r.email, f"Customer {r.name or r.email}", r.email)
                for r in list(customers.values())[:limit])
     products: dict[str, Any] = {}
     for column in (P.c.sku, P.c.name):
@@ -101,6 +101,6 @@ def find(session: Session, term: str, limit: int = 8) -> list[Match]:
             .order_by(func.lower(column)).limit(limit)
         ).all():
             products.setdefault(r.sku, r)
-    out.extend(Match("product", r.sku, f"{r.sku} {r.name}", f"stock {r.stock}")
+    out.extend(Match("product", r.sku, f"Product {r.sku} {r.name}", f"stock {r.stock}")
                for r in list(products.values())[:limit])
     return out
