@@ -60,6 +60,9 @@ class Record:
 
 class RecordScreen(LiveScreen):
     KIND: ClassVar[str] = ""
+    LINKS: ClassVar[frozenset[str]] = frozenset()
+    """The kinds this record links to: the other link keys are neither shown nor bound."""
+    EMAILS: ClassVar[bool] = True  # has emails to send again
     WRITE_ACTIONS = frozenset({"retry", "resend"})
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
@@ -77,6 +80,13 @@ class RecordScreen(LiveScreen):
         super().__init__()
         self.key = key
         self.record: Record | None = None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "link" and parameters and parameters[0] not in self.LINKS:
+            return False
+        if action == "resend" and not self.EMAILS:
+            return False
+        return super().check_action(action, parameters)
 
     def compose(self) -> ComposeResult:
         yield from self.compose_chrome_top()
@@ -145,9 +155,6 @@ class RecordScreen(LiveScreen):
 
     def action_link(self, kind: str) -> None:
         if self.record is None:
-            return
-        if kind == self.KIND:
-            self.notify(f"This is the {kind}", severity="information")
             return
         row = self.target("line" if kind == "product" else kind)
         ref = row.ref if row is not None else self.record.links.get(kind)

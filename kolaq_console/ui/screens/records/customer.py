@@ -42,6 +42,7 @@ def consent_line(consent: dict[str, Any], zone: Any) -> str:
 class CustomerRecordScreen(RecordScreen):
     MODE = "orders"
     KIND = "customer"
+    LINKS = frozenset({"order", "email", "job"})
     TITLE_TEXT = "Customer"
 
     def read(self, session: Any) -> Record:

@@ -26,6 +26,7 @@ from kolaq_console.ui.screens.records.base import (
 class OrderRecordScreen(RecordScreen):
     MODE = "orders"
     KIND = "order"
+    LINKS = frozenset({"customer", "email", "job", "product"})
     TITLE_TEXT = "Order"
 
     def read(self, session: Any) -> Record:

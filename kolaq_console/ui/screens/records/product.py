@@ -24,6 +24,8 @@ from kolaq_console.ui.screens.records.base import (
 class ProductRecordScreen(RecordScreen):
     MODE = "inventory"
     KIND = "product"
+    LINKS = frozenset({"job"})
+    EMAILS = False
     TITLE_TEXT = "Product"
 
     def read(self, session: Any) -> Record:
