@@ -19,6 +19,7 @@ from kolaq_console.models import (
     ActivityLog,
     EmailOutbox,
     FailedJob,
+    InventoryEvent,
     JobStat,
     Product,
     SystemState,
@@ -216,4 +217,7 @@ def seed_incidents(engine: Engine) -> None:
         for entry in session.exec(select(ActivityLog).where(
                 col(ActivityLog.action) == "consent.suppress")).all():
             entry.created_at = NOW - timedelta(minutes=30)
+        # seed_shop's two adjustments, at the times of their activity entries
+        session.execute(update(InventoryEvent).where(col(InventoryEvent.actor) == "ada")
+                        .values(created_at=NOW - timedelta(minutes=40)))
         session.commit()
