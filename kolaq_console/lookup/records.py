@@ -127,34 +127,41 @@ def address_story(session: Session, address: str) -> dict[str, Any]:
     return {"emails": emails, "batch_ids": batch_ids}
 
 
-def customer_record(session: Session, email: str) -> dict[str, Any]:
+def customer_summary(session: Session, email: str) -> dict[str, Any]:
+    """Who the customer is and what they agreed to: address, name, phone, consent per
+    channel, suppression (no orders or messages)."""
     found = customer_email(session, email)
     if found is None:
         raise NotFound(f"no customer with address {email!r}")
     customer = session.execute(select(C).where(C.c.email == found)).one()
-    address = normalise(found)
-    orders = session.execute(
-        select(ORD.c.number, ORD.c.status, ORD.c.payment_status, ORD.c.currency, ORD.c.total_minor,
-               ORD.c.created_at)
-        .where(ORD.c.customer_id == customer.id).order_by(ORD.c.id.desc()).limit(LIMIT)
-    ).all()
-    story = address_story(session, address)
     suppression_row = session.execute(
         select(Suppression.reason, Suppression.source, Suppression.created_at)  # type: ignore[call-overload]
-        .where(func.lower(Suppression.email) == address)
+        .where(func.lower(Suppression.email) == normalise(found))
     ).first()
     suppression = dict(suppression_row._mapping) if suppression_row else None
-    texts = _texts(session, T.c.customer_id == customer.id)
+    return {"id": customer.id, "email": found, "name": customer.name, "phone": customer.phone,
+            "created_at": customer.created_at,
+            "consent": _consent(session, customer, suppression), "suppression": suppression}
+
+
+def customer_record(session: Session, email: str) -> dict[str, Any]:
+    head = customer_summary(session, email)
+    customer_id, found = head.pop("id"), head["email"]
+    address = normalise(found)
+    orders = session.execute(
+        select(ORD.c.number, ORD.c.status, ORD.c.payment_status, ORD.c.currency,
+               ORD.c.total_minor, ORD.c.created_at)
+        .where(ORD.c.customer_id == customer_id).order_by(ORD.c.id.desc()).limit(LIMIT)
+    ).all()
+    story = address_story(session, address)
+    texts = _texts(session, T.c.customer_id == customer_id)
     activity = session.execute(
         select(A.c.created_at, A.c.actor, A.c.action, A.c.details)
         .where(A.c.entity == "customer", A.c.entity_id.in_({address, found}))
         .order_by(A.c.id.desc()).limit(LIMIT)
     ).all()
     return {
-        "email": found, "name": customer.name, "phone": customer.phone,
-        "created_at": customer.created_at,
-        "consent": _consent(session, customer, suppression),
-        "suppression": suppression,
+        **head,
         "orders": [dict(r._mapping) for r in orders],
         "emails": story["emails"],
         "texts": texts,

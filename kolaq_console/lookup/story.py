@@ -13,6 +13,7 @@ from kolaq_console.lookup.records import (
     address_story,
     customer_email,
     customer_record,
+    customer_summary,
     order_number,
     order_record,
     product_record,
@@ -61,9 +62,8 @@ def lookup(session: Session, term: str, default_threshold: int) -> dict[str, Any
         out["order"] = {k: v for k, v in record.items()
                         if k not in ("emails", "failed_jobs", "activity")}
         if record["customer_email"]:
-            customer = customer_record(session, record["customer_email"])
-            out["customer"] = {k: customer[k] for k in ("email", "name", "phone", "consent",
-                                                        "suppression")}
+            out["customer"] = customer_summary(session, record["customer_email"])
+            out["customer"].pop("id")
     elif kind == "customer":
         try:
             record = customer_record(session, key)
