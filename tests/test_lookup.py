@@ -121,6 +121,32 @@ def test_order_search_is_index_backed(engine, shop):
     assert "ix_orders_number_prefix" in plan
 
 
+def test_failed_jobs_about_a_record_are_found_through_the_first_argument_index(engine, shop):
+    from sqlalchemy import event
+
+    from kolaq_console.jobs.failed import calls_about
+
+    seen: list = []
+
+    def capture(conn, cursor, statement, parameters, context, many):
+        seen.append((statement, parameters))
+
+    with Session(engine) as session:
+        event.listen(engine, "before_cursor_execute", capture)
+        try:
+            calls_about(session, {"send_email": [shop["emails"]["KB-10009"]]})
+        finally:
+            event.remove(engine, "before_cursor_execute", capture)
+        statement, parameters = seen[-1]
+        conn = session.connection()
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            rows = conn.exec_driver_sql("EXPLAIN " + statement, parameters).all()
+        else:
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+    assert "ix_failed_jobs_first_arg" in " ".join(str(r[-1]) for r in rows)
+
+
 # --- records -------------------------------------------------------------------------------
 
 
