@@ -101,6 +101,7 @@ def find(session: Session, term: str, limit: int = 8) -> list[Match]:
             .order_by(func.lower(column)).limit(limit)
         ).all():
             products.setdefault(r.sku, r)
-    out.extend(Match("product", r.sku, f"Product {r.sku} {r.name}", f"stock {r.stock}")
+    out.extend(Match("product", r.sku, f"Product {r.sku} {r.name}",
+                         f"stock {r.stock} at the last reconcile")
                for r in list(products.values())[:limit])
     return out
