@@ -29,6 +29,19 @@ from sqlalchemy import (
 from sqlmodel import Field, SQLModel
 
 
+def pg_index(name: str, expression: str) -> Index:
+    """An expression index declared for PostgreSQL only (which reflects and compares them);
+    migration 0011 builds SQLite's own version of the same lookup index."""
+    return Index(name, text(expression)).ddl_if(dialect="postgresql")
+
+
+def _prefix(name: str, column: str) -> Index:
+    # Prefix searches compare lower(column) as a range in the "C" collation (lookup/search.py);
+    # migration 0011 builds the index with COLLATE "C", which PostgreSQL's reflection (and so
+    # Alembic's comparison) leaves out: declared here as it is compared.
+    return pg_index(name, f"lower({column})")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -81,6 +94,8 @@ def bytes_field() -> Any:
 
 class Product(SQLModel, table=True):
     __tablename__ = "products"
+    __table_args__ = (_prefix("ix_products_sku_prefix", "sku"),
+                      _prefix("ix_products_name_prefix", "name"))
 
     id: int | None = Field(default=None, primary_key=True)
     sku: str = Field(max_length=64, unique=True, index=True)
@@ -131,7 +146,9 @@ class InventoryEvent(SQLModel, table=True):
 class Customer(SQLModel, table=True):
     __tablename__ = "customers"
     # Consent checks look addresses up case-insensitively, a batch of 100 at a time.
-    __table_args__ = (Index("ix_customers_email_lower", text("lower(email)")),)
+    __table_args__ = (Index("ix_customers_email_lower", text("lower(email)")),
+                      _prefix("ix_customers_email_prefix", "email"),
+                      _prefix("ix_customers_name_prefix", "name"))
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(max_length=320, unique=True, index=True)
@@ -156,6 +173,7 @@ class OrderStatus(enum.StrEnum):
 
 class Order(SQLModel, table=True):
     __tablename__ = "orders"
+    __table_args__ = (_prefix("ix_orders_number_prefix", "number"),)
 
     id: int | None = Field(default=None, primary_key=True)
     number: str = Field(max_length=40, unique=True, index=True)
@@ -230,6 +248,7 @@ class EmailOutbox(SQLModel, table=True):
         # Rows waiting for a batch: a claim walks this, however many sent rows the table holds.
         Index("ix_email_outbox_waiting", "id", sqlite_where=text(_WAITING_SQL),
               postgresql_where=text(_WAITING_SQL)),
+        pg_index("ix_email_outbox_to_lower", "lower(to_address)"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -499,6 +518,8 @@ class FailedJob(SQLModel, table=True):
             sqlite_where=text(_OPEN_SQL),
             postgresql_where=text(_OPEN_SQL),
         ),
+        # Failed jobs about an email, an order or a SKU (jobs/failed.py calls_about)
+        pg_index("ix_failed_jobs_first_arg", "(args ->> 0)"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -26,6 +26,7 @@ from kolaq_console.cli import (
     email,
     inventory,
     jobs,
+    lookup,
     orders,
     sms,
     status,
@@ -77,6 +78,7 @@ app.add_typer(orders.app, name="orders")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(sms.app, name="sms")
 app.command("demo")(demo.demo)
+app.command("lookup")(lookup.lookup)
 app.command("status")(status.status)
 app.command("worker")(worker.worker)
 

@@ -6,6 +6,9 @@ stays, with who closed it and when, and the action goes to the activity log.
 
 Everything shown passes through redaction again on the way out, so a secret that reached a
 job's arguments, error or traceback is masked even if it was stored before redaction learnt it.
+
+A little over 400 lines: every operator read and write of the ledger in one place, including
+`calls_about` (the entries about an email, an order or a SKU, for lookup and links).
 """
 
 from __future__ import annotations
@@ -16,7 +19,17 @@ from datetime import datetime
 from typing import Any
 
 from huey.api import Huey, Task
-from sqlalchemy import bindparam, func, insert, or_, select, text, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
@@ -376,3 +389,45 @@ def _log_action(target: Any, operator: str, action: str, ids: Sequence[int],
             conn.execute(stmt)
     else:
         target.execute(stmt)
+
+
+def first_arg(dialect: str) -> Any:
+    """The first positional argument of a stored call, as the expression index
+    ix_failed_jobs_first_arg is built on (literal SQL, so both databases match it to the
+    index): an integer or text on SQLite, text on PostgreSQL."""
+    if dialect == "postgresql":
+        return literal_column("(failed_jobs.args ->> 0)")
+    return literal_column("json_extract(failed_jobs.args, '$[0]')")
+
+
+def calls_about(session: Session, calls: dict[str, Sequence[int | str]], limit: int = 50
+                ) -> list[FailedJobSummary]:
+    """Entries (open or closed, newest first) of calls of these tasks whose first argument is
+    one of the given values, e.g. `{"send_email": [12, 14], "process_webhook": [41]}`: the
+    failed jobs about an email, an order or a product. Index-backed: each value is one probe
+    of ix_failed_jobs_first_arg, whatever the ledger's size."""
+    dialect = session.get_bind().dialect.name
+    arg = first_arg(dialect)
+    matches = []
+    for task, values in calls.items():
+        values = list(dict.fromkeys(values))
+        if not values:
+            continue
+        # PostgreSQL's ->> is text; SQLite's json_extract keeps the JSON type (12 is no '12')
+        wanted = [str(v) for v in values] if dialect == "postgresql" else values
+        named = or_(F.c.task_name == task, F.c.task_name.endswith("." + task, autoescape=True))
+        matches.append(and_(arg.in_(wanted), named))
+    if not matches:
+        return []
+    query = (
+        select(F.c.id, F.c.task_id, F.c.task_name, F.c.queue, F.c.status, F.c.error_type,
+               func.substr(F.c.error_message, 1, SUMMARY_PREVIEW), F.c.attempts,
+               F.c.first_attempt_at, F.c.last_attempt_at, F.c.retried_as)
+        .where(or_(*matches))
+        .order_by(F.c.id.desc())
+        .limit(limit)
+    )
+    return [
+        FailedJobSummary(r[0], r[1], r[2], r[3], r[4], r[5], redact(r[6] or ""), *r[7:])
+        for r in session.execute(query).all()
+    ]

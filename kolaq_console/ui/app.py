@@ -24,6 +24,7 @@ from kolaq_console.ui.dialogs.help import HelpDialog
 from kolaq_console.ui.embedded_worker import EmbeddedWorker
 from kolaq_console.ui.format import one_line
 from kolaq_console.ui.messages import EmbeddedWorkerSwitched
+from kolaq_console.ui.palette import LookupProvider
 from kolaq_console.ui.screens.base import KolaqScreen, LiveScreen
 from kolaq_console.ui.screens.broadcasts import BroadcastsScreen
 from kolaq_console.ui.screens.emails import EmailsScreen
@@ -37,6 +38,7 @@ from kolaq_console.ui.screens.webhooks import WebhooksScreen
 GLOBAL_KEYS = [
     ("1-7", "overview, failed jobs, inventory, emails, broadcasts, orders, webhooks"),
     ("9", "SMS and WhatsApp messages"),
+    ("ctrl+p", "look up an order, a customer or a product"),
     ("?", "this help"),
     ("/", "filter the list (Esc clears it)"),
     ("Esc", "back, close, clear"),
@@ -51,7 +53,8 @@ class KolaqConsole(App[None]):
     CSS_PATH = ["styles/app.tcss", "styles/screens.tcss", "styles/dialogs.tcss",
                 "styles/broadcasts.tcss"]
     TITLE = "kolaq-console"
-    ENABLE_COMMAND_PALETTE = False
+    ENABLE_COMMAND_PALETTE = True  # ctrl+p: Textual's palette, with the lookup
+    COMMANDS = App.COMMANDS | {LookupProvider}
     MODES = {
         "overview": OverviewScreen,
         "failed": FailedJobsScreen,

@@ -19,6 +19,7 @@ from kolaq_console.models import (
     ActivityLog,
     EmailOutbox,
     FailedJob,
+    InventoryEvent,
     JobStat,
     Product,
     SystemState,
@@ -192,4 +193,31 @@ def seed_broadcasts(engine: Engine, settings: Settings) -> None:
                           "- Free delivery in Lagos",
             idempotency_key="draft/seed-3", created_by="ada", created_at=NOW - timedelta(hours=1),
             updated_at=NOW - timedelta(hours=1)))
+        session.commit()
+
+
+def seed_incidents(engine: Engine) -> None:
+    """For the record screens: KB-10004's customer bounced (suppressed), and a reconcile of
+    KB-ORNG-375 that failed."""
+    from kolaq_console.consent import suppress
+    from kolaq_console.models import Customer, Order
+
+    with Session(engine) as session:
+        order = session.exec(select(Order).where(col(Order.number) == "KB-10004")).one()
+        customer = session.get(Customer, order.customer_id)
+        assert customer is not None
+        suppress(session, customer.email, "bounced", source="resend:msg-seed", actor="resend")
+        last = NOW - timedelta(minutes=20)
+        session.add(FailedJob(
+            task_id="00000000-0000-4000-8000-00000000abcd", task_name="tasks.reconcile_inventory",
+            queue="inventory", args=["KB-ORNG-375"], error_type="LeaseBusy",
+            error_message="another reconciliation holds the lease", attempts=4,
+            first_attempt_at=last - timedelta(minutes=5), last_attempt_at=last,
+            worker_host="shop-1", worker_pid=4242, created_at=last))
+        for entry in session.exec(select(ActivityLog).where(
+                col(ActivityLog.action) == "consent.suppress")).all():
+            entry.created_at = NOW - timedelta(minutes=30)
+        # seed_shop's two adjustments, at the times of their activity entries
+        session.execute(update(InventoryEvent).where(col(InventoryEvent.actor) == "ada")
+                        .values(created_at=NOW - timedelta(minutes=40)))
         session.commit()

@@ -14,6 +14,7 @@ from kolaq_console.emails.outbox import row_summary
 from kolaq_console.errors import NotFound
 from kolaq_console.models import EmailOutbox
 from kolaq_console.redact import redact
+from kolaq_console.ui import links
 from kolaq_console.ui.format import when_full
 from kolaq_console.ui.messages import EmailLoaded
 from kolaq_console.ui.screens.base import POLL
@@ -38,6 +39,9 @@ class EmailDetailScreen(EmailScreenBase):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("s", "resend", "Send again"),
+        Binding("j", "follow('job')", "Job"),
+        Binding("o", "follow('order')", "Order"),
+        Binding("c", "follow('customer')", "Customer"),
     ]
 
     def __init__(self, row_id: int) -> None:
@@ -85,6 +89,10 @@ class EmailDetailScreen(EmailScreenBase):
         with self.app.batch_update():
             self.query_one("#detail-fields", Static).update(f"[b]Email #{r['id']}[/]\n{text}")
             self.query_one("#detail-body", Static).update(r["text"] or "")
+
+    def action_follow(self, kind: str) -> None:
+        """Open the failed job about this email, its order or its customer (ui/links.py)."""
+        links.follow_email(self.app, self.row_id, kind)
 
     def selected_email(self) -> tuple[int, str, str] | None:
         if self.row is None:

@@ -13,6 +13,7 @@ from textual.markup import escape
 from textual.widgets import Static
 
 from kolaq_console.jobs import failed as ledger
+from kolaq_console.ui import links
 from kolaq_console.ui.format import short_task, when_full
 from kolaq_console.ui.messages import FailedJobLoaded
 from kolaq_console.ui.screens.base import POLL
@@ -34,6 +35,10 @@ class JobDetailScreen(JobScreenBase):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("r", "retry", "Retry"),
         Binding("d", "discard", "Discard"),
+        Binding("e", "follow('email')", "Email"),
+        Binding("o", "follow('order')", "Order"),
+        Binding("c", "follow('customer')", "Customer"),
+        Binding("p", "follow('product')", "Product"),
     ]
 
     def __init__(self, job_id: int) -> None:
@@ -106,6 +111,10 @@ class JobDetailScreen(JobScreenBase):
         ids, what = self._about()
         if ids:
             self.act("discard", ids, what)
+
+    def action_follow(self, kind: str) -> None:
+        """Open the email, order, customer or product this job is about (ui/links.py)."""
+        links.follow_job(self.app, self.job_id, kind)
 
     def after_action(self) -> None:
         self.app.pop_screen()
