@@ -64,6 +64,10 @@ class FailedJobsLoaded(DataLoaded):
     """A page of open failed-job entries matching the filter, and how many match in all."""
 
 
+class FailedSendFound(DataLoaded):
+    """The open failed send jobs (ids) of one email, for its detail's retry."""
+
+
 class FailedJobLoaded(DataLoaded):
     """One failed-job entry in full (arguments redacted), for the detail view."""
 
