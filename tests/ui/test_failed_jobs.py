@@ -12,10 +12,10 @@ from sqlmodel import Session, select
 
 from kolaq_console.jobs import failed as ledger
 from kolaq_console.jobs import install_ledger
+from kolaq_console.jobs.failed import JobFilter
 from kolaq_console.models import FailedJob, utcnow
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
 from kolaq_console.ui.messages import BulkTargetsSelected, JobsDiscarded, JobsRetried
-from kolaq_console.jobs.failed import JobFilter
 from kolaq_console.ui.screens.failed_jobs import GRAMMAR, FailedJobsScreen, job_filter
 from kolaq_console.ui.screens.job_detail import JobDetailScreen
 from kolaq_console.ui.widgets.record_table import RecordTable
