@@ -36,6 +36,8 @@ from kolaq_console.ui.screens.overview import OverviewScreen
 from kolaq_console.ui.screens.webhooks import WebhooksScreen
 
 WRITE_ACTIONS = frozenset({"toggle_worker"})
+# Textual's own keys of every screen: listed under "Everywhere", not as this screen's.
+SCREEN_GENERIC = frozenset({"app.focus_next", "app.focus_previous", "screen.copy_text"})
 
 
 class KolaqConsole(App[None]):
@@ -136,14 +138,14 @@ class KolaqConsole(App[None]):
             if not binding.description or binding.system:
                 continue
             node = active.node
-            where = ("Everywhere" if node is self else
+            where = ("Everywhere" if node is self or binding.action in SCREEN_GENERIC else
                      "This screen" if node is self.screen else "In the list")
             label = self.get_key_display(binding)
             entries = groups.setdefault(where, {}).setdefault(
                 (binding.action, binding.description), [])
             if label not in entries:
                 entries.append(label)
-        order = ("In the list", "This screen", "Everywhere")
+        order = ("This screen", "In the list", "Everywhere")
         return [(where, [("/".join(labels), description)
                          for (_action, description), labels in groups[where].items()])
                 for where in order if where in groups]

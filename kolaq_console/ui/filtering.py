@@ -4,7 +4,7 @@
 whose searchable text contains "ada@". A key the list does not know, or a value outside a
 key's closed set, is a FilterError naming what is allowed: the list keeps its previous filter
 (an error changes nothing). Words that only look like terms (`17:08`, `https://…`) are free
-text: a key is letters and underscores only.
+text: a key is letters and underscores only, and a URL is no term.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class Grammar:
         for word in text.split():
             key, sep, value = word.partition(":")
             key = key.lower()
-            if sep and _KEY.fullmatch(key):
+            if sep and _KEY.fullmatch(key) and not value.startswith("//"):  # not a URL
                 if key not in self.keys:
                     allowed = self.help()
                     raise FilterError(f"unknown filter key “{key}:” (this list takes "

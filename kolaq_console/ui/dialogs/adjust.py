@@ -23,13 +23,13 @@ class AdjustDialog(ModalScreen[tuple[int, str] | None]):
 
     def __init__(self, sku: str, name: str, stock: int | None) -> None:
         super().__init__(classes="dialog")
-        self.sku, self.name, self.stock = sku, name, stock
+        self.sku, self.product_name, self.stock = sku, name, stock
 
     def compose(self) -> ComposeResult:
         stock = "unknown" if self.stock is None else str(self.stock)
         with Vertical(id="dialog-box"):
-            yield Static(f"Adjust {self.sku} ({self.name}), stock {stock}", id="dialog-title",
-                         markup=False)
+            yield Static(f"Adjust {self.sku} ({self.product_name}), stock {stock}",
+                         id="dialog-title", markup=False)
             yield Input(placeholder="change, e.g. 5 or -3", id="delta")
             yield Input(placeholder="reason (required), e.g. two bottles broken", id="reason")
             yield Static("", id="dialog-message")

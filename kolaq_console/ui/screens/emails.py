@@ -27,10 +27,11 @@ KIND_LABELS = {
     "low_stock": "low stock",
 }
 # Priority 0 survives at 80 columns: the recipient and the state.
+# The status is wide enough for `retrying 2/3 · next 17:08`.
 COLUMNS = (
-    Col("#", 4, right=True, priority=3), Col("status", 9, flex=1, priority=0),
-    Col("delivery", 10, priority=2), Col("kind", 9, hide_below=90, priority=4),
-    Col("to", 16, flex=2, priority=0), Col("subject", 16, flex=3, priority=1),
+    Col("#", 4, right=True, priority=4), Col("status", 25, priority=0),
+    Col("delivery", 10, priority=2), Col("kind", 9, hide_below=90, priority=3),
+    Col("to", 16, flex=2, priority=0), Col("subject", 16, flex=3, priority=5),
     Col("tries", 5, right=True, hide_below=100), Col("updated", 11, hide_below=90),
 )
 LIMIT = 200

@@ -31,7 +31,7 @@ LIMIT = 200
 ACTION = "jobs-action"
 # Priority 0 survives at 80 columns: who it was for, the reason, the tries.
 COLUMNS = (
-    Col("#", 4, right=True, priority=3), Col("for", 14, flex=2, priority=0),
+    Col("#", 4, right=True, priority=5), Col("for", 14, flex=2, priority=0),
     Col("reason", 16, flex=4, priority=0), Col("tries", 5, right=True, priority=0),
     Col("task", 10, flex=1, priority=2), Col("queue", 9, priority=4),
     Col("ago", 4, right=True, priority=1), Col("last try", 11, hide_below=110),

@@ -134,7 +134,7 @@ class InventoryScreen(ListScreen):
         last = (f"last reconcile {ago(view.last_run_at, now)} ago"
                 if view.last_run_at else "never reconciled")
         shown = f" matching {self.filter.describe()}" if self.filter else ""
-        keys = "" if self.console.read_only else "   [dim]a adjust · A alert · c reconcile[/]"
+        keys = "" if self.console.read_only else "   [dim]a adjust · A alert[/]"
         return f"[b]{self.table.row_count}[/] low-stock products{shown} · {last}{keys}"
 
     # --- records -----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ STATUSES = outbox.STATUSES
 # Priority 0 survives at 80 columns: the recipient, the state, the text or the reason.
 COLUMNS = (
     Col("#", 4, right=True, priority=3), Col("via", 8, priority=2),
-    Col("status", 8, flex=1, priority=0), Col("delivery", 11, priority=1),
+    Col("status", 25, priority=0), Col("delivery", 11, priority=4),
     Col("to", 14, priority=0), Col("text / last error", 16, flex=3, priority=0),
     Col("kind", 9, hide_below=100), Col("seg", 3, right=True, hide_below=110),
     Col("updated", 11, hide_below=90),

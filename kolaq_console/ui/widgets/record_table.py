@@ -71,12 +71,16 @@ def sort_key(value: Any) -> tuple[int, float, str]:
     return (1, 0.0, text.lower())
 
 
-class RecordTable(DataTable):
+class RecordTable(DataTable, inherit_bindings=False):
     """Rows are `(key, cells)`, one cell per column given to `set_columns`."""
 
+    # All of a list's own keys (DataTable's horizontal ones are left out: columns fit).
     BINDINGS = [
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
+        Binding("enter", "select_cursor", "Open", show=False),
+        Binding("down,j", "cursor_down", "Down", show=False),
+        Binding("up,k", "cursor_up", "Up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
         Binding("g,home", "scroll_top", "First row", show=False),
         Binding("G,end", "scroll_bottom", "Last row", show=False),
     ]
@@ -219,7 +223,12 @@ class RecordTable(DataTable):
         return None
 
     def keys(self) -> list[Any]:
+        """The records in the order given (see `displayed` for the order shown)."""
         return list(self._rows)
+
+    def displayed(self) -> list[Any]:
+        """The records in the order shown (sorted, if a sort column is set)."""
+        return [key for key, _ in self._sorted()]
 
     def cells(self, key: Any) -> Sequence[Any]:
         """The record's cells as given (not cut to the column widths)."""
