@@ -227,3 +227,30 @@ async def test_an_empty_list_says_what_to_do_next(sqlite_engine, console):
         await pilot.press("slash", *"nothing-like-this", "enter")
         await settle(pilot)
         assert "Esc clears the filter" in str(empty.render())
+
+
+async def test_activity_filters_by_actor_and_follows_the_record_it_names(
+        shop, console, monkeypatch):
+    from kolaq_console.ui.screens import activity
+
+    opened: list = []
+
+    class Links:
+        @staticmethod
+        def open_product(app, sku):
+            opened.append(sku)
+
+    app = console()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("8", "slash", *"actor:ada", "enter")
+        await settle(pilot)
+        entries = app.screen.entries
+        assert entries and {e.actor for e in entries.values()} == {"ada"}
+        monkeypatch.setattr(activity, "links", None)
+        await pilot.press("enter")  # no links module: said, not an error
+        await settle(pilot)
+        assert any("No product screen" in n.message for n in app._notifications)
+        monkeypatch.setattr(activity, "links", Links)
+        await pilot.press("enter")
+        await settle(pilot)
+    assert opened == ["KB-ORNG-375"]  # the newest of ada's: the second adjustment

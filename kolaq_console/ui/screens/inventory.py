@@ -217,7 +217,7 @@ class InventoryScreen(ListScreen):
     def send_alert(self) -> None:
         app = self.console
         outcome = send_alerts(app.engine, app.settings, now=app.clock(), actor=app.operator)
-        if outcome.created:
+        if outcome.queued:
             summary = (f"Low-stock alert queued (email #{outcome.outbox_id}) for "
                        f"{len(outcome.skus)} product(s)")
         else:
