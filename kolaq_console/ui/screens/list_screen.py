@@ -55,7 +55,26 @@ def copy_from(screen: KolaqScreen, table: RecordTable, whole_row: bool) -> None:
     screen.notify(f"Copied {what}: {shown}", timeout=3, markup=False)
 
 
-class ListScreen(LiveScreen):
+class TableActions:
+    """The actions of TABLE_KEYS, on the table `list_table()` returns (mixed into screens)."""
+
+    def list_table(self) -> RecordTable:
+        raise NotImplementedError
+
+    def action_sort(self) -> None:
+        sort_table(self, self.list_table())  # type: ignore[arg-type]
+
+    def action_sort_reverse(self) -> None:
+        sort_table(self, self.list_table(), reverse=True)  # type: ignore[arg-type]
+
+    def action_copy_cell(self) -> None:
+        copy_from(self, self.list_table(), whole_row=False)  # type: ignore[arg-type]
+
+    def action_copy_row(self) -> None:
+        copy_from(self, self.list_table(), whole_row=True)  # type: ignore[arg-type]
+
+
+class ListScreen(TableActions, LiveScreen):
     COLUMNS: ClassVar[tuple[Col, ...]] = ()
     GRAMMAR: ClassVar[Grammar] = Grammar()
     PLACEHOLDER: ClassVar[str] = "words to look for"
@@ -104,6 +123,9 @@ class ListScreen(LiveScreen):
         """The table keys act on: the focused one, else the main one."""
         focused = self.focused
         return focused if isinstance(focused, RecordTable) else self.table
+
+    def list_table(self) -> RecordTable:
+        return self.active_table()
 
     # --- showing -----------------------------------------------------------------------------
 
@@ -207,14 +229,3 @@ class ListScreen(LiveScreen):
         event.stop()
         self.action_open()
 
-    def action_sort(self) -> None:
-        sort_table(self, self.active_table())
-
-    def action_sort_reverse(self) -> None:
-        sort_table(self, self.active_table(), reverse=True)
-
-    def action_copy_cell(self) -> None:
-        copy_from(self, self.active_table(), whole_row=False)
-
-    def action_copy_row(self) -> None:
-        copy_from(self, self.active_table(), whole_row=True)
