@@ -31,7 +31,7 @@ KIND_LABELS = {
 COLUMNS = (
     Col("#", 4, right=True, priority=4), Col("status", 25, priority=0),
     Col("delivery", 10, priority=2), Col("kind", 9, hide_below=90, priority=3),
-    Col("to", 16, flex=2, priority=0), Col("subject", 16, flex=3, priority=5),
+    Col("to", 16, flex=3, priority=0), Col("subject", 16, flex=2, priority=5),
     Col("tries", 5, right=True, hide_below=100), Col("updated", 11, hide_below=90),
 )
 LIMIT = 200

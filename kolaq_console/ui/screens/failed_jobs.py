@@ -33,7 +33,8 @@ ACTION = "jobs-action"
 COLUMNS = (
     Col("#", 4, right=True, priority=5), Col("for", 14, flex=2, priority=0),
     Col("reason", 16, flex=4, priority=0), Col("tries", 5, right=True, priority=0),
-    Col("task", 10, flex=1, priority=2), Col("queue", 9, priority=4),
+    Col("task", 10, flex=1, priority=2, hide_below=90),
+    Col("queue", 9, priority=4, hide_below=100),
     Col("ago", 4, right=True, priority=1), Col("last try", 11, hide_below=110),
 )
 GRAMMAR = Grammar({"queue": LOGICAL_QUEUES, "task": None}, bare_key="queue")

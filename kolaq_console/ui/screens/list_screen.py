@@ -136,6 +136,7 @@ class ListScreen(TableActions, LiveScreen):
             table.replace_rows(rows)
             empty = self.query_one("#list-empty", Static)
             empty.display = table.row_count == 0
+            table.set_class(table.row_count == 0, "-empty")  # the header, then what to do
             if table.row_count == 0:
                 empty.update(self.empty_text())
             self.show_caption()
@@ -144,7 +145,7 @@ class ListScreen(TableActions, LiveScreen):
         if self.filter:
             return (f"Nothing matches {self.filter.describe()}. "
                     "Esc clears the filter; / changes it.")
-        return self.EMPTY
+        return escape(self.EMPTY)  # plain text: `[sms]` is a config section, not markup
 
     def caption(self) -> str:
         """The caption line (markup): counts and what is filtered."""
@@ -152,8 +153,8 @@ class ListScreen(TableActions, LiveScreen):
 
     def show_caption(self) -> None:
         text = self.caption()
-        if self.filter_error:
-            text += f" · [$error]{escape(self.filter_error)}; filter unchanged[/]"
+        if self.filter_error:  # first: the caption's end may be cut at 80 columns
+            text = f"[$error]{escape(self.filter_error)}; filter unchanged[/] · {text}"
         self.query_one("#list-caption", Static).update(text)
 
     # --- filtering ---------------------------------------------------------------------------
