@@ -254,3 +254,19 @@ async def test_activity_filters_by_actor_and_follows_the_record_it_names(
         await pilot.press("enter")
         await settle(pilot)
     assert opened == ["KB-ORNG-375"]  # the newest of ada's: the second adjustment
+
+
+async def test_the_broadcasts_list_sorts_and_copies_too(shop, console, sqlite_engine, settings):
+    from seed import seed_broadcasts
+
+    seed_broadcasts(sqlite_engine, settings)
+    app = console()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        broadcasts = app.screen.query_one("#broadcasts", RecordTable)
+        broadcasts.focus()
+        await pilot.press("o")
+        assert broadcasts.sort_column is not None
+        await pilot.press("Y")
+        assert app.clipboard == broadcasts.row_text()
