@@ -54,6 +54,16 @@ def parse_delta(text: str) -> int:
     return value
 
 
+def check_reason(reason: str | None) -> str:
+    """The reason an adjustment is recorded with, trimmed; refuses an empty or too long one."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise UserError("--reason is required: say why the stock changed")
+    if len(reason) > MAX_REASON:
+        raise UserError(f"--reason is {len(reason)} characters; at most {MAX_REASON}")
+    return reason
+
+
 @dataclass
 class AdjustResult:
     sku: str
@@ -112,11 +122,7 @@ def adjust(engine: Engine, settings: Settings, sku: str, delta: int, reason: str
     if abs(delta) > DELTA_COLUMN_LIMIT:
         raise UserError(f"DELTA {shown(delta)} is far too large for a stock adjustment "
                         f"(at most {DELTA_COLUMN_LIMIT:,} units)")
-    reason = (reason or "").strip()
-    if not reason:
-        raise UserError("--reason is required: say why the stock changed")
-    if len(reason) > MAX_REASON:
-        raise UserError(f"--reason is {len(reason)} characters; at most {MAX_REASON}")
+    reason = check_reason(reason)
     actor = actor or settings.operator()
 
     with write_session(engine) as session:

@@ -406,6 +406,7 @@ def row_summary(row: TextMessage) -> dict[str, Any]:
         "updated_at": row.updated_at,
         "sent_at": row.sent_at,
         "delivery_updated_at": row.delivery_updated_at,
+        "next_attempt_at": row.next_attempt_at,
     }
 
 

@@ -25,7 +25,8 @@ from kolaq_console.ui.embedded_worker import EmbeddedWorker
 from kolaq_console.ui.format import one_line
 from kolaq_console.ui.messages import EmbeddedWorkerSwitched
 from kolaq_console.ui.palette import LookupProvider
-from kolaq_console.ui.screens.base import KolaqScreen, LiveScreen
+from kolaq_console.ui.screens.activity import ActivityScreen
+from kolaq_console.ui.screens.base import LiveScreen
 from kolaq_console.ui.screens.broadcasts import BroadcastsScreen
 from kolaq_console.ui.screens.emails import EmailsScreen
 from kolaq_console.ui.screens.failed_jobs import FailedJobsScreen
@@ -35,18 +36,9 @@ from kolaq_console.ui.screens.orders import OrdersScreen
 from kolaq_console.ui.screens.overview import OverviewScreen
 from kolaq_console.ui.screens.webhooks import WebhooksScreen
 
-GLOBAL_KEYS = [
-    ("1-7", "overview, failed jobs, inventory, emails, broadcasts, orders, webhooks"),
-    ("9", "SMS and WhatsApp messages"),
-    ("ctrl+p", "look up an order, a customer or a product"),
-    ("?", "this help"),
-    ("/", "filter the list (Esc clears it)"),
-    ("Esc", "back, close, clear"),
-    ("p", "pause or resume the live refresh"),
-    ("w", "start or stop the embedded worker"),
-    ("q", "quit (running jobs finish first)"),
-]
 WRITE_ACTIONS = frozenset({"toggle_worker"})
+# Textual's own keys of every screen: listed under "Everywhere", not as this screen's.
+SCREEN_GENERIC = frozenset({"app.focus_next", "app.focus_previous", "screen.copy_text"})
 
 
 class KolaqConsole(App[None]):
@@ -63,6 +55,7 @@ class KolaqConsole(App[None]):
         "broadcast": BroadcastsScreen,
         "orders": OrdersScreen,
         "webhooks": WebhooksScreen,
+        "activity": ActivityScreen,
         "messages": MessagesScreen,
     }
     DEFAULT_MODE = "overview"
@@ -74,10 +67,16 @@ class KolaqConsole(App[None]):
         Binding("5", "go('broadcast')", "Broadcast", show=False),
         Binding("6", "go('orders')", "Orders", show=False),
         Binding("7", "go('webhooks')", "Webhooks", show=False),
-        Binding("9", "go('messages')", "Messages", show=False),
+        Binding("8", "go('activity')", "Activity", show=False),
+        Binding("9", "go('messages')", "Messages (SMS, WhatsApp)", show=False),
         Binding("question_mark", "help", "Help"),
-        Binding("p", "toggle_pause", "Pause", show=False),
-        Binding("w", "toggle_worker", "Worker", show=False),
+        # Textual's palette, bound here so `?` names what it finds (the lookup)
+        Binding("ctrl+p", "command_palette", "Look up an order, customer or product",
+                show=False, priority=True),
+        Binding("ctrl+r", "refresh", "Refresh now", show=False),
+        Binding("T", "change_theme", "Theme", show=False),
+        Binding("p", "toggle_pause", "Pause or resume the refresh", show=False),
+        Binding("w", "toggle_worker", "Start or stop the embedded worker", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -130,20 +129,36 @@ class KolaqConsole(App[None]):
         if isinstance(self.screen, HelpDialog):
             return
         screen = self.screen
-        keys = []
-        if isinstance(screen, KolaqScreen):
-            for binding in screen.BINDINGS:
-                if not isinstance(binding, Binding) or not binding.description:
-                    continue
-                name = binding.action.split("(")[0].removeprefix("app.")
-                if name in screen.WRITE_ACTIONS | WRITE_ACTIONS and self.read_only:
-                    continue
-                keys.append((binding.key_display or _key_label(binding.key), binding.description))
         title = f"Keys — {getattr(screen, 'TITLE_TEXT', 'console')}"
         if self.read_only:
             title += " (read-only: actions are hidden)"
-        everywhere = [k for k in GLOBAL_KEYS if not (self.read_only and k[0] == "w")]
-        self.push_screen(HelpDialog(title, [("This screen", keys), ("Everywhere", everywhere)]))
+        self.push_screen(HelpDialog(title, self.key_sections()))
+
+    def key_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """Every key active now, from the bindings themselves (the focused widget's, the
+        screen's, the app's), grouped by where it works; keys of one action share a line."""
+        groups: dict[str, dict[tuple[str, str], list[str]]] = {}
+        for active in self.active_bindings.values():
+            binding = active.binding
+            if not binding.description or binding.system:
+                continue
+            node = active.node
+            where = ("Everywhere" if node is self or binding.action in SCREEN_GENERIC else
+                     "This screen" if node is self.screen else "In the list")
+            label = self.get_key_display(binding)
+            entries = groups.setdefault(where, {}).setdefault(
+                (binding.action, binding.description), [])
+            if label not in entries:
+                entries.append(label)
+        order = ("This screen", "In the list", "Everywhere")
+        return [(where, [("/".join(labels), description)
+                         for (_action, description), labels in groups[where].items()])
+                for where in order if where in groups]
+
+    def action_refresh(self) -> None:
+        if isinstance(self.screen, LiveScreen):
+            self.screen.reload()
+            self.notify("Refreshed", timeout=1.5)
 
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused
@@ -190,12 +205,6 @@ class KolaqConsole(App[None]):
             self.notify("Stopping the embedded worker: running jobs finish first…")
             await asyncio.to_thread(self.embedded.stop)
         self.exit()
-
-
-def _key_label(key: str) -> str:
-    first = key.split(",")[0]
-    return {"question_mark": "?", "slash": "/", "escape": "Esc", "space": "space",
-            "enter": "Enter"}.get(first, first)
 
 
 def make_app(

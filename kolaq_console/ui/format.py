@@ -63,3 +63,13 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 def short_task(name: str) -> str:
     """`tasks.send_email` -> `send_email` (the module is the same for every task)."""
     return name.rsplit(".", 1)[-1]
+
+
+def state_label(status: str, attempts: int, retries: int, next_at: datetime | None,
+                zone: tzinfo) -> str:
+    """`retrying 2/3 · next 17:08` for a queued row waiting out a back-off (it was tried and
+    failed `attempts` times; `retries` is the budget after the first try); else the status."""
+    if status == "queued" and attempts > 0 and next_at is not None:
+        return (f"retrying {min(attempts, retries)}/{retries} · next "
+                f"{next_at.astimezone(zone).strftime('%H:%M')}")
+    return status

@@ -64,6 +64,10 @@ class FailedJobsLoaded(DataLoaded):
     """A page of open failed-job entries matching the filter, and how many match in all."""
 
 
+class FailedSendFound(DataLoaded):
+    """The open failed send jobs (ids) of one email, for its detail's retry."""
+
+
 class FailedJobLoaded(DataLoaded):
     """One failed-job entry in full (arguments redacted), for the detail view."""
 
@@ -210,3 +214,27 @@ class TextActed(ScreenMessage):
     def __init__(self, what: str) -> None:
         super().__init__()
         self.what = what
+
+
+class ProductHistoryLoaded(DataLoaded):
+    """A product's stock, events and activity (inventory.adjust.history)."""
+
+
+class StockAdjusted(ScreenMessage):
+    """An operator's adjustment was applied; `summary` says what changed."""
+
+    def __init__(self, summary: str) -> None:
+        super().__init__()
+        self.summary = summary
+
+
+class LowStockAlertSent(ScreenMessage):
+    """`A` on Inventory ran the low-stock alert; `summary` says what happened."""
+
+    def __init__(self, summary: str) -> None:
+        super().__init__()
+        self.summary = summary
+
+
+class ActivityLoaded(DataLoaded):
+    """Audit-trail entries matching the Activity screen's filter."""

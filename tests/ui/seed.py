@@ -44,6 +44,8 @@ EMAILS = [
 ]
 
 DELIVERY = {"msg-0001-test": "delivered", "msg-0003-test": "bounced"}
+# queued again after failed tries: (attempts, minutes until the next try, last error)
+BACKOFF = {"KB-10011": (2, 8, "503 service_unavailable: try again later")}
 
 
 def seed_shop(engine: Engine, settings: Settings) -> None:
@@ -89,6 +91,11 @@ def seed_emails(engine: Engine, settings: Settings) -> list[int]:
                     lease_until=NOW + timedelta(hours=1),
                 )
             )
+            if number in BACKOFF:
+                tries, wait, last = BACKOFF[number]
+                session.execute(update(EmailOutbox).where(EmailOutbox.id == row.id).values(
+                    attempts=tries, last_error=last,
+                    next_attempt_at=NOW + timedelta(minutes=wait)))
             ids.append(row.id)
         for provider_id, state in DELIVERY.items():  # what Resend's webhooks reported
             session.execute(update(EmailOutbox)

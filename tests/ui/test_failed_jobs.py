@@ -12,10 +12,11 @@ from sqlmodel import Session, select
 
 from kolaq_console.jobs import failed as ledger
 from kolaq_console.jobs import install_ledger
+from kolaq_console.jobs.failed import JobFilter
 from kolaq_console.models import FailedJob, utcnow
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
 from kolaq_console.ui.messages import BulkTargetsSelected, JobsDiscarded, JobsRetried
-from kolaq_console.ui.screens.failed_jobs import FailedJobsScreen, JobQuery
+from kolaq_console.ui.screens.failed_jobs import GRAMMAR, FailedJobsScreen, job_filter
 from kolaq_console.ui.screens.job_detail import JobDetailScreen
 from kolaq_console.ui.widgets.record_table import RecordTable
 
@@ -65,9 +66,9 @@ async def open_failed(pilot) -> None:
 
 
 def test_filter_text_parses_queue_task_and_error_words():
-    assert JobQuery.parse("webhooks task:fail_until on purpose") == JobQuery(
+    assert job_filter(GRAMMAR.parse("webhooks task:fail_until on purpose")) == JobFilter(
         queue="webhooks", task="fail_until", error="on purpose")
-    assert JobQuery.parse("queue:emails") == JobQuery(queue="emails")
+    assert job_filter(GRAMMAR.parse("queue:emails")) == JobFilter(queue="emails")
 
 
 async def test_lists_open_failures_newest_first_with_errors_as_plain_text(failures, console):
@@ -76,9 +77,9 @@ async def test_lists_open_failures_newest_first_with_errors_as_plain_text(failur
         await open_failed(pilot)
         assert listed(app) == list(reversed(failures))
         table = app.screen.query_one(RecordTable)
-        error = table.get_row(str(failures[-1]))[4]  # after the mark, #, task and queue
+        error = table.get_row(str(failures[-1]))[3]  # after the mark, # and who it was for
         # brackets in data are text, not markup
-        assert str(error) == "ValueError: run 4 of w1 failed on purpose (key [REDACTED])"
+        assert str(error) == "run 4 of w1 failed on purpose (key [REDACTED])"  # the bare reason
 
 
 async def test_filter_narrows_the_list_by_queue_and_by_error(failures, console):

@@ -177,12 +177,12 @@ async def test_palette_finds_customers_by_name_and_products_by_sku(incident, app
 @pytest.mark.parametrize(("key", "screen", "attr"), [
     ("c", CustomerRecordScreen, "key"),
     ("e", EmailDetailScreen, "row_id"),
-    ("j", JobDetailScreen, "job_id"),
+    ("J", JobDetailScreen, "job_id"),
     ("p", ProductRecordScreen, "key"),
 ])
 async def test_order_record_link_keys(incident, app_for, sqlite_engine, key, screen, attr):
     expected = {"c": customer_email(sqlite_engine, "KB-10004"), "e": incident["email"],
-                "j": incident["job"]}
+                "J": incident["job"]}
     app = app_for()
     async with app.run_test(size=(120, 40)) as pilot:
         links.open_order(app, "KB-10004")

@@ -58,7 +58,9 @@ async def test_console_retry_of_a_sent_emails_failure_is_refused_with_the_reason
     async with app.run_test(size=(80, 24), message_hook=messages.append) as pilot:
         await pilot.press("2")
         await settle(pilot)
-        await pilot.press("r")  # one entry: no confirmation
+        await pilot.press("r")  # an email's send: asks first
+        await settle(pilot)
+        await pilot.press("y")
         await settle(pilot)
         [retried] = [m for m in messages if isinstance(m, JobsRetried)]
         assert any(f"email #{row_id} was already sent" in n.message

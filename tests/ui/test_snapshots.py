@@ -101,3 +101,32 @@ def test_order_status_choice(snap_compare):
 @SIZES
 def test_webhooks(snap_compare, size):
     assert snap_compare(APP, terminal_size=size, run_before=keys("7"))
+
+
+@SIZES
+def test_activity(snap_compare, size):
+    assert snap_compare(APP, terminal_size=size, run_before=keys("8"))
+
+
+def test_activity_filter_error(snap_compare):
+    """A key the list does not take: said in the caption, the list unchanged."""
+    assert snap_compare(APP, terminal_size=(80, 24),
+                        run_before=keys("8", "slash", *"who:ada"))
+
+
+def test_adjust_stock_dialog(snap_compare):
+    assert snap_compare(APP, terminal_size=(80, 24), run_before=keys("3", "a", "x", "enter",
+                                                                     "enter"))
+
+
+def test_product_history(snap_compare):
+    assert snap_compare(APP, terminal_size=(80, 24), run_before=keys("3", "G", "enter"))
+
+
+def test_failed_jobs_sorted_by_tries(snap_compare):
+    assert snap_compare(APP, terminal_size=(80, 24), run_before=keys("2", "o", "o", "o", "O"))
+
+
+@SIZES
+def test_messages_empty_state(snap_compare, size):
+    assert snap_compare(APP, terminal_size=size, run_before=keys("9"))

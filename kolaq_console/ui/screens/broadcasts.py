@@ -32,6 +32,7 @@ from kolaq_console.ui.messages import (
     SendPrepared,
 )
 from kolaq_console.ui.screens.base import POLL, LiveScreen
+from kolaq_console.ui.screens.list_screen import TABLE_KEYS, TableActions
 from kolaq_console.ui.widgets.record_table import Col, RecordTable
 
 COLUMNS = (
@@ -57,7 +58,7 @@ def progress_line(p) -> str:
             f"{p.failed} failed · {p.skipped} skipped{extra} · {rate}{eta}")
 
 
-class BroadcastsScreen(LiveScreen):
+class BroadcastsScreen(TableActions, LiveScreen):
     MODE = "broadcast"
     TITLE_TEXT = "Broadcasts"
     WRITE_ACTIONS = frozenset({"save", "test_send", "send", "pause", "resume", "cancel"})
@@ -71,6 +72,7 @@ class BroadcastsScreen(LiveScreen):
         Binding("C", "cancel", "Cancel"),
         Binding("enter", "open", "Open", show=False),
         Binding("escape", "back", "Back", show=False),
+        *TABLE_KEYS,  # o/O sort, y/Y copy (while the list has the focus)
     ]
 
     def __init__(self) -> None:
@@ -389,6 +391,9 @@ class BroadcastsScreen(LiveScreen):
     @on(DataTable.RowSelected)
     def _row_selected(self) -> None:
         self.action_open()
+
+    def list_table(self) -> RecordTable:
+        return self.query_one(RecordTable)
 
     def action_back(self) -> None:
         table = self.query_one(RecordTable)

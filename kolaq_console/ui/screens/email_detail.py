@@ -12,13 +12,17 @@ from textual.widgets import Static
 
 from kolaq_console.emails.outbox import row_summary
 from kolaq_console.errors import NotFound
+from kolaq_console.jobs import failed as ledger
+from kolaq_console.jobs.subjects import open_jobs_for_email
 from kolaq_console.models import EmailOutbox
 from kolaq_console.redact import redact
 from kolaq_console.ui import links
+from kolaq_console.ui.dialogs.confirm import ConfirmDialog
 from kolaq_console.ui.format import when_full
-from kolaq_console.ui.messages import EmailLoaded
+from kolaq_console.ui.messages import EmailLoaded, FailedSendFound, JobsRetried
 from kolaq_console.ui.screens.base import POLL
 from kolaq_console.ui.screens.emails import EmailScreenBase
+from kolaq_console.ui.screens.failed_jobs import retried_text
 
 
 def load_email(session: Session, row_id: int) -> dict:
@@ -39,10 +43,12 @@ class EmailDetailScreen(EmailScreenBase):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("s", "resend", "Send again"),
-        Binding("j", "follow('job')", "Job"),
+        Binding("r", "retry", "Retry"),
+        Binding("j,J", "follow('job')", "Job"),  # J as in the records
         Binding("o", "follow('order')", "Order"),
         Binding("c", "follow('customer')", "Customer"),
     ]
+    WRITE_ACTIONS = frozenset({"resend", "retry"})
 
     def __init__(self, row_id: int) -> None:
         super().__init__()
@@ -93,6 +99,47 @@ class EmailDetailScreen(EmailScreenBase):
     def action_follow(self, kind: str) -> None:
         """Open the failed job about this email, its order or its customer (ui/links.py)."""
         links.follow_email(self.app, self.row_id, kind)
+
+    def action_retry(self) -> None:
+        """Retry this email's open failed send job (asks first: it sends the email)."""
+        if not self.refused("retry"):
+            self.find_failed_send()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="retry-find",
+          description="Retry")
+    def find_failed_send(self) -> None:
+        with Session(self.console.engine) as session:
+            ids = open_jobs_for_email(session, self.row_id)
+        self.post_message(FailedSendFound(ids, self.row_id))
+
+    @on(FailedSendFound)
+    def _failed_send_found(self, event: FailedSendFound) -> None:
+        ids: list[int] = event.data
+        if not ids:
+            self.notify(f"Email #{self.row_id} has no open failed send job to retry "
+                        "(s sends a new copy)", severity="warning")
+            return
+        to = self.row["to"] if self.row else "its recipient"
+        self.app.push_screen(
+            ConfirmDialog("Retry sending this email?",
+                          f"Email #{self.row_id} to {to} (failed job "
+                          f"{', '.join(f'#{i}' for i in ids)}).\n\nThis sends the email again: "
+                          "if the provider accepted it before the failure, the customer may "
+                          "receive it twice.", confirm="Retry"),
+            lambda ok: self.retry_send(ids) if ok else None)
+
+    @work(thread=True, exit_on_error=False, group="retry", description="Retry")
+    def retry_send(self, ids: list[int]) -> None:
+        app = self.console
+        outcome = ledger.retry_failed(app.engine, app.huey, ids, app.operator)
+        self.post_message(JobsRetried(outcome.retried, outcome.skipped))
+
+    @on(JobsRetried)
+    def _retried(self, event: JobsRetried) -> None:
+        text, severity = retried_text(event)
+        self.notify(text, title="Email", severity=severity,  # type: ignore[arg-type]
+                    markup=False)
+        self.reload()
 
     def selected_email(self) -> tuple[int, str, str] | None:
         if self.row is None:

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlmodel import Session
 from textual import on, work
-from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.markup import escape
-from textual.widgets import DataTable, Static
 
 from kolaq_console.db import session_scope
 from kolaq_console.emails import KINDS
 from kolaq_console.emails.outbox import OPEN_STATUSES, list_emails, resend_email, row_summary
 from kolaq_console.models import EmailStatus
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
-from kolaq_console.ui.format import clip, one_line, when
+from kolaq_console.ui.filtering import Filter, Grammar
+from kolaq_console.ui.format import clip, one_line, state_label, when
 from kolaq_console.ui.messages import EmailResent, EmailsLoaded
 from kolaq_console.ui.screens.base import POLL, LiveScreen
-from kolaq_console.ui.widgets.filter_bar import FilterBar
-from kolaq_console.ui.widgets.record_table import Col, RecordTable
+from kolaq_console.ui.screens.list_screen import ListScreen
+from kolaq_console.ui.widgets.record_table import Col
 
 STATUSES = tuple(s.value for s in EmailStatus)
 KIND_LABELS = {
@@ -29,66 +26,22 @@ KIND_LABELS = {
     "order_status_update": "status",
     "low_stock": "low stock",
 }
+# Priority 0 survives at 80 columns: the recipient and the state.
+# The status is wide enough for `retrying 2/3 · next 17:08`.
 COLUMNS = (
-    Col("#", 4, right=True), Col("status", 9), Col("delivery", 10), Col("kind", 9, hide_below=90),
-    Col("to", 16, flex=2),
-    Col("subject", 16, flex=3), Col("tries", 5, right=True, hide_below=100),
-    Col("updated", 11, hide_below=90),
+    Col("#", 4, right=True, priority=4), Col("status", 25, priority=0),
+    Col("delivery", 10, priority=2), Col("kind", 9, hide_below=90, priority=3),
+    Col("to", 16, flex=3, priority=0), Col("subject", 16, flex=2, priority=5),
+    Col("tries", 5, right=True, hide_below=100), Col("updated", 11, hide_below=90),
 )
 LIMIT = 200
+GRAMMAR = Grammar({"status": STATUSES, "kind": tuple(KINDS)}, bare_key="status")
 
 
-@dataclass(frozen=True)
-class EmailQuery:
-    status: str | None = None
-    kind: str | None = None
-    text: str = ""
-    problem: str | None = None  # e.g. a status still being typed: ignored, and said so
-
-    @classmethod
-    def parse(cls, text: str, status: str | None = None) -> EmailQuery:
-        """`status:failed kind:generic ada@` — a bare status name filters by status; other
-        words match the recipient or subject."""
-        kind = problem = None
-        words = []
-        for word in text.split():
-            key, sep, value = word.partition(":")
-            if sep and key == "status":
-                if value in STATUSES:
-                    status = value
-                else:
-                    problem = f"unknown status “{value}” ({', '.join(STATUSES)})"
-            elif sep and key == "kind":
-                if value in KINDS:
-                    kind = value
-                else:
-                    problem = f"unknown kind “{value}” ({', '.join(KINDS)})"
-            elif word in STATUSES:
-                status = word
-            else:
-                words.append(word.lower())
-        return cls(status=status, kind=kind, text=" ".join(words), problem=problem)
-
-    def matches(self, row: dict) -> bool:
-        haystack = f"{row['to']} {row['subject']}".lower()
-        return all(word in haystack for word in self.text.split())
-
-    def describe(self) -> str:
-        """What is filtered, as markup (typed text escaped)."""
-        parts = [f"status {self.status}" if self.status else "all statuses"]
-        if self.kind:
-            parts.append(f"kind {self.kind}")
-        if self.text:
-            parts.append(f"“{escape(self.text)}”")
-        if self.problem:
-            parts.append(f"[$warning]{escape(self.problem)}[/]")
-        return " · ".join(parts)
-
-
-def load_emails(session: Session, query: EmailQuery) -> list[dict]:
-    rows = list_emails(session, status=query.status, kind=query.kind, limit=LIMIT)
+def load_emails(session: Session, flt: Filter) -> list[dict]:
+    rows = list_emails(session, status=flt.get("status"), kind=flt.get("kind"), limit=LIMIT)
     summaries = ({**row_summary(r), "delivery_status": r.delivery_status} for r in rows)
-    return [s for s in summaries if query.matches(s)]
+    return [s for s in summaries if flt.matches(s["to"], s["subject"])]
 
 
 def resend_confirmation(row_id: int, to: str, subject: str) -> ConfirmDialog:
@@ -144,124 +97,84 @@ class EmailScreenBase(LiveScreen):
         self.reload()
 
 
-class EmailsScreen(EmailScreenBase):
+class EmailsScreen(EmailScreenBase, ListScreen):
     MODE = "emails"
     TITLE_TEXT = "Emails"
+    COLUMNS = COLUMNS
+    GRAMMAR = GRAMMAR
+    TABLE_ID = "emails"
+    STATUS_KEY = "status"
+    PLACEHOLDER = "status:failed kind:generic or words in recipient/subject"
+    EMPTY = ("No emails yet. Orders, low-stock alerts and broadcasts queue them; "
+             "`kolaq-console email send` sends one by hand.")
     BINDINGS = [
-        Binding("enter", "open", "Detail", show=False),
         Binding("s", "resend", "Send again"),
         Binding("f", "cycle_status", "Status"),
-        Binding("slash", "filter", "Filter"),
-        Binding("escape", "back", "Back", show=False),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self.status_filter: str | None = None
-        self.filter_text = ""
         self.rows: dict[int, dict] = {}
-
-    def compose(self) -> ComposeResult:
-        yield from self.compose_chrome_top()
-        yield Static(id="list-caption", classes="caption")
-        yield RecordTable(id="emails")
-        yield FilterBar("status:failed kind:generic or words in recipient/subject")
-        yield from self.compose_chrome_bottom()
-
-    def on_mount(self) -> None:
-        self.query_one(RecordTable).set_columns(*COLUMNS)
-        self.query_one(FilterBar).display = False
-
-    @property
-    def email_query(self) -> EmailQuery:
-        return EmailQuery.parse(self.filter_text, self.status_filter)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group=POLL, description="Emails")
     def load(self) -> None:
-        query = self.email_query
+        flt = self.filter
         with Session(self.console.engine) as session:
-            rows = load_emails(session, query)
-        self.deliver(EmailsLoaded(rows, query))
+            rows = load_emails(session, flt)
+        self.deliver(EmailsLoaded(rows, flt))
 
     @on(EmailsLoaded)
     def show_emails(self, event: EmailsLoaded) -> None:
-        if not self.accepts() or event.query != self.email_query:
+        if not self.accepts() or event.query != self.filter:
             return  # frozen behind a dialog, or an answer to an older filter
         zone = self.console.settings.shop.zone
+        retries = self.console.settings.queue.retries
         rows: list[dict] = event.data
         self.rows = {r["id"]: r for r in rows}
-        with self.app.batch_update():
-            self.query_one(RecordTable).replace_rows(
-                (r["id"], (
-                    str(r["id"]), _status(r["status"]), _delivery(r),
-                    KIND_LABELS.get(r["kind"], r["kind"]),
-                    r["to"], r["subject"], str(r["attempts"]), when(r["updated_at"], zone),
-                ))
-                for r in rows
-            )
-            more = " (latest shown)" if len(rows) >= LIMIT else ""
-            self.query_one("#list-caption", Static).update(
-                f"[b]{len(rows)}[/] emails{more} · {event.query.describe()}"
+        self.show_rows(
+            (r["id"], (
+                str(r["id"]),
+                _status(r["status"], state_label(r["status"], r["attempts"], retries,
+                                                 r["next_attempt_at"], zone)),
+                _delivery(r), KIND_LABELS.get(r["kind"], r["kind"]),
+                r["to"], r["subject"], str(r["attempts"]), when(r["updated_at"], zone),
+            ))
+            for r in rows
+        )
+
+    def caption(self) -> str:
+        more = " (latest shown)" if len(self.rows) >= LIMIT else ""
+        parts = [] if self.filter.get("status") else ["all statuses"]
+        if self.filter:
+            parts.append(self.filter.describe())
+        return (f"[b]{len(self.rows)}[/] emails{more} · {' · '.join(parts)}"
                 "   [dim]f status · / filter · Enter detail[/]")
 
     # --- keys --------------------------------------------------------------------------------
 
-    def action_open(self) -> None:
-        row_id = self.query_one(RecordTable).current
-        if row_id is not None:
-            from kolaq_console.ui.screens.email_detail import EmailDetailScreen
+    def open_record(self, key: object) -> None:
+        from kolaq_console.ui.screens.email_detail import EmailDetailScreen
 
-            self.app.push_screen(EmailDetailScreen(row_id))
-
-    @on(DataTable.RowSelected)
-    def _row_selected(self) -> None:
-        self.action_open()
-
-    def action_cycle_status(self) -> None:
-        order = (None, *STATUSES)
-        self.status_filter = order[(order.index(self.status_filter) + 1) % len(order)]
-        self.reload()
-
-    def action_filter(self) -> None:
-        self.query_one(FilterBar).open()
-
-    async def action_back(self) -> None:
-        if self.filter_text or self.status_filter:
-            self.filter_text, self.status_filter = "", None
-            bar = self.query_one(FilterBar)
-            bar.value, bar.display = "", False
-            self.reload()
-        else:
-            await self.app.run_action("go('overview')")
-
-    @on(FilterBar.Applied)
-    def _filter_applied(self, event: FilterBar.Applied) -> None:
-        self.filter_text = event.text
-        self.reload()
-
-    @on(FilterBar.Closed)
-    def _filter_closed(self) -> None:
-        self.query_one(RecordTable).focus()
+        self.app.push_screen(EmailDetailScreen(int(key)))  # type: ignore[call-overload]
 
     def selected_email(self) -> tuple[int, str, str] | None:
-        table = self.query_one(RecordTable)
-        row_id = table.current
+        row_id = self.table.current
         if row_id is None:
             return None
         row = self.rows.get(row_id, {})
         return row_id, row.get("to", ""), row.get("subject", "")
 
     def selected_status(self) -> str | None:
-        row_id = self.query_one(RecordTable).current
+        row_id = self.table.current
         return None if row_id is None else self.rows.get(row_id, {}).get("status")
 
 
-def _status(status: str) -> str:
+def _status(status: str, label: str | None = None):
     colours = {"failed": "$error", "sent": "$success", "queued": "$warning",
                "sending": "$warning", "cancelled": "$text-muted"}
     from textual.content import Content
 
-    return Content.from_markup(f"[{colours.get(status, '')}]{status}[/]")
+    return Content.from_markup(f"[{colours.get(status, '')}]{escape(label or status)}[/]")
 
 
 def _delivery(row: dict):

@@ -3,18 +3,19 @@ the marked ones, or every entry matching the filter (confirmed with the exact co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlmodel import Session
+from rich.text import Text
+from sqlmodel import Session, col, select
 from textual import on, work
-from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.markup import escape
-from textual.widgets import DataTable, Static
 
 from kolaq_console.jobs import failed as ledger
+from kolaq_console.jobs.subjects import Subject, bare_reason, resends_email, subjects_of_ids
+from kolaq_console.models import FailedJob
 from kolaq_console.taskqueue import LOGICAL_QUEUES
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
+from kolaq_console.ui.filtering import Filter, Grammar
 from kolaq_console.ui.format import ago, clip, plural, short_task, when
 from kolaq_console.ui.messages import (
     BulkTargetsSelected,
@@ -23,71 +24,40 @@ from kolaq_console.ui.messages import (
     JobsRetried,
 )
 from kolaq_console.ui.screens.base import POLL, LiveScreen
-from kolaq_console.ui.widgets.filter_bar import FilterBar
-from kolaq_console.ui.widgets.record_table import Col, RecordTable
+from kolaq_console.ui.screens.list_screen import ListScreen
+from kolaq_console.ui.widgets.record_table import Col
 
 LIMIT = 200
 ACTION = "jobs-action"
+# Priority 0 survives at 80 columns: who it was for, the reason, the tries.
 COLUMNS = (
-    Col("#", 4, right=True), Col("task", 10, flex=1), Col("queue", 9),
-    Col("error", 16, flex=4), Col("tries", 5, right=True), Col("ago", 4, right=True),
-    Col("last try", 11, hide_below=110),
+    Col("#", 4, right=True, priority=5), Col("for", 14, flex=2, priority=0),
+    Col("reason", 16, flex=4, priority=0), Col("tries", 5, right=True, priority=0),
+    Col("task", 10, flex=1, priority=2, hide_below=90),
+    Col("queue", 9, priority=4, hide_below=100),
+    Col("ago", 4, right=True, priority=1), Col("last try", 11, hide_below=110),
 )
+GRAMMAR = Grammar({"queue": LOGICAL_QUEUES, "task": None}, bare_key="queue")
 
 
-@dataclass(frozen=True)
-class JobQuery:
-    """`/` text: `queue:emails task:send_email timeout` — a bare queue name filters by queue;
-    other words match the error type or message."""
-
-    queue: str | None = None
-    task: str | None = None
-    error: str | None = None
-    problem: str | None = None  # e.g. a queue name still being typed: ignored, and said so
-
-    @classmethod
-    def parse(cls, text: str) -> JobQuery:
-        queue = task = problem = None
-        words = []
-        for word in text.split():
-            key, sep, value = word.partition(":")
-            if sep and key == "queue":
-                if value in LOGICAL_QUEUES:
-                    queue = value
-                else:
-                    problem = f"unknown queue “{value}” ({', '.join(LOGICAL_QUEUES)})"
-            elif sep and key == "task":
-                task = value or None
-            elif word in LOGICAL_QUEUES:
-                queue = word
-            else:
-                words.append(word)
-        return cls(queue=queue, task=task, error=" ".join(words) or None, problem=problem)
-
-    def job_filter(self) -> ledger.JobFilter:
-        return ledger.JobFilter(queue=self.queue, task=self.task, error=self.error)
-
-    def describe(self, markup: bool = True) -> str:
-        """What is filtered, for the caption (markup, typed text escaped) or a dialog."""
-        esc = escape if markup else str
-        parts = [f"queue {self.queue}" if self.queue else "",
-                 f"task {esc(self.task)}" if self.task else "",
-                 f"error “{esc(self.error)}”" if self.error else ""]
-        if self.problem:
-            parts.append(f"[$warning]{esc(self.problem)}[/]" if markup else self.problem)
-        return " · ".join(p for p in parts if p) or "no filter"
+def job_filter(flt: Filter) -> ledger.JobFilter:
+    """The ledger's filter: queue and task terms; free words match the error."""
+    return ledger.JobFilter(queue=flt.get("queue"), task=flt.get("task"),
+                            error=flt.text or None)
 
 
 @dataclass
 class FailedPage:
     rows: list[ledger.FailedJobSummary]
     total: int
+    subjects: dict[int, Subject] = field(default_factory=dict)
 
 
-def load_failed(session: Session, query: JobQuery) -> FailedPage:
-    flt = query.job_filter()
-    return FailedPage(ledger.list_failed(session, flt, limit=LIMIT),
-                      ledger.count_failed(session, flt, cap=ledger.PAGE_COUNT_CAP))
+def load_failed(session: Session, flt: Filter) -> FailedPage:
+    jobs = job_filter(flt)
+    rows = ledger.list_failed(session, jobs, limit=LIMIT)
+    return FailedPage(rows, ledger.count_failed(session, jobs, cap=ledger.PAGE_COUNT_CAP),
+                      subjects_of_ids(session, [r.id for r in rows]))
 
 
 def retried_text(event: JobsRetried) -> tuple[str, str]:
@@ -106,7 +76,7 @@ class JobScreenBase(LiveScreen):
     WRITE_ACTIONS = frozenset({"retry", "discard", "retry_all", "discard_all", "mark"})
 
     def act(self, action: str, ids: list[int], what: str, flt: ledger.JobFilter | None = None,
-            confirm: bool = True) -> None:
+            confirm: bool = True, resends: bool = False) -> None:
         """Retry or discard exactly `ids` (`what` names them in the dialog)."""
         if self.refused(action):
             return
@@ -121,6 +91,9 @@ class JobScreenBase(LiveScreen):
         consequence = ("Each is re-enqueued as a new job with a fresh retry budget."
                        if action == "retry" else
                        "They are closed without running again (the records stay).")
+        if action == "retry" and resends:
+            consequence += ("\n\nThis sends the email again: if the provider accepted it "
+                            "before the failure, the customer may receive it twice.")
         self.app.push_screen(
             ConfirmDialog(f"{verb} {plural(len(ids), 'failed job')}?",
                           f"{what}\n\n{consequence}", confirm=verb),
@@ -157,105 +130,86 @@ class JobScreenBase(LiveScreen):
         self.reload()
 
 
-class FailedJobsScreen(JobScreenBase):
+class FailedJobsScreen(JobScreenBase, ListScreen):
     TITLE_TEXT = "Failed jobs"
+    COLUMNS = COLUMNS
+    GRAMMAR = GRAMMAR
+    TABLE_ID = "failed"
+    MARKABLE = True
+    PLACEHOLDER = "queue:emails task:send_email or words of the error"
+    EMPTY = ("No open failed jobs: every job either completed or is still retrying. "
+             "Failures land here once their retries run out; 1 shows the overview.")
     BINDINGS = [
-        Binding("enter", "open", "Detail", show=False),
         Binding("space", "mark", "Mark"),
         Binding("r", "retry", "Retry"),
         Binding("R", "retry_all", "Retry all"),
         Binding("d", "discard", "Discard"),
         Binding("D", "discard_all", "Discard all"),
-        Binding("slash", "filter", "Filter"),
-        Binding("escape", "back", "Back", show=False),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self.filter_text = ""
         self.total = 0
-
-    def compose(self) -> ComposeResult:
-        yield from self.compose_chrome_top()
-        yield Static(id="list-caption", classes="caption")
-        yield RecordTable(id="failed", markable=True)
-        yield FilterBar("queue:emails task:send_email or words of the error")
-        yield from self.compose_chrome_bottom()
-
-    def on_mount(self) -> None:
-        self.query_one(RecordTable).set_columns(*COLUMNS)
-        self.query_one(FilterBar).display = False
-
-    @property
-    def job_query(self) -> JobQuery:
-        return JobQuery.parse(self.filter_text)
+        self.rows: dict[int, ledger.FailedJobSummary] = {}
 
     @work(thread=True, exclusive=True, exit_on_error=False, group=POLL, description="Failed jobs")
     def load(self) -> None:
-        query = self.job_query
+        flt = self.filter
         with Session(self.console.engine) as session:
-            self.deliver(FailedJobsLoaded(load_failed(session, query), query))
+            self.deliver(FailedJobsLoaded(load_failed(session, flt), flt))
 
     @on(FailedJobsLoaded)
     def show_failed(self, event: FailedJobsLoaded) -> None:
-        if not self.accepts() or event.query != self.job_query:
+        if not self.accepts() or event.query != self.filter:
             return
         page: FailedPage = event.data
         self.total = page.total
+        self.rows = {r.id: r for r in page.rows}
         zone, now = self.console.settings.shop.zone, self.console.clock()
-        table = self.query_one(RecordTable)
-        with self.app.batch_update():
-            table.replace_rows(
-                (r.id, (
-                    str(r.id), short_task(r.task_name), r.queue,
-                    f"{short_task(r.error_type)}: {r.error_message}" if r.error_type
-                    else r.error_message,
-                    str(r.attempts), ago(r.last_attempt_at, now), when(r.last_attempt_at, zone),
-                ))
-                for r in page.rows
-            )
-            self._caption()
+        self.show_rows(
+            (r.id, (
+                str(r.id), page.subjects.get(r.id, Subject()).label,
+                bare_reason(r.error_type, r.error_message), str(r.attempts),
+                short_task(r.task_name), r.queue, ago(r.last_attempt_at, now),
+                when(r.last_attempt_at, zone),
+            ))
+            for r in page.rows
+        )
 
-    def _caption(self) -> None:
-        table = self.query_one(RecordTable)
+    def caption(self) -> str:
+        table = self.table
         total = (f"{self.total:,}+" if self.total >= ledger.PAGE_COUNT_CAP
                  else f"{self.total:,}")
         shown = f" (newest {table.row_count} shown)" if self.total > table.row_count else ""
         marked = f" · [b]{len(table.marked)}[/] marked" if table.marked else ""
-        self.query_one("#list-caption", Static).update(
-            f"[b]{total}[/] open failed jobs{shown} · {self.job_query.describe()}{marked}")
+        return f"[b]{total}[/] open failed jobs{shown} · {self.filter.describe()}{marked}"
 
     # --- keys --------------------------------------------------------------------------------
 
-    def action_open(self) -> None:
-        job_id = self.query_one(RecordTable).current
-        if job_id is not None:
-            from kolaq_console.ui.screens.job_detail import JobDetailScreen
+    def open_record(self, key: object) -> None:
+        from kolaq_console.ui.screens.job_detail import JobDetailScreen
 
-            self.app.push_screen(JobDetailScreen(job_id))
-
-    @on(DataTable.RowSelected)
-    def _row_selected(self) -> None:
-        self.action_open()
+        self.app.push_screen(JobDetailScreen(int(key)))  # type: ignore[call-overload]
 
     def action_mark(self) -> None:
-        self.query_one(RecordTable).toggle_mark()
-        self._caption()
+        self.table.toggle_mark()
+        self.show_caption()
 
     def _chosen(self) -> tuple[list[int], str]:
-        table = self.query_one(RecordTable)
+        table = self.table
         if table.marked:
             ids = sorted(table.marked)
             return ids, f"The {len(ids)} marked: " + clip(", ".join(f"#{i}" for i in ids), 200)
         current = table.current
         if current is None:
             return [], ""
-        _, task, queue, error, *_ = table.cells(current)
-        return [current], f"#{current} {task} ({queue}): {error}"
+        _, subject, reason, _tries, task, queue, *_ = table.cells(current)
+        return [current], f"#{current} {task} ({queue}) for {subject}: {reason}"
 
     def action_retry(self) -> None:
         ids, what = self._chosen()
-        self.act("retry", ids, what, confirm=len(ids) > 1)
+        resends = any(resends_email(self.rows[i].task_name) for i in ids if i in self.rows)
+        self.act("retry", ids, what, confirm=len(ids) > 1 or resends, resends=resends)
 
     def action_discard(self) -> None:
         ids, what = self._chosen()
@@ -263,52 +217,34 @@ class FailedJobsScreen(JobScreenBase):
 
     def action_retry_all(self) -> None:
         if not self.refused("retry all"):
-            self.select_targets("retry", self.job_query)
+            self.select_targets("retry", self.filter)
 
     def action_discard_all(self) -> None:
         if not self.refused("discard all"):
-            self.select_targets("discard", self.job_query)
+            self.select_targets("discard", self.filter)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="targets",
           description="Failed jobs")
-    def select_targets(self, action: str, query: JobQuery) -> None:
+    def select_targets(self, action: str, flt: Filter) -> None:
         with Session(self.console.engine) as session:
-            ids = ledger.select_ids(session, flt=query.job_filter())
-        self.deliver(BulkTargetsSelected(action, ids, query))  # a second R replaces the first
+            ids = ledger.select_ids(session, flt=job_filter(flt))
+            resends = any(resends_email(t) for t in session.exec(
+                select(FailedJob.task_name).where(col(FailedJob.id).in_(ids[:5000]))
+                .distinct()).all()) if ids else False
+        # a second R replaces the first
+        self.deliver(BulkTargetsSelected(action, ids, (flt, resends)))
 
     @on(BulkTargetsSelected)
     def _targets_selected(self, event: BulkTargetsSelected) -> None:
-        query: JobQuery = event.query
+        flt, resends = event.query
         if not event.ids:
-            self.notify(f"No open failed job matches ({query.describe()})", severity="warning",
+            self.notify(f"No open failed job matches ({flt.describe()})", severity="warning",
                         markup=True)
             return
-        what = ("Every open failed job" if query.job_filter() == ledger.JobFilter()
-                else f"Every open failed job matching {query.describe(markup=False)}")
-        self.act(event.action, event.ids, what, flt=query.job_filter())
+        what = ("Every open failed job" if not flt
+                else f"Every open failed job matching {Text.from_markup(flt.describe()).plain}")
+        self.act(event.action, event.ids, what, flt=job_filter(flt), resends=resends)
 
     def after_action(self) -> None:
-        self.query_one(RecordTable).clear_marks()
+        self.table.clear_marks()
         self.reload()
-
-    def action_filter(self) -> None:
-        self.query_one(FilterBar).open()
-
-    async def action_back(self) -> None:
-        table = self.query_one(RecordTable)
-        if table.marked:
-            table.clear_marks()
-            self._caption()
-        elif self.filter_text:
-            self.query_one(FilterBar).action_clear_filter()
-        else:
-            await self.app.run_action("go('overview')")
-
-    @on(FilterBar.Applied)
-    def _filter_applied(self, event: FilterBar.Applied) -> None:
-        self.filter_text = event.text
-        self.reload()
-
-    @on(FilterBar.Closed)
-    def _filter_closed(self) -> None:
-        self.query_one(RecordTable).focus()

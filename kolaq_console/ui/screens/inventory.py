@@ -1,4 +1,6 @@
-"""3 Inventory: low-stock products, reconcile now, recent inventory activity."""
+"""3 Inventory: low-stock products with days of cover, recent inventory activity; adjust
+stock with a reason (`a`, confirmed), send the low-stock alert now (`A`, confirmed),
+reconcile now (`c`), a product's record on Enter."""
 
 from __future__ import annotations
 
@@ -6,21 +8,37 @@ from sqlmodel import Session
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.markup import escape
 from textual.widgets import Static
 
+from kolaq_console.inventory.adjust import adjust
+from kolaq_console.inventory.lowstock import send_alerts
 from kolaq_console.inventory.reconcile import reconcile
 from kolaq_console.ui.data import InventoryView, load_inventory
+from kolaq_console.ui.dialogs.adjust import AdjustDialog
+from kolaq_console.ui.dialogs.confirm import ConfirmDialog
 from kolaq_console.ui.format import ago, when
-from kolaq_console.ui.messages import InventoryLoaded, InventoryReconciled
-from kolaq_console.ui.screens.base import ACTIVE, POLL, LiveScreen
-from kolaq_console.ui.widgets.filter_bar import FilterBar
+from kolaq_console.ui.messages import (
+    InventoryLoaded,
+    InventoryReconciled,
+    LowStockAlertSent,
+    StockAdjusted,
+)
+from kolaq_console.ui.screens.base import ACTIVE, POLL
+from kolaq_console.ui.screens.list_screen import ListScreen
+from kolaq_console.ui.screens.product_history import ProductHistoryScreen
 from kolaq_console.ui.widgets.record_table import Col, RecordTable
 
+try:  # record screens and links between them come from ui/links.py when it is there
+    from kolaq_console.ui import links
+except ImportError:  # pragma: no cover - depends on what is merged
+    links = None  # type: ignore[assignment]
+
+# Priority 0 survives at 80 columns: SKU, stock and days of cover.
 LOW_COLUMNS = (
-    Col("SKU", 12, flex=1), Col("product", 14, flex=2), Col("stock", 5, right=True),
-    Col("threshold", 9, right=True), Col("sold 7d", 7, right=True, hide_below=100),
-    Col("cover", 6, right=True, hide_below=110), Col("reconciled", 11),
+    Col("SKU", 12, flex=1, priority=0), Col("product", 14, flex=2, priority=2),
+    Col("stock", 5, right=True, priority=0), Col("threshold", 9, right=True, priority=3),
+    Col("sold 7d", 7, right=True, priority=1), Col("cover", 6, right=True, priority=0),
+    Col("reconciled", 11, priority=4),
 )
 ACTIVITY_COLUMNS = (
     Col("when", 11), Col("action", 9), Col("subject", 12, flex=1),
@@ -39,34 +57,33 @@ def reconcile_summary(result: dict) -> str:
     return text
 
 
-class InventoryScreen(LiveScreen):
+class InventoryScreen(ListScreen):
     MODE = "inventory"
     TITLE_TEXT = "Inventory"
-    WRITE_ACTIONS = frozenset({"reconcile"})
+    COLUMNS = LOW_COLUMNS
+    TABLE_ID = "low-stock"
+    PLACEHOLDER = "SKU, product or words in the activity"
+    EMPTY = ("No product is at or below its low-stock threshold. `kolaq-console inventory "
+             "adjust SKU DELTA --reason ...` changes any product's stock.")
+    WRITE_ACTIONS = frozenset({"reconcile", "adjust", "send_alert"})
     BINDINGS = [
+        Binding("a", "adjust", "Adjust"),
+        Binding("A", "send_alert", "Alert now"),
         Binding("c", "reconcile", "Reconcile now"),
-        Binding("slash", "filter", "Filter"),
-        Binding("escape", "back", "Back", show=False),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self.filter_text = ""
         self.view: InventoryView | None = None
 
-    def compose(self) -> ComposeResult:
-        yield from self.compose_chrome_top()
-        yield Static(id="inv-caption", classes="caption")
-        yield RecordTable(id="low-stock")
+    def compose_list(self) -> ComposeResult:
+        yield from super().compose_list()
         yield Static("Recent activity", classes="caption section")
         yield RecordTable(id="activity")
-        yield FilterBar("SKU, product or words in the activity")
-        yield from self.compose_chrome_bottom()
 
     def on_mount(self) -> None:
-        self.query_one("#low-stock", RecordTable).set_columns(*LOW_COLUMNS)
+        super().on_mount()
         self.query_one("#activity", RecordTable).set_columns(*ACTIVITY_COLUMNS)
-        self.query_one(FilterBar).display = False
 
     @work(thread=True, exclusive=True, exit_on_error=False, group=POLL, description="Inventory")
     def load(self) -> None:
@@ -81,17 +98,25 @@ class InventoryScreen(LiveScreen):
         self.view = event.data
         self._render_view()
 
+    def filter_changed(self) -> None:
+        self._render_view()  # filtered here: the view holds every low product
+
     def _render_view(self) -> None:
         view = self.view
         if view is None:
             return
-        zone, now = self.console.settings.shop.zone, self.console.clock()
-        needle = self.filter_text.lower()
-        low = [p for p in view.low if needle in f"{p['sku']} {p['name']}".lower()]
+        zone = self.console.settings.shop.zone
+        flt = self.filter
+        low = [p for p in view.low if flt.matches(p["sku"], p["name"])]
         activity = [a for a in view.activity
-                    if needle in f"{a['subject']} {a['action']} {a['summary']}".lower()]
+                    if flt.matches(a["subject"], a["action"], a["summary"])]
         with self.app.batch_update():
-            self.query_one("#low-stock", RecordTable).replace_rows(
+            self.query_one("#activity", RecordTable).replace_rows(
+                (a["id"], (when(a["at"], zone), a["action"], a["subject"] or "", a["summary"],
+                           a["actor"]))
+                for a in activity
+            )
+            self.show_rows(
                 (p["sku"], (
                     p["sku"], p["name"], str(p["stock"]), str(p["threshold"]),
                     str(p["sold_7d"]),
@@ -100,19 +125,111 @@ class InventoryScreen(LiveScreen):
                 ))
                 for p in low
             )
-            self.query_one("#activity", RecordTable).replace_rows(
-                (a["id"], (when(a["at"], zone), a["action"], a["subject"] or "", a["summary"],
-                           a["actor"]))
-                for a in activity
-            )
-            last = (f"last reconcile {ago(view.last_run_at, now)} ago"
-                    if view.last_run_at else "never reconciled")
-            shown = f" matching “{escape(self.filter_text)}”" if self.filter_text else ""
-            self.query_one("#inv-caption", Static).update(
-                f"[b]{len(low)}[/] low-stock products{shown} · {last}"
-                + ("" if self.console.read_only else "   [dim]c reconcile now[/]"))
 
-    # --- keys --------------------------------------------------------------------------------
+    def caption(self) -> str:
+        view = self.view
+        if view is None:
+            return "Inventory"
+        now = self.console.clock()
+        last = (f"last reconcile {ago(view.last_run_at, now)} ago"
+                if view.last_run_at else "never reconciled")
+        shown = f" matching {self.filter.describe()}" if self.filter else ""
+        keys = "" if self.console.read_only else "   [dim]a adjust · A alert[/]"
+        return f"[b]{self.table.row_count}[/] low-stock products{shown} · {last}{keys}"
+
+    # --- records -----------------------------------------------------------------------------
+
+    def open_record(self, key: object) -> None:
+        table = self.active_table()
+        if table.id == "activity":  # entries about one product name its SKU
+            _when, action, subject, *_ = table.cells(key)
+            if action in ("adjust", "reconcile") and subject:
+                self._open_product(str(subject))
+            return
+        self._open_product(str(key))
+
+    def _open_product(self, sku: str) -> None:
+        if links is not None and hasattr(links, "open_product"):
+            links.open_product(self.app, sku)
+        else:
+            self.app.push_screen(ProductHistoryScreen(sku))
+
+    def _current_product(self) -> dict | None:
+        sku = self.table.current
+        if sku is None or self.view is None:
+            return None
+        return next((p for p in self.view.low if p["sku"] == sku), None)
+
+    # --- adjust ------------------------------------------------------------------------------
+
+    def action_adjust(self) -> None:
+        if self.refused("adjusting stock"):
+            return
+        product = self._current_product()
+        if product is None:
+            self.notify("No product selected: / finds one by SKU or name", severity="warning")
+            return
+        sku, stock = product["sku"], product["stock"]
+        self.app.push_screen(AdjustDialog(sku, product["name"], stock),
+                             lambda answer: self._confirm_adjust(sku, stock, answer))
+
+    def _confirm_adjust(self, sku: str, stock: int, answer: tuple[int, str] | None) -> None:
+        if answer is None:
+            return
+        delta, reason = answer
+        self.app.push_screen(
+            ConfirmDialog(f"Adjust {sku} by {delta:+d}?",
+                          f"Stock {stock} -> {stock + delta} (as last read).\n"
+                          f"Reason: {reason}\n\nAn adjustment event is recorded with your "
+                          "name and this reason; the stored stock is brought up to date.",
+                          confirm="Adjust"),
+            lambda ok: self.apply_adjustment(sku, delta, reason) if ok else None)
+
+    @work(thread=True, exit_on_error=False, group="adjust", description="Adjust stock")
+    def apply_adjustment(self, sku: str, delta: int, reason: str) -> None:
+        app = self.console
+        result = adjust(app.engine, app.settings, sku, delta, reason, actor=app.operator,
+                        now=app.clock())
+        low = " (at or below its threshold)" if result.low else ""
+        self.post_message(StockAdjusted(
+            f"{sku}: {result.stock_before} -> {result.stock_after}{low}"))
+
+    @on(StockAdjusted)
+    def _adjusted(self, event: StockAdjusted) -> None:
+        self.notify(event.summary, title="Stock adjusted", markup=False)
+        self.reload()
+
+    # --- alert now ---------------------------------------------------------------------------
+
+    def action_send_alert(self) -> None:
+        if self.refused("sending the low-stock alert"):
+            return
+        count = self.table.row_count if not self.filter else len(self.view.low
+                                                                  if self.view else [])
+        self.app.push_screen(
+            ConfirmDialog("Send the low-stock alert now?",
+                          f"{count} product(s) are low. The admin is emailed about those no "
+                          "alert listed today (a product is alerted at most once a day).",
+                          confirm="Send"),
+            lambda ok: self.send_alert() if ok else None)
+
+    @work(thread=True, exit_on_error=False, group="alert", description="Low-stock alert")
+    def send_alert(self) -> None:
+        app = self.console
+        outcome = send_alerts(app.engine, app.settings, now=app.clock(), actor=app.operator)
+        if outcome.queued:
+            summary = (f"Low-stock alert queued (email #{outcome.outbox_id}) for "
+                       f"{len(outcome.skus)} product(s)")
+        else:
+            summary = f"No alert sent: {outcome.reason}"
+        self.post_message(LowStockAlertSent(summary))
+
+    @on(LowStockAlertSent)
+    def _alert_sent(self, event: LowStockAlertSent) -> None:
+        self.notify(event.summary, title="Inventory", markup=False)
+        self.reload()
+
+    # --- reconcile ---------------------------------------------------------------------------
 
     def action_reconcile(self) -> None:
         if self.refused("reconcile"):
@@ -136,21 +253,3 @@ class InventoryScreen(LiveScreen):
     def _reconciled(self, event: InventoryReconciled) -> None:
         self.notify(event.summary, title="Inventory", markup=False)
         self.reload()
-
-    def action_filter(self) -> None:
-        self.query_one(FilterBar).open()
-
-    async def action_back(self) -> None:
-        if self.filter_text:
-            self.query_one(FilterBar).action_clear_filter()
-        else:
-            await self.app.run_action("go('overview')")
-
-    @on(FilterBar.Applied)
-    def _filter_applied(self, event: FilterBar.Applied) -> None:
-        self.filter_text = event.text
-        self._render_view()
-
-    @on(FilterBar.Closed)
-    def _filter_closed(self) -> None:
-        self.query_one("#low-stock", RecordTable).focus()

@@ -13,6 +13,7 @@ from textual.markup import escape
 from textual.widgets import Static
 
 from kolaq_console.jobs import failed as ledger
+from kolaq_console.jobs.subjects import resends_email
 from kolaq_console.ui import links
 from kolaq_console.ui.format import short_task, when_full
 from kolaq_console.ui.messages import FailedJobLoaded
@@ -104,8 +105,9 @@ class JobDetailScreen(JobScreenBase):
 
     def action_retry(self) -> None:
         ids, what = self._about()
-        if ids:
-            self.act("retry", ids, what, confirm=False)
+        if ids and self.job is not None:
+            resends = resends_email(self.job.task_name)
+            self.act("retry", ids, what, confirm=resends, resends=resends)
 
     def action_discard(self) -> None:
         ids, what = self._about()

@@ -3,8 +3,6 @@ webhook events and activity; change the status (allowed moves only, confirmed)."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlmodel import Session
 from textual import on, work
 from textual.app import ComposeResult
@@ -12,23 +10,27 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.markup import escape
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from kolaq_console.emails.render import money
 from kolaq_console.orders.lifecycle import STATUSES, TRANSITIONS, set_status
 from kolaq_console.orders.queries import list_orders, order_detail
 from kolaq_console.ui.dialogs.choose import ChooseDialog, ShippingDialog
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
+from kolaq_console.ui.filtering import Grammar
 from kolaq_console.ui.format import when, when_full
 from kolaq_console.ui.messages import OrderLoaded, OrdersLoaded, OrderStatusChanged
 from kolaq_console.ui.screens.base import POLL, LiveScreen
-from kolaq_console.ui.widgets.filter_bar import FilterBar
-from kolaq_console.ui.widgets.record_table import Col, RecordTable
+from kolaq_console.ui.screens.list_screen import ListScreen
+from kolaq_console.ui.widgets.record_table import Col
 
+# Priority 0 survives at 80 columns: the order number, its status, the customer.
 COLUMNS = (
-    Col("number", 9), Col("status", 10), Col("payment", 8, hide_below=90),
-    Col("customer", 16, flex=2), Col("total", 12, right=True), Col("created", 11, hide_below=80),
+    Col("number", 9, priority=0), Col("status", 10, priority=0),
+    Col("payment", 8, hide_below=90, priority=2), Col("customer", 16, flex=2, priority=0),
+    Col("total", 12, right=True, priority=1), Col("created", 11, hide_below=80, priority=3),
 )
+GRAMMAR = Grammar({"status": tuple(STATUSES)}, bare_key="status")
 LIMIT = 200
 STATUS_COLOURS = {"pending": "$warning", "paid": "$success", "processing": "$accent",
                   "shipped": "$accent", "delivered": "$success", "cancelled": "dim",
@@ -40,18 +42,6 @@ def coloured(value: str | None, unknown: str = "unknown") -> Content:
     text = value or unknown
     colour = STATUS_COLOURS.get(text)
     return Content.from_markup(f"[{colour}]{escape(text)}[/]") if colour else Content(text)
-
-
-@dataclass(frozen=True)
-class OrderQuery:
-    status: str | None = None
-    text: str = ""
-
-    def describe(self) -> str:
-        parts = [f"status {self.status}" if self.status else "all statuses"]
-        if self.text:
-            parts.append(f"“{escape(self.text)}”")
-        return " · ".join(parts)
 
 
 class OrderActions(LiveScreen):
@@ -117,102 +107,60 @@ class OrderActions(LiveScreen):
         self.reload()
 
 
-class OrdersScreen(OrderActions):
+class OrdersScreen(OrderActions, ListScreen):
     MODE = "orders"
     TITLE_TEXT = "Orders"
+    COLUMNS = COLUMNS
+    GRAMMAR = GRAMMAR
+    TABLE_ID = "orders"
+    STATUS_KEY = "status"
+    PLACEHOLDER = "status:paid or part of an order number or a customer's address"
+    EMPTY = ("No orders yet. They arrive from the shop's checkout (Paystack or Flutterwave "
+             "webhooks); `kolaq-console demo` loads a demo shop.")
     BINDINGS = [
-        Binding("enter", "open", "Detail", show=False),
         Binding("s", "change_status", "Status"),
         Binding("f", "cycle_status", "Filter status"),
-        Binding("slash", "filter", "Filter"),
-        Binding("escape", "back", "Back", show=False),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self.status_filter: str | None = None
-        self.filter_text = ""
         self.rows: dict[str, dict] = {}
-
-    def compose(self) -> ComposeResult:
-        yield from self.compose_chrome_top()
-        yield Static(id="list-caption", classes="caption")
-        yield RecordTable(id="orders")
-        yield FilterBar("part of an order number or a customer's address")
-        yield from self.compose_chrome_bottom()
-
-    def on_mount(self) -> None:
-        self.query_one(RecordTable).set_columns(*COLUMNS)
-        self.query_one(FilterBar).display = False
-
-    @property
-    def order_query(self) -> OrderQuery:
-        return OrderQuery(self.status_filter, self.filter_text.strip())
 
     @work(thread=True, exclusive=True, exit_on_error=False, group=POLL, description="Orders")
     def load(self) -> None:
-        query = self.order_query
+        flt = self.filter
         with Session(self.console.engine) as session:
-            rows = list_orders(session, status=query.status, limit=LIMIT,
-                               search=query.text or None)
-        self.deliver(OrdersLoaded(rows, query))
+            rows = list_orders(session, status=flt.get("status"), limit=LIMIT,
+                               search=flt.text or None)
+        self.deliver(OrdersLoaded(rows, flt))
 
     @on(OrdersLoaded)
     def show_orders(self, event: OrdersLoaded) -> None:
-        if not self.accepts() or event.query != self.order_query:
+        if not self.accepts() or event.query != self.filter:
             return
         zone = self.console.settings.shop.zone
         rows: list[dict] = event.data
         self.rows = {r["number"]: r for r in rows}
-        with self.app.batch_update():
-            self.query_one(RecordTable).replace_rows(
-                (r["number"], (r["number"], coloured(r["status"]),
-                               coloured(r["payment_status"]), r["customer_email"] or "-",
-                               money(r["total_minor"], r["currency"]),
-                               when(r["created_at"], zone)))
-                for r in rows)
-            more = " (latest shown)" if len(rows) >= LIMIT else ""
-            self.query_one("#list-caption", Static).update(
-                f"[b]{len(rows)}[/] orders{more} · {event.query.describe()}"
+        self.show_rows(
+            (r["number"], (r["number"], coloured(r["status"]),
+                           coloured(r["payment_status"]), r["customer_email"] or "-",
+                           money(r["total_minor"], r["currency"]),
+                           when(r["created_at"], zone)))
+            for r in rows)
+
+    def caption(self) -> str:
+        more = " (latest shown)" if len(self.rows) >= LIMIT else ""
+        parts = [] if self.filter.get("status") else ["all statuses"]
+        if self.filter:
+            parts.append(self.filter.describe())
+        return (f"[b]{len(self.rows)}[/] orders{more} · {' · '.join(parts)}"
                 "   [dim]f status · / filter · Enter detail[/]")
 
-    def action_open(self) -> None:
-        number = self.query_one(RecordTable).current
-        if number is not None:
-            self.app.push_screen(OrderDetailScreen(number))
-
-    @on(DataTable.RowSelected)
-    def _row_selected(self) -> None:
-        self.action_open()
-
-    def action_cycle_status(self) -> None:
-        cycle = (None, *STATUSES)
-        self.status_filter = cycle[(cycle.index(self.status_filter) + 1) % len(cycle)]
-        self.reload()
-
-    def action_filter(self) -> None:
-        self.query_one(FilterBar).open()
-
-    def action_back(self) -> None:
-        if self.filter_text or self.status_filter:
-            self.filter_text, self.status_filter = "", None
-            bar = self.query_one(FilterBar)
-            bar.value, bar.display = "", False
-            self.reload()
-        else:
-            self.app.run_action("go('overview')")
-
-    @on(FilterBar.Applied)
-    def _filter_applied(self, event: FilterBar.Applied) -> None:
-        self.filter_text = event.text
-        self.reload()
-
-    @on(FilterBar.Closed)
-    def _filter_closed(self) -> None:
-        self.query_one(RecordTable).focus()
+    def open_record(self, key: object) -> None:
+        self.app.push_screen(OrderDetailScreen(str(key)))
 
     def selected_order(self) -> tuple[str, str] | None:
-        number = self.query_one(RecordTable).current
+        number = self.table.current
         if number is None or number not in self.rows:
             return None
         return number, self.rows[number]["status"]

@@ -49,7 +49,7 @@ class OverviewScreen(LiveScreen):
     BINDINGS = [
         Binding("w", "app.toggle_worker", "Worker on/off"),
         Binding("p", "app.toggle_pause", "Pause"),
-        Binding("r", "refresh", "Refresh"),
+        Binding("ctrl+r", "refresh", "Refresh"),  # `r` means retry on every other screen
     ]
 
     def compose(self) -> ComposeResult:

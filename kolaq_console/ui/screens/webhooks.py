@@ -11,21 +11,25 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.markup import escape
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from kolaq_console.models import Order
 from kolaq_console.orders.queries import event_summary
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
+from kolaq_console.ui.filtering import Grammar
 from kolaq_console.ui.format import when, when_full
 from kolaq_console.ui.messages import WebhookLoaded, WebhookReplayed, WebhooksLoaded
 from kolaq_console.ui.screens.base import POLL, LiveScreen
-from kolaq_console.ui.widgets.record_table import Col, RecordTable
+from kolaq_console.ui.screens.list_screen import ListScreen
+from kolaq_console.ui.widgets.record_table import Col
 from kolaq_console.webhooks.inbox import REPLAYABLE, STATUSES, get_event, list_events, replay
 
 COLUMNS = (
-    Col("#", 5, right=True), Col("received", 11, hide_below=80), Col("provider", 8),
-    Col("type", 16, flex=2), Col("status", 9), Col("error", 14, flex=3, hide_below=90),
+    Col("#", 5, right=True, priority=2), Col("received", 11, hide_below=80, priority=3),
+    Col("provider", 8, priority=1), Col("type", 16, flex=2, priority=0),
+    Col("status", 9, priority=0), Col("error", 14, flex=3, hide_below=90, priority=0),
 )
+GRAMMAR = Grammar({"status": tuple(STATUSES), "provider": None}, bare_key="status")
 LIMIT = 200
 STATUS_COLOURS = {"processed": "$success", "received": "$warning", "flagged": "$error",
                   "failed": "$error", "ignored": "dim"}
@@ -69,77 +73,60 @@ class WebhookActions(LiveScreen):
         self.reload()
 
 
-class WebhooksScreen(WebhookActions):
+class WebhooksScreen(WebhookActions, ListScreen):
     MODE = "webhooks"
     TITLE_TEXT = "Webhooks"
+    COLUMNS = COLUMNS
+    GRAMMAR = GRAMMAR
+    TABLE_ID = "webhooks"
+    STATUS_KEY = "status"
+    PLACEHOLDER = "status:failed provider:paystack or words in the type or error"
+    EMPTY = ("No webhook events yet. Point Paystack, Flutterwave, Resend and Twilio at "
+             "`kolaq-console webhooks serve` (see the README).")
     BINDINGS = [
-        Binding("enter", "open", "Detail", show=False),
         Binding("r", "replay", "Replay"),
         Binding("f", "cycle_status", "Filter status"),
-        Binding("escape", "back", "Back", show=False),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self.status_filter: str | None = None
         self.rows: dict[int, dict] = {}
-
-    def compose(self) -> ComposeResult:
-        yield from self.compose_chrome_top()
-        yield Static(id="list-caption", classes="caption")
-        yield RecordTable(id="webhooks")
-        yield from self.compose_chrome_bottom()
-
-    def on_mount(self) -> None:
-        self.query_one(RecordTable).set_columns(*COLUMNS)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group=POLL, description="Webhooks")
     def load(self) -> None:
-        status = self.status_filter
+        flt = self.filter
+        provider = flt.get("provider")
         with Session(self.console.engine) as session:
-            rows = [event_summary(e) for e in list_events(session, status, limit=LIMIT)]
-        self.deliver(WebhooksLoaded(rows, status))
+            rows = [event_summary(e) for e in list_events(session, flt.get("status"),
+                                                           limit=LIMIT)]
+        rows = [r for r in rows if (provider is None or r["provider"].lower() == provider)
+                and flt.matches(r["provider"], r["event_type"], r["error"])]
+        self.deliver(WebhooksLoaded(rows, flt))
 
     @on(WebhooksLoaded)
     def show_events(self, event: WebhooksLoaded) -> None:
-        if not self.accepts() or event.query != self.status_filter:
+        if not self.accepts() or event.query != self.filter:
             return
         zone = self.console.settings.shop.zone
         rows: list[dict] = event.data
         self.rows = {r["id"]: r for r in rows}
-        with self.app.batch_update():
-            self.query_one(RecordTable).replace_rows(
-                (r["id"], (str(r["id"]), when(r["received_at"], zone), r["provider"],
-                           r["event_type"], _status(r["status"]), r["error"] or ""))
-                for r in rows)
-            shown = f"status {self.status_filter}" if self.status_filter else "all statuses"
-            self.query_one("#list-caption", Static).update(
-                f"[b]{len(rows)}[/] events · {shown}   [dim]f status · Enter detail · "
-                "r replay[/]")
+        self.show_rows(
+            (r["id"], (str(r["id"]), when(r["received_at"], zone), r["provider"],
+                       r["event_type"], _status(r["status"]), r["error"] or ""))
+            for r in rows)
 
-    def action_open(self) -> None:
-        row_id = self.query_one(RecordTable).current
-        if row_id is not None:
-            self.app.push_screen(WebhookDetailScreen(row_id))
+    def caption(self) -> str:
+        parts = [] if self.filter.get("status") else ["all statuses"]
+        if self.filter:
+            parts.append(self.filter.describe())
+        return (f"[b]{len(self.rows)}[/] events · {' · '.join(parts)}   [dim]f status · "
+                "Enter detail · r replay[/]")
 
-    @on(DataTable.RowSelected)
-    def _row_selected(self) -> None:
-        self.action_open()
-
-    def action_cycle_status(self) -> None:
-        cycle = (None, *STATUSES)
-        self.status_filter = cycle[(cycle.index(self.status_filter) + 1) % len(cycle)]
-        self.reload()
-
-    def action_back(self) -> None:
-        if self.status_filter:
-            self.status_filter = None
-            self.reload()
-        else:
-            self.app.run_action("go('overview')")
+    def open_record(self, key: object) -> None:
+        self.app.push_screen(WebhookDetailScreen(int(key)))  # type: ignore[call-overload]
 
     def selected_event(self) -> tuple[int, str, str] | None:
-        row_id = self.query_one(RecordTable).current
+        row_id = self.table.current
         row = self.rows.get(row_id) if row_id is not None else None
         if row is None:
             return None

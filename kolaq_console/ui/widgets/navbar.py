@@ -10,14 +10,15 @@ from textual.widgets import Static
 SCREENS = (("1", "overview", "Overview"), ("2", "failed", "Failed jobs"),
            ("3", "inventory", "Inventory"), ("4", "emails", "Emails"),
            ("5", "broadcast", "Broadcasts"), ("6", "orders", "Orders"),
-           ("7", "webhooks", "Webhooks"))
-# Below 100 columns every label must fit one 80-column line with the flags.
-SHORT = {"overview": "Home", "failed": "Failed", "inventory": "Stock", "emails": "Mail",
-         "broadcast": "Bcast", "webhooks": "Hooks"}
+           ("7", "webhooks", "Webhooks"), ("8", "activity", "Activity"),
+           ("9", "messages", "SMS"))
+# Below 120 columns every label must fit one 80-column line with the flags.
+SHORT = {"overview": "Home", "failed": "Fail", "inventory": "Stock", "emails": "Mail",
+         "broadcast": "Bcast", "orders": "Order", "webhooks": "Hook", "activity": "Log"}
 
 
 class NavBar(Horizontal):
-    """`1 Overview  2 Failed jobs ... 7 Webhooks` ... `PAUSED  READ-ONLY  worker off`."""
+    """`1 Overview  2 Failed jobs ... 9 SMS` ... `PAUSED  READ-ONLY  worker off`."""
 
     def __init__(self, current: str) -> None:
         super().__init__()
@@ -25,11 +26,15 @@ class NavBar(Horizontal):
 
     def compose(self) -> ComposeResult:
         parts = []
-        narrow = self.app.size.width < 100  # every label on one 80-column line
+        narrow = self.app.size.width < 120  # every label on one 80-column line
         for key, mode, label in SCREENS:
             if narrow:
                 label = SHORT.get(mode, label)
-            if mode == self.current:
+                if mode == self.current:
+                    parts.append(f"[reverse b]{key} {label}[/] ")
+                else:
+                    parts.append(f"[b]{key}[/] [dim]{label}[/] ")
+            elif mode == self.current:
                 parts.append(f"[reverse b] {key} {label} [/]")
             else:
                 parts.append(f" [b]{key}[/] [dim]{label}[/] ")

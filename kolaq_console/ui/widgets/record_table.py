@@ -1,15 +1,18 @@
 """A DataTable of records keyed by id: columns sized to the terminal (fixed, flexible, or
-hidden when narrow), the cursor kept on the same record across refreshes, and marks (space)
-for bulk actions."""
+dropped by priority when narrow), the cursor kept on the same record across refreshes, marks
+(space) for bulk actions, vi keys (j/k/g/G), sorting by a column and the plain text of a
+cell or a row (for copying)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
 from textual import events
+from textual.binding import Binding
 from textual.content import Content
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
@@ -28,6 +31,9 @@ class Col:
     hide_below: int = 0
     """Not shown when the table is narrower than this."""
     right: bool = False
+    priority: int = 1
+    """When the columns do not fit, the highest priority number goes first; 0 never goes
+    (the columns that identify the record: order number, recipient, reason, tries)."""
 
 
 def clip(value: Any, width: int, right: bool = False) -> Any:
@@ -41,8 +47,43 @@ def clip(value: Any, width: int, right: bool = False) -> Any:
     return Text(text.rjust(width) if right else text, no_wrap=True, end="")
 
 
-class RecordTable(DataTable):
+def plain(value: Any) -> str:
+    """A cell as the text it shows (markup and styles dropped)."""
+    if value is None:
+        return ""
+    if isinstance(value, Content | Text):
+        return value.plain
+    return str(value)
+
+
+_NUMBER = re.compile(r"[#+-]?[\d,]+(\.\d+)?")
+
+
+def sort_key(value: Any) -> tuple[int, float, str]:
+    """Numbers (`1,234`, `#12`, `-3`, `4.5d`) by value and before words; words by text."""
+    text = plain(value).strip()
+    match = _NUMBER.match(text)
+    if match and match.group(0) not in ("+", "-", "#"):
+        try:
+            return (0, float(match.group(0).lstrip("#").replace(",", "")), text.lower())
+        except ValueError:
+            pass
+    return (1, 0.0, text.lower())
+
+
+class RecordTable(DataTable, inherit_bindings=False):
     """Rows are `(key, cells)`, one cell per column given to `set_columns`."""
+
+    # All of a list's own keys (DataTable's horizontal ones are left out: columns fit).
+    BINDINGS = [
+        Binding("enter", "select_cursor", "Open", show=False),
+        Binding("down,j", "cursor_down", "Down", show=False),
+        Binding("up,k", "cursor_up", "Up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("g,home", "scroll_top", "First row", show=False),
+        Binding("G,end", "scroll_bottom", "Last row", show=False),
+    ]
 
     def __init__(self, *, markable: bool = False, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
@@ -51,6 +92,10 @@ class RecordTable(DataTable):
         self._specs: list[Col] = []
         self._rows: dict[Any, Sequence[Any]] = {}
         self._laid_out_for = -1
+        self.sort_column: int | None = None
+        """Index (into the columns given) of the column the rows are sorted by, or None:
+        the order the rows were given in."""
+        self.sort_reverse = False
 
     def set_columns(self, *specs: Col) -> None:
         self._specs = list(specs)
@@ -63,6 +108,11 @@ class RecordTable(DataTable):
         padding = 2 * self.cell_padding
         avail = total - SCROLLBAR - (1 + padding if self.markable else 0)
         shown = [(i, c) for i, c in enumerate(self._specs) if total >= c.hide_below]
+        while sum(c.width + padding for _, c in shown) > avail:
+            droppable = [(c.priority, n) for n, (_, c) in enumerate(shown) if c.priority]
+            if not droppable:
+                break
+            shown.pop(max(droppable)[1])  # the least important; of equals, the rightmost
         fixed = sum(c.width + padding for _, c in shown if not c.flex)
         flex_cols = [(i, c) for i, c in shown if c.flex]
         # flexible columns get their least width, then share what is left by weight
@@ -83,9 +133,12 @@ class RecordTable(DataTable):
         if self.markable:
             self.add_column(" ", key="mark", width=1)
         for i, spec, width in layout:
-            self.add_column(spec.label.rjust(width) if spec.right else spec.label,
+            label = spec.label
+            if i == self.sort_column:
+                label = f"{label}{'▼' if self.sort_reverse else '▲'}"
+            self.add_column(label.rjust(width) if spec.right else label[:width],
                             key=f"c{i}", width=width)
-        for key, cells in self._rows.items():
+        for key, cells in self._sorted():
             shown = [clip(cells[i], width, spec.right) for i, spec, width in layout]
             if self.markable:
                 shown.insert(0, MARK if key in self.marked else " ")
@@ -94,6 +147,45 @@ class RecordTable(DataTable):
             index = self._index_of(keep)
             self.move_cursor(row=index if index is not None else min(old_row, self.row_count - 1),
                              animate=False, scroll=True)
+
+    def _sorted(self) -> list[tuple[Any, Sequence[Any]]]:
+        rows = list(self._rows.items())
+        column = self.sort_column
+        if column is not None:
+            rows.sort(key=lambda row: sort_key(row[1][column]), reverse=self.sort_reverse)
+        return rows
+
+    def shown_columns(self) -> list[int]:
+        """Indexes (into the columns given) of the columns shown at this width."""
+        return [i for i, _, _ in self._widths(self.size.width or self.app.size.width)]
+
+    def sort_next(self) -> str:
+        """Sort by the next column shown (after the last: the order given); its label."""
+        shown = self.shown_columns()
+        if self.sort_column in shown:
+            at = shown.index(self.sort_column) + 1
+            self.sort_column = shown[at] if at < len(shown) else None
+        else:
+            self.sort_column = shown[0] if shown else None
+        self._rebuild()
+        return self.sort_label()
+
+    def sort_flip(self) -> str:
+        """Reverse the order (sorting by the first column if unsorted); its label."""
+        if self.sort_column is None:
+            shown = self.shown_columns()
+            self.sort_column = shown[0] if shown else None
+            self.sort_reverse = True
+        else:
+            self.sort_reverse = not self.sort_reverse
+        self._rebuild()
+        return self.sort_label()
+
+    def sort_label(self) -> str:
+        if self.sort_column is None:
+            return "unsorted (as listed)"
+        order = "descending" if self.sort_reverse else "ascending"
+        return f"sorted by {self._specs[self.sort_column].label} ({order})"
 
     def on_resize(self, event: events.Resize) -> None:
         if event.size.width != self._laid_out_for and self._specs:
@@ -131,11 +223,32 @@ class RecordTable(DataTable):
         return None
 
     def keys(self) -> list[Any]:
+        """The records in the order given (see `displayed` for the order shown)."""
         return list(self._rows)
+
+    def displayed(self) -> list[Any]:
+        """The records in the order shown (sorted, if a sort column is set)."""
+        return [key for key, _ in self._sorted()]
 
     def cells(self, key: Any) -> Sequence[Any]:
         """The record's cells as given (not cut to the column widths)."""
         return self._rows[key]
+
+    def cell_text(self) -> tuple[str, str] | None:
+        """(column label, full text) of the current record's cell in the sort column (the
+        first column when unsorted): the value `y` copies."""
+        key = self.current
+        if key is None or not self._specs:
+            return None
+        column = self.sort_column if self.sort_column is not None else 0
+        return self._specs[column].label, plain(self._rows[key][column])
+
+    def row_text(self) -> str | None:
+        """The current record, every column (shown or not), tab-separated: what `Y` copies."""
+        key = self.current
+        if key is None:
+            return None
+        return "\t".join(plain(c) for c in self._rows[key])
 
     def toggle_mark(self) -> None:
         key = self.current

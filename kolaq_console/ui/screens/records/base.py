@@ -70,7 +70,7 @@ class RecordScreen(LiveScreen):
         Binding("o", "link('order')", "Order"),
         Binding("c", "link('customer')", "Customer"),
         Binding("e", "link('email')", "Email"),
-        Binding("j", "link('job')", "Job"),
+        Binding("J", "link('job')", "Job"),  # j moves the cursor, as in every list
         Binding("p", "link('product')", "Product"),
         Binding("r", "retry", "Retry"),
         Binding("s", "resend", "Resend"),

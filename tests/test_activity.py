@@ -1,0 +1,50 @@
+"""The audit trail for the Activity screen: filters by actor, action and subject; each entry
+names the record it is about."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from kolaq_console.activity import list_activity
+from kolaq_console.models import ActivityLog
+
+
+def log(engine, *entries: tuple[str, str, str, str | None]) -> None:
+    with Session(engine) as session:
+        for actor, action, entity, entity_id in entries:
+            session.add(ActivityLog(actor=actor, action=action, entity=entity,
+                                    entity_id=entity_id, details={"n": 1}))
+        session.commit()
+
+
+def test_filters_by_actor_action_prefix_and_subject_newest_first(sqlite_engine):
+    log(sqlite_engine,
+        ("ada", "inventory.adjust", "product", "KB-ORNG-375"),
+        ("scheduler", "inventory.reconcile", "product", "KB-ORNG-375"),
+        ("ada", "order.status", "order", "KB-10004"),
+        ("bola", "jobs.retry", "failed_jobs", "3,4"))
+    with Session(sqlite_engine) as session:
+        everything = list_activity(session)
+        by_ada = list_activity(session, actor="ADA")
+        inventory = list_activity(session, action="inventory")
+        about_order = list_activity(session, subject="KB-10004")
+        products = list_activity(session, subject="product")
+        both = list_activity(session, actor="ada", action="inventory")
+    assert [e.action for e in everything] == ["jobs.retry", "order.status",
+                                              "inventory.reconcile", "inventory.adjust"]
+    assert {e.actor for e in by_ada} == {"ada"} and len(by_ada) == 2
+    assert {e.action for e in inventory} == {"inventory.adjust", "inventory.reconcile"}
+    assert [e.subject for e in about_order] == ["order KB-10004"]
+    assert len(products) == 2
+    assert [e.action for e in both] == ["inventory.adjust"]
+
+
+def test_an_entry_names_the_record_to_open_only_when_it_is_one(sqlite_engine):
+    log(sqlite_engine,
+        ("ada", "inventory.adjust", "product", "KB-ORNG-375"),
+        ("ada", "email.resend", "email_outbox", "12"),
+        ("bola", "jobs.retry", "failed_jobs", "3,4"),
+        ("demo", "demo.load", "shop", None))
+    with Session(sqlite_engine) as session:
+        records = [e.record for e in list_activity(session)]
+    assert records == [None, None, ("email", "12"), ("product", "KB-ORNG-375")]
