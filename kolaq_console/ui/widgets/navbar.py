@@ -1,5 +1,5 @@
 """The top line of every screen: the numbered screens (current one highlighted) and the
-console's state (paused, read-only, embedded worker)."""
+console's state (paused, read-only)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ SHORT = {"overview": "Home", "failed": "Failed", "inventory": "Stock", "emails":
 
 
 class NavBar(Horizontal):
-    """`1 Overview  2 Failed jobs ... 7 Webhooks` ... `PAUSED  READ-ONLY  worker off`."""
+    """`1 Overview  2 Failed jobs ... 7 Webhooks` ... `PAUSED  READ-ONLY`."""
 
     def __init__(self, current: str) -> None:
         super().__init__()
@@ -38,7 +38,6 @@ class NavBar(Horizontal):
 
     def on_mount(self) -> None:
         self.watch(self.app, "paused", self._show_flags, init=False)
-        self.watch(self.app, "worker_running", self._show_flags, init=False)
         self._show_flags()
 
     def _show_flags(self, _value: object = None) -> None:
@@ -48,8 +47,5 @@ class NavBar(Horizontal):
             flags.append("[b $warning]PAUSED[/]")
         if getattr(app, "read_only", False):
             flags.append("[b $error]READ-ONLY[/]")
-        elif getattr(app, "worker_running", False):
-            flags.append("[b $success]worker on[/]")
-        else:
-            flags.append("[dim]worker off[/]")
+        # The embedded worker is in the health line, beside the live and dead workers.
         self.query_one("#nav-flags", Static).update("  ".join(flags) + " ")
