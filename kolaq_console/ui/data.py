@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 from kolaq_console.config import Settings
 from kolaq_console.inventory.lowstock import low_stock_products
 from kolaq_console.inventory.stock import read_state
+from kolaq_console.jobs.depth import Charts, last_hour
 from kolaq_console.jobs.stats import minute_of, throughput
 from kolaq_console.jobs.workers import list_workers
 from kolaq_console.models import ActivityLog, Product
@@ -30,6 +31,7 @@ class Overview:
     retried: list[int] = field(default_factory=list)  # failed attempts retried, re-enqueues
     workers: list[dict[str, Any]] = field(default_factory=list)
     activity_known: bool = False  # throughput and workers were read (else: unknown, not none)
+    charts: Charts | None = None  # the last hour per queue; None: could not be read
 
     @property
     def total_completed(self) -> int:
@@ -52,7 +54,7 @@ class Overview:
 
 
 def collect_overview(settings: Settings, engine: Engine, huey: Huey | None, now: datetime,
-                     minutes: int = 30, queue_problem: str | None = None) -> Overview:
+                     minutes: int = 60, queue_problem: str | None = None) -> Overview:
     """Status (an unreachable store is reported, not raised), the job ledger's per-minute
     counts of the last `minutes` (this one included) and its live and dead workers."""
     overview = Overview(status=collect(settings, engine, huey, queue_problem), now=now,
@@ -71,10 +73,12 @@ def collect_overview(settings: Settings, engine: Engine, huey: Huey | None, now:
                     retried[i] += m.retried
             found = list_workers(session, settings.jobs.lease_seconds, now=now,
                                  include_stopped=False)
+            charts = last_hour(session, now, minutes)
     except Exception as exc:  # the status read a moment ago; this one did not: unknown
         overview.status.storage["database"] = f"database error: {exc}".splitlines()[0]
         return overview
     overview.activity_known = True
+    overview.charts = charts
     overview.completed, overview.failed, overview.retried = completed, failed, retried
     overview.workers = [
         {"name": f"{w.host}:{w.pid}", "state": "live" if w.state == "running" else w.state,

@@ -147,6 +147,20 @@ def seed_ledger(engine: Engine) -> None:
         session.commit()
 
 
+def seed_depth_samples(engine: Engine) -> None:
+    """An hour of queue-depth samples with a 10-minute gap (no worker sampled then)."""
+    from kolaq_console.jobs.depth import write_samples
+
+    first = NOW.replace(second=0, microsecond=0) - timedelta(minutes=59)
+    write_samples(engine, [
+        {"minute": first + timedelta(minutes=i), "queue": queue, "pending": pending,
+         "scheduled": 1 if queue == "emails" and i % 9 == 0 else 0, "in_flight": 0}
+        for i in range(60) if not 20 <= i < 30
+        for queue, pending in (("emails", (i * 5) % 17 + (12 if 40 <= i <= 48 else 0)),
+                               ("inventory", 1 if i % 10 == 0 else 0), ("webhooks", 0))
+    ])
+
+
 def seed_broadcasts(engine: Engine, settings: Settings) -> None:
     """One broadcast done three days ago, one sending now (60 of 120 sent over the last
     minute, 2 failed, 3 skipped) and a draft, all at fixed times."""
