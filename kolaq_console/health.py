@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from kolaq_console.db import StorageUnavailable, sqlite_path
 from kolaq_console.jobs.workers import in_flight_by_queue
 from kolaq_console.models import EmailOutbox, EmailStatus, TextMessage, TextStatus, Worker
 from kolaq_console.taskqueue import pending_by_queue, ping_queue, scheduled_by_queue
@@ -87,6 +88,9 @@ def _read_database(engine: Engine, lease_seconds: float, now: datetime
     w = Worker.__table__.c
     cutoff = now - timedelta(seconds=lease_seconds)
     alive = (w.heartbeat_at >= cutoff) & w.found_dead_at.is_(None)
+    path = sqlite_path(engine.url)
+    if path is not None and not path.is_file():  # an open SQLite handle outlives its file
+        raise StorageUnavailable(f"database {path} does not exist")
     with engine.connect() as conn:
         live, dead = conn.execute(
             select(func.count().filter(alive), func.count().filter(~alive))

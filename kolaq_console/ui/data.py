@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from huey.api import Huey
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -142,7 +143,12 @@ def load_inventory(session: Session, settings: Settings, now: datetime) -> Inven
         for a in rows
     ]
     state = read_state(session) or {}
-    return InventoryView(low, activity, _parse(state.get("at")), _parse(state.get("full_at")))
+    last_run = _parse(state.get("at"))
+    if last_run is None:
+        # Stock folded in without a recorded run (an import, the demo's opening stock) was
+        # still reconciled: never say "never reconciled" over rows that show a time.
+        last_run = session.exec(select(func.max(Product.last_reconciled_at))).one()
+    return InventoryView(low, activity, last_run, _parse(state.get("full_at")))
 
 
 def _parse(value: Any) -> datetime | None:
