@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from huey.api import Huey
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -48,13 +48,17 @@ def sample_queue_depth(engine: Engine, huey: Huey, lease_seconds: float,
     return len(rows)
 
 
-def write_samples(engine: Engine, rows: list[dict]) -> None:
-    """Insert samples that are not there yet (the demo's hour of history)."""
-    if not rows:
-        return
+def write_samples(engine: Engine, rows: list[dict]) -> int:
+    """Insert samples whose minute and queue have none yet (the demo's hour of history);
+    returns how many were new."""
     with engine.begin() as conn:
-        stmt = upsert_insert(conn.dialect.name, S)
-        conn.execute(stmt.on_conflict_do_nothing(index_elements=["minute", "queue"]), rows)
+        stmt = upsert_insert(conn.dialect.name, S).on_conflict_do_nothing(
+            index_elements=["minute", "queue"])
+        # Counted, not rowcount: psycopg reports none for an upsert that inserted.
+        before = conn.execute(select(func.count()).select_from(S)).scalar_one()
+        if rows:
+            conn.execute(stmt, rows)
+        return conn.execute(select(func.count()).select_from(S)).scalar_one() - before
 
 
 @dataclass

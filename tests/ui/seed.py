@@ -48,7 +48,7 @@ DELIVERY = {"msg-0001-test": "delivered", "msg-0003-test": "bounced"}
 def seed_shop(engine: Engine, settings: Settings) -> None:
     """The demo shop, the nightly reconciliation (02:00 in Lagos) and two adjustments, with
     every time fixed."""
-    load_demo(engine)
+    load_demo(engine, now=NOW)
     nightly = NOW - timedelta(hours=10)
     reconcile(engine, actor="scheduler")
     adjust(engine, settings, "KB-BAR-SPOON", 3, "found a box in the back room", actor="ada")

@@ -1,7 +1,7 @@
 """The overview's last-hour charts: depth, completed and failed per queue, one row each,
 as wide as the terminal allows (1, 2, 3... minutes per column), each row with its scale, a
 time axis below, and a dot where nothing was sampled (a gap is not a 0). A queue with nothing
-waiting or run all hour takes one line."""
+waiting or run all hour takes one line, one with no failure has no failed row."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from kolaq_console.jobs.depth import Charts
 BLOCKS = "▁▂▃▄▅▆▇█"
 GAP = "[dim]·[/]"
 LABEL = 17  # "inventory failed "
-SCALE = 10  # " max 1234 "
+SCALE = 10  # " max 1234 " (a done row may add "· 0 failed" past it: the scale column)
 STEPS = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)  # minutes per column: divisors of an hour
 COLOURS = {"depth": "$accent", "completed": "$success", "failed": "$error"}
 NAMES = {"depth": "depth", "completed": "done", "failed": "failed"}
@@ -67,11 +67,16 @@ def render_charts(charts: Charts, width: int) -> str:
             lines.append(f"[b]{queue:<10}[/][dim]" + ("idle: no job waiting or run this hour"
                          if known else "no sample this hour") + "[/]")
             continue
-        for n, metric in enumerate(("depth", "completed", "failed")):
+        # Nothing failed all hour: no row of blanks, the done row says so.
+        none_failed = not any(series.failed)
+        metrics = ("depth", "completed") if none_failed else ("depth", "completed", "failed")
+        for n, metric in enumerate(metrics):
             cols = columns(getattr(series, metric), step, metric)
             top = max((v for v in cols if v is not None), default=None)
             name = queue if n == 0 else ""
             scale = "[dim]no data[/]" if top is None else f"[dim]max[/] {top}"
+            if metric == "completed" and none_failed:
+                scale += " [dim]· 0 failed[/]"
             lines.append(f"[b]{name:<10}[/][dim]{NAMES[metric]:<7}[/]"
                          f"{bar(cols, top or 0, COLOURS[metric], widen)} {scale}")
     drawn = math.ceil(charts.minutes / step) * widen
