@@ -71,9 +71,9 @@ class Health:
         if waiting is None or depth is None:
             return None
         if waiting and not depth:
-            return f"{waiting} waiting but no sending job queued"
+            return "no sending job queued"
         if depth > waiting + JOB_SURPLUS:
-            return f"{depth} sending jobs for {waiting} waiting rows"
+            return f"{depth - waiting} jobs beyond the waiting rows"
         return None
 
 

@@ -33,7 +33,7 @@ async def test_every_screen_shows_the_same_health_line(shop, make_settings, huey
             assert "db ok" in text and "queue ok" in text, (key, text)
             assert "1 live · 1 dead" in text and "embedded off" in text, (key, text)
         # the outbox has 2 queued rows and the queue no job: flagged
-        assert "⚠ 2 waiting but no sending job queued" in line(app)
+        assert "outbox 2 waiting · 0 jobs ⚠ no sending job queued" in line(app)
 
 
 async def test_one_app_level_poll_feeds_the_line(shop, console):
