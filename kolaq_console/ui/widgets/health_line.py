@@ -3,7 +3,8 @@
 `HealthMonitor` (one per app) reads `kolaq_console.health` in a thread worker every
 `[console] refresh_seconds` and publishes each reading on a Textual Signal; every screen's
 `HealthLine` shows the latest one. An outage reads "db unknown · stale since 17:02", never
-zeros, and the next good reading clears it by itself.
+zeros, and the next good reading clears it by itself. It keeps reading while the screens'
+refresh is paused (`p`): a frozen screen must not hide an outage.
 """
 
 from __future__ import annotations
