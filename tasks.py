@@ -18,7 +18,8 @@ from kolaq_console.emails.outbox import release_claim, release_claims_of, sweep_
 from kolaq_console.emails.sendable import require_can_send
 from kolaq_console.errors import KolaqError, print_operator_errors_in_one_line
 from kolaq_console.inventory import periodic as inventory
-from kolaq_console.jobs import install_ledger, on_job_lost, on_operator_retry, rerun_safe
+from kolaq_console.jobs import depth, install_ledger, on_job_lost, on_operator_retry, rerun_safe
+from kolaq_console.models import utcnow
 from kolaq_console.sms.delivery import deliver as deliver_text
 from kolaq_console.sms.outbox import release_claim as release_text_claim
 from kolaq_console.sms.outbox import release_claims_of as release_text_claims_of
@@ -230,6 +231,15 @@ def process_webhook(*event_row_ids: int, task=None) -> list[str]:
 def sweep_webhooks() -> list[int]:
     """Every minute: re-enqueue acknowledged events whose processing job was lost."""
     return webhook_inbox.sweep_stale(runtime.engine(), runtime.settings().webhooks.lease_seconds)
+
+
+@huey.periodic_task(crontab(), **_opts("inventory", retry=False))
+def sample_queue_depth() -> int:
+    """Every minute: each logical queue's depth, for the overview's last-hour charts (pruned
+    after [jobs] stats_retention_hours)."""
+    s = runtime.settings()
+    return depth.sample_queue_depth(runtime.engine(), huey, s.jobs.lease_seconds,
+                                    s.jobs.stats_retention_hours, utcnow())
 
 
 @huey.periodic_task(crontab(minute="*/5"), **_opts("inventory", retry=False))

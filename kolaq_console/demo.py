@@ -1,5 +1,8 @@
 """A believable demo shop for a bitters brand. Deterministic and idempotent: rows are keyed by
-SKU, email and order number, and everything is written in one transaction."""
+SKU, email and order number, and everything is written in one transaction.
+
+Its twelve weeks of history end today (`now`), so the last 7 days have sales and days of
+cover mean something; demo_live.py adds what a running shop has (email, jobs, texts...)."""
 
 from __future__ import annotations
 
@@ -56,7 +59,12 @@ CITIES = ["Lagos", "Abuja", "Port Harcourt", "Ibadan", "Enugu", "Kano"]
 STATUSES = [OrderStatus.pending, OrderStatus.paid, OrderStatus.processing, OrderStatus.shipped,
             OrderStatus.delivered, OrderStatus.delivered, OrderStatus.delivered,
             OrderStatus.cancelled]
-START = datetime(2026, 8, 1, 9, 0, tzinfo=UTC)
+HISTORY_DAYS = 84  # twelve weeks of sales and restocks, ending today
+
+
+def history_start(now: datetime) -> datetime:
+    """09:00 UTC, twelve weeks before `now`'s day: the shop's first day in the demo."""
+    return now.replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=HISTORY_DAYS)
 
 
 @dataclass
@@ -84,8 +92,12 @@ def _catalogue() -> list[tuple[str, str, int]]:
     return items + [(f"KB-{sku}", name, price) for sku, name, price in EXTRAS]
 
 
-def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "demo") -> DemoResult:
-    """Insert what is missing of the demo shop; a second run changes nothing."""
+def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "demo",
+              now: datetime | None = None) -> DemoResult:
+    """Insert what is missing of the demo shop, its history ending at `now` (default: now);
+    a second run changes nothing."""
+    now = now or datetime.now(UTC)
+    start = history_start(now)
     rng = random.Random(SEED)
     report = progress or (lambda _stage, _done, _total: None)
     result = DemoResult()
@@ -114,8 +126,8 @@ def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "de
             if email not in emails:
                 customers.append(Customer(
                     email=email, name=f"{first} {last}", marketing_consent=consent,
-                    created_at=START + timedelta(hours=i * 7),
-                    unsubscribed_at=START + timedelta(days=30) if consent and i % 23 == 0 else None,
+                    created_at=start + timedelta(hours=i * 7),
+                    unsubscribed_at=start + timedelta(days=30) if consent and i % 23 == 0 else None,
                 ))
             report("customers", i + 1, 200)
         session.add_all(customers)
@@ -130,9 +142,9 @@ def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "de
             # is left without its last restock so the demo has low stock to show.
             leave_low = n % 5 == 2
             level[p.id] = rng.randint(60, 160)
-            events.append(_event(p.id, level[p.id], "restock", "opening stock", START))
+            events.append(_event(p.id, level[p.id], "restock", "opening stock", start))
             for week in range(12):
-                when = START + timedelta(days=7 * week + rng.randint(0, 6))
+                when = start + timedelta(days=7 * week + rng.randint(0, 6))
                 for _ in range(rng.randint(3, 6)):
                     qty = min(rng.randint(1, 4), level[p.id])
                     if qty:
@@ -151,7 +163,7 @@ def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "de
         skus = list(products)
         for i in range(100):
             number = f"KB-{10001 + i}"
-            created = START + timedelta(hours=19 * i + rng.randint(0, 12))
+            created = start + timedelta(hours=19 * i + rng.randint(0, 12))
             status = STATUSES[rng.randrange(len(STATUSES))]
             lines = rng.sample(skus, rng.randint(1, 3))
             quantities = [rng.randint(1, 3) for _ in lines]
@@ -192,9 +204,9 @@ def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "de
             report("orders", i + 1, 100)
         result.orders = orders
 
-        for start in range(0, len(events), 1000):
-            session.execute(insert(InventoryEvent), events[start:start + 1000])
-            report("inventory events", min(start + 1000, len(events)), len(events))
+        for chunk in range(0, len(events), 1000):
+            session.execute(insert(InventoryEvent), events[chunk:chunk + 1000])
+            report("inventory events", min(chunk + 1000, len(events)), len(events))
         result.events = len(events)
 
         # Fold the new events into stored stock, as a reconciliation would: the cache covers
@@ -208,12 +220,11 @@ def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "de
             .where(col(InventoryEvent.product_id).in_(new_ids))
             .group_by(InventoryEvent.product_id)
         ).all()) if new_ids else {}
-        now = datetime.now(UTC)
         for p in new_products:
             p.stock = totals.get(p.id, 0)
             p.stock_event_id = last_event.get(p.id, 0)
             p.last_reconciled_at = now
-        result.webhooks = load_payments_demo(session)
+        result.webhooks = load_payments_demo(session, start)
         if result.changed:
             session.add(ActivityLog(actor=actor, action="demo.load", entity="shop",
                                     details={"products": result.products,
@@ -235,7 +246,7 @@ def _provider_reference(order: Order) -> str:
     return f"PSK-{SEED % 1000}-{order.number.removeprefix('KB-')}"
 
 
-def load_payments_demo(session: Session) -> int:
+def load_payments_demo(session: Session, start: datetime) -> int:
     """What the webhook receiver would have left: payment references on unpaid orders (so a
     test payment can be sent to them), tracking links on shipped ones, and stored webhook
     events in every state (payments processed, a mismatch flagged, delivery news, an ignored
@@ -252,8 +263,9 @@ def load_payments_demo(session: Session) -> int:
         session.add(order)
     existing = {(e.provider, e.event_id) for e in session.exec(select(WebhookEvent)).all()}
     customers = {c.id: c.email for c in session.exec(select(Customer)).all()}
-    paid = [o for o in orders if o.paid_at is not None][:12]
-    pending = [o for o in orders if o.status == "pending"][:1]
+    # The newest orders: the webhooks screen shows this week's payments, not last quarter's.
+    paid = [o for o in orders if o.paid_at is not None][-12:]
+    pending = [o for o in orders if o.status == "pending"][-1:]
     rows: list[WebhookEvent] = []
 
     def add(provider: str, event_id: str, kind: str, payload: dict, status: str,
@@ -301,7 +313,7 @@ def load_payments_demo(session: Session) -> int:
                 "email_id": "demo-bounce", "to": [bounced],
                 "bounce": {"type": "Permanent", "subType": "General",
                            "message": "mailbox does not exist"}}},
-            "processed", START + timedelta(days=60), None, None)
+            "processed", start + timedelta(days=HISTORY_DAYS - 2), None, None)
         if ("resend", "msg_demo_bounce") not in existing and bounced:
             from kolaq_console import consent
 
@@ -309,7 +321,7 @@ def load_payments_demo(session: Session) -> int:
                              actor="demo")
     add("stripe", "evt_demo_customer_created", "customer.created",
         {"type": "customer.created", "data": {"object": {"id": "cus_demo"}}}, "ignored",
-        START + timedelta(days=61), None, "stripe customer.created is not acted on")
+        start + timedelta(days=HISTORY_DAYS - 1), None, "stripe customer.created is not acted on")
     session.add_all(rows)
     session.flush()
     return len(rows)

@@ -643,6 +643,22 @@ class JobStat(SQLModel, table=True):
     h21: int = _hist()
 
 
+class QueueDepthSample(SQLModel, table=True):
+    """Jobs waiting per logical queue, sampled once a minute by the `sample_queue_depth`
+    periodic task, for the overview's charts; a minute without a row is a gap, not 0. Kept
+    as long as job_stats ([jobs] stats_retention_hours)."""
+
+    __tablename__ = "queue_depth_samples"
+    __table_args__ = (UniqueConstraint("minute", "queue", name="uq_queue_depth_samples_minute"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    minute: datetime = ts(nullable=False, index=True)
+    queue: str = Field(max_length=20)
+    pending: int = 0
+    scheduled: int = 0
+    in_flight: int | None = None  # None: the ledger could not be read at that minute
+
+
 # --- scheduling guards and bookkeeping -------------------------------------------------------
 
 

@@ -42,6 +42,7 @@ def scratch_environment() -> None:
 async def take(out: Path, width: int, height: int) -> list[Path]:
     from kolaq_console import runtime
     from kolaq_console.demo import load_demo
+    from kolaq_console.demo_live import load_live
     from kolaq_console.schema import upgrade
     from kolaq_console.ui.app import make_app
 
@@ -49,6 +50,7 @@ async def take(out: Path, width: int, height: int) -> list[Path]:
     engine = runtime.engine_for(settings.database.url)
     upgrade(engine)
     load_demo(engine)
+    load_live(engine, settings)  # emails, failed jobs, texts, the last hour of jobs
     import tasks  # noqa: F401  (wires the queue the console shows)
 
     app = make_app(settings)

@@ -35,6 +35,7 @@ from kolaq_console.ui.screens.messages import MessagesScreen
 from kolaq_console.ui.screens.orders import OrdersScreen
 from kolaq_console.ui.screens.overview import OverviewScreen
 from kolaq_console.ui.screens.webhooks import WebhooksScreen
+from kolaq_console.ui.widgets.health_line import HealthMonitor
 
 WRITE_ACTIONS = frozenset({"toggle_worker"})
 # Textual's own keys of every screen: listed under "Everywhere", not as this screen's.
@@ -103,12 +104,14 @@ class KolaqConsole(App[None]):
         self.engine = runtime.engine_for(settings.database.url)
         self.embedded = EmbeddedWorker(huey, settings.queue.workers) if huey else None
         self.sub_title = settings.shop.name
+        self.health = HealthMonitor(self)  # the one poll behind every screen's health line
 
     @property
     def operator(self) -> str:
         return self.settings.operator()
 
     def on_mount(self) -> None:
+        self.health.start()
         if self.with_worker and not self.read_only:
             self._switch_worker(True)
 

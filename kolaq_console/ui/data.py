@@ -8,12 +8,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from huey.api import Huey
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from kolaq_console.config import Settings
 from kolaq_console.inventory.lowstock import low_stock_products
 from kolaq_console.inventory.stock import read_state
+from kolaq_console.jobs.depth import Charts, last_hour
 from kolaq_console.jobs.stats import minute_of, throughput
 from kolaq_console.jobs.workers import list_workers
 from kolaq_console.models import ActivityLog, Product
@@ -30,6 +32,7 @@ class Overview:
     retried: list[int] = field(default_factory=list)  # failed attempts retried, re-enqueues
     workers: list[dict[str, Any]] = field(default_factory=list)
     activity_known: bool = False  # throughput and workers were read (else: unknown, not none)
+    charts: Charts | None = None  # the last hour per queue; None: could not be read
 
     @property
     def total_completed(self) -> int:
@@ -52,7 +55,7 @@ class Overview:
 
 
 def collect_overview(settings: Settings, engine: Engine, huey: Huey | None, now: datetime,
-                     minutes: int = 30, queue_problem: str | None = None) -> Overview:
+                     minutes: int = 60, queue_problem: str | None = None) -> Overview:
     """Status (an unreachable store is reported, not raised), the job ledger's per-minute
     counts of the last `minutes` (this one included) and its live and dead workers."""
     overview = Overview(status=collect(settings, engine, huey, queue_problem), now=now,
@@ -71,10 +74,12 @@ def collect_overview(settings: Settings, engine: Engine, huey: Huey | None, now:
                     retried[i] += m.retried
             found = list_workers(session, settings.jobs.lease_seconds, now=now,
                                  include_stopped=False)
+            charts = last_hour(session, now, minutes)
     except Exception as exc:  # the status read a moment ago; this one did not: unknown
         overview.status.storage["database"] = f"database error: {exc}".splitlines()[0]
         return overview
     overview.activity_known = True
+    overview.charts = charts
     overview.completed, overview.failed, overview.retried = completed, failed, retried
     overview.workers = [
         {"name": f"{w.host}:{w.pid}", "state": "live" if w.state == "running" else w.state,
@@ -138,7 +143,12 @@ def load_inventory(session: Session, settings: Settings, now: datetime) -> Inven
         for a in rows
     ]
     state = read_state(session) or {}
-    return InventoryView(low, activity, _parse(state.get("at")), _parse(state.get("full_at")))
+    last_run = _parse(state.get("at"))
+    if last_run is None:
+        # Stock folded in without a recorded run (an import, the demo's opening stock) was
+        # still reconciled: never say "never reconciled" over rows that show a time.
+        last_run = session.exec(select(func.max(Product.last_reconciled_at))).one()
+    return InventoryView(low, activity, last_run, _parse(state.get("full_at")))
 
 
 def _parse(value: Any) -> datetime | None:

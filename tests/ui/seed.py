@@ -51,7 +51,7 @@ BACKOFF = {"KB-10011": (2, 8, "503 service_unavailable: try again later")}
 def seed_shop(engine: Engine, settings: Settings) -> None:
     """The demo shop, the nightly reconciliation (02:00 in Lagos) and two adjustments, with
     every time fixed."""
-    load_demo(engine)
+    load_demo(engine, now=NOW)
     nightly = NOW - timedelta(hours=10)
     reconcile(engine, actor="scheduler")
     adjust(engine, settings, "KB-BAR-SPOON", 3, "found a box in the back room", actor="ada")
@@ -153,6 +153,20 @@ def seed_ledger(engine: Engine) -> None:
                 session.add(JobStat(minute=first + timedelta(minutes=i), queue="inventory",
                                     task_name="tasks.reconcile_inventory", completed=1))
         session.commit()
+
+
+def seed_depth_samples(engine: Engine) -> None:
+    """An hour of queue-depth samples with a 10-minute gap (no worker sampled then)."""
+    from kolaq_console.jobs.depth import write_samples
+
+    first = NOW.replace(second=0, microsecond=0) - timedelta(minutes=59)
+    write_samples(engine, [
+        {"minute": first + timedelta(minutes=i), "queue": queue, "pending": pending,
+         "scheduled": 1 if queue == "emails" and i % 9 == 0 else 0, "in_flight": 0}
+        for i in range(60) if not 20 <= i < 30
+        for queue, pending in (("emails", (i * 5) % 17 + (12 if 40 <= i <= 48 else 0)),
+                               ("inventory", 1 if i % 10 == 0 else 0), ("webhooks", 0))
+    ])
 
 
 def seed_broadcasts(engine: Engine, settings: Settings) -> None:

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from seed import clock, seed_emails, seed_ledger, seed_shop
+from seed import clock, seed_depth_samples, seed_emails, seed_ledger, seed_shop
 
 from kolaq_console.config import load_settings
 from kolaq_console.db import make_engine
@@ -30,6 +30,7 @@ upgrade(engine)
 seed_shop(engine, settings)
 seed_emails(engine, settings)
 seed_ledger(engine)
+seed_depth_samples(engine)
 engine.dispose()
 
 app = make_app(settings, huey=make_huey(settings), clock=clock)

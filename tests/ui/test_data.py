@@ -14,12 +14,12 @@ from kolaq_console.ui.data import collect_overview, load_inventory
 PACKAGE = Path(__file__).resolve().parents[2] / "kolaq_console"
 
 
-def test_overview_buckets_the_last_30_minutes_and_marks_dead_workers(sqlite_engine, settings,
+def test_overview_buckets_the_last_hour_and_marks_dead_workers(sqlite_engine, settings,
                                                                      huey):
     seed_ledger(sqlite_engine)
     o = collect_overview(settings.model_copy(update={"jobs": settings.jobs.model_copy(
         update={"lease_seconds": 120.0})}), sqlite_engine, huey, NOW)
-    assert len(o.completed) == len(o.failed) == len(o.retried) == 30
+    assert len(o.completed) == len(o.failed) == len(o.retried) == 60
     assert o.total_completed == 183 and o.total_failed == 2 and o.total_retried == 2
     assert o.completed[-1] > 0  # the current minute is the last bucket
     assert round(o.error_rate, 3) == round(4 / 187, 3)

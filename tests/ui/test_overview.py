@@ -29,7 +29,7 @@ async def test_overview_shows_queue_depths_outbox_and_low_stock(shop, console, h
         rows = {queues.get_row_at(i)[0]: queues.get_row_at(i) for i in range(queues.row_count)}
         assert rows["emails"][1].strip() == "2"
         attention = str(app.screen.query_one("#ov-attention", Static).render())
-        assert "3 sent" in attention and "1 failed" in attention
+        assert "2 queued" in attention and "1 failed" in attention
         assert "Low stock" in attention
 
 
@@ -94,7 +94,7 @@ async def test_embedded_worker_starts_and_stops_from_the_keyboard(sqlite_engine,
         assert not app.embedded.running and not app.worker_running
 
 
-async def test_the_health_panel_counts_queue_payloads_the_workers_refused(shop, console,
+async def test_needs_attention_counts_queue_payloads_the_workers_refused(shop, console,
                                                                           sqlite_engine):
     from kolaq_console.models import FailedJob, utcnow
 
@@ -108,8 +108,8 @@ async def test_the_health_panel_counts_queue_payloads_the_workers_refused(shop, 
     app = console()
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        health = str(app.screen.query_one("#ov-health", Static).render())
-        assert "2 payloads rejected" in health.splitlines()[1]  # on the Queue line
+        attention = str(app.screen.query_one("#ov-attention", Static).render())
+        assert "2 payloads rejected" in attention.splitlines()[0]  # on the Failed jobs line
 
 
 async def test_the_embedded_worker_refuses_a_configuration_that_cannot_send(

@@ -29,15 +29,15 @@ async def test_database_lost_after_a_good_read_shows_last_known_values_marked_st
     db = Path(sqlite_engine.url.database)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        assert "3 sent" in text(app, "#ov-attention")
+        assert "2 queued" in text(app, "#ov-attention")
         db.rename(db.with_suffix(".away"))  # the database is gone
         try:
             app.screen.reload()
             await settle(pilot)
             attention = text(app, "#ov-attention")
-            assert "~3 sent" in attention and " 0 " not in attention
+            assert "~2 queued" in attention and " 0 " not in attention
             assert "Workers and activity unknown" in text(app, "#workers-empty")
-            assert "does not exist" in text(app, "#ov-health")
+            assert "Database down" in attention and "does not exist" in attention
             assert [c[2] for c in queue_cells(app).values()] == ["~0"] * 3  # in flight
         finally:
             db.with_suffix(".away").rename(db)
@@ -58,8 +58,9 @@ async def test_read_only_console_without_a_queue_file_shows_unknown_and_creates_
         await settle(pilot)
         cells = queue_cells(app)
         assert {tuple(c[:2]) for c in cells.values()} == {("?", "?")}  # never read
-        assert "down" in text(app, "#ov-health")
-        assert "3 sent" in text(app, "#ov-attention")  # the database still reads
+        assert "Queue down" in text(app, "#ov-attention")
+        assert "queue unknown" in text(app, "#health-line")
+        assert "2 queued" in text(app, "#ov-attention")  # the database still reads
         await pilot.press("w")  # no worker without a queue (and read-only)
         await settle(pilot)
     assert not queue_file.parent.exists()

@@ -15,6 +15,7 @@ from textual.widgets import Footer
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from kolaq_console.ui.format import one_line
+from kolaq_console.ui.widgets.health_line import HealthLine
 from kolaq_console.ui.widgets.navbar import NavBar
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class KolaqScreen(Screen):
         yield NavBar(self.MODE)
 
     def compose_chrome_bottom(self) -> ComposeResult:
+        yield HealthLine()  # truthful health on every screen, above the keys
         yield Footer(compact=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

@@ -1,5 +1,6 @@
-"""1 Overview: queue depths, failures, throughput and error rate, workers, storage health,
-outbox and low stock, refreshed live."""
+"""1 Overview: queue depths, what needs attention (failures, low stock, outbox, a store that is
+down and why), the last hour per queue as charts, workers; refreshed live. Database, queue
+and worker health is the health line every screen shows (widgets/health_line.py)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.markup import escape
-from textual.widgets import DataTable, Sparkline, Static
+from textual.widgets import DataTable, Static
 
 from kolaq_console.ui.data import Overview, collect_overview
 from kolaq_console.ui.format import ago
 from kolaq_console.ui.messages import OverviewCollected
 from kolaq_console.ui.screens.base import POLL, LiveScreen
+from kolaq_console.ui.widgets.charts import LastHourCharts
 
 NO_WORKERS = ("No worker has reported yet. Start one with `kolaq-console worker`,\n"
               "or press w to run the embedded worker in this console.")
@@ -57,14 +59,10 @@ class OverviewScreen(LiveScreen):
         with Horizontal(id="ov-top"):
             with _panel("ov-queues", "Queues"):
                 yield DataTable(id="queues", cursor_type="none", zebra_stripes=True)
-            with _panel("ov-health-box", "Health"):
-                yield Static(id="ov-health")
-        with Horizontal(id="ov-middle"):
-            with _panel("ov-activity", "Last 30 min"):
-                yield Static(id="ov-rates")
-                yield Sparkline([], id="ov-spark")
             with _panel("ov-attention-box", "Needs attention"):
                 yield Static(id="ov-attention")
+        with _panel("ov-activity", "Last hour"):
+            yield LastHourCharts(id="ov-charts")
         with _panel("ov-workers", "Workers"):
             yield DataTable(id="workers", cursor_type="none", zebra_stripes=True)
             yield Static(NO_WORKERS, id="workers-empty")
@@ -116,11 +114,9 @@ class OverviewScreen(LiveScreen):
                     f"{v:>9}" if v is not None
                     else Content.from_markup(figure(v, last.get(f"{name}.{k}"), 9))
                     for k, v in zip(("pending", "scheduled", "in_flight"), values, strict=True)))
-            self.query_one("#ov-health", Static).update(self._health(data, last))
-            self.query_one("#ov-rates", Static).update(self._rates(data, last))
-            runs = [float(sum(m)) for m in zip(data.completed, data.failed, data.retried,
-                                               strict=False)]
-            self.query_one("#ov-spark", Sparkline).data = runs if any(runs) else []
+            self.query_one("#ov-activity").border_title = Content.from_markup(
+                "Last hour · " + self._rates(data, last))
+            self.query_one("#ov-charts", LastHourCharts).show(data.charts)
             self.query_one("#ov-attention", Static).update(self._attention(data, last))
             workers = self.query_one("#workers", DataTable)
             empty = self.query_one("#workers-empty", Static)
@@ -159,44 +155,19 @@ class OverviewScreen(LiveScreen):
                               dead=sum(1 for w in data.workers if w["state"] == "dead"))
             self.known_at = data.now
 
-    def _health(self, data: Overview, last: dict[str, Any]) -> str:
-        s = data.status
-
-        def state(value: str) -> str:
-            return "[b $success]ok[/]" if value == "ok" else f"[b $error]down[/] {escape(value)}"
-
-        embedded = "[b $success]running[/]" if self.console.worker_running else "stopped"
-        if data.activity_known:
-            live = sum(1 for w in data.workers if w["state"] == "live")
-            dead = sum(1 for w in data.workers if w["state"] == "dead")
-            workers = (f"{live} live · {'[b $error]' if dead else ''}{dead} dead"
-                       f"{'[/]' if dead else ''}")
-        else:
-            workers = (f"{figure(None, last.get('live'))} live · "
-                       f"{figure(None, last.get('dead'))} dead")
-        rejected = (f" · [b $error]{s.rejected_payloads} payload"
-                    f"{'' if s.rejected_payloads == 1 else 's'} rejected[/]"
-                    if s.rejected_payloads else "")
-        return (
-            f"Database  {state(s.storage['database'])}\n"
-            f"Queue     {state(s.storage['queue'])}{rejected}\n"
-            f"Workers   {workers}\n"
-            f"Embedded  {embedded}"
-        )
-
     def _rates(self, data: Overview, last: dict[str, Any]) -> str:
         if not data.activity_known:
             return (f"done {figure(None, last.get('completed'))} · "
                     f"failed {figure(None, last.get('failed'))} · "
-                    f"retry {figure(None, last.get('retried'))}\n"
-                    "errors [b $warning]?[/] · [b $warning]?[/] jobs/min")
+                    f"retry {figure(None, last.get('retried'))}"
+                    " · errors [b $warning]?[/] · [b $warning]?[/] jobs/min")
         rate = data.error_rate
         shown = "-" if rate is None else f"{rate:.1%}"
         per_min = data.total_completed / data.minutes if data.minutes else 0
         failed = (f"[b $error]{data.total_failed}[/]" if data.total_failed
                   else str(data.total_failed))
-        return (f"done {data.total_completed} · failed {failed} · retry {data.total_retried}\n"
-                f"errors {shown} · {per_min:.1f} jobs/min")
+        return (f"done {data.total_completed} · failed {failed} · retry {data.total_retried}"
+                f" · errors {shown} · {per_min:.1f} jobs/min")
 
     def _attention(self, data: Overview, last: dict[str, Any]) -> str:
         s = data.status
@@ -211,14 +182,20 @@ class OverviewScreen(LiveScreen):
             products = "product" if len(s.low_stock) == 1 else "products"
         out = s.outbox
         if out is None:
-            queued, out_failed, sent = (figure(None, last.get(f"outbox.{k}"))
-                                        for k in ("queued", "failed", "sent"))
+            queued, out_failed = (figure(None, last.get(f"outbox.{k}"))
+                                  for k in ("queued", "failed"))
         else:
-            queued, sent = out["queued"], out["sent"]
+            queued = out["queued"]
             out_failed = f"[b $error]{out['failed']}[/]" if out["failed"] else "0"
+        rejected = (f" · [b $error]{s.rejected_payloads} payload"
+                    f"{'' if s.rejected_payloads == 1 else 's'} rejected[/]"
+                    if s.rejected_payloads else "")
+        down = "".join(f"\n[b $error]{name.capitalize()} down[/] {escape(why)}"
+                       for name, why in s.storage.items() if why != "ok")
         return (
-            f"Failed jobs  {failed} open\n"
-            f"Low stock    {low} {products}\n"
-            f"Outbox       {queued} queued · {out_failed} failed\n"
-            f"             {sent} sent"
+            f"Failed jobs {failed} open{rejected}\n"
+            f"Low stock   {low} {products}\n"
+            f"Outbox      {queued} queued\n"
+            f"            {out_failed} failed"  # sent needs no attention (it is on 4 Emails)
+            + down
         )

@@ -1,5 +1,5 @@
 """The top line of every screen: the numbered screens (current one highlighted) and the
-console's state (paused, read-only, embedded worker)."""
+console's state (paused, read-only)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SHORT = {"overview": "Home", "failed": "Fail", "inventory": "Stock", "emails": "
 
 
 class NavBar(Horizontal):
-    """`1 Overview  2 Failed jobs ... 9 SMS` ... `PAUSED  READ-ONLY  worker off`."""
+    """`1 Overview  2 Failed jobs ... 9 SMS` ... `PAUSED  READ-ONLY`."""
 
     def __init__(self, current: str) -> None:
         super().__init__()
@@ -43,7 +43,6 @@ class NavBar(Horizontal):
 
     def on_mount(self) -> None:
         self.watch(self.app, "paused", self._show_flags, init=False)
-        self.watch(self.app, "worker_running", self._show_flags, init=False)
         self._show_flags()
 
     def _show_flags(self, _value: object = None) -> None:
@@ -53,8 +52,5 @@ class NavBar(Horizontal):
             flags.append("[b $warning]PAUSED[/]")
         if getattr(app, "read_only", False):
             flags.append("[b $error]READ-ONLY[/]")
-        elif getattr(app, "worker_running", False):
-            flags.append("[b $success]worker on[/]")
-        else:
-            flags.append("[dim]worker off[/]")
+        # The embedded worker is in the health line, beside the live and dead workers.
         self.query_one("#nav-flags", Static).update("  ".join(flags) + " ")
