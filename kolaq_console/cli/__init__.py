@@ -29,6 +29,7 @@ from kolaq_console.cli import (
     orders,
     sms,
     status,
+    web,
     webhooks,
     worker,
 )
@@ -79,6 +80,7 @@ app.add_typer(sms.app, name="sms")
 app.command("demo")(demo.demo)
 app.command("status")(status.status)
 app.command("worker")(worker.worker)
+app.command("web")(web.web)
 
 
 def main(argv: list[str] | None = None) -> None:
