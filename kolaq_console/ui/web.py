@@ -96,7 +96,7 @@ def plan(settings: Settings, host: str | None = None, port: int | None = None) -
         )
     shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
     public_url = cfg.public_url or f"http://{shown}:{port}"
-    bound = [shown]
+    bound = [] if host.strip("[]") in WILDCARDS else [shown]
     if is_loopback(host):  # the same machine under its other loopback names
         bound += ["127.0.0.1", "localhost", "[::1]"]
     origins = {_origin(public_url)} | {_origin(f"http://{h}:{port}") for h in bound}
