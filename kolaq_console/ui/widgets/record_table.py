@@ -103,8 +103,14 @@ class RecordTable(DataTable):
 
     def replace_rows(self, rows: Iterable[tuple[Any, Sequence[Any]]]) -> None:
         """Show these records; the cursor stays on the record it was on, if still listed.
-        Marks of records no longer listed are dropped."""
-        self._rows = {key: cells for key, cells in rows}
+        Marks of records no longer listed are dropped. The same records at the same width
+        change nothing: a refresh that read no news keeps the table and its rendered lines
+        (rebuilding 200 rows cost ~60 ms of layout per refresh and per key press)."""
+        new = {key: cells for key, cells in rows}
+        if (new == self._rows and list(new) == list(self._rows) and self.columns
+                and self._laid_out_for == (self.size.width or self.app.size.width)):
+            return
+        self._rows = new
         self.marked &= set(self._rows)
         self._rebuild()
 
