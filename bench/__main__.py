@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["startup", "jobs", "emails", "sms", "inventory", "webhooks", "redis_py"]
+ORDER = ["startup", "jobs", "emails", "sms", "inventory", "webhooks", "console", "redis_py"]
 
 
 def main() -> int:
