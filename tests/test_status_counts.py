@@ -11,9 +11,11 @@ import pytest
 from sqlalchemy import event, insert
 from sqlmodel import Session
 
+from kolaq_console.db import make_engine
 from kolaq_console.jobs.failed import count_failed, count_rejected
 from kolaq_console.models import EmailOutbox, FailedJob, TextMessage, utcnow
 from kolaq_console.payloads import REJECTED_ERROR_TYPE
+from kolaq_console.schema import upgrade
 from kolaq_console.status import collect, message_counts, outbox_counts
 
 
@@ -101,11 +103,12 @@ def test_open_and_rejected_failed_jobs_are_counted_apart(engine):
         assert count_rejected(session) == 2
 
 
-def test_rejected_payloads_are_counted_from_the_error_type_index(engine):
-    """On PostgreSQL the count is an index-only range of ix_failed_jobs_error_type_status (the
-    planner is told not to scan the table, so the plan shows which index serves it)."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("plans are PostgreSQL's")
+@pytest.mark.postgres
+def test_rejected_payloads_are_counted_from_the_error_type_index(postgres_url):
+    """On PostgreSQL the count is a range of ix_failed_jobs_error_type_status (the planner is
+    told not to scan the table, so the plan shows which index serves it)."""
+    engine = make_engine(postgres_url)
+    upgrade(engine)
     add_failed(engine, [("failed", "ProviderError")] * 50 + [("failed", REJECTED_ERROR_TYPE)])
     with engine.connect() as conn:
         conn.exec_driver_sql("ANALYZE failed_jobs")
@@ -115,6 +118,7 @@ def test_rejected_payloads_are_counted_from_the_error_type_index(engine):
         plan = "\n".join(conn.exec_driver_sql(
             "EXPLAIN " + seen[0].replace("%(error_type_1)s", f"'{REJECTED_ERROR_TYPE}'")
         ).scalars())
+    engine.dispose()
     assert "ix_failed_jobs_error_type_status" in plan, plan
 
 
