@@ -50,6 +50,10 @@ def test_allow_remote_on_a_wildcard_address_still_needs_the_public_url(make_sett
     assert remote.public_url == "https://console.shop.example"
     assert "https://console.shop.example" in remote.origins
     assert "http://0.0.0.0:8000" not in remote.origins | remote.hosts
+    assert remote.hosts == {"console.shop.example"}  # the Host header a browser sends there
+    explicit = plan(make_settings(web__public_url="https://console.shop.example:443"))
+    assert "console.shop.example" in explicit.hosts
+    assert "https://console.shop.example" in explicit.origins
 
 
 @pytest.mark.parametrize(("host", "loopback"), [

@@ -100,7 +100,8 @@ def plan(settings: Settings, host: str | None = None, port: int | None = None) -
     if is_loopback(host):  # the same machine under its other loopback names
         bound += ["127.0.0.1", "localhost", "[::1]"]
     origins = {_origin(public_url)} | {_origin(f"http://{h}:{port}") for h in bound}
-    hosts = {_host_key(urlsplit(public_url).netloc)} | {_host_key(f"{h}:{port}") for h in bound}
+    # The public URL's Host as browsers send it: without a default port (https://x:443 -> x).
+    hosts = {_origin(public_url).split("://", 1)[1]} | {_host_key(f"{h}:{port}") for h in bound}
     return WebPlan(host, port, public_url, frozenset(origins), frozenset(hosts))
 
 
