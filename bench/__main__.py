@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["startup", "jobs", "emails", "sms", "inventory", "webhooks", "lookup", "redis_py"]
+ORDER = ["startup", "jobs", "emails", "sms", "inventory", "webhooks", "lookup", "console",
+         "redis_py"]
 
 
 def main() -> int:

@@ -386,6 +386,28 @@ class ConsoleSettings(Section):
     """How often the console refreshes its panels."""
 
 
+class WebSettings(Section):
+    host: str = Field(default="127.0.0.1", min_length=1)
+    """Address `kolaq-console web` binds to. The web console has no login of its own: anything
+    but a loopback address (127.x, ::1, localhost) is refused unless allow_remote is true."""
+    port: int = Field(default=8000, ge=1, le=65535)
+    """Port `kolaq-console web` listens on."""
+    public_url: str = ""
+    """The address browsers open, e.g. https://console.example.com behind a proxy; empty:
+    http://host:port. The page's websocket URL is built from it, and a websocket whose Origin
+    is neither it nor the bound address is refused (403)."""
+    allow_remote: bool = False
+    """Allow binding a non-loopback address. Only behind a proxy that asks for a login
+    (README: "The console in a browser")."""
+
+    @field_validator("public_url")
+    @classmethod
+    def _web_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+            raise ValueError(f"expected empty or an http(s)://host[:port] URL, got {value!r}")
+        return value.rstrip("/")
+
+
 SECRET_ENV = {
     "resend_api_key": "RESEND_API_KEY",
     "paystack_secret_key": "PAYSTACK_SECRET_KEY",
@@ -516,6 +538,7 @@ class Settings(BaseSettings):
     webhooks: WebhooksSettings = WebhooksSettings()
     alerts: AlertsSettings = AlertsSettings()
     console: ConsoleSettings = ConsoleSettings()
+    web: WebSettings = WebSettings()
     sms: SmsSettings = SmsSettings()
     notifications: NotificationsSettings = NotificationsSettings()
 

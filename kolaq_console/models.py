@@ -511,6 +511,8 @@ class FailedJob(SQLModel, table=True):
     __table_args__ = (
         Index("ix_failed_jobs_status_id", "status", "id"),
         Index("ix_failed_jobs_queue_status", "queue", "status"),
+        # Open entries of one error type (rejected payloads, counted every refresh).
+        Index("ix_failed_jobs_error_type_status", "error_type", "status"),
         # The failed list: open rows, newest first, a page at a time, whatever the table size.
         Index(
             "ix_failed_jobs_open_id",

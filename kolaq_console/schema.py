@@ -9,6 +9,7 @@ upgrades.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +44,7 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return cfg
 
 
+@functools.cache  # read once a process: the console checks the schema every refresh
 def head_revision() -> str:
     """The one revision no migration script names as its down_revision."""
     revisions: set[str] = set()

@@ -30,6 +30,7 @@ from kolaq_console.cli import (
     orders,
     sms,
     status,
+    web,
     webhooks,
     worker,
 )
@@ -81,6 +82,7 @@ app.command("demo")(demo.demo)
 app.command("lookup")(lookup.lookup)
 app.command("status")(status.status)
 app.command("worker")(worker.worker)
+app.command("web")(web.web)
 
 
 def main(argv: list[str] | None = None) -> None:
