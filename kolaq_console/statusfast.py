@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kolaq_console import dburl, queuepeek, statusreads
 from kolaq_console.queuebands import LOGICAL_QUEUES
 from kolaq_console.schemahead import head_revision
+from kolaq_console.signing import queue_signing_key
 
 if TYPE_CHECKING:
     from kolaq_console.config import Settings
@@ -52,6 +53,9 @@ def _database_figures(settings: Settings) -> dict[str, Any] | None:
 
 
 def _queue_depths(settings: Settings) -> queuepeek.Depths | None:
+    # As the full path's make_huey: a Redis queue without a signing key is refused (it raises
+    # here, and the full path words it), and a SQLite queue's own key is made on first use.
+    queue_signing_key(settings)
     q = settings.queue
     if q.backend == "sqlite":
         return queuepeek.peek_sqlite(q.sqlite_path, q.name)

@@ -108,3 +108,11 @@ def test_a_missing_queue_file_goes_the_full_way(cli_run, settings, tmp_path):
     assert cli_run("db", "upgrade")[0] == 0
     (tmp_path / "queue.db").unlink()
     assert fast_document(settings) is None
+
+
+def test_a_redis_queue_without_a_signing_key_goes_the_full_way(cli_run, settings):
+    """The full path refuses it (anyone able to write to Redis could run code in workers)."""
+    assert cli_run("db", "upgrade")[0] == 0
+    env = {"KOLAQ_QUEUE__BACKEND": "redis", "KOLAQ_SIGNING_KEY": ""}
+    code, _, err = cli_run("status", "--json", env=env)
+    assert code == 1 and "KOLAQ_SIGNING_KEY is not set" in err
