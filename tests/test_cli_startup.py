@@ -82,3 +82,12 @@ def test_status_json_on_a_healthy_system_imports_neither_the_orm_nor_huey(
     needed |= {"redis"} if queue_backend == "redis" else set()
     forbidden = NOT_FOR_FAST_STATUS - needed
     assert not loaded & forbidden, sorted(loaded & forbidden)
+
+
+def test_a_worker_on_the_dev_transport_does_not_import_the_resend_sdk(kolaq_env):
+    """~0.2 s of every worker's start-up: only a process that sends through Resend needs it."""
+    probe = "import sys, tasks; print(sorted({'resend', 'requests'} & set(sys.modules)))"
+    full = {**os.environ, **kolaq_env, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", probe], env=full, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr
