@@ -28,8 +28,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
+from kolaq_console import dburl
 from kolaq_console.errors import KolaqError
 
 log = logging.getLogger(__name__)
@@ -101,11 +101,11 @@ class DatabaseSettings(Section):
     @field_validator("url")
     @classmethod
     def _parsable(cls, value: str) -> str:
-        try:
-            url = make_url(value)
+        try:  # SQLAlchemy's grammar, without importing SQLAlchemy (start-up time)
+            backend = dburl.backend_name(value)
         except Exception as exc:
             raise ValueError(f"not a SQLAlchemy URL: {value!r}") from exc
-        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+        if backend not in {"sqlite", "postgresql"}:
             raise ValueError(f"expected a sqlite:// or postgresql:// URL, got {value!r}")
         return value
 
@@ -589,7 +589,7 @@ def _refuse_secrets(path: Path, data: dict[str, Any]) -> None:
                 )
             if key.endswith("url") and isinstance(value, str) and "://" in value:
                 try:
-                    has_password = make_url(value).password is not None
+                    has_password = dburl.has_password(value)
                 except Exception:
                     has_password = False
                 if has_password:
@@ -664,9 +664,9 @@ def _resolve(base: Path, value: str) -> str:
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
     db = settings.database
-    url = make_url(db.url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        db = db.model_copy(update={"url": str(url.set(database=_resolve(base, url.database)))})
+    file = dburl.sqlite_file(db.url) if dburl.backend_name(db.url) == "sqlite" else None
+    if file and file != ":memory:":
+        db = db.model_copy(update={"url": dburl.sqlite_with_file(db.url, _resolve(base, file))})
     queue = settings.queue.model_copy(
         update={"sqlite_path": _resolve(base, settings.queue.sqlite_path)}
     )

@@ -9,9 +9,6 @@ upgrades.
 
 from __future__ import annotations
 
-import functools
-import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import inspect, text
@@ -24,14 +21,12 @@ from kolaq_console.db import (
     describe,
     ping,
 )
+from kolaq_console.schemahead import MIGRATIONS, head_revision
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 __all__ = ["UPGRADE_HINT", "current_revision", "head_revision", "require_current", "upgrade"]
-_ASSIGNED = re.compile(r"^(down_revision|revision)\b[^=\n]*=(.*)$", re.M)
-_QUOTED = re.compile(r"""['"]([^'"]+)['"]""")
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
@@ -42,21 +37,6 @@ def alembic_config(engine: Engine | None = None) -> Config:
     if engine is not None:
         cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     return cfg
-
-
-@functools.cache  # read once a process: the console checks the schema every refresh
-def head_revision() -> str:
-    """The one revision no migration script names as its down_revision."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for script in (MIGRATIONS / "versions").glob("*.py"):
-        for name, value in _ASSIGNED.findall(script.read_text(encoding="utf-8")):
-            found = _QUOTED.findall(value)
-            (revisions.update if name == "revision" else parents.update)(found)
-    heads = sorted(revisions - parents)
-    if len(heads) != 1:
-        raise RuntimeError(f"the migrations must have one head, they have {heads or 'none'}")
-    return heads[0]
 
 
 def current_revision(engine: Engine) -> str | None:

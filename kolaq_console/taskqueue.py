@@ -28,13 +28,16 @@ from kolaq_console.consumer import KolaqConsumer
 from kolaq_console.db import StorageUnavailable
 from kolaq_console.errors import PermanentJobError
 from kolaq_console.payloads import KolaqRedisStorage, KolaqSqliteStorage, VerifyingHueyMixin
+from kolaq_console.queuebands import (
+    BAND_WIDTH,
+    LOGICAL_QUEUES,
+    PRIORITY_BANDS,
+    queue_for_priority,
+)
 from kolaq_console.signing import queue_signing_key
 
 log = logging.getLogger(__name__)
 
-LOGICAL_QUEUES = ("emails", "inventory", "webhooks")
-BAND_WIDTH = 100
-PRIORITY_BANDS = {"webhooks": 300, "emails": 200, "inventory": 100}
 # Huey's consumer defaults, which our settings replace when the command line left them alone.
 _HUEY_DEFAULTS = {
     "workers": 1,
@@ -51,14 +54,6 @@ def priority_for(queue: str, urgency: int = 0) -> int:
     if not 0 <= urgency < BAND_WIDTH:
         raise ValueError(f"urgency must be 0-{BAND_WIDTH - 1}, got {urgency}")
     return PRIORITY_BANDS[queue] + urgency
-
-
-def queue_for_priority(priority: float | None) -> str:
-    p = priority or 0
-    for name, base in sorted(PRIORITY_BANDS.items(), key=lambda kv: -kv[1]):
-        if p >= base:
-            return name
-    return "inventory"
 
 
 class _SettingsConsumerMixin:

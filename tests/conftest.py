@@ -7,6 +7,7 @@ Nothing here skips: PostgreSQL and Redis must be up (`.ci/run` starts them).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -354,6 +355,18 @@ def cli_run(kolaq_env, monkeypatch, capsys) -> Iterator[Callable[..., tuple[int,
 
     yield run
     runtime.reset()
+
+
+@pytest.fixture
+def cli_result(cli_run) -> Callable[..., subprocess.CompletedProcess]:
+    """`cli_run` answering like `helpers.run_cli` (returncode, stdout, stderr), for tests moved
+    in-process from real processes: `cli_result(*argv, env={...})`."""
+
+    def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        code, out, err = cli_run(*argv, env=env)
+        return subprocess.CompletedProcess(list(argv), code, out, err)
+
+    return run
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -63,3 +63,31 @@ def test_status_json_imports_neither_the_renderer_nor_the_ui_nor_the_tasks(kolaq
         "database": "ok", "queue": "ok"}, result.stderr
     loaded = tops(modules) | {m for m in modules if m.count(".") == 1}
     assert not loaded & NOT_FOR_STATUS, sorted(loaded & NOT_FOR_STATUS)
+
+
+# What the fast path of `status --json` (a healthy SQLite system) does without: its figures
+# come from sqlite3 (kolaq_console/statusfast.py); the ORM and the queue library cost more
+# start-up than the command's work.
+NOT_FOR_FAST_STATUS = NOT_FOR_STATUS | {"sqlalchemy", "sqlmodel", "huey", "psycopg", "redis",
+                                        "kolaq_console.runtime", "kolaq_console.models"}
+
+
+def test_status_json_on_a_healthy_system_imports_neither_the_orm_nor_huey(
+        database_url, queue_backend, kolaq_env, cli_run):
+    assert cli_run("db", "upgrade")[0] == 0
+    result, modules = imported(kolaq_env, "status", "--json")
+    assert json.loads(result.stdout)["storage"] == {"database": "ok", "queue": "ok"}
+    loaded = tops(modules) | {m for m in modules if m.count(".") == 1}
+    needed = {"psycopg"} if database_url.startswith("postgresql") else set()
+    needed |= {"redis"} if queue_backend == "redis" else set()
+    forbidden = NOT_FOR_FAST_STATUS - needed
+    assert not loaded & forbidden, sorted(loaded & forbidden)
+
+
+def test_a_worker_on_the_dev_transport_does_not_import_the_resend_sdk(kolaq_env):
+    """~0.2 s of every worker's start-up: only a process that sends through Resend needs it."""
+    probe = "import sys, tasks; print(sorted({'resend', 'requests'} & set(sys.modules)))"
+    full = {**os.environ, **kolaq_env, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", probe], env=full, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr

@@ -43,7 +43,8 @@ def test_an_incremental_run_waiting_on_a_row_a_one_product_run_moved_counts_no_e
             with engine.connect() as probe:
                 return bool(probe.execute(text(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock' AND query LIKE 'UPDATE products%'")).scalar())
+                    " AND wait_event_type = 'Lock' AND query LIKE '%UPDATE products SET stock%'"
+                    )).scalar())
 
         wait_until(incremental_waits_on_the_row, message="the incremental run to wait on a")
         add_events(engine, [(a, 3)])  # after the run's high-water mark
@@ -90,3 +91,42 @@ def test_the_high_water_mark_gives_up_on_an_event_insert_left_open(postgres_url)
             high_water_mark(reader, lock_timeout=0.2)
         writer.rollback()
     engine.dispose()
+
+
+def test_incremental_runs_started_together_fold_each_event_once(engine):
+    """Runs racing for the lease: each one either folds or is refused (LeaseBusy), and across
+    all of them every event is folded exactly once."""
+    import itertools
+    import random
+
+    from kolaq_console.inventory.lease import LeaseBusy
+
+    ids = add_products(engine, 30)
+    reconcile(engine)
+    rng = random.Random(7)
+    spans: list[tuple[int, int]] = []
+    for _ in range(6):
+        add_events(engine, [(rng.choice(ids), rng.randint(-3, 9)) for _ in range(40)])
+        start = threading.Barrier(3)
+        results: list[object] = []
+
+        def run(start: threading.Barrier = start, results: list[object] = results) -> None:
+            start.wait()
+            try:
+                results.append(reconcile(engine))
+            except LeaseBusy as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(results) == 3
+        runs = [r for r in results if not isinstance(r, LeaseBusy)]
+        assert runs, results
+        spans += [(r.checkpoint_from, r.checkpoint_to) for r in runs]
+        assert stocks(engine) == truth(engine)  # an event folded twice would show here
+    # the runs' event ranges (checkpoint_from, checkpoint_to] follow each other: none overlap
+    spans = [s for s in sorted(spans) if s[0] != s[1]]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans)), spans

@@ -7,7 +7,6 @@ import json
 
 import pytest
 from email_support import activity, rows, seed_order
-from helpers import run_cli
 from sqlmodel import Session, select
 
 from kolaq_console import dispatch
@@ -79,23 +78,23 @@ def test_transitions_are_validated_and_a_refused_one_changes_nothing(engine, set
     assert [a.details["to"] for a in activity(engine)] == ["cancelled"]
 
 
-def test_orders_cli_set_status_show_and_list(engine, settings, kolaq_env):
+def test_orders_cli_set_status_show_and_list(engine, settings, cli_result):
     seed_order(engine, "KB-1001", status="paid")
-    result = run_cli(kolaq_env, "orders", "set-status", "KB-1001", "shipped",
+    result = cli_result("orders", "set-status", "KB-1001", "shipped",
                      "--carrier", "GIG Logistics", "--tracking", "GIG77", "--note", "by van")
     assert result.returncode == 0, result.stderr
     assert "paid -> shipped, 1 email(s) queued" in result.stdout
-    again = run_cli(kolaq_env, "orders", "set-status", "KB-1001", "shipped")
+    again = cli_result("orders", "set-status", "KB-1001", "shipped")
     assert again.returncode == 0 and "already shipped; nothing changed" in again.stdout
-    bad = run_cli(kolaq_env, "orders", "set-status", "KB-1001", "pending")
+    bad = cli_result("orders", "set-status", "KB-1001", "pending")
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == [
         "kolaq-console: order KB-1001 cannot go from shipped to pending; allowed: delivered, "
         "refunded"]
-    missing = run_cli(kolaq_env, "orders", "show", "KB-9999")
+    missing = cli_result("orders", "show", "KB-9999")
     assert missing.returncode == 1 and "order 'KB-9999' not found" in missing.stderr
 
-    shown = run_cli(kolaq_env, "orders", "show", "KB-1001", "--json")
+    shown = cli_result("orders", "show", "KB-1001", "--json")
     assert shown.returncode == 0, shown.stderr
     doc = json.loads(shown.stdout)
     for key in ("number", "status", "customer_email", "currency", "total_minor",
@@ -108,10 +107,10 @@ def test_orders_cli_set_status_show_and_list(engine, settings, kolaq_env):
     assert doc["activity"][0]["details"]["note"] == "by van"
     assert [line["sku"] for line in doc["lines"]] == ["KB-ORIG-750", "KB-BAR-SPOON"]
 
-    listed = json.loads(run_cli(kolaq_env, "orders", "list", "--status", "shipped",
+    listed = json.loads(cli_result("orders", "list", "--status", "shipped",
                                 "--json").stdout)
     assert [o["number"] for o in listed["orders"]] == ["KB-1001"]
-    human = run_cli(kolaq_env, "orders", "show", "KB-1001")
+    human = cli_result("orders", "show", "KB-1001")
     assert "shipping_notification" in human.stdout and "GIG77" in human.stdout
 
 

@@ -121,7 +121,7 @@ def rejected_entries(engine) -> list[FailedJob]:
 
 
 def test_a_payload_signed_with_any_other_key_never_runs_and_each_is_recorded(
-        queue_backend, sqlite_engine, settings, kolaq_env, spawn, tmp_path):
+        queue_backend, sqlite_engine, settings, kolaq_env, spawn, tmp_path, cli_result):
     huey = make_huey(settings)
     markers, sizes = [], []
     for key in ("", secrets.token_hex(8), secrets.token_urlsafe(40)):
@@ -164,16 +164,16 @@ def test_a_payload_signed_with_any_other_key_never_runs_and_each_is_recorded(
         assert entry.status == "failed" and entry.payload is None
     assert "Traceback" not in worker.output()
 
-    status = run_cli(kolaq_env, "status", "--json")
+    status = cli_result("status", "--json")
     doc = json.loads(status.stdout)
     assert doc["rejected_payloads"] == 4 and doc["failed_jobs"] == 4
-    assert "rejected queue payloads: 4" in run_cli(kolaq_env, "status").stdout
-    retry = run_cli(kolaq_env, "jobs", "retry", str(scheduled.id))
+    assert "rejected queue payloads: 4" in cli_result("status").stdout
+    retry = cli_result("jobs", "retry", str(scheduled.id))
     assert "a rejected payload is never kept" in retry.stdout + retry.stderr
 
 
 def test_a_cli_with_another_key_than_the_worker_is_seen_not_silently_lost(
-        queue_backend, sqlite_engine, settings, kolaq_env, spawn, tmp_path):
+        queue_backend, sqlite_engine, settings, kolaq_env, spawn, tmp_path, cli_result):
     worker = spawn("worker", "-w", "1", "--no-periodic")
     worker.wait_for_output("Huey consumer started")
     body = tmp_path / "body.txt"
@@ -185,7 +185,7 @@ def test_a_cli_with_another_key_than_the_worker_is_seen_not_silently_lost(
     [entry] = wait_until(lambda: rejected_entries(sqlite_engine), message="the rejection")
     assert entry.queue == "emails"
     assert entry.error_message.startswith("signed with a different KOLAQ_SIGNING_KEY")
-    doc = json.loads(run_cli(kolaq_env, "status", "--json").stdout)
+    doc = json.loads(cli_result("status", "--json").stdout)
     assert doc["rejected_payloads"] == 1
     with Session(sqlite_engine) as s:  # the email itself waits for the outbox sweeper
         assert s.exec(select(EmailOutbox.status)).scalars().all() == ["queued"]

@@ -51,11 +51,13 @@ def _refused(result: subprocess.CompletedProcess, prefix: str, *names: str) -> N
      ["RESEND_API_KEY is not set", "[shop] public_url"]),
 ])
 def test_workers_refuse_a_configuration_that_cannot_send_and_take_no_job(
-        kolaq_env, tmp_path, change, names):
+        kolaq_env, cli_result, tmp_path, change, names):
     env = {**kolaq_env, **RESEND, **change}
-    assert run_cli(env, "db", "upgrade").returncode == 0
+    # Set-up and checks in this process; the refusals below are real processes (what is tested)
+    assert cli_result("db", "upgrade", env=env).returncode == 0
     body = tmp_path / "body.txt"
     body.write_text("Hello")
+    # a real process: in this one, tasks.huey is the session's queue, not this test's
     queued = run_cli(env, "email", "queue", "generic", "--to", "a@example.com", "--subject",
                      "Hi", "--body-file", str(body))  # queuing needs no provider
     assert queued.returncode == 0, queued.stderr
@@ -67,8 +69,8 @@ def test_workers_refuse_a_configuration_that_cannot_send_and_take_no_job(
         env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     _refused(consumer, "tasks.huey: ", *names)
 
-    doc = json.loads(run_cli(env, "status", "--json").stdout)
+    doc = json.loads(cli_result("status", "--json", env=env).stdout)
     assert doc["queues"]["emails"]["pending"] == 1  # the send job is still waiting
     assert doc["outbox"]["queued"] == 1 and doc["failed_jobs"] == 0
-    listed = json.loads(run_cli(env, "email", "list", "--json").stdout)
+    listed = json.loads(cli_result("email", "list", "--json", env=env).stdout)
     assert [(r["status"], r["attempts"]) for r in listed["emails"]] == [("queued", 0)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import typer
@@ -10,6 +11,7 @@ from kolaq_console.cli.common import out, print_json
 from kolaq_console.errors import KolaqError
 
 if TYPE_CHECKING:
+    from kolaq_console.config import Settings
     from kolaq_console.status import Status
 
 
@@ -23,11 +25,19 @@ UNKNOWN = "unknown"
 def status(as_json: bool = typer.Option(False, "--json", help="One JSON document.")) -> None:
     """Print the system's status; exits 1 when the database or the queue is unreachable.
     What could not be read is shown as unknown (null in JSON), never as 0. Writes nothing."""
+    settings = _settings()
+    if as_json:
+        from kolaq_console.statusfast import fast_document
+
+        document = fast_document(settings)  # None: something to report, or unusual
+        if document is not None:
+            print_json(document)
+            return
     from kolaq_console import runtime
     from kolaq_console.db import StorageUnavailable
     from kolaq_console.status import collect, reading_queue
 
-    settings = runtime.settings()
+    runtime.configure(settings)
     try:
         queue, problem = reading_queue(settings), None
     except StorageUnavailable as exc:
@@ -40,6 +50,18 @@ def status(as_json: bool = typer.Option(False, "--json", help="One JSON document
     if not snapshot.healthy:
         problems = [v for v in snapshot.storage.values() if v != "ok"]
         raise StorageDown("; ".join(problems))
+
+
+def _settings() -> Settings:
+    """The process settings: runtime's when it is loaded (--config, tests), else read here
+    without importing runtime (which imports SQLAlchemy; the fast path has no use for it)."""
+    if "kolaq_console.runtime" in sys.modules:
+        from kolaq_console import runtime
+
+        return runtime.settings()
+    from kolaq_console.config import load_settings
+
+    return load_settings()
 
 
 def _n(value: int | None) -> str:

@@ -13,9 +13,10 @@ refused, with its reason), or raises one of:
 Every request carries its idempotency key (the message's, or the batch's) on every attempt,
 so a retried or re-enqueued send never reaches the recipient twice.
 
-The HTTP client is ours (`_SessionClient`, through the SDK's documented `default_http_client`
-hook) for one reason: the SDK's own client opens a new connection for every request; ours keeps
-one `requests.Session` (keep-alive pool) per thread and uses only its public API.
+The HTTP client is ours (`_SessionClient`, defined on first use, through the SDK's documented
+`default_http_client` hook) for one reason: the SDK's own client opens a new connection for
+every request; ours keeps one `requests.Session` (keep-alive pool) per thread and uses only its
+public API.
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
-
-from resend.http_client import HTTPClient
 
 from kolaq_console.config import Settings
 from kolaq_console.emails.ratelimit import retry_after_seconds
@@ -158,32 +158,40 @@ def classify_resend_error(exc: Any) -> SendError:
 # --- resend ------------------------------------------------------------------------------------
 
 
-class _SessionClient(HTTPClient):
-    """The SDK's HTTP client contract over one keep-alive `requests.Session` per thread.
-    Same timeout, no redirects (an API call is not redirected), same exceptions (the SDK wraps
-    them as ResendError code 500 "HttpClientError")."""
+@cache
+def _session_client_class() -> type:
+    """`_SessionClient`, defined on first use: importing the resend SDK (and requests) costs a
+    worker ~0.2 s of start-up, and only a process that sends through Resend needs it."""
+    from resend.http_client import HTTPClient
 
-    def __init__(self, timeout: float) -> None:
-        self._timeout = timeout
-        self._local = threading.local()
+    class _SessionClient(HTTPClient):
+        """The SDK's HTTP client contract over one keep-alive `requests.Session` per thread.
+        Same timeout, no redirects (an API call is not redirected), same exceptions (the SDK
+        wraps them as ResendError code 500 "HttpClientError")."""
 
-    def request(self, method, url, headers, json=None, files=None, data=None):
-        import requests
+        def __init__(self, timeout: float) -> None:
+            self._timeout = timeout
+            self._local = threading.local()
 
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        try:
-            resp = session.request(
-                method, url, headers=headers, files=files, data=data,
-                json=json if data is None else None, timeout=self._timeout,
-                allow_redirects=False,
-            )
-            return resp.content, resp.status_code, resp.headers
-        except requests.RequestException as exc:
-            self._local.session = None  # a broken connection must not be reused
-            session.close()
-            raise RuntimeError(f"Request failed: {exc}") from exc
+        def request(self, method, url, headers, json=None, files=None, data=None):
+            import requests
+
+            session = getattr(self._local, "session", None)
+            if session is None:
+                session = self._local.session = requests.Session()
+            try:
+                resp = session.request(
+                    method, url, headers=headers, files=files, data=data,
+                    json=json if data is None else None, timeout=self._timeout,
+                    allow_redirects=False,
+                )
+                return resp.content, resp.status_code, resp.headers
+            except requests.RequestException as exc:
+                self._local.session = None  # a broken connection must not be reused
+                session.close()
+                raise RuntimeError(f"Request failed: {exc}") from exc
+
+    return _SessionClient
 
 
 _sdk_lock = threading.Lock()
@@ -207,7 +215,7 @@ class ResendTransport:
         self._resend = resend
         self._api_key = api_key
         self._api_url = api_url.rstrip("/") if api_url else None
-        self._client = _SessionClient(timeout)
+        self._client = _session_client_class()(timeout)
         self._point_sdk()
 
     def _point_sdk(self) -> None:

@@ -19,6 +19,7 @@ locked and folded from their own marks.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC
 from functools import cache
 from operator import itemgetter
@@ -30,18 +31,24 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
-    distinct,
     func,
     select,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql import Select, Update
 
-from kolaq_console.inventory.lease import Lease
+from kolaq_console.inventory.lease import Lease, acquire_stmt
 from kolaq_console.inventory.runs import Change, ReconcileResult, finish_run
-from kolaq_console.inventory.stock import checkpoint_of, high_water_mark, read_state
+from kolaq_console.inventory.stock import (
+    CHECKPOINT_KEY,
+    HWM_LOCK_TIMEOUT,
+    EventsBusy,
+    checkpoint_of,
+    high_water_mark,
+    read_state,
+)
 from kolaq_console.models import InventoryEvent, Product, utcnow
 from kolaq_console.sqlutil import rarely, write_session
 
@@ -54,7 +61,7 @@ def _new_events() -> tuple[Any, Any]:
     return rarely(_E.c.id > bindparam("cp")), _E.c.id <= bindparam("hw")
 
 
-def _new_per_product() -> Any:
+def _new_per_product() -> Any:  # SQLite; PostgreSQL's is written out in _PG_FOLD
     """The new events summed per product (a range of the primary key)."""
     return (
         select(_E.c.product_id.label("product_id"), func.sum(_E.c.delta).label("delta"),
@@ -136,32 +143,80 @@ def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float,
 
 
 @cache
-def _pg_touched() -> Select:
-    return select(func.array_agg(distinct(_E.c.product_id))).where(*_new_events())
+def _pg_take_lease_sql() -> str:
+    """The lease taken: INSERT ... ON CONFLICT, see lease.py."""
+    from sqlalchemy.dialects.postgresql.psycopg import dialect
+
+    return str(acquire_stmt("postgresql").compile(dialect=dialect()))
+
+
+def _pg_state_and_high_water_sql(lock_timeout: float) -> str:
+    # One round trip without parameters (the simple query protocol runs several statements);
+    # stock.high_water_mark says why the SHARE lock makes the mark safe. The state is read by a
+    # statement after the lease's: a statement's snapshot is taken when it starts, and the
+    # lease may have been granted only once the previous holder's final transaction (which
+    # moved the checkpoint) committed.
+    return ("SET LOCAL synchronous_commit = off; "
+            f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'; "
+            "LOCK TABLE inventory_events IN SHARE MODE; "
+            f"SELECT (SELECT value FROM system_state WHERE key = '{CHECKPOINT_KEY}'), "
+            "coalesce(max(id), 0) FROM inventory_events")
+
+
+def postgres_start(engine: Engine, lease: Lease,
+                   lock_timeout: float = HWM_LOCK_TIMEOUT) -> tuple[dict[str, Any] | None, int]:
+    """The first, short transaction of a PostgreSQL bulk run in two round trips: the lease,
+    the state (checkpoint) and the safe high-water mark H. Raises LeaseBusy or EventsBusy."""
+    with engine.connect() as conn, conn.begin():
+        params = {**lease.acquire_params(), "value_1": "expires_at", "value_2": "owner"}
+        params["b_now"] = params["b_now"].astimezone(UTC).replace(tzinfo=None)
+        params["b_value"] = json.dumps(params["b_value"])
+        if not driver_rows(conn, _pg_take_lease_sql(), params):
+            raise lease.busy()
+        try:
+            [(previous, high_water)] = driver_rows(
+                conn, _pg_state_and_high_water_sql(lock_timeout), None, last=True)
+        except OperationalError as exc:
+            raise EventsBusy(
+                "inventory events are being written by a transaction that has stayed open "
+                f"more than {lock_timeout:g} s; reconciliation will retry"
+            ) from exc
+    lease.held = True
+    return previous, int(high_water)
+
+
+# The new events summed per product (a range of the primary key), the products whose cache
+# covers the checkpoint (mark <= it: nearly all) moved by that sum, RETURNING the new stock and
+# the sum (old = new - sum); then, flagged by a NULL sku, the touched products the UPDATE left
+# alone (a zero sum, or a mark past the checkpoint: see `_pg_lock_marked`). One statement: the
+# ids never travel to the client and back. `id = ANY(ARRAY(...))` makes the UPDATE read products
+# by primary key (a join with the aggregate alone is planned as a scan of every product). The
+# UPDATE locks each row as it goes; a row a one-product run moved past the checkpoint before we
+# got it is re-checked by PostgreSQL and skipped, and comes back flagged.
+_PG_FOLD = """
+WITH agg AS MATERIALIZED (
+    SELECT product_id, sum(delta) AS delta, count(*) AS n FROM inventory_events
+    WHERE id > %(cp)s AND id <= %(hw)s GROUP BY product_id
+), moved AS (
+    UPDATE products SET stock = products.stock + agg.delta,
+        last_reconciled_at = %(now)s, updated_at = %(now)s
+    FROM agg
+    WHERE products.id = ANY(ARRAY(SELECT product_id FROM agg))
+        AND products.id = agg.product_id AND agg.delta != 0
+        AND products.stock_event_id <= %(cp)s
+    RETURNING products.id, products.sku, products.stock, agg.delta, agg.n
+)
+SELECT id, sku, stock, delta, n FROM moved
+UNION ALL
+SELECT product_id, NULL, NULL, NULL, NULL FROM agg
+WHERE product_id NOT IN (SELECT id FROM moved)
+"""
 
 
 def _in_ids(name: str) -> Any:
     # `id = ANY(:ids)`: primary-key lookups in id order (an IN (subquery) would be planned as
     # a hash join over a scan of every product)
     return _P.c.id == any_(bindparam(name, type_=ARRAY(Integer)))
-
-
-@cache
-def _pg_fold() -> Update:
-    """Products whose cache covers the checkpoint (mark <= it: nearly all) moved by the sum of
-    their new events, RETURNING the new stock and that sum. The UPDATE locks each row as it
-    goes, in id order; if a one-product run moved a row's mark past the checkpoint before we
-    got it, PostgreSQL re-checks the WHERE on the new row version and skips it: it is then
-    folded by `_pg_fold_marked`."""
-    agg = _new_per_product()
-    return (
-        update(_P)
-        .where(_in_ids("ids"), _P.c.id == agg.c.product_id, agg.c.delta != 0,
-               _P.c.stock_event_id <= bindparam("cp"))
-        .values(stock=_P.c.stock + agg.c.delta, last_reconciled_at=bindparam("now"),
-                updated_at=bindparam("now"))
-        .returning(_P.c.id, _P.c.sku, _P.c.stock, agg.c.delta, agg.c.n)
-    )
 
 
 @cache
@@ -200,14 +255,17 @@ def _returned(conn: Any, stmt: Update, params: dict[str, Any]) -> list[tuple]:
     return driver_rows(conn, sql, values)
 
 
-def driver_rows(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple]:
+def driver_rows(conn: Connection, sql: str, params: dict[str, Any] | None,
+                last: bool = False) -> list[tuple]:
     """Rows of `sql` as the driver returns them (plain tuples), on the connection's transaction;
     a driver error is raised as SQLAlchemy's (DataError, OperationalError...), as
-    `conn.execute` would."""
+    `conn.execute` would. `last`: `sql` is several statements, the rows are the last one's."""
     dbapi_error = conn.dialect.loaded_dbapi.Error
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql, params)
+        while last and cursor.nextset():
+            pass
         return cursor.fetchall()
     except dbapi_error as exc:
         raise DBAPIError.instance(sql, params, exc, dbapi_error) from exc
@@ -231,15 +289,13 @@ def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int
         lease.give_back(session)  # fencing: a run that lost its lease cannot commit
         conn = session.connection()
         now = utcnow()
-        ids = sorted(conn.execute(_pg_touched(), params).scalar() or [])
-        result.checked = len(ids)
-        rows: list[Any] = []
-        if ids:
-            rows = _returned(conn, _pg_fold(), {**params, "now": now, "ids": ids})
-            # a product the UPDATE left alone has a zero sum or a mark past the checkpoint
-            moved = set(ids).difference(row[0] for row in rows)
-            marked = conn.execute(_pg_lock_marked(),
-                                  {**params, "ids": sorted(moved)}).scalars().all()
+        naive_now = now.astimezone(UTC).replace(tzinfo=None)  # UTCDateTime's stored form
+        found = driver_rows(conn, _PG_FOLD, {**params, "now": naive_now})
+        result.checked = len(found)
+        rows = [row for row in found if row[1] is not None]
+        left = sorted(row[0] for row in found if row[1] is None)
+        if left:
+            marked = conn.execute(_pg_lock_marked(), {**params, "ids": left}).scalars().all()
             if marked:
                 rows += _returned(conn, _pg_fold_marked(),
                                   {**params, "now": now, "marked": marked})

@@ -55,7 +55,7 @@ _owner = _state.c.value["owner"].as_string()
 
 
 @cache
-def _acquire_stmt(dialect: str) -> Insert:
+def acquire_stmt(dialect: str) -> Insert:
     """Insert the lease, or take it over where it expired or is already ours; RETURNING the
     key when we hold it."""
     stmt = upsert_insert(dialect, _state).values(key=bindparam("b_key"), value=bindparam("b_value"),
@@ -95,11 +95,15 @@ class Lease:
             with session_scope(self.engine) as own:
                 return self.acquire(own)
         conn = session.connection()
-        self.held = conn.execute(_acquire_stmt(conn.dialect.name), {
-            "b_key": self.key, "b_value": self._value(), "b_now": utcnow(),
-            "b_now_ts": time.time(), "b_owner": self.owner,
-        }).first() is not None
+        self.held = conn.execute(acquire_stmt(conn.dialect.name),
+                                 self.acquire_params()).first() is not None
         return self.held
+
+    def acquire_params(self) -> dict[str, Any]:
+        """The parameters of `acquire_stmt` (for callers that run it inside a statement of
+        their own: incremental.postgres_start)."""
+        return {"b_key": self.key, "b_value": self._value(), "b_now": utcnow(),
+                "b_now_ts": time.time(), "b_owner": self.owner}
 
     def _set_if_ours(self, session: Session, value: dict[str, Any]) -> int:
         return session.connection().execute(_SET_IF_OURS, {

@@ -293,11 +293,14 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
         else:
             if done is not None:
                 return done
-    with write_session(engine, derived=True) as session:
-        if not lease.acquire(session):
-            raise lease.busy()
-        previous = read_state(session)
-        high_water = high_water_mark(session)
+    if not full and not one_by_one and engine.dialect.name == "postgresql":
+        previous, high_water = incremental.postgres_start(engine, lease)  # two round trips
+    else:
+        with write_session(engine, derived=True) as session:
+            if not lease.acquire(session):
+                raise lease.busy()
+            previous = read_state(session)
+            high_water = high_water_mark(session)
     try:
         checkpoint = checkpoint_of(previous)
         high_water = max(high_water, checkpoint)
