@@ -72,8 +72,8 @@ class KolaqConsole(App[None]):
         Binding("9", "go('messages')", "Messages (SMS, WhatsApp)", show=False),
         Binding("question_mark", "help", "Help"),
         # Textual's palette, bound here so `?` names what it finds (the lookup)
-        Binding("ctrl+p", "command_palette", "Look up an order, customer or product",
-                show=False, priority=True),
+        Binding("ctrl+p", "command_palette", "Look up", show=False, priority=True,
+                tooltip="Find an order, a customer or a product as you type"),
         Binding("ctrl+r", "refresh", "Refresh now", show=False),
         Binding("T", "change_theme", "Theme", show=False),
         Binding("p", "toggle_pause", "Pause or resume the refresh", show=False),

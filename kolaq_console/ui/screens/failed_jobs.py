@@ -144,7 +144,7 @@ class FailedJobsScreen(JobScreenBase, ListScreen):
         Binding("r", "retry", "Retry"),
         Binding("R", "retry_all", "Retry all"),
         Binding("d", "discard", "Discard"),
-        Binding("D", "discard_all", "Discard all"),
+        Binding("D", "discard_all", "Discard all", show=False),  # under ?: the footer fits 80 columns
     ]
 
     def __init__(self) -> None:
