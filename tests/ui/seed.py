@@ -68,6 +68,14 @@ def seed_shop(engine: Engine, settings: Settings) -> None:
             if entry.action == "inventory.reconcile":
                 session.execute(update(Product).where(col(Product.sku) == entry.entity_id)
                                 .values(last_reconciled_at=entry.created_at))
+        # the demo's own entries (its load, consent) and the adjustments' events: fixed too
+        session.execute(update(ActivityLog)
+                        .where(~col(ActivityLog.action).startswith("inventory."))
+                        .values(created_at=NOW - timedelta(days=1)))
+        for n, event in enumerate(session.exec(
+                select(InventoryEvent).where(InventoryEvent.kind == "adjustment")
+                .order_by(col(InventoryEvent.id))).all()):
+            event.created_at = NOW - timedelta(minutes=40 - 5 * n)
         state = session.get(SystemState, CHECKPOINT_KEY)
         assert state is not None
         state.value = {**state.value, "at": nightly.isoformat(), "full_at": nightly.isoformat()}
