@@ -40,18 +40,23 @@ def scratch_environment() -> None:
 
 
 async def take(out: Path, width: int, height: int) -> list[Path]:
+    from sqlmodel import Session, col, select
+
     from kolaq_console import runtime
-    from kolaq_console.demo import load_demo
-    from kolaq_console.demo_live import load_live
+    from kolaq_console.cli.demo import demo
+    from kolaq_console.models import EmailOutbox, Order
     from kolaq_console.schema import upgrade
     from kolaq_console.ui.app import make_app
 
     settings = runtime.settings()
     engine = runtime.engine_for(settings.database.url)
     upgrade(engine)
-    load_demo(engine)
-    load_live(engine, settings)  # emails, failed jobs, texts, the last hour of jobs
+    demo()  # what `make console` loads: the shop and its present, retries scheduled on the queue
     import tasks  # noqa: F401  (wires the queue the console shows)
+    with Session(engine) as session:  # the incident of the tour: an order whose email failed
+        incident = session.exec(
+            select(Order.number).join(EmailOutbox, col(EmailOutbox.order_id) == Order.id)
+            .where(EmailOutbox.status == "failed").order_by(col(EmailOutbox.id))).first()
 
     app = make_app(settings)
     written: list[Path] = []
@@ -63,6 +68,12 @@ async def take(out: Path, width: int, height: int) -> list[Path]:
             await pilot.pause(1.0)  # the screen's first load runs in a thread worker
             await pilot.wait_for_scheduled_animations()
             path = out / f"{name}.svg"
+            app.save_screenshot(filename=path.name, path=str(out))
+            written.append(path)
+        if incident:  # ctrl+p, the order number, Enter: the order's record
+            await pilot.press("ctrl+p", *incident, "enter")
+            await pilot.pause(1.0)
+            path = out / "order-record.svg"
             app.save_screenshot(filename=path.name, path=str(out))
             written.append(path)
     return written
