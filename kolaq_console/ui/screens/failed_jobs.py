@@ -144,7 +144,8 @@ class FailedJobsScreen(JobScreenBase, ListScreen):
         Binding("r", "retry", "Retry"),
         Binding("R", "retry_all", "Retry all"),
         Binding("d", "discard", "Discard"),
-        Binding("D", "discard_all", "Discard all", show=False),  # under ?: the footer fits 80 columns
+        # under ?, not in the footer: the footer fits 80 columns
+        Binding("D", "discard_all", "Discard all", show=False),
     ]
 
     def __init__(self) -> None:

@@ -177,9 +177,8 @@ class RecordScreen(LiveScreen):
         job_id = row.ref
         self.app.push_screen(
             ConfirmDialog("Retry this failed job?",
-                          f"#{job_id} {short_task(row.data.get('task_name', ''))}: "
-                          f"{row.what}\n\nIt is re-enqueued as a new job with a fresh retry "
-                          "budget (a send job sends its email).", confirm="Retry"),
+                          f"#{job_id} {row.what}\n\nIt is re-enqueued as a new job with a "
+                          "fresh retry budget (a send job sends its email).", confirm="Retry"),
             lambda ok: self.retry_job(job_id) if ok else None,
         )
 
