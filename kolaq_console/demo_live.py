@@ -36,6 +36,7 @@ from kolaq_console.models import (
     Order,
     SystemState,
     TextMessage,
+    WebhookEvent,
     utcnow,
 )
 from kolaq_console.sqlutil import upsert_insert
@@ -134,10 +135,19 @@ def _one_time(engine: Engine, settings: Settings, now: datetime, result: LiveRes
             session.execute(update(EmailOutbox).where(col(EmailOutbox.id) == row.id)
                             .values(**values))
             result.emails += 1
+        unknown = 'could not obtain lock on row in relation "orders"'  # retries ran out
+        event = WebhookEvent(  # the event the failed job below was processing
+            provider="paystack", event_id="charge.success:demo-lock-timeout",
+            event_type="charge.success", status="failed", error=unknown, attempts=4,
+            payload={"event": "charge.success", "data": {
+                "id": 9_999_999, "status": "success", "reference": "PSK-128-10090",
+                "amount": 1_500_000, "currency": "NGN"}},
+            received_at=now - timedelta(minutes=41), processed_at=now - timedelta(minutes=41))
+        session.add(event)
+        session.flush()
         session.add(FailedJob(
             task_id="demo-webhook-0001", task_name="tasks.process_webhook", queue="webhooks",
-            args=[0], error_type="ValueError", attempts=1,
-            error_message="paystack charge.success: unknown order KB-99999",
+            args=[event.id], error_type="OperationalError", attempts=4, error_message=unknown,
             first_attempt_at=now - timedelta(minutes=41), last_attempt_at=now - timedelta(
                 minutes=41), worker_host="demo", created_at=now - timedelta(minutes=41)))
         result.failed_jobs += 1
