@@ -58,6 +58,8 @@ def list_activity(session: Session, *, actor: str | None = None, action: str | N
     if subject:
         query = query.where(or_(col(ActivityLog.entity) == subject.lower(),
                                 col(ActivityLog.entity_id).ilike(f"%{subject}%")))
-    rows = session.exec(query.order_by(col(ActivityLog.id).desc()).limit(limit)).all()
+    # by time (indexed), not id: entries written later may tell of earlier moments (imports)
+    newest = (col(ActivityLog.created_at).desc(), col(ActivityLog.id).desc())
+    rows = session.exec(query.order_by(*newest).limit(limit)).all()
     return [ActivityEntry(r.id or 0, r.created_at, r.actor, r.action, r.entity, r.entity_id,
                           r.details or {}) for r in rows]

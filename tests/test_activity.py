@@ -48,3 +48,19 @@ def test_an_entry_names_the_record_to_open_only_when_it_is_one(sqlite_engine):
     with Session(sqlite_engine) as session:
         records = [e.record for e in list_activity(session)]
     assert records == [None, None, ("email", "12"), ("product", "KB-ORNG-375")]
+
+
+def test_entries_are_ordered_by_when_they_happened_not_when_they_were_written(sqlite_engine):
+    from datetime import timedelta
+
+    from kolaq_console.models import utcnow
+
+    now = utcnow()
+    with Session(sqlite_engine) as session:
+        session.add(ActivityLog(actor="ada", action="order.status", entity="order",
+                                entity_id="KB-10001", created_at=now))
+        session.add(ActivityLog(actor="import", action="order.status", entity="order",
+                                entity_id="KB-10000", created_at=now - timedelta(days=3)))
+        session.commit()
+        entries = list_activity(session)
+    assert [e.actor for e in entries] == ["ada", "import"]
