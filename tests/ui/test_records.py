@@ -137,10 +137,13 @@ async def test_send_again_from_the_order_asks_then_queues_a_new_row(incident, ap
         await settle(pilot)
         assert any(f"Email #{incident['email']} queued again as #" in n.message
                    for n in app._notifications)
+        # the record lists the new email beside the original (keys are kind:id:row)
+        listed = {k.rsplit(":", 1)[0] for k in rows_of(app, "email")}
     with Session(sqlite_engine) as session:
         newest = session.exec(select(EmailOutbox).order_by(col(EmailOutbox.id).desc())).first()
         original = session.get(EmailOutbox, incident["email"])
     assert newest.id != original.id and newest.status == "queued"
+    assert {f"email:{newest.id}", f"email:{original.id}"} <= listed
     assert newest.to_address == original.to_address and newest.order_id == original.order_id
 
 
