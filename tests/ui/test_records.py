@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 from conftest import settle
-from email_support import entry_status, record_failed_send, reload_tasks
+from email_support import entry_status, record_failed_send
 from seed import clock, seed_emails, seed_incidents, seed_shop
 from sqlmodel import Session, col, select
 
-from kolaq_console import runtime
 from kolaq_console.models import Customer, EmailOutbox, FailedJob, Order, OrderLine
 from kolaq_console.ui import links
 from kolaq_console.ui.app import make_app
@@ -27,14 +26,6 @@ from kolaq_console.ui.widgets.record_table import RecordTable
 
 APP = str(Path(__file__).parent / "snapshot_records_app.py")
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
-
-
-@pytest.fixture
-def tasks_module(settings):
-    module = reload_tasks()
-    yield module
-    runtime.configure(None)
-    reload_tasks()
 
 
 @pytest.fixture
