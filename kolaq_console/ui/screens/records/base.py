@@ -230,6 +230,12 @@ def email_rows(emails: list[dict[str, Any]], when: Any) -> list[Related]:
                     when(e["created_at"]), e) for e in emails]
 
 
+def text_rows(texts: list[dict[str, Any]], when: Any) -> list[Related]:
+    return [Related("text", t["id"], t["status"],
+                    f"{t['channel']} {t['kind']} · {t['delivery_status'] or 'unknown'}",
+                    when(t["created_at"])) for t in texts]
+
+
 def activity_rows(activity: list[dict[str, Any]], when: Any) -> list[Related]:
     out = []
     for a in activity:
