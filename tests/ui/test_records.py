@@ -212,16 +212,12 @@ async def test_customer_record_opens_its_newest_order(incident, app_for,
         assert isinstance(app.screen, CustomerRecordScreen)
 
 
-async def test_job_detail_link_keys_open_its_email_order_customer_and_product(
-        incident, app_for, sqlite_engine):
-    expected = {"e": (EmailDetailScreen, "row_id", incident["email"]),
-                "o": (OrderRecordScreen, "key", "KB-10004"),
-                "c": (CustomerRecordScreen, "key", customer_email(sqlite_engine, "KB-10004")),
-                "p": (ProductRecordScreen, "key", None)}
-    app = app_for()
+async def follow_each_link(app, open_source, expected: dict) -> None:
+    """From the source screen, opened afresh for each, every key opens its screen on its
+    value (`None`: any value)."""
     async with app.run_test(size=(120, 40)) as pilot:
         for key, (screen, attr, value) in expected.items():
-            links.open_job(app, incident["job"])
+            open_source(app)
             await settle(pilot)
             await pilot.press(key)
             await settle(pilot)
@@ -231,6 +227,16 @@ async def test_job_detail_link_keys_open_its_email_order_customer_and_product(
             await pilot.press("escape")
             await pilot.press("escape")
             await settle(pilot)
+
+
+async def test_job_detail_link_keys_open_its_email_order_customer_and_product(
+        incident, app_for, sqlite_engine):
+    expected = {"e": (EmailDetailScreen, "row_id", incident["email"]),
+                "o": (OrderRecordScreen, "key", "KB-10004"),
+                "c": (CustomerRecordScreen, "key", customer_email(sqlite_engine, "KB-10004")),
+                "p": (ProductRecordScreen, "key", None)}
+    await follow_each_link(app_for(), lambda app: links.open_job(app, incident["job"]),
+                           expected)
 
 
 async def test_job_detail_link_to_what_it_is_not_about_says_so(incident, app_for,
@@ -258,18 +264,8 @@ async def test_email_detail_link_keys_open_its_job_order_and_customer(incident, 
     expected = {"j": (JobDetailScreen, "job_id", incident["job"]),
                 "o": (OrderRecordScreen, "key", "KB-10004"),
                 "c": (CustomerRecordScreen, "key", customer_email(sqlite_engine, "KB-10004"))}
-    app = app_for()
-    async with app.run_test(size=(120, 40)) as pilot:
-        for key, (screen, attr, value) in expected.items():
-            links.open_email(app, incident["email"])
-            await settle(pilot)
-            await pilot.press(key)
-            await settle(pilot)
-            assert isinstance(app.screen, screen), key
-            assert getattr(app.screen, attr) == value
-            await pilot.press("escape")
-            await pilot.press("escape")
-            await settle(pilot)
+    await follow_each_link(app_for(), lambda app: links.open_email(app, incident["email"]),
+                           expected)
 
 
 # --- snapshots -------------------------------------------------------------------------------
