@@ -272,6 +272,18 @@ def settings(make_settings) -> Iterator[Settings]:
     dispose_engines()
 
 
+@pytest.fixture
+def tasks_module(settings):
+    """`tasks` rebuilt on this test's queue (its Huey from the test's settings), so what the
+    test enqueues goes where its workers and counts read; rebuilt again afterwards."""
+    from email_support import reload_tasks
+
+    module = reload_tasks()
+    yield module
+    runtime.configure(None)
+    reload_tasks()
+
+
 def _migrated(url: str):
     eng = make_engine(url)
     upgrade(eng)

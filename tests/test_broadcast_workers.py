@@ -9,24 +9,15 @@ from collections import Counter
 
 import pytest
 from broadcast_support import seed_customers, subscribers
-from email_support import KEY, reload_tasks
+from email_support import KEY
 from helpers import run_cli, wait_until
 from sqlmodel import Session, select
 from stubs.resend_api import ResendStubProcess
 
-from kolaq_console import runtime
 from kolaq_console.broadcasts import lifecycle, progress
 from kolaq_console.models import Broadcast, EmailOutbox
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def tasks_module(settings):
-    module = reload_tasks()  # enqueue on this test's queue
-    yield module
-    runtime.configure(None)
-    reload_tasks()
 
 
 def resend_env(url: str, **extra: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ from email_support import (
     entry_status,
     queue_one,
     record_failed_send,
-    reload_tasks,
     rows,
 )
 from helpers import run_cli, wait_until
@@ -18,19 +17,10 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 from stubs.resend_api import ResendStub
 
-from kolaq_console import runtime
 from kolaq_console.emails import outbox
 from kolaq_console.errors import UserError
 from kolaq_console.jobs.failed import JobFilter, list_failed, retry_failed, select_ids
 from kolaq_console.models import EmailOutbox, FailedJob, FailedJobStatus, utcnow
-
-
-@pytest.fixture
-def tasks_module(settings):
-    module = reload_tasks()
-    yield module
-    runtime.configure(None)
-    reload_tasks()
 
 
 def test_send_again_closes_the_failed_send_and_a_retry_of_it_is_refused_with_the_reason(

@@ -9,24 +9,14 @@ import time
 from collections import Counter
 
 import pytest
-from email_support import KEY, reload_tasks, rows, status_counts
+from email_support import KEY, rows, status_counts
 from helpers import wait_until
 from sqlmodel import Session
 from stubs.resend_api import ResendStub, ResendStubProcess
 
-from kolaq_console import runtime
 from kolaq_console.emails import EmailRequest, outbox
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def tasks_module(settings):
-    """`tasks` rebuilt on this test's queue, so outbox.add enqueues where the workers read."""
-    module = reload_tasks()
-    yield module
-    runtime.configure(None)
-    reload_tasks()
 
 
 def resend_env(url: str, **extra: str) -> dict[str, str]:

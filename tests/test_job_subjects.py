@@ -7,11 +7,13 @@ from sqlmodel import Session
 from kolaq_console.demo import load_demo
 from kolaq_console.emails import EmailRequest, outbox
 from kolaq_console.jobs.subjects import (
+    Target,
     bare_reason,
     open_jobs_for_email,
     resends_email,
     subjects_for,
     subjects_of_ids,
+    target_of,
 )
 from kolaq_console.models import FailedJob
 
@@ -76,3 +78,14 @@ def test_only_jobs_that_send_email_count_as_resending_one():
     assert resends_email("tasks.send_email") and resends_email("send_broadcast")
     assert not resends_email("tasks.reconcile_inventory")
     assert not resends_email("tasks.send_text")
+
+
+def test_a_calls_target_is_the_record_its_first_id_names():
+    assert target_of("tasks.send_email", [12]) == Target("email", 12)
+    assert target_of("process_webhook", [41, 42]) == Target("webhook", 41)
+    assert target_of("tasks.send_email_batch", [3]) == Target("batch", 3)
+    assert target_of("tasks.reconcile_inventory", ["KB-ORNG-375"]) == Target("product",
+                                                                             "KB-ORNG-375")
+    assert target_of("tasks.reconcile_inventory", []) == Target("product", None)
+    assert target_of("tasks.send_email", []) is None
+    assert target_of("tasks.jobs_housekeeping", []) is None

@@ -8,27 +8,16 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from email_support import reload_tasks
 from helpers import wait_until
 from sms_support import ACCOUNT, TEMPLATE_TEXTS, TOKEN, texts, twilio_env
 from sqlmodel import Session
 from stubs.twilio_api import TwilioStubProcess
 
-from kolaq_console import runtime
 from kolaq_console.sms import outbox
 
 pytestmark = pytest.mark.slow
 
 NUMBERS = [f"+23480312345{i:02d}" for i in range(6)]
-
-
-@pytest.fixture
-def tasks_module(settings):
-    """`tasks` rebuilt on this test's queue, so queued messages go where the workers read."""
-    module = reload_tasks()
-    yield module
-    runtime.configure(None)
-    reload_tasks()
 
 
 def queue_generic(engine, settings, numbers, channel="sms"):

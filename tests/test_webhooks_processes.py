@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from email_support import reload_tasks, rows, seed_order
+from email_support import rows, seed_order
 from helpers import wait_until
 from sqlmodel import Session, select
 from webhook_support import (
@@ -22,7 +22,6 @@ from webhook_support import (
     served_url,
 )
 
-from kolaq_console import runtime
 from kolaq_console.models import InventoryEvent, Order, WebhookEvent
 from kolaq_console.taskqueue import pending_by_queue
 
@@ -43,11 +42,8 @@ def secrets_env():
 
 
 @pytest.fixture
-def tasks_module(engine, settings):
-    module = reload_tasks()  # this test's queue, so the test can read its depth
-    yield module
-    runtime.configure(None)
-    reload_tasks()
+def tasks_module(engine, tasks_module):
+    return tasks_module  # conftest's, on this test's queue (so it can read its depth), after engine
 
 
 def start_server(spawn, secrets_env):

@@ -3,6 +3,10 @@
 The failed list shows `KB-10004 ada@example.com` beside `422 validation_error: invalid ...`
 rather than `send_email` and an exception class: the operator's question is who is affected.
 One query per kind of record for a whole page of jobs (no per-row queries).
+
+`target_of` is the one place that reads which record a job's arguments name; the record
+links (kolaq_console.lookup.subjects) follow the same target further, to its customer and
+product.
 """
 
 from __future__ import annotations
@@ -51,6 +55,30 @@ def _first_int(args: Sequence[Any]) -> int | None:
     return None
 
 
+# The record kind a task's first integer argument is the id of.
+_KIND_OF_TASK = {"send_email": "email", "send_text": "text", "process_webhook": "webhook",
+                 "send_email_batch": "batch", "send_broadcast": "broadcast"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """The record a job's call names: `kind` (email, text, webhook, batch, broadcast,
+    product) and its id, or its SKU for a product (None: a reconcile of all products)."""
+
+    kind: str
+    key: int | str | None
+
+
+def target_of(task_name: str, args: Sequence[Any] | None) -> Target | None:
+    """Which record a call of this task is about, read from its arguments; None if the
+    task is about no one record (or its argument is missing)."""
+    task = task_name.rsplit(".", 1)[-1]
+    if task == "reconcile_inventory":
+        return Target("product", args[0] if args and isinstance(args[0], str) else None)
+    kind, first = _KIND_OF_TASK.get(task), _first_int(args or ())
+    return None if kind is None or first is None else Target(kind, first)
+
+
 def _label(*parts: str | None) -> str:
     return " ".join(p for p in parts if p) or "-"
 
@@ -58,10 +86,13 @@ def _label(*parts: str | None) -> str:
 def subjects_for(session: Session, jobs: Iterable[tuple[int, str, Sequence[Any]]]
                  ) -> dict[int, Subject]:
     """{job id: Subject} for (job id, task name, args) triples."""
-    wanted = [(job_id, task.rsplit(".", 1)[-1], list(args or ())) for job_id, task, args in jobs]
-    email_ids = {_first_int(a) for _, t, a in wanted if t == "send_email"} - {None}
-    text_ids = {_first_int(a) for _, t, a in wanted if t == "send_text"} - {None}
-    hook_ids = {_first_int(a) for _, t, a in wanted if t == "process_webhook"} - {None}
+    wanted = [(job_id, target_of(task, args)) for job_id, task, args in jobs]
+
+    def ids(kind: str) -> set[int]:
+        return {t.key for _, t in wanted if t is not None and t.kind == kind
+                and isinstance(t.key, int)}
+
+    email_ids, text_ids, hook_ids = ids("email"), ids("text"), ids("webhook")
     emails = {r.id: r for r in session.exec(
         select(EmailOutbox).where(col(EmailOutbox.id).in_(email_ids)))} if email_ids else {}
     texts = {r.id: r for r in session.exec(
@@ -75,32 +106,30 @@ def subjects_for(session: Session, jobs: Iterable[tuple[int, str, Sequence[Any]]
     ) if order_ids else {}
 
     out: dict[int, Subject] = {}
-    for job_id, task, args in wanted:
-        first = _first_int(args)
-        if task == "send_email" and first in emails:
-            e = emails[first]
+    for job_id, target in wanted:
+        kind, key = (target.kind, target.key) if target else ("", None)
+        if kind == "email" and key in emails:
+            e = emails[key]
             order = numbers.get(e.order_id) if e.order_id else None
             out[job_id] = Subject(order=order, recipient=e.to_address, email_id=e.id,
                                   label=_label(order, e.to_address))
-        elif task == "send_text" and first in texts:
-            t = texts[first]
+        elif kind == "text" and key in texts:
+            t = texts[key]
             order = numbers.get(t.order_id) if t.order_id else None
             out[job_id] = Subject(order=order, recipient=t.to_number, text_id=t.id,
                                   label=_label(order, t.to_number))
-        elif task == "process_webhook" and first in hooks:
-            h = hooks[first]
+        elif kind == "webhook" and key in hooks:
+            h = hooks[key]
             order = numbers.get(h.order_id) if h.order_id else None
             out[job_id] = Subject(order=order, label=_label(order, f"{h.provider} {h.event_type}"))
-        elif task == "reconcile_inventory":
-            sku = args[0] if args and isinstance(args[0], str) else None
+        elif kind == "product":
+            sku = key if isinstance(key, str) else None
             out[job_id] = Subject(sku=sku, label=sku or "all products")
-        elif task in ("send_email", "send_text", "process_webhook") and first is not None:
-            kind = {"send_email": "email", "send_text": "message"}.get(task, "event")
-            out[job_id] = Subject(label=f"{kind} #{first} (gone)")
-        elif task == "send_email_batch" and first is not None:
-            out[job_id] = Subject(label=f"batch #{first}")
-        elif task == "send_broadcast" and first is not None:
-            out[job_id] = Subject(label=f"broadcast #{first}")
+        elif kind in ("email", "text", "webhook"):
+            noun = {"email": "email", "text": "message"}.get(kind, "event")
+            out[job_id] = Subject(label=f"{noun} #{key} (gone)")
+        elif kind in ("batch", "broadcast"):
+            out[job_id] = Subject(label=f"{kind} #{key}")
         else:
             out[job_id] = Subject()
     return out

@@ -1,6 +1,8 @@
 """What a failed job or an email is about: its email, order, customer and product, so every
-view can link to the others. A job's subject is read from its task and first argument (the
-outbox row of a send, the event of a webhook, the SKU of a reconcile)."""
+view can link to the others. Which record a job names (the outbox row of a send, the event of
+a webhook, the SKU of a reconcile) is read by kolaq_console.jobs.subjects.target_of, the one
+place that knows the tasks' arguments; here that record is followed to its order, customer and
+product."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from sqlmodel import Session
 
 from kolaq_console.errors import NotFound
 from kolaq_console.jobs.failed import F, calls_about
-from kolaq_console.jobs.records import short_name
+from kolaq_console.jobs.subjects import target_of
 from kolaq_console.lookup.search import ORD, C
 from kolaq_console.models import (
     EmailOutbox,
@@ -80,19 +82,21 @@ def job_subject(session: Session, job_id: int) -> Subject:
     row = session.execute(select(F.c.task_name, F.c.args).where(F.c.id == job_id)).first()
     if row is None:
         raise NotFound(f"no failed job #{job_id}")
-    task, args = short_name(row.task_name), list(row.args or [])
-    first = args[0] if args else None
-    if task == "send_email" and isinstance(first, int):
+    target = target_of(row.task_name, row.args)
+    if target is None:
+        return Subject()
+    kind, key = target.kind, target.key
+    if kind == "email" and isinstance(key, int):
         try:
-            return email_subject(session, first)
+            return email_subject(session, key)
         except NotFound:
             return Subject()
-    if task == "send_email_batch" and isinstance(first, int):
+    if kind == "batch":
         member = session.execute(
-            select(E.c.id).where(E.c.batch_id == first).order_by(E.c.id).limit(1)).scalar()
+            select(E.c.id).where(E.c.batch_id == key).order_by(E.c.id).limit(1)).scalar()
         return Subject() if member is None else email_subject(session, member)
-    if task == "send_text" and isinstance(first, int):
-        text = session.get(TextMessage, first)
+    if kind == "text":
+        text = session.get(TextMessage, key)
         if text is None:
             return Subject()
         about = _order(session, text.order_id)
@@ -100,13 +104,13 @@ def job_subject(session: Session, job_id: int) -> Subject:
             email = session.execute(select(C.c.email).where(C.c.id == text.customer_id)).scalar()
             about = replace(about, customer_email=email)
         return about
-    if task == "process_webhook" and isinstance(first, int):
-        event = session.get(WebhookEvent, first)
+    if kind == "webhook":
+        event = session.get(WebhookEvent, key)
         if event is None:
             return Subject()
         about = _order(session, event.order_id)
         return replace(about, email_id=event.email_id) if event.email_id else about
-    if task == "reconcile_inventory" and isinstance(first, str):
-        found = session.execute(select(Product.sku).where(Product.sku == first)).scalar()  # type: ignore[call-overload]
+    if kind == "product" and key is not None:
+        found = session.execute(select(Product.sku).where(Product.sku == key)).scalar()  # type: ignore[call-overload]
         return Subject(sku=found)
     return Subject()

@@ -7,7 +7,7 @@ from sqlmodel import Session, select
 
 from kolaq_console.models import ActivityLog, EmailOutbox
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
-from kolaq_console.ui.messages import EmailResent
+from kolaq_console.ui.messages import EmailResent, EmailsLoaded
 from kolaq_console.ui.screens.email_detail import EmailDetailScreen
 from kolaq_console.ui.widgets.record_table import RecordTable
 
@@ -68,6 +68,10 @@ async def test_send_again_after_confirming_creates_a_new_outbox_row(shop, consol
         await pilot.press("enter")
         await settle(pilot)
         [resent] = [m for m in messages if isinstance(m, EmailResent)]
+        assert any(f"Email #{failed_id} queued again as #{resent.new_id}" in n.message
+                   for n in app._notifications)
+    # the list reloads after the send
+    assert any(isinstance(m, EmailsLoaded) for m in messages[messages.index(resent):])
     assert resent.original_id == failed_id
     rows = {r.id: r for r in outbox(sqlite_engine)}
     assert len(rows) == len(shop) + 1

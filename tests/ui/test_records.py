@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 from conftest import settle
-from email_support import entry_status, record_failed_send, reload_tasks
+from email_support import entry_status, record_failed_send
 from seed import clock, seed_emails, seed_incidents, seed_shop
 from sqlmodel import Session, col, select
 
-from kolaq_console import runtime
 from kolaq_console.models import Customer, EmailOutbox, FailedJob, Order, OrderLine
 from kolaq_console.ui import links
 from kolaq_console.ui.app import make_app
@@ -27,14 +26,6 @@ from kolaq_console.ui.widgets.record_table import RecordTable
 
 APP = str(Path(__file__).parent / "snapshot_records_app.py")
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
-
-
-@pytest.fixture
-def tasks_module(settings):
-    module = reload_tasks()
-    yield module
-    runtime.configure(None)
-    reload_tasks()
 
 
 @pytest.fixture
@@ -137,10 +128,13 @@ async def test_send_again_from_the_order_asks_then_queues_a_new_row(incident, ap
         await settle(pilot)
         assert any(f"Email #{incident['email']} queued again as #" in n.message
                    for n in app._notifications)
+        # the record lists the new email beside the original (keys are kind:id:row)
+        listed = {k.rsplit(":", 1)[0] for k in rows_of(app, "email")}
     with Session(sqlite_engine) as session:
         newest = session.exec(select(EmailOutbox).order_by(col(EmailOutbox.id).desc())).first()
         original = session.get(EmailOutbox, incident["email"])
     assert newest.id != original.id and newest.status == "queued"
+    assert {f"email:{newest.id}", f"email:{original.id}"} <= listed
     assert newest.to_address == original.to_address and newest.order_id == original.order_id
 
 
@@ -218,16 +212,12 @@ async def test_customer_record_opens_its_newest_order(incident, app_for,
         assert isinstance(app.screen, CustomerRecordScreen)
 
 
-async def test_job_detail_link_keys_open_its_email_order_customer_and_product(
-        incident, app_for, sqlite_engine):
-    expected = {"e": (EmailDetailScreen, "row_id", incident["email"]),
-                "o": (OrderRecordScreen, "key", "KB-10004"),
-                "c": (CustomerRecordScreen, "key", customer_email(sqlite_engine, "KB-10004")),
-                "p": (ProductRecordScreen, "key", None)}
-    app = app_for()
+async def follow_each_link(app, open_source, expected: dict) -> None:
+    """From the source screen, opened afresh for each, every key opens its screen on its
+    value (`None`: any value)."""
     async with app.run_test(size=(120, 40)) as pilot:
         for key, (screen, attr, value) in expected.items():
-            links.open_job(app, incident["job"])
+            open_source(app)
             await settle(pilot)
             await pilot.press(key)
             await settle(pilot)
@@ -237,6 +227,16 @@ async def test_job_detail_link_keys_open_its_email_order_customer_and_product(
             await pilot.press("escape")
             await pilot.press("escape")
             await settle(pilot)
+
+
+async def test_job_detail_link_keys_open_its_email_order_customer_and_product(
+        incident, app_for, sqlite_engine):
+    expected = {"e": (EmailDetailScreen, "row_id", incident["email"]),
+                "o": (OrderRecordScreen, "key", "KB-10004"),
+                "c": (CustomerRecordScreen, "key", customer_email(sqlite_engine, "KB-10004")),
+                "p": (ProductRecordScreen, "key", None)}
+    await follow_each_link(app_for(), lambda app: links.open_job(app, incident["job"]),
+                           expected)
 
 
 async def test_job_detail_link_to_what_it_is_not_about_says_so(incident, app_for,
@@ -264,18 +264,8 @@ async def test_email_detail_link_keys_open_its_job_order_and_customer(incident, 
     expected = {"j": (JobDetailScreen, "job_id", incident["job"]),
                 "o": (OrderRecordScreen, "key", "KB-10004"),
                 "c": (CustomerRecordScreen, "key", customer_email(sqlite_engine, "KB-10004"))}
-    app = app_for()
-    async with app.run_test(size=(120, 40)) as pilot:
-        for key, (screen, attr, value) in expected.items():
-            links.open_email(app, incident["email"])
-            await settle(pilot)
-            await pilot.press(key)
-            await settle(pilot)
-            assert isinstance(app.screen, screen), key
-            assert getattr(app.screen, attr) == value
-            await pilot.press("escape")
-            await pilot.press("escape")
-            await settle(pilot)
+    await follow_each_link(app_for(), lambda app: links.open_email(app, incident["email"]),
+                           expected)
 
 
 # --- snapshots -------------------------------------------------------------------------------

@@ -3,25 +3,15 @@ send, and a retry of a sent email's failure is refused with the reason."""
 
 from __future__ import annotations
 
-import pytest
 from conftest import settle
-from email_support import entry_status, queue_one, record_failed_send, reload_tasks
+from email_support import entry_status, queue_one, record_failed_send
 from seed import clock
 from sqlalchemy import update
 from sqlmodel import col
 
-from kolaq_console import runtime
 from kolaq_console.models import EmailOutbox, utcnow
 from kolaq_console.ui.app import make_app
 from kolaq_console.ui.messages import EmailResent, JobsRetried
-
-
-@pytest.fixture
-def tasks_module(settings):
-    module = reload_tasks()
-    yield module
-    runtime.configure(None)
-    reload_tasks()
 
 
 def _console(make_settings, huey):

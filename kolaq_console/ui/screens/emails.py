@@ -54,7 +54,36 @@ def resend_confirmation(row_id: int, to: str, subject: str) -> ConfirmDialog:
     )
 
 
-class EmailScreenBase(LiveScreen):
+class SendAgainScreen(LiveScreen):
+    """Send an email again: the confirmation, the worker and its outcome, for every screen
+    with an `s` key on emails (the list, the detail, the order/customer records). A
+    LiveScreen subclass, so Textual collects its `@on` handler for the screens built on it."""
+
+    def confirm_resend(self, email_id: int, status: str | None, to: str, subject: str) -> None:
+        if status in OPEN_STATUSES:  # the domain refuses it too; say so before confirming
+            self.notify(f"Email #{email_id} is {status}: it is on its way already. Send it "
+                        "again once it is sent or has failed.", severity="warning")
+            return
+        self.app.push_screen(resend_confirmation(email_id, to, subject),
+                             lambda ok: self.resend(email_id) if ok else None)
+
+    @work(thread=True, exit_on_error=False, group="resend", description="Send again")
+    def resend(self, row_id: int) -> None:
+        app = self.console
+        with session_scope(app.engine) as session:
+            resent = resend_email(session, app.settings, row_id, actor=app.operator)
+            self.post_message(EmailResent(row_id, resent.row.id or 0, resent.row.to_address,
+                                          tuple(resent.closed_failed_jobs)))
+
+    @on(EmailResent)
+    def _resent(self, event: EmailResent) -> None:
+        closed = "".join(f"; failed job #{i} closed" for i in event.closed_failed_jobs)
+        self.notify(f"Email #{event.original_id} queued again as #{event.new_id} "
+                    f"to {one_line(event.to)}{closed}", markup=False)
+        self.reload()
+
+
+class EmailScreenBase(SendAgainScreen):
     """Send again (`s`, confirmed), shared by the list and the detail view."""
 
     WRITE_ACTIONS = frozenset({"resend"})
@@ -72,29 +101,7 @@ class EmailScreenBase(LiveScreen):
         selected = self.selected_email()
         if selected is None:
             return
-        row_id = selected[0]
-        status = self.selected_status()
-        if status in OPEN_STATUSES:  # the domain refuses it too; say so before confirming
-            self.notify(f"Email #{row_id} is {status}: it is on its way already. Send it "
-                        "again once it is sent or has failed.", severity="warning")
-            return
-        self.app.push_screen(resend_confirmation(*selected),
-                             lambda ok: self.resend(row_id) if ok else None)
-
-    @work(thread=True, exit_on_error=False, group="resend", description="Send again")
-    def resend(self, row_id: int) -> None:
-        app = self.console
-        with session_scope(app.engine) as session:
-            resent = resend_email(session, app.settings, row_id, actor=app.operator)
-            self.post_message(EmailResent(row_id, resent.row.id or 0, resent.row.to_address,
-                                          tuple(resent.closed_failed_jobs)))
-
-    @on(EmailResent)
-    def _resent(self, event: EmailResent) -> None:
-        closed = "".join(f"; failed job #{i} closed" for i in event.closed_failed_jobs)
-        self.notify(f"Email #{event.original_id} queued again as #{event.new_id} "
-                    f"to {one_line(event.to)}{closed}", markup=False)
-        self.reload()
+        self.confirm_resend(selected[0], self.selected_status(), selected[1], selected[2])
 
 
 class EmailsScreen(EmailScreenBase, ListScreen):

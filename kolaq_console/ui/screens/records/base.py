@@ -16,15 +16,14 @@ from textual.content import Content
 from textual.widgets import DataTable, Static
 
 from kolaq_console.db import session_scope
-from kolaq_console.emails.outbox import OPEN_STATUSES, resend_email
 from kolaq_console.jobs import failed as ledger
 from kolaq_console.models import OPEN_FAILED_STATUSES
 from kolaq_console.ui import links
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
-from kolaq_console.ui.format import one_line, short_task
-from kolaq_console.ui.messages import DataLoaded, EmailResent, JobsRetried
-from kolaq_console.ui.screens.base import POLL, LiveScreen
-from kolaq_console.ui.screens.emails import resend_confirmation
+from kolaq_console.ui.format import short_task
+from kolaq_console.ui.messages import DataLoaded, JobsRetried
+from kolaq_console.ui.screens.base import POLL
+from kolaq_console.ui.screens.emails import SendAgainScreen
 from kolaq_console.ui.screens.failed_jobs import retried_text
 from kolaq_console.ui.widgets.record_table import Col, RecordTable
 
@@ -58,7 +57,7 @@ class Record:
     links: dict[str, Any]  # the record's own: order, customer, product (a kind's ref)
 
 
-class RecordScreen(LiveScreen):
+class RecordScreen(SendAgainScreen):
     KIND: ClassVar[str] = ""
     LINKS: ClassVar[frozenset[str]] = frozenset()
     """The kinds this record links to: the other link keys are neither shown nor bound."""
@@ -203,29 +202,8 @@ class RecordScreen(LiveScreen):
             self.notify(f"No email about {self.TITLE_TEXT.lower()} {self.key}",
                         severity="warning")
             return
-        if row.state in OPEN_STATUSES:
-            self.notify(f"Email #{row.ref} is {row.state}: it is on its way already. Send it "
-                        "again once it is sent or has failed.", severity="warning")
-            return
-        email_id = row.ref
-        self.app.push_screen(
-            resend_confirmation(email_id, row.data.get("to", ""), row.data.get("subject", "")),
-            lambda ok: self.resend(email_id) if ok else None)
-
-    @work(thread=True, exit_on_error=False, group="record-action", description="Send again")
-    def resend(self, email_id: int) -> None:
-        app = self.console
-        with session_scope(app.engine) as session:
-            resent = resend_email(session, app.settings, email_id, actor=app.operator)
-            self.post_message(EmailResent(email_id, resent.row.id or 0, resent.row.to_address,
-                                          tuple(resent.closed_failed_jobs)))
-
-    @on(EmailResent)
-    def _resent(self, event: EmailResent) -> None:
-        closed = "".join(f"; failed job #{i} closed" for i in event.closed_failed_jobs)
-        self.notify(f"Email #{event.original_id} queued again as #{event.new_id} "
-                    f"to {one_line(event.to)}{closed}", markup=False)
-        self.reload()
+        self.confirm_resend(row.ref, row.state, row.data.get("to", ""),
+                            row.data.get("subject", ""))
 
     @on(DataTable.RowSelected)
     def _row_selected(self) -> None:
@@ -250,6 +228,12 @@ def email_rows(emails: list[dict[str, Any]], when: Any) -> list[Related]:
     return [Related("email", e["id"], e["status"],
                     f"{e['kind']} · {e['delivery_status'] or 'delivery unknown'} · {e['to']}",
                     when(e["created_at"]), e) for e in emails]
+
+
+def text_rows(texts: list[dict[str, Any]], when: Any) -> list[Related]:
+    return [Related("text", t["id"], t["status"],
+                    f"{t['channel']} {t['kind']} · {t['delivery_status'] or 'unknown'}",
+                    when(t["created_at"])) for t in texts]
 
 
 def activity_rows(activity: list[dict[str, Any]], when: Any) -> list[Related]:

@@ -19,6 +19,7 @@ from kolaq_console.ui.screens.records.base import (
     activity_rows,
     email_rows,
     job_rows,
+    text_rows,
 )
 
 
@@ -66,9 +67,7 @@ class CustomerRecordScreen(RecordScreen):
                          f"{o['payment_status']} · {money(o['total_minor'], o['currency'])}",
                          at(o["created_at"])) for o in d["orders"]]
         rows += email_rows(d["emails"], at)
-        rows += [Related("text", t["id"], t["status"],
-                         f"{t['channel']} {t['kind']} · {t['delivery_status'] or 'unknown'}",
-                         at(t["created_at"])) for t in d["texts"]]
+        rows += text_rows(d["texts"], at)
         rows += activity_rows(d["activity"], at)
         newest = d["orders"][0]["number"] if d["orders"] else None
         return Record(Content.from_markup(header), rows, {"order": newest})

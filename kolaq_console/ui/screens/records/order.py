@@ -20,6 +20,7 @@ from kolaq_console.ui.screens.records.base import (
     activity_rows,
     email_rows,
     job_rows,
+    text_rows,
 )
 
 
@@ -51,9 +52,7 @@ class OrderRecordScreen(RecordScreen):
         rows += [Related("line", line["sku"], f"{line['quantity']} x",
                          f"{line['name']} · {money(line['total_minor'], cur)}")
                  for line in d["lines"]]
-        rows += [Related("text", t["id"], t["status"],
-                         f"{t['channel']} {t['kind']} · {t['delivery_status'] or 'unknown'}",
-                         at(t["created_at"])) for t in d["texts"]]
+        rows += text_rows(d["texts"], at)
         rows += [Related("webhook", w["id"], w["status"],
                          f"{w['provider']} {w['event_type']} {w['error'] or ''}",
                          at(w["received_at"])) for w in d["webhooks"]]
