@@ -69,7 +69,8 @@ def produce(engine: Engine, settings: Settings, broadcast_id: int) -> int:
             ).all()
             if not pending:
                 break
-            copies = copies or Copies.of(settings, broadcast_id, b.subject, b.body_markdown)
+            copies = copies or Copies.stored(session, settings, broadcast_id, b.subject,
+                                             b.body_markdown)
             batch_id = _form(session, settings, b, copies, pending)
         if batch_id is not None:
             enqueue_batch(batch_id)
