@@ -255,9 +255,12 @@ class EmailOutbox(SQLModel, table=True):
     kind: str = Field(max_length=40, index=True)
     to_address: str = Field(max_length=320, index=True)
     subject: str = Field(max_length=300)
+    # Empty for a broadcast copy that has an `unsubscribe_token`: its body is the broadcast's
+    # one rendering (broadcast_renderings) with the token put in at send time (emails.bodies).
     html: str = text_field(nullable=False)
     text: str = text_field(nullable=False)
     headers: dict[str, Any] = json_field(default={})
+    unsubscribe_token: str | None = text_field()
     status: str = Field(default=EmailStatus.queued.value, max_length=20)
     attempts: int = 0
     last_error: str | None = text_field()
@@ -344,6 +347,21 @@ class Broadcast(SQLModel, table=True):
     updated_at: datetime | None = ts()
     started_at: datetime | None = ts()
     finished_at: datetime | None = ts()
+
+
+class BroadcastRendering(SQLModel, table=True):
+    """A broadcast's one rendering (subject, HTML, text), written once before its first copy:
+    every copy is this with its recipient's unsubscribe token in place of `slot`, so a retry
+    or a "send again" sends byte for byte the same body, whatever the templates became."""
+
+    __tablename__ = "broadcast_renderings"
+
+    broadcast_id: int = Field(foreign_key="broadcasts.id", primary_key=True)
+    subject: str = Field(max_length=300)
+    html: str = text_field(nullable=False)
+    text: str = text_field(nullable=False)
+    slot: str = Field(max_length=80)
+    created_at: datetime = ts(nullable=False, default=True)
 
 
 class RecipientStatus(enum.StrEnum):

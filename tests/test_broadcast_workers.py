@@ -46,8 +46,10 @@ def test_kill_9_mid_broadcast_then_restart_sends_everyone_exactly_once(
             b = lifecycle.submit(s, settings, actor="ops", subject="Harmattan",
                                  body="Three drinks.", audience="subscribers").broadcast
         worker = spawn("worker", "-w", "4", env=env)
+        # The batch answered first may be the 50 (batches are formed ahead and claimed in
+        # any order): one batch answered, whichever it is.
         wait_until(lambda: len(stub.pending_idempotency_keys()) >= 1
-                   and len(stub.deliveries) >= 100, timeout=30, message="batches in flight")
+                   and len(stub.deliveries) >= 50, timeout=30, message="batches in flight")
         worker.kill9()
         in_flight = figures(sqlite_engine, b.id)
         assert in_flight.status == "sending" and in_flight.sent < 250

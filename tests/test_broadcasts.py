@@ -227,7 +227,7 @@ def test_an_empty_audience_or_a_bad_subject_is_refused_and_nothing_is_written(
 def test_a_copy_made_once_per_broadcast_equals_what_compose_makes_for_that_recipient(
     engine, settings
 ):
-    copies = Copies(settings, 42, "Harmattan cocktails", BODY)
+    copies = Copies.render(settings, 42, "Harmattan cocktails", BODY)
     with Session(engine) as s:
         for address in ("ada@example.com", "o'neil+news@example.com"):
             made = copies.copy(address)

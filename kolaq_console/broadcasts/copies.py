@@ -1,26 +1,31 @@
-"""Recipients' copies of a broadcast, rendered once and personalised per address.
+"""Recipients' copies of a broadcast: one rendering per broadcast, each copy its recipient's part.
 
 Every copy is the same email but for the unsubscribe token (in the footer link and the
-List-Unsubscribe header). Rendering the Markdown, the layout and the inlined CSS once per
-broadcast and putting each recipient's token into a slot is what `compose` would produce for
-that recipient (a test holds the two equal), at a fraction of the cost.
+List-Unsubscribe header). The Markdown, the layout and the inlined CSS are rendered once per
+broadcast with a slot where the token goes, and stored (broadcast_renderings) before the first
+copy; a copy's outbox row holds only its recipient's part (address, token, headers, key) and
+the worker puts the body together at send time (emails.bodies). What a copy sends equals what
+`compose` makes for that recipient (tests hold the two byte for byte equal).
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
 from kolaq_console import consent
 from kolaq_console.config import Settings
+from kolaq_console.emails.bodies import Rendering, renderings
 from kolaq_console.emails.composers.broadcast import content, copy_key, template_context
 from kolaq_console.emails.render import render
 from kolaq_console.emails.request import FROM_HEADER, REPLY_TO_HEADER, validate_sender
+from kolaq_console.models import BroadcastRendering, utcnow
 
 SLOT = "kolaq-unsubscribe-token-slot"  # URL-safe, survives escaping and CSS inlining
-_lock = threading.Lock()
-_made: dict[tuple, Copies] = {}
+_TABLE = BroadcastRendering.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -34,48 +39,60 @@ class Copy:
 
 
 class Copies:
-    @classmethod
-    def of(cls, settings: Settings, broadcast_id: int, subject: str, body: str) -> Copies:
-        """The renderer of this broadcast, made once per process: a worker forms its batches
-        over many short jobs, and rendering is most of a batch's cost."""
-        e, shop = settings.email, settings.shop
-        key = (broadcast_id, subject, body, e.from_address, e.support_email, e.templates_dir,
-               e.max_body_bytes, shop.name, shop.public_url,
-               hash(settings.secrets.signing_key.get_secret_value())
-               if settings.secrets.signing_key else None)
-        with _lock:
-            made = _made.get(key)
-        if made is None:
-            made = cls(settings, broadcast_id, subject, body)
-            with _lock:
-                _made[key] = made
-                while len(_made) > 8:
-                    _made.pop(next(iter(_made)))
-        return made
-
-    def __init__(self, settings: Settings, broadcast_id: int, subject: str, body: str) -> None:
-        subject, body = content(subject, body, settings.email.max_body_bytes)
+    def __init__(self, settings: Settings, broadcast_id: int, rendering: Rendering) -> None:
         self.settings = settings
         self.broadcast_id = broadcast_id
         self.sender = validate_sender(settings.email.from_address)
+        self.rendering = rendering
+
+    @classmethod
+    def render(cls, settings: Settings, broadcast_id: int, subject: str, body: str) -> Copies:
+        """Render the broadcast once, with the slot where each copy's token goes."""
+        subject, body = content(subject, body, settings.email.max_body_bytes)
         slot_url = consent.unsubscribe_url(settings, "", token=SLOT)
-        self.rendered = render(settings, "broadcast", template_context(subject, body, slot_url))
+        r = render(settings, "broadcast", template_context(subject, body, slot_url))
+        return cls(settings, broadcast_id, Rendering(r.subject, r.html, r.text, SLOT))
+
+    @classmethod
+    def stored(cls, session: Session, settings: Settings, broadcast_id: int, subject: str,
+               body: str) -> Copies:
+        """The broadcast's stored rendering; rendered and stored (in the caller's
+        transaction) on its first use. Once stored it never changes: every copy, retry and
+        "send again" is put together from the same one."""
+        found = renderings(session, [broadcast_id]).get(broadcast_id)
+        if found is None:
+            made = cls.render(settings, broadcast_id, subject, body)
+            r = made.rendering
+            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+            session.execute(
+                dialect.insert(_TABLE).values(
+                    broadcast_id=broadcast_id, subject=r.subject, html=r.html, text=r.text,
+                    slot=r.slot, created_at=utcnow(),
+                ).on_conflict_do_nothing(index_elements=["broadcast_id"])
+            )
+            found = renderings(session, [broadcast_id])[broadcast_id]
+        return cls(settings, broadcast_id, found)
+
+    def _headers(self, address: str, token: str) -> dict[str, str]:
+        return {FROM_HEADER: self.sender, REPLY_TO_HEADER: self.settings.email.support_email,
+                **consent.list_unsubscribe_headers(self.settings, address, token)}
 
     def copy(self, address: str) -> Copy:
+        """The whole copy for `address`, as it is sent."""
         token = consent.make_token(self.settings, address)
-        r = self.rendered
-        return Copy(
-            to=address,
-            subject=r.subject,
-            html=r.html.replace(SLOT, token),
-            text=r.text.replace(SLOT, token),
-            headers={FROM_HEADER: self.sender, REPLY_TO_HEADER: self.settings.email.support_email,
-                     **consent.list_unsubscribe_headers(self.settings, address, token)},
-            idempotency_key=copy_key(self.broadcast_id, address),
-        )
+        html, text = self.rendering.body(token)
+        return Copy(to=address, subject=self.rendering.subject, html=html, text=text,
+                    headers=self._headers(address, token),
+                    idempotency_key=copy_key(self.broadcast_id, address))
 
     def row_values(self, address: str) -> dict[str, Any]:
-        c = self.copy(address)
-        return {"kind": "broadcast", "to_address": c.to, "subject": c.subject, "html": c.html,
-                "text": c.text, "headers": c.headers, "idempotency_key": c.idempotency_key,
+        """The outbox row of `address`'s copy: its recipient's part only, no body."""
+        token = consent.make_token(self.settings, address)
+        return {"kind": "broadcast", "to_address": address, "subject": self.rendering.subject,
+                "html": "", "text": "", "unsubscribe_token": token,
+                "headers": self._headers(address, token),
+                "idempotency_key": copy_key(self.broadcast_id, address),
                 "broadcast_id": self.broadcast_id}
+
+
+

@@ -189,11 +189,12 @@ def show_cmd(
     from sqlmodel import Session
 
     from kolaq_console.emails import outbox
+    from kolaq_console.emails.bodies import body_of
 
     with Session(ready_engine()) as session:
         row = _get(session, row_id)
         summary = outbox.row_summary(row)
-        text, html = row.text, row.html
+        html, text = body_of(session, row)
     if as_json:
         print_json({**summary, "text": text, "html": html})
         return

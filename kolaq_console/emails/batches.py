@@ -21,7 +21,7 @@ import functools
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,7 @@ from sqlmodel import Session
 
 from kolaq_console import consent
 from kolaq_console.config import Settings
+from kolaq_console.emails.bodies import Rendering, assembled, renderings
 from kolaq_console.emails.request import FROM_HEADER, REPLY_TO_HEADER
 from kolaq_console.emails.transports import Message
 from kolaq_console.errors import UserError
@@ -55,7 +56,7 @@ _QUEUED, _SENDING = EmailStatus.queued.value, EmailStatus.sending.value
 _OPEN = (_QUEUED, _SENDING)
 _MEMBER_COLUMNS = (
     _T.c.id, _T.c.kind, _T.c.to_address, _T.c.subject, _T.c.html, _T.c.text, _T.c.headers,
-    _T.c.idempotency_key, _T.c.attempts, _T.c.broadcast_id,
+    _T.c.idempotency_key, _T.c.attempts, _T.c.broadcast_id, _T.c.unsubscribe_token,
 )
 
 
@@ -71,8 +72,15 @@ class Member:
     idempotency_key: str
     attempts: int
     broadcast_id: int | None
+    unsubscribe_token: str | None = None
 
-    def message(self, settings: Settings) -> Message:
+    def message(self, settings: Settings,
+                rendered: Mapping[int, Rendering] | None = None) -> Message:
+        """What is sent; a broadcast copy's body is its broadcast's rendering (`rendered`,
+        by broadcast id) with this copy's token put in (emails.bodies)."""
+        html, text_ = self.html, self.text
+        if assembled(self.broadcast_id, self.unsubscribe_token):
+            html, text_ = (rendered or {})[self.broadcast_id].body(self.unsubscribe_token)
         headers = dict(self.headers or {})
         sender = headers.pop(FROM_HEADER, None) or settings.email.from_address
         reply_to = headers.pop(REPLY_TO_HEADER, None)
@@ -80,8 +88,8 @@ class Member:
             from_address=sender,
             to=self.to_address,
             subject=self.subject,
-            html=self.html,
-            text=self.text,
+            html=html,
+            text=text_,
             idempotency_key=self.idempotency_key,
             reply_to=reply_to,
             headers={str(k): str(v) for k, v in headers.items()},
@@ -97,6 +105,11 @@ class Claimed:
     attempts: int
     broadcast_id: int | None
     members: tuple[Member, ...]
+    # The renderings the members' bodies are put together from, by broadcast id.
+    rendered: Mapping[int, Rendering] = field(default_factory=dict)
+
+    def messages(self, settings: Settings) -> list[Message]:
+        return [m.message(settings, self.rendered) for m in self.members]
 
     @property
     def single(self) -> Member | None:
@@ -213,7 +226,7 @@ def claim_for_row(
             session.rollback()
             return None
         conn.execute(update(_B).where(_B.c.id == batch_id).values(size=len(members)))
-        return Claimed(batch_id, key, 1, None, tuple(members))
+        return Claimed(batch_id, key, 1, None, tuple(members), _rendered(conn, members))
 
 
 def claim_batch(
@@ -243,7 +256,12 @@ def _claim_batch(session: Session, batch_id: int, params: dict[str, Any]) -> Cla
             status=BatchStatus.sent.value, lease_until=None, finished_at=params["b_now"]))
         return None
     return Claimed(batch_id, batch.idempotency_key, batch.attempts, batch.broadcast_id,
-                   tuple(members))
+                   tuple(members), _rendered(conn, members))
+
+
+def _rendered(conn: Connection, members: list[Member]) -> dict[int, Rendering]:
+    return renderings(conn, [m.broadcast_id for m in members  # type: ignore[misc]
+                             if assembled(m.broadcast_id, m.unsubscribe_token)])
 
 
 def _take_out_refused(session: Session, batch_id: int, members: list[Member]) -> list[Member]:

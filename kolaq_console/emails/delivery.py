@@ -148,12 +148,12 @@ def _send(
     single = claimed.single
     try:
         if single is not None:
-            result = transport.send(single.message(settings))
+            result = transport.send(single.message(settings, claimed.rendered))
             accepted, refused = {single.id: result.provider_message_id}, {}
             headers = result.headers
         else:
             answer = transport.send_batch(
-                [m.message(settings) for m in claimed.members], claimed.idempotency_key
+                claimed.messages(settings), claimed.idempotency_key
             )
             ids = [m.id for m in claimed.members]
             accepted = {ids[i]: pid for i, pid in answer.accepted.items()}

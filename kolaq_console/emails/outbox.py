@@ -208,6 +208,8 @@ def resend_email(
         row = EmailOutbox(
             kind=original.kind, to_address=original.to_address, subject=original.subject,
             html=original.html, text=original.text, headers=dict(original.headers or {}),
+            # a broadcast copy's body is its broadcast's rendering with this token put in
+            unsubscribe_token=original.unsubscribe_token,
             status=EmailStatus.queued.value, idempotency_key=key, order_id=original.order_id,
             broadcast_id=original.broadcast_id, created_at=now, updated_at=now,
             lease_until=now + timedelta(seconds=settings.email.lease_seconds),

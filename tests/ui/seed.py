@@ -199,7 +199,8 @@ def seed_broadcasts(engine: Engine, settings: Settings) -> None:
             started_at=NOW - timedelta(minutes=2))
         session.add(running)
         session.flush()
-        copies = Copies(settings, running.id, running.subject, running.body_markdown)
+        copies = Copies.stored(session, settings, running.id, running.subject,
+                               running.body_markdown)
         for n, address in enumerate(addresses[:120]):
             recipient = BroadcastRecipient(broadcast_id=running.id, email=address)
             if n < 62:

@@ -10,6 +10,7 @@ from textual.containers import VerticalScroll
 from textual.markup import escape
 from textual.widgets import Static
 
+from kolaq_console.emails.bodies import body_of
 from kolaq_console.emails.outbox import row_summary
 from kolaq_console.errors import NotFound
 from kolaq_console.jobs import failed as ledger
@@ -30,8 +31,9 @@ def load_email(session: Session, row_id: int) -> dict:
     if row is None:
         raise NotFound(f"email #{row_id} not found")
     detail = row_summary(row)
+    _, text = body_of(session, row)  # a broadcast copy's is put together from its rendering
     detail.update(kind=row.kind, order_id=row.order_id, broadcast_id=row.broadcast_id,
-                  text=row.text, last_error=redact(row.last_error or ""),
+                  text=text, last_error=redact(row.last_error or ""),
                   delivery_status=row.delivery_status, delivery_detail=row.delivery_detail,
                   delivery_updated_at=row.delivery_updated_at)
     return detail
