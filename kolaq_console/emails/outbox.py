@@ -5,6 +5,9 @@ deterministic idempotency key), commits, then enqueues a send job carrying only 
 The same logical email added twice returns the existing row. The row is the record: a job lost
 with a crashed worker is found by `sweep_stale` once its lease has passed, and sent again under
 the same key, which the provider deduplicates.
+
+A little over 400 lines: adding, claiming, finishing, sweeping and resending a row are one
+state machine over one table, kept together so its transitions read in one place.
 """
 
 from __future__ import annotations

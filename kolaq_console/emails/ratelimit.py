@@ -23,6 +23,9 @@ It adapts to the provider:
 - a 429's `retry-after`, or an exhausted daily/monthly quota, blocks every worker until then
   (`block`). A caller whose wait for a block exceeds `max_block_wait` is told so instead of
   reserving, so the job can be rescheduled rather than hold a worker thread for hours.
+
+A little over 400 lines: the same limiter twice (a Lua script for Redis, a transaction for
+SQLite) so both queue backends share one contract and one test suite.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """5 Broadcasts: compose (subject, audience with its live count, Markdown body and a live
 preview), send a test to the admin, send (confirmed with the exact count), then follow the
 progress; past broadcasts with their figures; pause / resume / cancel. Drafts are saved (^s,
-and on leaving the screen); the newest draft is back in the composer next time."""
+and on leaving the screen); the newest draft is back in the composer next time.
+
+A little over 400 lines: the composer, the progress line and the list of past broadcasts are
+one screen (5) whose parts share the draft and the running broadcast."""
 
 from __future__ import annotations
 
@@ -395,12 +398,12 @@ class BroadcastsScreen(TableActions, LiveScreen):
     def list_table(self) -> RecordTable:
         return self.query_one(RecordTable)
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         table = self.query_one(RecordTable)
         if not table.has_focus:
             table.focus()
         else:
-            self.app.run_action("go('overview')")
+            await self.app.run_action("go('overview')")
 
 
 def _figures(p) -> tuple[str, str, str, str]:
