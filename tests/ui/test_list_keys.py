@@ -217,6 +217,26 @@ async def test_8_opens_activity_and_the_navbar_shows_8_and_9_within_80_columns(s
             bar.query_one("#nav-flags").size.width <= 80
 
 
+async def test_the_navbar_follows_the_terminal_across_120_columns(shop, console):
+    app = console()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("p")  # a flag, to see it survive the new layout
+        await settle(pilot)
+
+        def navbar() -> str:
+            return " ".join(str(s.render()) for s in app.screen.query_one(NavBar).query(Static))
+
+        assert "2 Failed jobs" in navbar()
+        await pilot.resize_terminal(80, 24)
+        await settle(pilot)
+        assert "2 Fail " in navbar() and "Failed jobs" not in navbar()
+        assert "PAUSED" in navbar()
+        await pilot.resize_terminal(130, 30)
+        await settle(pilot)
+        assert "2 Failed jobs" in navbar() and "PAUSED" in navbar()
+
+
 async def test_an_empty_list_says_what_to_do_next(sqlite_engine, console):
     app = console()
     async with app.run_test(size=(80, 24)) as pilot:

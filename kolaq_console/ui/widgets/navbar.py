@@ -23,10 +23,11 @@ class NavBar(Horizontal):
     def __init__(self, current: str) -> None:
         super().__init__()
         self.current = current
+        self.narrow = False  # set by compose: short labels below 120 columns
 
     def compose(self) -> ComposeResult:
         parts = []
-        narrow = self.app.size.width < 120  # every label on one 80-column line
+        self.narrow = narrow = self.app.size.width < 120  # every label on one 80-column line
         for key, mode, label in SCREENS:
             if narrow:
                 label = SHORT.get(mode, label)
@@ -40,6 +41,11 @@ class NavBar(Horizontal):
                 parts.append(f" [b]{key}[/] [dim]{label}[/] ")
         yield Static("".join(parts), id="nav-screens", markup=True)
         yield Static(id="nav-flags", markup=True)
+
+    def on_resize(self) -> None:
+        if (self.app.size.width < 120) != self.narrow:  # the terminal crossed 120 columns
+            self.refresh(recompose=True)
+            self.call_after_refresh(self._show_flags)  # the new flags widget starts empty
 
     def on_mount(self) -> None:
         self.watch(self.app, "paused", self._show_flags, init=False)
