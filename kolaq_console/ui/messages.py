@@ -216,10 +216,6 @@ class TextActed(ScreenMessage):
         self.what = what
 
 
-class ProductHistoryLoaded(DataLoaded):
-    """A product's stock, events and activity (inventory.adjust.history)."""
-
-
 class StockAdjusted(ScreenMessage):
     """An operator's adjustment was applied; `summary` says what changed."""
 

@@ -1,5 +1,5 @@
 """3 Inventory's actions: adjust stock with a reason (checked, then confirmed), send the
-low-stock alert now (confirmed), a product's history on Enter."""
+low-stock alert now (confirmed), the product's record on Enter."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from kolaq_console.models import ActivityLog, EmailOutbox, InventoryEvent, Produ
 from kolaq_console.ui.dialogs.adjust import AdjustDialog
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
 from kolaq_console.ui.screens import inventory
-from kolaq_console.ui.screens.product_history import ProductHistoryScreen
+from kolaq_console.ui.screens.records.product import ProductRecordScreen
 from kolaq_console.ui.widgets.record_table import RecordTable
 
 
@@ -127,9 +127,7 @@ async def test_read_only_console_offers_no_inventory_action(shop, console, sqlit
     assert event_count(sqlite_engine) == events
 
 
-async def test_enter_on_a_product_opens_its_history_without_links(
-        shop, console, monkeypatch):
-    monkeypatch.setattr(inventory, "links", None)
+async def test_enter_on_a_product_opens_its_record_with_its_history(shop, console):
     app = console()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("3")
@@ -138,11 +136,11 @@ async def test_enter_on_a_product_opens_its_history_without_links(
         sku = app.screen.query_one("#low-stock", RecordTable).current
         await pilot.press("enter")
         await settle(pilot)
-        assert isinstance(app.screen, ProductHistoryScreen) and app.screen.sku == sku
-        head = str(app.screen.query_one("#product-head", Static).render())
+        assert isinstance(app.screen, ProductRecordScreen) and app.screen.key == sku
+        head = str(app.screen.query_one("#record-fields", Static).render())
         assert sku in head
         events = app.screen.query_one(RecordTable)
-        kinds = [str(events.cells(k)[1]) for k in events.displayed()]
+        kinds = [str(events.cells(k)[2]) for k in events.displayed() if k.startswith("event:")]
         assert "adjustment" in kinds
 
 

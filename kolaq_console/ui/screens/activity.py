@@ -7,17 +7,13 @@ from sqlmodel import Session
 from textual import on, work
 
 from kolaq_console.activity import ActivityEntry, list_activity
+from kolaq_console.ui import links
 from kolaq_console.ui.filtering import Filter, Grammar
 from kolaq_console.ui.format import when
 from kolaq_console.ui.messages import ActivityLoaded
 from kolaq_console.ui.screens.base import POLL
 from kolaq_console.ui.screens.list_screen import ListScreen
 from kolaq_console.ui.widgets.record_table import Col
-
-try:  # record screens and links between them come from ui/links.py when it is there
-    from kolaq_console.ui import links
-except ImportError:  # pragma: no cover - depends on what is merged
-    links = None  # type: ignore[assignment]
 
 LIMIT = 200
 COLUMNS = (
@@ -26,8 +22,6 @@ COLUMNS = (
     Col("details", 16, flex=3, priority=2),
 )
 GRAMMAR = Grammar({"actor": None, "action": None, "subject": None})
-OPENERS = {"product": "open_product", "order": "open_order", "customer": "open_customer",
-           "email": "open_email", "job": "open_job"}
 
 
 def load_activity(session: Session, flt: Filter) -> list[ActivityEntry]:
@@ -42,10 +36,7 @@ def follow(app, entry: ActivityEntry) -> str | None:
     if record is None:
         return f"Entry #{entry.id} names no single record ({entry.subject})"
     kind, key = record
-    opener = getattr(links, OPENERS[kind], None) if links is not None else None
-    if opener is None:
-        return f"No {kind} screen in this version: {entry.subject}"
-    opener(app, int(key) if kind in ("email", "job") and key.isdigit() else key)
+    links.open_kind(app, kind, int(key) if kind in ("email", "job") and key.isdigit() else key)
     return None
 
 

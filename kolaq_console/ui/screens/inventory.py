@@ -13,6 +13,7 @@ from textual.widgets import Static
 from kolaq_console.inventory.adjust import adjust
 from kolaq_console.inventory.lowstock import send_alerts
 from kolaq_console.inventory.reconcile import reconcile
+from kolaq_console.ui import links
 from kolaq_console.ui.data import InventoryView, load_inventory
 from kolaq_console.ui.dialogs.adjust import AdjustDialog
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
@@ -25,13 +26,7 @@ from kolaq_console.ui.messages import (
 )
 from kolaq_console.ui.screens.base import ACTIVE, POLL
 from kolaq_console.ui.screens.list_screen import ListScreen
-from kolaq_console.ui.screens.product_history import ProductHistoryScreen
 from kolaq_console.ui.widgets.record_table import Col, RecordTable
-
-try:  # record screens and links between them come from ui/links.py when it is there
-    from kolaq_console.ui import links
-except ImportError:  # pragma: no cover - depends on what is merged
-    links = None  # type: ignore[assignment]
 
 # Priority 0 survives at 80 columns: SKU, stock and days of cover.
 LOW_COLUMNS = (
@@ -149,10 +144,7 @@ class InventoryScreen(ListScreen):
         self._open_product(str(key))
 
     def _open_product(self, sku: str) -> None:
-        if links is not None and hasattr(links, "open_product"):
-            links.open_product(self.app, sku)
-        else:
-            self.app.push_screen(ProductHistoryScreen(sku))
+        links.open_product(self.app, sku)
 
     def _current_product(self) -> dict | None:
         sku = self.table.current
