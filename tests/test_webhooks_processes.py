@@ -55,6 +55,28 @@ def start_server(spawn, secrets_env):
     return proc, url
 
 
+def freeze(worker, settings) -> None:
+    """SIGSTOP the worker, but not inside a write: on SQLite a frozen writer (its heartbeat,
+    a periodic task) would hold the database's write lock and block the receiver's insert."""
+    url = settings.database.url
+    for _ in range(100):
+        worker.signal(signal.SIGSTOP)
+        if url.startswith("postgresql"):
+            return  # row locks on other tables do not block the receiver's insert
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0.2,
+                               isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # frozen mid-write: let it finish, try again
+            worker.signal(signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            conn.close()
+    raise AssertionError("the worker kept the SQLite write lock for 100 tries")
+
+
 @contextmanager
 def holding_the_order(settings, number: str):
     """Keep the worker from finishing: PostgreSQL, the order's row lock; SQLite, the write
@@ -99,7 +121,7 @@ def test_worker_killed_between_the_2xx_and_processing_then_restart_processes_the
     huey = tasks_module.huey
     worker = spawn("worker", "-w", "2", env=secrets_env, name="worker")
     worker.wait_for_output("job ledger: worker")  # registered: it takes jobs from now on
-    worker.signal(signal.SIGSTOP)  # frozen, so the job waits for it in the queue
+    freeze(worker, settings)  # so the job waits for it in the queue
 
     reply = post_event(url, "paystack", payment, secrets_env)
     assert reply.status == 200 and reply.json()["status"] == "accepted"
