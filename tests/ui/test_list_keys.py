@@ -286,3 +286,17 @@ async def test_the_broadcasts_list_sorts_and_copies_too(shop, console, sqlite_en
         assert broadcasts.sort_column is not None
         await pilot.press("Y")
         assert app.clipboard == broadcasts.row_text()
+
+
+async def test_paused_and_read_only_both_fit_the_navbar_at_80_columns(shop, console):
+    app = console(read_only=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("p")
+        await settle(pilot)
+        bar = app.screen.query_one(NavBar)
+        flags = str(bar.query_one("#nav-flags", Static).render())
+        assert "PAUSED" in flags and "READ-ONLY" in flags
+        labels = str(bar.query_one("#nav-screens", Static).render())
+        assert labels.endswith("9 SMS")
+        assert len(labels) + len(flags) <= 80

@@ -39,7 +39,10 @@ class NavBar(Horizontal):
                 parts.append(f"[reverse b] {key} {label} [/]")
             else:
                 parts.append(f" [b]{key}[/] [dim]{label}[/] ")
-        yield Static("".join(parts), id="nav-screens", markup=True)
+        # Narrow: no pad after the last label, so the labels (63 columns) and both flags
+        # ("PAUSED READ-ONLY", 16) fit 80 columns together.
+        yield Static("".join(parts).rstrip() if narrow else "".join(parts), id="nav-screens",
+                     markup=True)
         yield Static(id="nav-flags", markup=True)
 
     def on_resize(self) -> None:
@@ -59,4 +62,5 @@ class NavBar(Horizontal):
         if getattr(app, "read_only", False):
             flags.append("[b $error]READ-ONLY[/]")
         # The embedded worker is in the health line, beside the live and dead workers.
-        self.query_one("#nav-flags", Static).update("  ".join(flags) + " ")
+        gap = " " if self.narrow else "  "
+        self.query_one("#nav-flags", Static).update(gap.join(flags) + ("" if self.narrow else " "))
