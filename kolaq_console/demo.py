@@ -249,8 +249,9 @@ def _provider_reference(order: Order) -> str:
 def load_payments_demo(session: Session, start: datetime) -> int:
     """What the webhook receiver would have left: payment references on unpaid orders (so a
     test payment can be sent to them), tracking links on shipped ones, and stored webhook
-    events in every state (payments processed, a mismatch flagged, delivery news, an ignored
-    type). Idempotent: events are keyed by (provider, event id), fields filled only if empty.
+    events in every state (payments processed, a mismatch flagged, a bounce, an ignored type;
+    the delivery news of the order emails comes with those emails, in demo_live).
+    Idempotent: events are keyed by (provider, event id), fields filled only if empty.
     Returns the number of events added."""
     from kolaq_console.emails.render import money
 
@@ -292,12 +293,6 @@ def load_payments_demo(session: Session, start: datetime) -> int:
                     "id": order.id + 4_000_000, "status": "success",
                     "reference": order.payment_reference, "amount": order.total_minor,
                     "currency": order.currency}}, "processed", at, order)
-        email = customers.get(order.customer_id, "")
-        add("resend", f"msg_demo_delivered_{order.number}", "email.delivered",
-            {"type": "email.delivered", "data": {"email_id": f"demo-{order.number}",
-                                                  "to": [email]}},
-            "ignored", at + timedelta(minutes=1), order,
-            "no outbox row has provider id 'demo-" + order.number + "'")
     for order in pending:
         add("paystack", f"charge.success:{order.id + 5_000_000}", "charge.success",
             {"event": "charge.success", "data": {

@@ -132,6 +132,8 @@ def _one_time(engine: Engine, settings: Settings, now: datetime, result: LiveRes
                               provider_message_id=f"demo-{order.number}",
                               delivery_status="delivered" if n % 3 else None,
                               delivery_updated_at=at + timedelta(minutes=1) if n % 3 else None)
+                if n % 3:  # the webhook that said so, processed against this very row
+                    _delivered_event(session, order, emails, at + timedelta(minutes=1))
             session.execute(update(EmailOutbox).where(col(EmailOutbox.id) == row.id)
                             .values(**values))
             result.emails += 1
@@ -258,3 +260,20 @@ def _last_hour_samples(engine: Engine, now: datetime) -> int:
                                ("webhooks", rng.randint(0, 1)))
     ]
     return write_samples(engine, rows)
+
+
+def _delivered_event(session: Session, order: Order, customers: dict, at: datetime) -> None:
+    """Resend's `email.delivered` for the order email with provider id `demo-<number>`."""
+    event_id = f"msg_demo_delivered_{order.number}"
+    known = select(WebhookEvent.id).where(col(WebhookEvent.provider) == "resend",
+                                          col(WebhookEvent.event_id) == event_id)
+    if session.exec(known).first():
+        return  # a demo loaded by an earlier version has it already
+    customer = customers.get(order.customer_id)
+    session.add(WebhookEvent(
+        provider="resend", event_id=event_id, event_type="email.delivered",
+        payload={"type": "email.delivered",
+                 "data": {"email_id": f"demo-{order.number}",
+                          "to": [customer.email if customer else ""]}},
+        status="processed", attempts=1, order_id=order.id, received_at=at,
+        processed_at=at + timedelta(seconds=2)))

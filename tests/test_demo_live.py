@@ -102,3 +102,18 @@ def test_failed_demo_jobs_carry_a_call_to_retry_when_the_queue_is_given(engine, 
         backoff = s.exec(select(EmailOutbox.id).where(EmailOutbox.status == "queued")).all()
     assert emails and all(f.payload == b"signed call" for f in emails)
     assert sorted(scheduled) == sorted(backoff)  # outbox and queue agree
+
+
+def test_the_demos_delivery_webhooks_were_processed_against_the_emails_they_name(engine,
+                                                                                 settings):
+    load(engine, settings)
+    with Session(engine) as s:
+        events = s.exec(select(WebhookEvent).where(WebhookEvent.provider == "resend",
+                                                   WebhookEvent.event_type == "email.delivered")
+                        ).all()
+        assert events
+        for event in events:
+            row = s.exec(select(EmailOutbox).where(
+                EmailOutbox.provider_message_id == event.payload["data"]["email_id"])).one()
+            assert event.status == "processed" and row.delivery_status == "delivered"
+            assert event.order_id is not None and event.error is None
