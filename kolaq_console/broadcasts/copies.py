@@ -44,6 +44,8 @@ class Copies:
         self.broadcast_id = broadcast_id
         self.sender = validate_sender(settings.email.from_address)
         self.rendering = rendering
+        self._token = consent.token_maker(settings)
+        self._reply_to = settings.email.support_email
 
     @classmethod
     def render(cls, settings: Settings, broadcast_id: int, subject: str, body: str) -> Copies:
@@ -74,20 +76,25 @@ class Copies:
         return cls(settings, broadcast_id, found)
 
     def _headers(self, address: str, token: str) -> dict[str, str]:
-        return {FROM_HEADER: self.sender, REPLY_TO_HEADER: self.settings.email.support_email,
+        return {FROM_HEADER: self.sender, REPLY_TO_HEADER: self._reply_to,
                 **consent.list_unsubscribe_headers(self.settings, address, token)}
 
     def copy(self, address: str) -> Copy:
         """The whole copy for `address`, as it is sent."""
-        token = consent.make_token(self.settings, address)
+        token = self._token(address)
         html, text = self.rendering.body(token)
         return Copy(to=address, subject=self.rendering.subject, html=html, text=text,
                     headers=self._headers(address, token),
                     idempotency_key=copy_key(self.broadcast_id, address))
 
+    def part(self, address: str) -> tuple[str, dict[str, str], str]:
+        """`address`'s part of its copy's row: (token, headers, idempotency key)."""
+        token = self._token(address)
+        return token, self._headers(address, token), copy_key(self.broadcast_id, address)
+
     def row_values(self, address: str) -> dict[str, Any]:
         """The outbox row of `address`'s copy: its recipient's part only, no body."""
-        token = consent.make_token(self.settings, address)
+        token = self._token(address)
         return {"kind": "broadcast", "to_address": address, "subject": self.rendering.subject,
                 "html": "", "text": "", "unsubscribe_token": token,
                 "headers": self._headers(address, token),
