@@ -10,13 +10,14 @@ from datetime import timedelta
 import pytest
 from broadcast_support import Workers, seed_customers, subscribers
 from email_support import KEY, seed_order, status_counts
+from huey.exceptions import RetryTask
 from sqlmodel import Session, select
 from stubs.resend_api import ResendStub
 
 from kolaq_console import consent, dispatch
-from kolaq_console.broadcasts import audience, lifecycle, progress
+from kolaq_console.broadcasts import audience, lifecycle, progress, sending
 from kolaq_console.broadcasts.copies import Copies
-from kolaq_console.emails import EmailRequest, compose
+from kolaq_console.emails import EmailRequest, compose, outbox
 from kolaq_console.emails.transports import ResendTransport
 from kolaq_console.errors import NotFound, UserError
 from kolaq_console.models import Broadcast, BroadcastRecipient, EmailOutbox, utcnow
@@ -252,3 +253,57 @@ def test_progress_reports_rate_and_eta_while_sending(engine, settings, stub, wor
     assert (p.sent, p.remaining, p.total) == (100, 200, 300)
     assert p.rate == pytest.approx(10.0, rel=0.2)  # 100 sent in the last ~10 s
     assert p.eta_seconds == pytest.approx(20.0, rel=0.2)
+
+
+def test_a_batch_formed_by_a_worker_that_died_is_handed_back_and_sent_once_under_its_key(
+    engine, settings, stub, workers
+):
+    people = subscribers(150)
+    seed_customers(engine, people)
+    b = submit(engine, settings).broadcast
+    # A worker forms its batch (stored already claimed by it), hands the request to the
+    # provider, and is killed before it records the answer.
+    claimed = sending.form_claimed(engine, settings, b.id, task_id="t-1",
+                                   worker_id="host:1:dead")
+    assert claimed is not None and len(claimed.members) == 100 and claimed.attempts == 1
+    with Session(engine) as s:
+        rows = s.exec(select(EmailOutbox).where(EmailOutbox.batch_id == claimed.batch_id)).all()
+    assert {(r.status, r.claimed_by, r.task_id, r.attempts) for r in rows} == {
+        ("sending", "host:1:dead", "t-1", 1)}
+    ResendTransport(KEY, stub.url, timeout=5).send_batch(claimed.messages(settings),
+                                                          claimed.idempotency_key)
+    assert len(stub.deliveries) == 100
+
+    handed_back = outbox.release_claims_of(engine, settings, ["host:1:dead"])
+    assert sorted(handed_back) == sorted(m.id for m in claimed.members)
+    workers.run()
+
+    assert Counter(d.to[0] for d in stub.deliveries) == Counter(people)  # each exactly once
+    again = [r for r in stub.requests if r.idempotency_key == claimed.idempotency_key]
+    assert [(r.emails, r.replayed) for r in again] == [(100, False), (100, True)]
+    assert figures(engine, b.id) == {"status": "done", "total": 150, "sent": 150, "failed": 0,
+                                     "skipped": 0, "cancelled": 0, "remaining": 0}
+
+
+def test_a_batch_released_after_a_429_is_sent_by_the_next_job_with_the_same_members_and_key(
+    engine, settings, stub, workers
+):
+    people = subscribers(150)
+    seed_customers(engine, people)
+    b = submit(engine, settings).broadcast
+    stub.inject(429, times=1, path="/emails/batch")
+    workers.step()  # send_broadcast starts the batch jobs
+    with pytest.raises(RetryTask):
+        workers.step()  # the first batch is formed, claimed and refused with a 429
+    workers.calls.append(dispatch.Call("send_broadcast_batch", (b.id,)))  # Huey's retry
+    workers.run()
+
+    first, *rest = stub.requests
+    assert first.status == 429
+    resent = [r for r in rest if r.idempotency_key == first.idempotency_key]
+    assert [(r.status, r.emails, r.replayed) for r in resent] == [(200, 100, False)]
+    first_hundred = [d.to[0] for d in stub.deliveries
+                     if d.idempotency_key == first.idempotency_key]
+    assert sorted(first_hundred) == people[:100]  # the same members
+    assert Counter(d.to[0] for d in stub.deliveries) == Counter(people)
+    assert figures(engine, b.id)["sent"] == 150
