@@ -19,11 +19,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import quote
 
 from itsdangerous import BadSignature, Signer, URLSafeSerializer
 from itsdangerous.encoding import base64_encode
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from kolaq_console.config import Settings
@@ -168,7 +171,19 @@ def is_blocked(session: Session, address: str) -> str | None:
     return row.reason if row is not None and row.reason in BLOCKING_REASONS else None
 
 
-def refusals(session: Session, addresses: Iterable[str], marketing: Iterable[str] = (),
+@functools.lru_cache(maxsize=1)
+def _refusal_statements() -> tuple[Any, Any]:
+    """Built once (a reused statement keeps its cache key: `refusals` runs per batch)."""
+    s, c = Suppression.__table__, Customer.__table__  # type: ignore[attr-defined]
+    emails = bindparam("emails", expanding=True)
+    return (
+        sa_select(s.c.email, s.c.reason).where(s.c.email.in_(emails)),
+        sa_select(func.lower(c.c.email), c.c.unsubscribed_at, c.c.marketing_consent)
+        .where(func.lower(c.c.email).in_(emails)),
+    )
+
+
+def refusals(session: Session | Connection, addresses: Iterable[str], marketing: Iterable[str] = (),
              *, consent_required: bool = False) -> dict[str, str]:
     """Why each of these addresses may not be written to now, by normalised address: a
     blocking suppression (bounced, complained, manual) stops any email; for `marketing`
@@ -180,21 +195,15 @@ def refusals(session: Session, addresses: Iterable[str], marketing: Iterable[str
     if not wanted | market:
         return {}
     out: dict[str, str] = {}
-    rows = session.execute(
-        select(Suppression.email, Suppression.reason)
-        .where(col(Suppression.email).in_(wanted | market))
-    ).all()
+    suppressed, customers_of = _refusal_statements()
+    rows = session.execute(suppressed, {"emails": sorted(wanted | market)}).all()
     for email, reason in rows:
         if reason in BLOCKING_REASONS:
             out[email] = f"suppressed ({reason})"
         elif email in market:
             out[email] = "unsubscribed"
     if market:
-        customers = session.execute(
-            select(func.lower(Customer.email), Customer.unsubscribed_at,
-                   Customer.marketing_consent)
-            .where(func.lower(col(Customer.email)).in_(market))
-        ).all()
+        customers = session.execute(customers_of, {"emails": sorted(market)}).all()
         consented = set()
         for email, unsubscribed_at, given in customers:
             if unsubscribed_at is not None:

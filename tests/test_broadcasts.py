@@ -263,7 +263,7 @@ def test_a_batch_formed_by_a_worker_that_died_is_handed_back_and_sent_once_under
     b = submit(engine, settings).broadcast
     # A worker forms its batch (stored already claimed by it), hands the request to the
     # provider, and is killed before it records the answer.
-    claimed = sending.form_claimed(engine, settings, b.id, task_id="t-1",
+    claimed = sending.next_claimed(engine, settings, b.id, task_id="t-1",
                                    worker_id="host:1:dead")
     assert claimed is not None and len(claimed.members) == 100 and claimed.attempts == 1
     with Session(engine) as s:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from kolaq_console import consent
@@ -56,23 +57,24 @@ class Copies:
         return cls(settings, broadcast_id, Rendering(r.subject, r.html, r.text, SLOT))
 
     @classmethod
-    def stored(cls, session: Session, settings: Settings, broadcast_id: int, subject: str,
-               body: str) -> Copies:
+    def stored(cls, conn: Connection | Session, settings: Settings, broadcast_id: int,
+               subject: str, body: str) -> Copies:
         """The broadcast's stored rendering; rendered and stored (in the caller's
         transaction) on its first use. Once stored it never changes: every copy, retry and
         "send again" is put together from the same one."""
-        found = renderings(session, [broadcast_id]).get(broadcast_id)
+        found = renderings(conn, [broadcast_id]).get(broadcast_id)
         if found is None:
             made = cls.render(settings, broadcast_id, subject, body)
             r = made.rendering
-            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-            session.execute(
+            bind = conn.connection() if isinstance(conn, Session) else conn
+            dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
+            bind.execute(
                 dialect.insert(_TABLE).values(
                     broadcast_id=broadcast_id, subject=r.subject, html=r.html, text=r.text,
                     slot=r.slot, created_at=utcnow(),
                 ).on_conflict_do_nothing(index_elements=["broadcast_id"])
             )
-            found = renderings(session, [broadcast_id])[broadcast_id]
+            found = renderings(conn, [broadcast_id])[broadcast_id]
         return cls(settings, broadcast_id, found)
 
     def _headers(self, address: str, token: str) -> dict[str, str]:

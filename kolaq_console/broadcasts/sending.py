@@ -19,10 +19,11 @@ import functools
 import json
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, exists, func, insert, select, text, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col
 
 from kolaq_console import consent, dispatch
@@ -105,65 +106,87 @@ def deliver_next(
     task_id: str | None = None,
     worker_id: str | None = None,
 ) -> Delivered:
-    """One batch of the broadcast, sent now (a `send_broadcast_batch` job): one of its
-    batches that may be sent again (released for a retry, handed back), else the next one
-    formed from its pending recipients, already claimed by this job. SKIPPED when there is
-    nothing to send (paused, cancelled, none pending, or enough batches on their way)."""
-    lease = settings.email.lease_seconds
-    claimed = None
-    for batch_id in batches.due_of_broadcast(engine, broadcast_id):
-        claimed = batches.claim_batch(engine, batch_id, lease, task_id, worker_id=worker_id)
-        if claimed is not None:
-            break
-    if claimed is None:
-        claimed = form_claimed(engine, settings, broadcast_id, task_id, worker_id)
+    """One batch of the broadcast, sent now (a `send_broadcast_batch` job): see
+    `next_claimed`. SKIPPED when there is nothing to send."""
+    claimed = next_claimed(engine, settings, broadcast_id, task_id, worker_id)
     if claimed is None:
         return SKIPPED
     return send_claimed(engine, settings, claimed, transport=transport, limiter=limiter,
                         retries_left=retries_left, retry_delay=retry_delay)
 
 
-def form_claimed(engine: Engine, settings: Settings, broadcast_id: int,
+@dataclass(frozen=True)
+class _Statements:
+    broadcast: Any
+    open_batches: Any
+    pending: Any
+    batch: Any
+
+
+@functools.lru_cache(maxsize=1)
+def _statements() -> _Statements:
+    """Built once: a statement object reused keeps its cache key (SQLAlchemy's per-call
+    construction and key were a good part of each batch's cost)."""
+    bc = Broadcast.__table__  # type: ignore[attr-defined]
+    return _Statements(
+        broadcast=select(bc.c.status, bc.c.audience, bc.c.subject, bc.c.body_markdown)
+        .where(bc.c.id == bindparam("b")).with_for_update(read=True),
+        open_batches=select(_B.c.id, _B.c.status, _B.c.next_attempt_at)
+        .where(_B.c.broadcast_id == bindparam("b"), _B.c.status.in_(_BATCH_OPEN))
+        .order_by(_B.c.id),
+        pending=select(_R.c.id, _R.c.email)
+        .where(_R.c.broadcast_id == bindparam("b"),
+               _R.c.status == RecipientStatus.pending.value)
+        .order_by(_R.c.id).limit(MAX_MEMBERS).with_for_update(skip_locked=True),
+        batch=insert(_B).returning(_B.c.id),
+    )
+
+
+def next_claimed(engine: Engine, settings: Settings, broadcast_id: int,
                  task_id: str | None = None, worker_id: str | None = None) -> Claimed | None:
-    """Form the broadcast's next batch, claimed by this job as it is stored (status
-    `sending`, attempt 1, lease, task and worker noted as any claim notes them, so the
-    sweeper, `release_claims_of` and retries treat it like any claimed batch). The consent
-    check here, in the transaction that forms the batch, is its only one: the batch is sent
-    right after the commit. None when there is nothing to form now."""
+    """The broadcast's next batch, claimed by this job, in one transaction: one of its
+    batches that may be sent again (released for a retry and due, or handed back), else the
+    next one formed from its pending recipients, claimed as it is stored (status `sending`,
+    attempt 1, lease, task and worker noted as any claim notes them, so the sweeper,
+    `release_claims_of` and retries treat it like any claimed batch). The consent check in
+    the transaction that forms the batch is its only one: it is sent right after the commit.
+    None when there is nothing to send now (paused, cancelled, none pending, or enough
+    batches on their way)."""
     params = claim_params(settings.email.lease_seconds, task_id, None, worker_id)
+    st = _statements()
     with write_session(engine) as session:
-        b = session.execute(
-            select(Broadcast).where(col(Broadcast.id) == broadcast_id)
-            .with_for_update(read=True)
-        ).scalar_one_or_none()
+        conn = session.connection()
+        b = conn.execute(st.broadcast, {"b": broadcast_id}).first()
+        on_their_way = conn.execute(st.open_batches, {"b": broadcast_id}).all()
+        for batch_id, status, not_before in on_their_way:
+            if status == BatchStatus.queued.value and (not_before is None
+                                                       or not_before <= params["b_due"]):
+                claimed = batches.claim_in(session, batch_id, params)
+                if claimed is not None:
+                    return claimed
         if b is None or b.status != BroadcastStatus.sending.value:
             return None
-        if _open_batches(session, broadcast_id) >= settings.email.broadcast_lookahead:
+        if len(on_their_way) >= settings.email.broadcast_lookahead:
             return None  # enough on their way: this job's line of batches ends
         copies: Copies | None = None
         while True:
-            pending = session.execute(
-                select(_R.c.id, _R.c.email)
-                .where(_R.c.broadcast_id == broadcast_id,
-                       _R.c.status == RecipientStatus.pending.value)
-                .order_by(_R.c.id).limit(MAX_MEMBERS).with_for_update(skip_locked=True)
-            ).all()
+            pending = conn.execute(st.pending, {"b": broadcast_id}).all()
             if not pending:
                 return None
-            copies = copies or Copies.stored(session, settings, broadcast_id, b.subject,
+            copies = copies or Copies.stored(conn, settings, broadcast_id, b.subject,
                                              b.body_markdown)
-            claimed = _form(session, b, copies, pending, params)
+            claimed = _form(conn, broadcast_id, b.audience, copies, pending, params)
             if claimed is not None:
                 return claimed
 
 
-def _form(session: Session, b: Broadcast, copies: Copies, pending: list,
+def _form(conn: Connection, broadcast_id: int, audience: str, copies: Copies, pending: list,
           params: dict[str, Any]) -> Claimed | None:
     """One claimed batch of these recipients' copies (those who may still be written to);
     None if every one of them was skipped."""
-    who = parse(b.audience)
+    who = parse(audience)
     addresses = [email for _, email in pending]
-    refused = consent.refusals(session, addresses, marketing=addresses,
+    refused = consent.refusals(conn, addresses, marketing=addresses,
                                consent_required=who.kind == "subscribers")
     # Addresses are not validated again here: one the provider refuses fails alone, with its
     # reason (permissive batches), and checking 10,000 of them costs more than sending them.
@@ -176,7 +199,7 @@ def _form(session: Session, b: Broadcast, copies: Copies, pending: list,
         else:
             keep.append((recipient_id, email))
     if skipped:
-        session.execute(
+        conn.execute(
             update(_R).where(_R.c.id == bindparam("rid"))
             .values(status=RecipientStatus.skipped.value, reason=bindparam("why")),
             skipped,
@@ -185,14 +208,11 @@ def _form(session: Session, b: Broadcast, copies: Copies, pending: list,
         return None
     now, lease, task_id = params["b_now"], params["b_lease"], params["b_task"]
     key = f"batch/{uuid.uuid4().hex}"
-    conn = session.connection()
-    batch_id = conn.execute(
-        insert(_B).values(
-            idempotency_key=key, status=BatchStatus.sending.value, attempts=1,
-            size=len(keep), broadcast_id=b.id, created_at=now, updated_at=now,
-            lease_until=lease, task_id=task_id,
-        ).returning(_B.c.id)
-    ).scalar_one()
+    batch_id = conn.execute(_statements().batch, {
+        "idempotency_key": key, "status": BatchStatus.sending.value, "attempts": 1,
+        "size": len(keep), "broadcast_id": broadcast_id, "created_at": now,
+        "updated_at": now, "lease_until": lease, "task_id": task_id,
+    }).scalar_one()
     parts = [(rid, email, *copies.part(email)) for rid, email in keep]
     dialect = "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
     # One INSERT ... SELECT over the copies' parts as one JSON parameter: what is the same for
@@ -200,7 +220,7 @@ def _form(session: Session, b: Broadcast, copies: Copies, pending: list,
     ids = dict(conn.execute(_copies_statement(dialect), {
         "data": json.dumps([{"t": email, "k": token, "h": headers, "i": key}
                             for _, email, token, headers, key in parts]),
-        "subject": copies.rendering.subject, "broadcast": b.id, "batch": batch_id,
+        "subject": copies.rendering.subject, "broadcast": broadcast_id, "batch": batch_id,
         "task": task_id, "worker": params["b_worker"], "now": now, "lease": lease,
     }).all())
     pairs = [{"rid": rid, "oid": ids[key]} for rid, _, _, _, key in parts]
@@ -208,10 +228,11 @@ def _form(session: Session, b: Broadcast, copies: Copies, pending: list,
     # Request order is id order, as for any batch (a retry sends the same request).
     subject = copies.rendering.subject
     members = sorted(
-        (Member(ids[key], KIND, email, subject, "", "", headers, key, 1, b.id, token)
+        (Member(ids[key], KIND, email, subject, "", "", headers, key, 1, broadcast_id, token)
          for _, email, token, headers, key in parts),
         key=lambda m: m.id)
-    return Claimed(batch_id, key, 1, b.id, tuple(members), {b.id: copies.rendering})
+    return Claimed(batch_id, key, 1, broadcast_id, tuple(members),
+                   {broadcast_id: copies.rendering})
 
 
 KIND = "broadcast"

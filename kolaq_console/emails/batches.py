@@ -239,18 +239,9 @@ def claim_batch(
         return _claim_batch(session, batch_id, params)
 
 
-def due_of_broadcast(engine: Engine, broadcast_id: int, limit: int = 3) -> list[int]:
-    """Batches of this broadcast waiting to be sent now (released for a retry and due, or
-    handed back), oldest first."""
-    due = utcnow() + SCHEDULE_TOLERANCE
-    with engine.connect() as conn:
-        return list(conn.execute(
-            select(_B.c.id).where(_B.c.broadcast_id == broadcast_id,
-                                  _B.c.status == BatchStatus.queued.value,
-                                  or_(_B.c.next_attempt_at.is_(None),
-                                      _B.c.next_attempt_at <= due))
-            .order_by(_B.c.id).limit(limit)
-        ).scalars())
+def claim_in(session: Session, batch_id: int, params: dict[str, Any]) -> Claimed | None:
+    """`claim_batch` inside the caller's write transaction (`params`: `claim_params`)."""
+    return _claim_batch(session, batch_id, params)
 
 
 def _claim_batch(session: Session, batch_id: int, params: dict[str, Any]) -> Claimed | None:
@@ -304,6 +295,12 @@ def _take_out_refused(session: Session, batch_id: int, members: list[Member]) ->
 
 
 # --- outcomes ----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _batch_update():
+    """UPDATE email_batches SET (the parameters' columns) WHERE id = :b_id, built once."""
+    return update(_B).where(_B.c.id == bindparam("b_id"))
 
 
 def _update_batch(conn: Connection, batch_id: int, **values: Any) -> None:
@@ -409,10 +406,11 @@ def finish(engine: Engine, claimed: Claimed, accepted: Mapping[int, str],
             data = json.dumps([{"id": i, "reason": redact(r)} for i, r in refused.items()])
             conn.execute(_statement(_REFUSED_SQL[dialect]),
                          {"data": data, "now": now, "batch": claimed.batch_id})
-        _update_batch(conn, claimed.batch_id, status=BatchStatus.sent.value,
-                      sent=len(accepted), failed=len(refused), lease_until=None,
-                      next_attempt_at=None, finished_at=now,
-                      last_error=None if not refused else f"{len(refused)} refused")
+        conn.execute(_batch_update(), {
+            "b_id": claimed.batch_id, "status": BatchStatus.sent.value, "sent": len(accepted),
+            "failed": len(refused), "lease_until": None, "next_attempt_at": None,
+            "finished_at": now, "updated_at": now,
+            "last_error": None if not refused else f"{len(refused)} refused"})
 
 
 # --- operators' retries ------------------------------------------------------------------------
