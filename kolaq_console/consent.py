@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import string
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
@@ -55,8 +57,10 @@ def _serializer_for(key: str) -> URLSafeSerializer:
 
 @functools.lru_cache(maxsize=4)
 def _signer_for(key: str) -> Signer:
-    # The signer URLSafeSerializer(key, salt=SALT) uses: same key derivation and digest.
-    return Signer(key, salt=SALT)
+    # The signer URLSafeSerializer(key, salt=SALT) uses: same key derivation and digest
+    # (HMAC-SHA1); given as hashlib's sha1, hmac takes OpenSSL's fast path, where
+    # itsdangerous' own lazy wrapper of it makes hmac fall back to its pure-Python one.
+    return Signer(key, salt=SALT, digest_method=hashlib.sha1)
 
 
 def normalise(address: str) -> str:
@@ -96,9 +100,16 @@ def unsubscribe_url(settings: Settings, address: str, token: str | None = None) 
     return f"{settings.shop.public_url.rstrip('/')}/unsubscribe/{token}"
 
 
+_PLAIN = string.ascii_letters + string.digits + "_.-~@"  # what quote() keeps, and "@"
+
+
 def unsubscribe_mailto(settings: Settings, address: str) -> str:
     """The mailto: alternative of List-Unsubscribe (to the support address)."""
-    subject = quote(f"unsubscribe {normalise(address)}")
+    address = normalise(address)
+    if address.strip(_PLAIN):  # anything quote() would escape but "@"
+        subject = quote(f"unsubscribe {address}")
+    else:  # the usual address: what quote() gives, without its per-character work
+        subject = "unsubscribe%20" + address.replace("@", "%40")
     return f"mailto:{settings.email.support_email}?subject={subject}"
 
 
