@@ -95,13 +95,12 @@ class Copies:
         return token, self._headers(address, token), copy_key(self.broadcast_id, address)
 
     def row_values(self, address: str) -> dict[str, Any]:
-        """The outbox row of `address`'s copy: its recipient's part only, no body."""
-        token = self._token(address)
+        """The outbox row of `address`'s copy: its recipient's part only, no body (what
+        broadcasts.sending stores for it, in one statement per batch)."""
+        token, headers, key = self.part(address)
         return {"kind": "broadcast", "to_address": address, "subject": self.rendering.subject,
-                "html": "", "text": "", "unsubscribe_token": token,
-                "headers": self._headers(address, token),
-                "idempotency_key": copy_key(self.broadcast_id, address),
-                "broadcast_id": self.broadcast_id}
+                "html": "", "text": "", "unsubscribe_token": token, "headers": headers,
+                "idempotency_key": key, "broadcast_id": self.broadcast_id}
 
 
 

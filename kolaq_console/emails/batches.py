@@ -6,10 +6,13 @@ released for a retry or finished, so a retried or swept batch resends the same m
 the same key and the provider answers it from its idempotency store instead of sending twice.
 A member the provider refused leaves its batch (failed alone): the provider never accepted it.
 
-Two ways in: `claim_for_row` (a row's send job: that row first, then up to 99 more waiting
-rows, in one statement) and `claim_batch` (a batch formed ahead, e.g. a broadcast's, or a swept
-one). On the first attempt, members whose address may no longer be written to are taken out
-(`consent.refusals`) before the membership is final.
+Three ways in: `claim_for_row` (a row's send job: that row first, then up to 99 more waiting
+rows, in one statement), `claim_batch` / `claim_in` (a batch released for a retry, handed back
+or swept, or one formed ahead by an earlier version), and a broadcast's job, which stores its
+batch already claimed (broadcasts.sending, with `claim_params`' values). On the first attempt
+of the first two, members whose address may no longer be written to are taken out
+(`consent.refusals`) before the membership is final; a broadcast's job checks its copies in
+the transaction that forms them.
 
 Longer than ~400 lines: every state change of a batch (form, claim, release, finish, hand
 back, sweep) is here together, because each must keep the same members-under-one-key rule.
