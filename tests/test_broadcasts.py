@@ -307,3 +307,18 @@ def test_a_batch_released_after_a_429_is_sent_by_the_next_job_with_the_same_memb
     assert sorted(first_hundred) == people[:100]  # the same members
     assert Counter(d.to[0] for d in stub.deliveries) == Counter(people)
     assert figures(engine, b.id)["sent"] == 150
+
+
+def test_tending_restarts_a_broadcast_whose_jobs_were_lost_and_tops_up_to_the_lookahead(
+    engine, settings, stub, workers
+):
+    seed_customers(engine, subscribers(150))
+    b = submit(engine, settings).broadcast
+    workers.calls.clear()  # its send_broadcast job was lost with the queue
+    assert sending.tend(engine) == [b.id]  # nothing on its way: stalled
+    claimed = sending.next_claimed(engine, settings, b.id, task_id="t-1", worker_id="w-1")
+    assert claimed is not None
+    assert sending.tend(engine) == []  # a batch on its way: not stalled
+    started = sending.produce(engine, settings, b.id)
+    assert started == settings.email.broadcast_lookahead - 1  # one is on its way already
+    assert [c.task for c in workers.calls] == ["send_broadcast_batch"] * started
