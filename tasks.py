@@ -118,6 +118,9 @@ on_operator_retry(send_email,
                   lambda conn, row_id, task=None: reopen_failed(conn, row_id, _lease()))
 on_operator_retry(send_email_batch,
                   lambda conn, batch_id, task=None: reopen_batch(conn, batch_id, _lease()))
+on_operator_retry(send_broadcast_batch,  # the broadcast's failed batches, then the rest
+                  lambda conn, broadcast_id, task=None: broadcasts.reopen_failed_batches(
+                      conn, broadcast_id, _lease()))
 # A send interrupted by a shutdown, or lost with its worker, hands its rows (and their batch)
 # back at once...
 on_job_lost(send_email,

@@ -19,7 +19,7 @@ from kolaq_console.broadcasts import audience, lifecycle, progress, sending
 from kolaq_console.broadcasts.copies import Copies
 from kolaq_console.emails import EmailRequest, compose, outbox
 from kolaq_console.emails.transports import ResendTransport
-from kolaq_console.errors import NotFound, UserError
+from kolaq_console.errors import NotFound, PermanentJobError, UserError
 from kolaq_console.models import Broadcast, BroadcastRecipient, EmailOutbox, utcnow
 
 BODY = "# Harmattan cocktails\n\nThree drinks for dry season. **Cheers!**"
@@ -322,3 +322,28 @@ def test_tending_restarts_a_broadcast_whose_jobs_were_lost_and_tops_up_to_the_lo
     started = sending.produce(engine, settings, b.id)
     assert started == settings.email.broadcast_lookahead - 1  # one is on its way already
     assert [c.task for c in workers.calls] == ["send_broadcast_batch"] * started
+
+
+def test_an_operators_retry_of_a_failed_batch_job_resends_the_same_members_under_the_same_key(
+    engine, settings, stub, workers
+):
+    people = subscribers(150)
+    seed_customers(engine, people)
+    b = submit(engine, settings).broadcast
+    stub.inject(422, times=1, path="/emails/batch")
+    workers.step()  # send_broadcast starts the batch jobs
+    with pytest.raises(PermanentJobError):
+        workers.step()  # the first batch is refused whole: its members fail with it
+    workers.calls.clear()  # the failed job waits in the ledger for the operator
+    assert status_counts(engine) == {"failed": 100}
+    refused = stub.requests[0]
+
+    with engine.begin() as conn:  # what the operator's retry runs before the job again
+        assert sending.reopen_failed_batches(conn, b.id, settings.email.lease_seconds)
+    workers.calls.append(dispatch.Call("send_broadcast_batch", (b.id,)))
+    workers.run()
+
+    resent = [r for r in stub.requests[1:] if r.idempotency_key == refused.idempotency_key]
+    assert [(r.status, r.emails) for r in resent] == [(200, 100)]
+    assert Counter(d.to[0] for d in stub.deliveries) == Counter(people)
+    assert figures(engine, b.id)["sent"] == 150

@@ -285,6 +285,17 @@ def _queued_statement(dialect: str):
     return text(_QUEUED_SQL[dialect])
 
 
+def reopen_failed_batches(conn: Connection, broadcast_id: int, lease_seconds: float) -> bool:
+    """An operator's retry of a failed `send_broadcast_batch` job: the broadcast's batches
+    that failed for good go back to `queued` (same members, same key; emails.batches
+    .reopen_batch), for the re-run job to send first. True if any was reopened."""
+    failed = conn.execute(
+        select(_B.c.id).where(_B.c.broadcast_id == broadcast_id,
+                              _B.c.status == BatchStatus.failed.value).order_by(_B.c.id)
+    ).scalars().all()
+    return [batches.reopen_batch(conn, i, lease_seconds) for i in failed].count(True) > 0
+
+
 def settle(engine: Engine, broadcast_id: int) -> bool:
     """If nothing of the broadcast is pending or on its way, write its final figures (and
     `done` if it was sending); True when it did."""
