@@ -364,13 +364,15 @@ _SENT_SQL = {
         FROM json_each(:data) AS j
         WHERE email_outbox.id = json_extract(j.value, '$.id') AND +email_outbox.batch_id = :batch
           AND +email_outbox.status IN ('sending', 'queued')""",
+    # The ids as arrays (by primary key whatever the statistics; see broadcasts.sending).
     "postgresql": """
-        UPDATE email_outbox SET status = 'sent', provider_message_id = j.pid,
+        UPDATE email_outbox SET status = 'sent',
+            provider_message_id = (CAST(:pids AS text[]))[
+                array_position(CAST(:ids AS integer[]), id)],
             sent_at = :now, updated_at = :now, last_error = NULL, next_attempt_at = NULL,
             lease_until = NULL
-        FROM json_to_recordset(CAST(:data AS json)) AS j(id integer, pid text)
-        WHERE email_outbox.id = j.id AND email_outbox.batch_id = :batch
-          AND email_outbox.status IN ('sending', 'queued')""",
+        WHERE id = ANY(CAST(:ids AS integer[])) AND batch_id = :batch
+          AND status IN ('sending', 'queued')""",
 }
 _REFUSED_SQL = {
     "sqlite": """
@@ -402,9 +404,12 @@ def finish(engine: Engine, claimed: Claimed, accepted: Mapping[int, str],
         conn = session.connection()
         dialect = "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
         if accepted:
-            data = json.dumps([{"id": i, "pid": p} for i, p in accepted.items()])
+            if dialect == "postgresql":
+                sent: dict[str, Any] = {"ids": list(accepted), "pids": list(accepted.values())}
+            else:
+                sent = {"data": json.dumps([{"id": i, "pid": p} for i, p in accepted.items()])}
             conn.execute(_statement(_SENT_SQL[dialect]),
-                         {"data": data, "now": now, "batch": claimed.batch_id})
+                         {**sent, "now": now, "batch": claimed.batch_id})
         if refused:
             data = json.dumps([{"id": i, "reason": redact(r)} for i, r in refused.items()])
             conn.execute(_statement(_REFUSED_SQL[dialect]),
