@@ -88,11 +88,24 @@ def send_email_batch(batch_id: int, task=None) -> str:
     return done.outcome
 
 
-@rerun_safe  # forming batches locks its recipients; a re-run forms the rest
+@rerun_safe  # it only enqueues send_broadcast_batch jobs, up to the lookahead
 @huey.task(**_opts("emails", urgency=20))
 def send_broadcast(broadcast_id: int) -> int:
-    """Form broadcast `broadcast_id`'s next batches ([email] broadcast_lookahead ahead)."""
+    """Start sending broadcast `broadcast_id`: [email] broadcast_lookahead batch jobs."""
     return broadcasts.produce(runtime.engine(), runtime.settings(), broadcast_id)
+
+
+@rerun_safe  # the batch is claimed as it is formed; a re-run sends a handed-back one first
+@huey.task(context=True, **_opts("emails", urgency=10))
+def send_broadcast_batch(broadcast_id: int, task=None) -> str:
+    """Form broadcast `broadcast_id`'s next batch and send it; then ask for the next."""
+    engine, s = runtime.engine(), runtime.settings()
+    done: Delivered = broadcasts.deliver_next(engine, s, broadcast_id, **_sending(task))
+    if done.outcome == "sent":
+        send_broadcast_batch(broadcast_id)
+    else:  # nothing left to form here: this line of batches ends
+        broadcasts.settle(engine, broadcast_id)
+    return done.outcome
 
 
 def _lease() -> float:
@@ -105,12 +118,18 @@ on_operator_retry(send_email,
                   lambda conn, row_id, task=None: reopen_failed(conn, row_id, _lease()))
 on_operator_retry(send_email_batch,
                   lambda conn, batch_id, task=None: reopen_batch(conn, batch_id, _lease()))
+on_operator_retry(send_broadcast_batch,  # the broadcast's failed batches, then the rest
+                  lambda conn, broadcast_id, task=None: broadcasts.reopen_failed_batches(
+                      conn, broadcast_id, _lease()))
 # A send interrupted by a shutdown, or lost with its worker, hands its rows (and their batch)
 # back at once...
 on_job_lost(send_email,
             lambda conn, task_id, row_id, task=None: release_claim(conn, task_id, _lease()))
 on_job_lost(send_email_batch,
             lambda conn, task_id, batch_id, task=None: release_claim(conn, task_id, _lease()))
+on_job_lost(send_broadcast_batch,
+            lambda conn, task_id, broadcast_id, task=None: release_claim(conn, task_id,
+                                                                         _lease()))
 # ...and so does every email that a worker known dead (kill -9) or stopped was still sending.
 ledger.when_workers_lost(
     lambda worker_ids: release_claims_of(runtime.engine(), runtime.settings(), worker_ids))
@@ -251,5 +270,6 @@ def alert_failing_jobs() -> int | None:
 # --- the road from domain code onto this queue -----------------------------------------------
 
 dispatch.install(huey, send_email=send_email, send_email_batch=send_email_batch,
-                 send_broadcast=send_broadcast, send_text=send_text,
+                 send_broadcast=send_broadcast, send_broadcast_batch=send_broadcast_batch,
+                 send_text=send_text,
                  reconcile_inventory=reconcile_inventory, process_webhook=process_webhook)

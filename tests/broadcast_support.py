@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from sqlmodel import Session
 
-from kolaq_console.broadcasts.sending import produce
+from kolaq_console.broadcasts.sending import deliver_next, produce, settle
 from kolaq_console.dispatch import Call
 from kolaq_console.emails.delivery import deliver, deliver_batch
 from kolaq_console.models import Customer
@@ -26,7 +26,8 @@ def subscribers(n: int, prefix: str = "fan") -> list[str]:
 
 
 class Workers:
-    """Runs recorded jobs like tasks.py would (send_email, send_email_batch, send_broadcast),
+    """Runs recorded jobs like tasks.py would (send_email, send_email_batch, send_broadcast,
+    send_broadcast_batch),
     synchronously, so a test can count requests and inspect state between steps."""
 
     def __init__(self, engine, settings, transport, calls: list[Call]) -> None:
@@ -41,6 +42,13 @@ class Workers:
         self.ran.append((call.task, arg))
         if call.task == "send_broadcast":
             produce(self.engine, self.settings, arg)
+        elif call.task == "send_broadcast_batch":
+            done = deliver_next(self.engine, self.settings, arg, transport=self.transport,
+                                limiter=None)
+            if done.outcome == "sent":
+                self.calls.append(Call("send_broadcast_batch", (arg,)))
+            else:
+                settle(self.engine, arg)
         elif call.task == "send_email_batch":
             done = deliver_batch(self.engine, self.settings, arg, transport=self.transport,
                                  limiter=None)

@@ -10,15 +10,16 @@ from datetime import timedelta
 import pytest
 from broadcast_support import Workers, seed_customers, subscribers
 from email_support import KEY, seed_order, status_counts
+from huey.exceptions import RetryTask
 from sqlmodel import Session, select
 from stubs.resend_api import ResendStub
 
 from kolaq_console import consent, dispatch
-from kolaq_console.broadcasts import audience, lifecycle, progress
+from kolaq_console.broadcasts import audience, lifecycle, progress, sending
 from kolaq_console.broadcasts.copies import Copies
-from kolaq_console.emails import EmailRequest, compose
+from kolaq_console.emails import EmailRequest, compose, outbox
 from kolaq_console.emails.transports import ResendTransport
-from kolaq_console.errors import NotFound, UserError
+from kolaq_console.errors import NotFound, PermanentJobError, UserError
 from kolaq_console.models import Broadcast, BroadcastRecipient, EmailOutbox, utcnow
 
 BODY = "# Harmattan cocktails\n\nThree drinks for dry season. **Cheers!**"
@@ -112,16 +113,18 @@ def test_unsubscribed_and_suppressed_are_left_out_and_so_are_those_who_withdraw_
     b = submit(engine, settings).broadcast
     assert b.total == 297
 
-    workers.step()  # send_broadcast forms the first batches; none is sent yet
+    workers.step()  # send_broadcast starts the batch jobs
+    workers.step()  # the first batch is formed and sent
+    assert len(stub.deliveries) == 100
     with Session(engine) as s:
-        consent.unsubscribe(s, people[5], source="link")  # in a formed batch, not yet sent
-        consent.unsubscribe(s, people[299], source="link")  # not in a batch yet
+        consent.unsubscribe(s, people[150], source="link")  # not in a batch yet
+        consent.unsubscribe(s, people[299], source="link")
         s.commit()
     workers.run()
 
     sent_to = {d.to[0] for d in stub.deliveries}
     assert len(sent_to) == 295 == len(stub.deliveries)
-    assert not sent_to & {people[0], people[1], people[2], people[5], people[299],
+    assert not sent_to & {people[0], people[1], people[2], people[150], people[299],
                           "never@example.com"}
     assert figures(engine, b.id) == {"status": "done", "total": 297, "sent": 295, "failed": 0,
                                      "skipped": 2, "cancelled": 0, "remaining": 0}
@@ -147,21 +150,21 @@ def test_the_same_broadcast_submitted_twice_is_sent_once(engine, settings, stub,
         assert len(s.exec(select(BroadcastRecipient)).all()) == 40  # materialised once each
 
 
-def test_pause_withdraws_unsent_batches_resume_sends_the_rest_once(
+def test_pause_forms_no_more_batches_and_resume_sends_the_rest_once(
     engine, settings, stub, workers
 ):
     seed_customers(engine, subscribers(1000))
     b = submit(engine, settings).broadcast
-    workers.step()  # forms [email] broadcast_lookahead (8) batches
-    workers.step()  # sends the first
+    workers.step()  # starts [email] broadcast_lookahead (8) batch jobs
+    workers.step()  # the first forms and sends its batch
     with Session(engine) as s:
         lifecycle.pause(s, b.id, actor="ops")
-    workers.run()  # the other formed batches' jobs find nothing to send
+    workers.run()  # the other batch jobs form nothing
     assert len(stub.deliveries) == 100
     paused = figures(engine, b.id)
     assert paused["status"] == "paused" and paused["sent"] == 100 and paused["remaining"] == 900
     with Session(engine) as s:
-        assert status_counts(engine) == {"sent": 100}  # unsent copies were withdrawn
+        assert status_counts(engine) == {"sent": 100}  # no copy formed after the pause
         with pytest.raises(UserError, match="paused"):
             lifecycle.pause(s, b.id, actor="ops")
         lifecycle.resume(s, b.id, actor="ops")
@@ -250,3 +253,97 @@ def test_progress_reports_rate_and_eta_while_sending(engine, settings, stub, wor
     assert (p.sent, p.remaining, p.total) == (100, 200, 300)
     assert p.rate == pytest.approx(10.0, rel=0.2)  # 100 sent in the last ~10 s
     assert p.eta_seconds == pytest.approx(20.0, rel=0.2)
+
+
+def test_a_batch_formed_by_a_worker_that_died_is_handed_back_and_sent_once_under_its_key(
+    engine, settings, stub, workers
+):
+    people = subscribers(150)
+    seed_customers(engine, people)
+    b = submit(engine, settings).broadcast
+    # A worker forms its batch (stored already claimed by it), hands the request to the
+    # provider, and is killed before it records the answer.
+    claimed = sending.next_claimed(engine, settings, b.id, task_id="t-1",
+                                   worker_id="host:1:dead")
+    assert claimed is not None and len(claimed.members) == 100 and claimed.attempts == 1
+    with Session(engine) as s:
+        rows = s.exec(select(EmailOutbox).where(EmailOutbox.batch_id == claimed.batch_id)).all()
+    assert {(r.status, r.claimed_by, r.task_id, r.attempts) for r in rows} == {
+        ("sending", "host:1:dead", "t-1", 1)}
+    ResendTransport(KEY, stub.url, timeout=5).send_batch(claimed.messages(settings),
+                                                          claimed.idempotency_key)
+    assert len(stub.deliveries) == 100
+
+    handed_back = outbox.release_claims_of(engine, settings, ["host:1:dead"])
+    assert sorted(handed_back) == sorted(m.id for m in claimed.members)
+    workers.run()
+
+    assert Counter(d.to[0] for d in stub.deliveries) == Counter(people)  # each exactly once
+    again = [r for r in stub.requests if r.idempotency_key == claimed.idempotency_key]
+    assert [(r.emails, r.replayed) for r in again] == [(100, False), (100, True)]
+    assert figures(engine, b.id) == {"status": "done", "total": 150, "sent": 150, "failed": 0,
+                                     "skipped": 0, "cancelled": 0, "remaining": 0}
+
+
+def test_a_batch_released_after_a_429_is_sent_by_the_next_job_with_the_same_members_and_key(
+    engine, settings, stub, workers
+):
+    people = subscribers(150)
+    seed_customers(engine, people)
+    b = submit(engine, settings).broadcast
+    stub.inject(429, times=1, path="/emails/batch")
+    workers.step()  # send_broadcast starts the batch jobs
+    with pytest.raises(RetryTask):
+        workers.step()  # the first batch is formed, claimed and refused with a 429
+    workers.calls.append(dispatch.Call("send_broadcast_batch", (b.id,)))  # Huey's retry
+    workers.run()
+
+    first, *rest = stub.requests
+    assert first.status == 429
+    resent = [r for r in rest if r.idempotency_key == first.idempotency_key]
+    assert [(r.status, r.emails, r.replayed) for r in resent] == [(200, 100, False)]
+    first_hundred = [d.to[0] for d in stub.deliveries
+                     if d.idempotency_key == first.idempotency_key]
+    assert sorted(first_hundred) == people[:100]  # the same members
+    assert Counter(d.to[0] for d in stub.deliveries) == Counter(people)
+    assert figures(engine, b.id)["sent"] == 150
+
+
+def test_tending_restarts_a_broadcast_whose_jobs_were_lost_and_tops_up_to_the_lookahead(
+    engine, settings, stub, workers
+):
+    seed_customers(engine, subscribers(150))
+    b = submit(engine, settings).broadcast
+    workers.calls.clear()  # its send_broadcast job was lost with the queue
+    assert sending.tend(engine) == [b.id]  # nothing on its way: stalled
+    claimed = sending.next_claimed(engine, settings, b.id, task_id="t-1", worker_id="w-1")
+    assert claimed is not None
+    assert sending.tend(engine) == []  # a batch on its way: not stalled
+    started = sending.produce(engine, settings, b.id)
+    assert started == settings.email.broadcast_lookahead - 1  # one is on its way already
+    assert [c.task for c in workers.calls] == ["send_broadcast_batch"] * started
+
+
+def test_an_operators_retry_of_a_failed_batch_job_resends_the_same_members_under_the_same_key(
+    engine, settings, stub, workers
+):
+    people = subscribers(150)
+    seed_customers(engine, people)
+    b = submit(engine, settings).broadcast
+    stub.inject(422, times=1, path="/emails/batch")
+    workers.step()  # send_broadcast starts the batch jobs
+    with pytest.raises(PermanentJobError):
+        workers.step()  # the first batch is refused whole: its members fail with it
+    workers.calls.clear()  # the failed job waits in the ledger for the operator
+    assert status_counts(engine) == {"failed": 100}
+    refused = stub.requests[0]
+
+    with engine.begin() as conn:  # what the operator's retry runs before the job again
+        assert sending.reopen_failed_batches(conn, b.id, settings.email.lease_seconds)
+    workers.calls.append(dispatch.Call("send_broadcast_batch", (b.id,)))
+    workers.run()
+
+    resent = [r for r in stub.requests[1:] if r.idempotency_key == refused.idempotency_key]
+    assert [(r.status, r.emails) for r in resent] == [(200, 100)]
+    assert Counter(d.to[0] for d in stub.deliveries) == Counter(people)
+    assert figures(engine, b.id)["sent"] == 150

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from itsdangerous import URLSafeSerializer
 from sqlmodel import Session, select
 
 from kolaq_console import consent
@@ -18,6 +19,26 @@ def test_token_names_its_address_and_a_forged_or_foreign_one_is_refused(make_set
         consent.read_token(theirs, token)
     with pytest.raises(consent.InvalidToken):
         consent.read_token(ours, token[:-2] + ("AA" if token[-2:] != "AA" else "BB"))
+
+
+def test_tokens_already_sent_out_by_the_serializer_still_verify_and_new_ones_are_the_same(
+    make_settings,
+):
+    """Links sent before tokens were made with the bare Signer keep working: the old
+    URLSafeSerializer form (zlib-compressed for a long, repetitive address) verifies, and for
+    an ordinary address the new token is byte for byte the old one."""
+    s = make_settings(KOLAQ_SIGNING_KEY="ours-test-only")
+    old = URLSafeSerializer("ours-test-only", salt=consent.SALT)
+    ordinary, repetitive = "ada@example.com", "news" * 20 + "@example.com"
+    compressed = old.dumps(repetitive)
+    assert compressed.startswith(".")  # the serializer's compressed form
+    assert consent.read_token(s, compressed) == repetitive
+    assert consent.read_token(s, old.dumps(ordinary)) == ordinary
+    assert consent.make_token(s, ordinary) == old.dumps(ordinary)
+    assert consent.read_token(s, consent.make_token(s, repetitive)) == repetitive
+    foreign = URLSafeSerializer("someone-else-test-only", salt=consent.SALT)
+    with pytest.raises(consent.InvalidToken):
+        consent.read_token(s, foreign.dumps(repetitive))
 
 
 def test_list_unsubscribe_headers_are_one_click_with_https_and_mailto(make_settings):

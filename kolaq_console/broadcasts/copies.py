@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from kolaq_console import consent
@@ -44,6 +45,8 @@ class Copies:
         self.broadcast_id = broadcast_id
         self.sender = validate_sender(settings.email.from_address)
         self.rendering = rendering
+        self._token = consent.token_maker(settings)
+        self._reply_to = settings.email.support_email
 
     @classmethod
     def render(cls, settings: Settings, broadcast_id: int, subject: str, body: str) -> Copies:
@@ -54,45 +57,50 @@ class Copies:
         return cls(settings, broadcast_id, Rendering(r.subject, r.html, r.text, SLOT))
 
     @classmethod
-    def stored(cls, session: Session, settings: Settings, broadcast_id: int, subject: str,
-               body: str) -> Copies:
+    def stored(cls, conn: Connection | Session, settings: Settings, broadcast_id: int,
+               subject: str, body: str) -> Copies:
         """The broadcast's stored rendering; rendered and stored (in the caller's
         transaction) on its first use. Once stored it never changes: every copy, retry and
         "send again" is put together from the same one."""
-        found = renderings(session, [broadcast_id]).get(broadcast_id)
+        found = renderings(conn, [broadcast_id]).get(broadcast_id)
         if found is None:
             made = cls.render(settings, broadcast_id, subject, body)
             r = made.rendering
-            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-            session.execute(
+            bind = conn.connection() if isinstance(conn, Session) else conn
+            dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
+            bind.execute(
                 dialect.insert(_TABLE).values(
                     broadcast_id=broadcast_id, subject=r.subject, html=r.html, text=r.text,
                     slot=r.slot, created_at=utcnow(),
                 ).on_conflict_do_nothing(index_elements=["broadcast_id"])
             )
-            found = renderings(session, [broadcast_id])[broadcast_id]
+            found = renderings(conn, [broadcast_id])[broadcast_id]
         return cls(settings, broadcast_id, found)
 
     def _headers(self, address: str, token: str) -> dict[str, str]:
-        return {FROM_HEADER: self.sender, REPLY_TO_HEADER: self.settings.email.support_email,
+        return {FROM_HEADER: self.sender, REPLY_TO_HEADER: self._reply_to,
                 **consent.list_unsubscribe_headers(self.settings, address, token)}
 
     def copy(self, address: str) -> Copy:
         """The whole copy for `address`, as it is sent."""
-        token = consent.make_token(self.settings, address)
+        token = self._token(address)
         html, text = self.rendering.body(token)
         return Copy(to=address, subject=self.rendering.subject, html=html, text=text,
                     headers=self._headers(address, token),
                     idempotency_key=copy_key(self.broadcast_id, address))
 
+    def part(self, address: str) -> tuple[str, dict[str, str], str]:
+        """`address`'s part of its copy's row: (token, headers, idempotency key)."""
+        token = self._token(address)
+        return token, self._headers(address, token), copy_key(self.broadcast_id, address)
+
     def row_values(self, address: str) -> dict[str, Any]:
-        """The outbox row of `address`'s copy: its recipient's part only, no body."""
-        token = consent.make_token(self.settings, address)
+        """The outbox row of `address`'s copy: its recipient's part only, no body (what
+        broadcasts.sending stores for it, in one statement per batch)."""
+        token, headers, key = self.part(address)
         return {"kind": "broadcast", "to_address": address, "subject": self.rendering.subject,
-                "html": "", "text": "", "unsubscribe_token": token,
-                "headers": self._headers(address, token),
-                "idempotency_key": copy_key(self.broadcast_id, address),
-                "broadcast_id": self.broadcast_id}
+                "html": "", "text": "", "unsubscribe_token": token, "headers": headers,
+                "idempotency_key": key, "broadcast_id": self.broadcast_id}
 
 
 

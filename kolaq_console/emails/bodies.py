@@ -10,10 +10,11 @@ byte the same body. Rows stored before that keep their own bodies and are sent a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -39,15 +40,18 @@ def assembled(broadcast_id: int | None, token: str | None) -> bool:
     return broadcast_id is not None and token is not None
 
 
+@functools.lru_cache(maxsize=1)
+def _renderings_statement():
+    return (select(_R.c.broadcast_id, _R.c.subject, _R.c.html, _R.c.text, _R.c.slot)
+            .where(_R.c.broadcast_id.in_(bindparam("ids", expanding=True))))
+
+
 def renderings(conn: Connection | Session, broadcast_ids: Iterable[int]) -> dict[int, Rendering]:
     """The stored renderings of these broadcasts (those that have one)."""
     ids = sorted(set(broadcast_ids))
     if not ids:
         return {}
-    rows = conn.execute(
-        select(_R.c.broadcast_id, _R.c.subject, _R.c.html, _R.c.text, _R.c.slot)
-        .where(_R.c.broadcast_id.in_(ids))
-    ).all()
+    rows = conn.execute(_renderings_statement(), {"ids": ids}).all()
     return {r.broadcast_id: Rendering(r.subject, r.html, r.text, r.slot) for r in rows}
 
 

@@ -82,7 +82,8 @@ def deliver(
         log.info("email #%s: not claimable (sent, failed, not due, or being sent); skipped",
                  row_id)
         return SKIPPED
-    return _send(engine, settings, claimed, transport, limiter, retries_left, retry_delay)
+    return send_claimed(engine, settings, claimed, transport=transport, limiter=limiter,
+                        retries_left=retries_left, retry_delay=retry_delay)
 
 
 def deliver_batch(
@@ -104,7 +105,8 @@ def deliver_batch(
         log.info("batch #%s: not claimable (sent, failed, not due, or being sent); skipped",
                  batch_id)
         return SKIPPED
-    return _send(engine, settings, claimed, transport, limiter, retries_left, retry_delay)
+    return send_claimed(engine, settings, claimed, transport=transport, limiter=limiter,
+                        retries_left=retries_left, retry_delay=retry_delay)
 
 
 def _name(claimed: Claimed) -> str:
@@ -129,15 +131,17 @@ def _wait_for_slot(engine: Engine, settings: Settings, claimed: Claimed,
         time.sleep(grant.wait)
 
 
-def _send(
+def send_claimed(
     engine: Engine,
     settings: Settings,
     claimed: Claimed,
+    *,
     transport: Transport,
     limiter: RateLimiter | None,
-    retries_left: int,
-    retry_delay: float,
+    retries_left: int = 0,
+    retry_delay: float = 0.0,
 ) -> Delivered:
+    """Send a batch this worker has claimed (see the module doc for the outcomes)."""
     lease = settings.email.lease_seconds
     name = _name(claimed)
     started = time.monotonic()

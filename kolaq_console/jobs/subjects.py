@@ -57,7 +57,8 @@ def _first_int(args: Sequence[Any]) -> int | None:
 
 # The record kind a task's first integer argument is the id of.
 _KIND_OF_TASK = {"send_email": "email", "send_text": "text", "process_webhook": "webhook",
-                 "send_email_batch": "batch", "send_broadcast": "broadcast"}
+                 "send_email_batch": "batch", "send_broadcast": "broadcast",
+                 "send_broadcast_batch": "broadcast"}
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,8 @@ def subjects_of_ids(session: Session, ids: Sequence[int]) -> dict[int, Subject]:
 
 def resends_email(task_name: str) -> bool:
     """Retrying a job of this task sends an email (so the console asks first)."""
-    return task_name.rsplit(".", 1)[-1] in ("send_email", "send_email_batch", "send_broadcast")
+    return task_name.rsplit(".", 1)[-1] in ("send_email", "send_email_batch", "send_broadcast",
+                                                 "send_broadcast_batch")
 
 
 def open_jobs_for_email(session: Session, email_id: int) -> list[int]:
