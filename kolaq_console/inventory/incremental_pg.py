@@ -135,11 +135,15 @@ def postgres_start(engine: Engine, lease: Lease,
 # The new events summed per product (a range of the primary key), the products whose cache
 # covers the checkpoint (mark <= it: nearly all) moved by that sum, RETURNING the new stock and
 # the sum (old = new - sum); then, flagged by a NULL sku, the touched products the UPDATE left
-# alone (a zero sum, or a mark past the checkpoint: see `_pg_lock_marked`). One statement: the
-# ids never travel to the client and back. `id = ANY(ARRAY(...))` makes the UPDATE read products
-# by primary key (a join with the aggregate alone is planned as a scan of every product). The
-# UPDATE locks each row as it goes; a row a one-product run moved past the checkpoint before we
-# got it is re-checked by PostgreSQL and skipped, and comes back flagged.
+# alone that may still need folding (see `_pg_lock_marked`): a row with a sum that a one-product
+# run moved past the checkpoint before we got it (the UPDATE locks each row as it goes, and
+# PostgreSQL re-checks the WHERE of a row that changed meanwhile and skips it), and a row whose
+# events sum to zero but whose mark, read under its row lock (FOR NO KEY UPDATE returns the row
+# as the lock holder left it), is past the checkpoint: a one-product run may have folded part of
+# those events. One statement: the ids never travel to the client and back, and the common run
+# (nothing flagged) needs no further statement. `id = ANY(ARRAY(...))` makes the UPDATE read
+# products by primary key (a join with the aggregate alone is planned as a scan of every
+# product). And, with a NULL id, the number of products touched.
 _PG_FOLD = """
 WITH agg AS MATERIALIZED (
     SELECT product_id, sum(delta) AS delta, count(*) AS n FROM inventory_events
@@ -148,17 +152,24 @@ WITH agg AS MATERIALIZED (
     UPDATE products SET stock = products.stock + agg.delta,
         last_reconciled_at = %(now)s, updated_at = %(now)s
     FROM agg
-    WHERE products.id = ANY(ARRAY(SELECT product_id FROM agg))
+    WHERE products.id = ANY(ARRAY(SELECT product_id FROM agg WHERE delta != 0))
         AND products.id = agg.product_id AND agg.delta != 0
         AND products.stock_event_id <= %(cp)s
     RETURNING products.id, products.sku, products.stock, agg.delta, agg.n
+), zero AS (
+    SELECT id, stock_event_id FROM products
+    WHERE id = ANY(ARRAY(SELECT product_id FROM agg WHERE delta = 0))
+    ORDER BY id FOR NO KEY UPDATE
 )
 SELECT id, sku, stock, delta, n FROM moved
 UNION ALL
 SELECT product_id, NULL, NULL, NULL, NULL FROM agg
-WHERE product_id NOT IN (SELECT id FROM moved)
+WHERE delta != 0 AND product_id NOT IN (SELECT id FROM moved)
+UNION ALL
+SELECT id, NULL, NULL, NULL, NULL FROM zero WHERE stock_event_id > %(cp)s
+UNION ALL
+SELECT NULL, NULL, count(*), NULL, NULL FROM agg
 """
-
 
 @cache
 def _fold_sql() -> str:
@@ -225,9 +236,9 @@ def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int
             lease.held = False
             raise LeaseLost(f"lease {lease.name!r} expired and was taken by another run")
         found = results[3][1]
-        result.checked = len(found)
+        result.checked = next(row[2] for row in found if row[0] is None)
         rows = [row for row in found if row[1] is not None]
-        left = sorted(row[0] for row in found if row[1] is None)
+        left = sorted(row[0] for row in found if row[1] is None and row[0] is not None)
         if left:
             marked = conn.execute(_pg_lock_marked(), {**params, "ids": left}).scalars().all()
             if marked:
