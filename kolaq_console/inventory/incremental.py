@@ -11,6 +11,9 @@ PostgreSQL's incremental run is in incremental_pg.py (two transactions, three ro
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from collections.abc import Callable
 from functools import cache
 from operator import itemgetter
 from typing import Any
@@ -24,15 +27,17 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from kolaq_console.inventory.lease import Lease
-from kolaq_console.inventory.runs import Change, ReconcileResult, finish_run
-from kolaq_console.inventory.stock import (
-    checkpoint_of,
-    high_water_mark,
-    read_state,
+from kolaq_console.inventory.lease import Lease, LeaseLost, acquire_stmt, give_back_stmt
+from kolaq_console.inventory.runs import (
+    ACTION_RUN,
+    Change,
+    ReconcileResult,
+    close_run,
+    save_state_stmt,
 )
+from kolaq_console.inventory.stock import CHECKPOINT_KEY, checkpoint_of
 from kolaq_console.models import InventoryEvent, Product, utcnow
-from kolaq_console.sqlutil import rarely, write_session
+from kolaq_console.sqlutil import rarely
 
 _E = InventoryEvent.__table__  # type: ignore[attr-defined]
 _P = Product.__table__  # type: ignore[attr-defined]
@@ -88,40 +93,89 @@ def _sqlite_fold() -> tuple[str, dict[str, Any]]:
 # the timestamp's bind processors for every row (about as long as the rest of the run).
 _SET_STOCK_SQLITE = ("UPDATE products SET stock = ?, last_reconciled_at = ?, updated_at = ? "
                      "WHERE id = ?")
+_STATE_SQLITE = f"SELECT value FROM system_state WHERE key = '{CHECKPOINT_KEY}'"
+_HIGH_WATER_SQLITE = "SELECT coalesce(max(id), 0) FROM inventory_events"
+_SUMMARY_SQLITE = ("INSERT INTO activity_log (actor, action, entity, entity_id, details, "
+                   "created_at) VALUES (:actor, :action, 'inventory', NULL, :details, :now)")
+
+
+@cache
+def _sqlite_form(stmt: Any) -> tuple[str, dict[str, Any], dict[str, Callable[[Any], Any]]]:
+    """A Core statement as SQLite text with named parameters, the values of its literals and
+    the bind processors of its parameters (JSON, timestamps, JSON paths)."""
+    from sqlalchemy.dialects.sqlite import dialect
+
+    d = dialect(paramstyle="named")
+    compiled = stmt.compile(dialect=d)
+    processors = {}
+    for name, bind in compiled.binds.items():
+        process = bind.type.dialect_impl(d).bind_processor(d)
+        if process is not None:
+            processors[name] = process
+    return str(compiled), dict(compiled.params), processors
+
+
+def _run_sqlite(cursor: Any, stmt: Any, params: dict[str, Any]) -> Any:
+    """Run a Core statement on the driver's cursor, its parameters bound as SQLAlchemy
+    would (without SQLAlchemy's per-execution work: a fifth of a run's CPU)."""
+    sql, literals, processors = _sqlite_form(stmt)
+    values = {**literals, **params}
+    for name, process in processors.items():
+        if values.get(name) is not None:
+            values[name] = process(values[name])
+    return cursor.execute(sql, values)
 
 
 def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float,
                max_stock: int | None = None) -> ReconcileResult | None:
-    """The whole incremental run in one transaction; None (and nothing done) before the first
-    bulk run, which must be a full one."""
-    try:
-        with write_session(engine, derived=True) as session:
-            if not lease.acquire(session):
+    """The whole incremental run in one transaction, on the driver's connection; None (and
+    nothing done) before the first bulk run, which must be a full one."""
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        cursor = raw.cursor()
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            if not _run_sqlite(cursor, acquire_stmt("sqlite"), lease.acquire_params()).fetchall():
+                raw.rollback()
                 raise lease.busy()
-            previous = read_state(session)
-            if previous is None:
-                lease.give_back(session)
+            [(stored,)] = cursor.execute(_STATE_SQLITE).fetchall() or [(None,)]
+            if stored is None:
+                raw.rollback()  # the lease is free again: nothing was written
                 return None
-            conn = session.connection()
+            previous = json.loads(stored)
             checkpoint = checkpoint_of(previous)
-            high_water = max(high_water_mark(session), checkpoint)
+            high_water = max(cursor.execute(_HIGH_WATER_SQLITE).fetchone()[0], checkpoint)
             sql, literals = _sqlite_fold()
-            rows = driver_rows(conn, sql, {**literals, "cp": checkpoint, "hw": high_water})
+            rows = cursor.execute(sql, {**literals, "cp": checkpoint,
+                                        "hw": high_water}).fetchall()
             now = utcnow()
+            when = _P.c.updated_at.type.dialect_impl(conn.dialect).bind_processor(
+                conn.dialect)(now)  # the stored text form, made once
             applied = [Change(pid, sku, stock, stock + delta, n)
                        for pid, sku, stock, delta, n in rows if delta]
             if applied:
-                when = _P.c.updated_at.type.dialect_impl(conn.dialect).bind_processor(
-                    conn.dialect)(now)  # the stored text form, made once
-                conn.exec_driver_sql(_SET_STOCK_SQLITE,
-                                     [(c.new, when, when, c.product_id) for c in applied])
-            lease.give_back(session)
+                cursor.executemany(_SET_STOCK_SQLITE,
+                                   [(c.new, when, when, c.product_id) for c in applied])
+            if _run_sqlite(cursor, give_back_stmt(), lease.give_back_params()).rowcount != 1:
+                raise LeaseLost(f"lease {lease.name!r} expired and was taken by another run")
             result = ReconcileResult(mode="incremental", checked=len(rows))
-            finish_run(conn, result, applied, checkpoint, high_water, previous, actor, started,
-                       now, max_stock)
-        return result
-    finally:
-        lease.held = False  # given back in the commit, or never taken (rolled back)
+            state = close_run(result, applied, checkpoint, high_water, previous, started, now,
+                              max_stock)
+            _run_sqlite(cursor, save_state_stmt("sqlite"),
+                        {"b_key": CHECKPOINT_KEY, "b_value": state, "b_now": now})
+            cursor.execute(_SUMMARY_SQLITE, {"actor": actor, "action": ACTION_RUN, "now": when,
+                                             "details": json.dumps(result.log_details())})
+            raw.commit()
+            return result
+        except sqlite3.Error as exc:
+            raw.rollback()
+            raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            cursor.close()
+            lease.held = False  # given back in the commit, or never taken (rolled back)
 
 
 def driver_rows(conn: Connection, sql: str, params: dict[str, Any] | None,

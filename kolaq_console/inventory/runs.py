@@ -108,7 +108,7 @@ def correction_rows(changes: Iterable[Change], actor: str, mode: str, trigger: s
 
 
 @cache
-def _save_state_stmt(dialect: str) -> Insert:
+def save_state_stmt(dialect: str) -> Insert:
     """INSERT ... ON CONFLICT (key) DO UPDATE, built once per dialect (Core: every run saves
     its checkpoint, and the ORM's bookkeeping would cost more than the statement)."""
     table = SystemState.__table__  # type: ignore[attr-defined]
@@ -153,7 +153,7 @@ def finish_run(conn: Connection, result: ReconcileResult, applied: list[Change],
     PostgreSQL's incremental run writes the same two rows itself (incremental_pg.py)."""
     value = close_run(result, applied, checkpoint, high_water, previous, started, now,
                       max_stock)
-    conn.execute(_save_state_stmt(conn.dialect.name),
+    conn.execute(save_state_stmt(conn.dialect.name),
                  {"b_key": CHECKPOINT_KEY, "b_value": value, "b_now": now})
     conn.execute(_INSERT_ACTIVITY, {
         "actor": actor, "action": ACTION_RUN, "entity": "inventory", "entity_id": None,
