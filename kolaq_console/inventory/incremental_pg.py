@@ -44,6 +44,7 @@ from kolaq_console.models import InventoryEvent, Product, utcnow
 _E = InventoryEvent.__table__  # type: ignore[attr-defined]
 _P = Product.__table__  # type: ignore[attr-defined]
 _first = itemgetter(0)
+_LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out
 
 
 def _naive(when: datetime) -> datetime:
@@ -68,10 +69,14 @@ def _autocommit(engine: Engine) -> Iterator[Connection]:
         try:
             yield conn
         finally:
+            from psycopg import Error
             from psycopg.pq import TransactionStatus
 
             if raw.pgconn.transaction_status != TransactionStatus.IDLE:
-                raw.rollback()
+                try:
+                    raw.rollback()
+                except Error:
+                    conn.invalidate()  # broken: the pool drops it (the first error propagates)
 
 
 def _send(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[int, list[tuple]]]:
@@ -99,8 +104,8 @@ def _start_sql(lock_timeout: float) -> str:
     # stock.high_water_mark says why the SHARE lock makes the mark safe. The state is read by a
     # statement after the lease's: a statement's snapshot is taken when it starts, and the
     # lease may have been granted only once the previous holder's final transaction (which
-    # moved the checkpoint) committed. A lease held by another run leaves the transaction
-    # with nothing written (the SHARE lock was held for the instant of the SELECT).
+    # moved the checkpoint) committed. A lease held by another run leaves nothing written (the
+    # SHARE lock is still taken, waiting for event inserts in flight, until the COMMIT).
     return ("BEGIN; SET LOCAL synchronous_commit = off; "
             f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'; "
             f"{_compiled(acquire_stmt('postgresql'))[0]}; "
@@ -120,6 +125,8 @@ def postgres_start(engine: Engine, lease: Lease,
         try:
             results = _send(conn, _start_sql(lock_timeout), params)
         except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
             raise EventsBusy(
                 "inventory events are being written by a transaction that has stayed open "
                 f"more than {lock_timeout:g} s; reconciliation will retry"
