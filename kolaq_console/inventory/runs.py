@@ -150,7 +150,8 @@ def finish_run(conn: Connection, result: ReconcileResult, applied: list[Change],
                started: float, now: datetime, max_stock: int | None = None) -> None:
     """Checkpoint := H (unless a product was refused) and the run's summary entry, in the
     run's final transaction (whose first statement gave the lease back: `Lease.give_back`).
-    PostgreSQL's incremental run writes the same two rows itself (incremental_pg.py)."""
+    The incremental runs write the same two rows on the driver's connection (incremental.py,
+    incremental_pg.py)."""
     value = close_run(result, applied, checkpoint, high_water, previous, started, now,
                       max_stock)
     conn.execute(save_state_stmt(conn.dialect.name),
