@@ -16,8 +16,10 @@ Measures, with medians of several runs:
   the run holds one row per product, never one per event).
 
 PostgreSQL: a scratch database is created on KOLAQ_BENCH_PG_URL (default the local server's
-`test` database) and dropped at the end. It is VACUUM ANALYZEd after loading, as autovacuum
-would do, so that aggregates can use index-only scans of ix_inventory_events_product_delta.
+`test` database) and dropped at the end. The share of the incremental runs' product updates that
+were HOT (pg_stat_user_tables) is printed beside them. It is VACUUM ANALYZEd after loading, as
+autovacuum would do, so that aggregates can use index-only scans of
+ix_inventory_events_product_delta.
 
 The bare aggregate is the anchor of the full run's ratio, in its best configuration: on
 PostgreSQL it is timed both as the planner chooses (a parallel seq scan) and with parallel
@@ -164,6 +166,18 @@ def bare_fold(engine: Engine) -> None:
             "AS agg WHERE products.id = agg.product_id"), {"cp": newest - 1000})
 
 
+def hot_updates(engine: Engine) -> tuple[int, int]:
+    """PostgreSQL: (updates, HOT updates) of products so far. The pool's connections are closed
+    first: a backend reports its counts when it exits (or up to 10 s after it goes idle)."""
+    if engine.dialect.name != "postgresql":
+        return 0, 0
+    engine.dispose()
+    with engine.connect() as conn:
+        return tuple(conn.exec_driver_sql(  # type: ignore[return-value]
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+            "WHERE relname = 'products'").one())
+
+
 def peak_memory(fn: Callable[[], object]) -> int:
     tracemalloc.start()
     tracemalloc.reset_peak()
@@ -215,9 +229,12 @@ def bench(url: str, products: int, events: int, runs: int) -> dict[str, float]:
     def incremental() -> None:
         touched.append(reconcile(engine).checked)
 
+    hot_before = hot_updates(engine)
     inc_s = median_time(incremental, runs,
                         before=lambda: load_events(engine, 1000, products, rng), engine=engine,
                         name="inc")
+    hot = [after - before for after, before in zip(hot_updates(engine), hot_before,
+                                                   strict=True)]
     few_s = median_time(lambda: reconcile(engine), runs,
                         before=lambda: load_events(engine, 1000, 10, rng,
                                                    rng.randint(1, products - 10)),
@@ -231,7 +248,7 @@ def bench(url: str, products: int, events: int, runs: int) -> dict[str, float]:
     engine.dispose()
     return {"touched": statistics.median(touched), "load_s": load_s, "bare_s": bare_s,
             "bare_planner_s": bare_planner_s, "bare_serial_s": bare_serial_s,
-            "cpu": dict(CPU),
+            "cpu": dict(CPU), "hot": hot,
             "full_s": full_s, "inc_s": inc_s, "fold_s": fold_s,
             "few_s": few_s, "none_s": none_s, "inc_quarter_s": inc_quarter_s,
             "mem_quarter": mem_quarter, "mem_all": mem_all,
@@ -256,6 +273,9 @@ def report(name: str, r: dict) -> None:
           f"(CPU {100 * cpu['inc'] / max(cpu['full'], 1e-9):.1f}%)   (target <= {target})")
     print(f"    (they touch {r['touched']:,.0f} products: that many stock updates, one summary "
           "entry)")
+    if r["hot"][0]:
+        print(f"    HOT updates of products in those runs: {r['hot'][1]:,} of {r['hot'][0]:,} "
+              f"({100 * r['hot'][1] / r['hot'][0]:.0f}%: no index entries written)")
     print(f"    same at {r['quarter']:,} events    {r['inc_quarter_s'] * 1000:9.1f} ms (median)   "
           f"ratio {r['inc_s'] / r['inc_quarter_s']:.2f}x at 4x the events   (O(new events): ~1x)")
     print(f"  incremental, 1,000 new on 10 {r['few_s'] * 1000:9.1f} ms / "

@@ -130,3 +130,53 @@ def test_incremental_runs_started_together_fold_each_event_once(engine):
     # the runs' event ranges (checkpoint_from, checkpoint_to] follow each other: none overlap
     spans = [s for s in sorted(spans) if s[0] != s[1]]
     assert all(a[1] == b[0] for a, b in itertools.pairwise(spans)), spans
+
+
+def test_new_events_summing_to_zero_after_a_one_product_run_folded_part_of_them(engine):
+    """A product's new events sum to zero, but a one-product run already folded the first of
+    them (its mark is past the checkpoint): the incremental run still folds the rest."""
+    from kolaq_console.inventory.reconcile import reconcile_product
+
+    a, b = add_products(engine, 2, prefix="ZERO")
+    add_events(engine, [(a, 4), (b, 1)])
+    reconcile(engine)
+    add_events(engine, [(a, 5)])
+    reconcile_product(engine, "ZERO-000")  # folds the +5: stock 9, mark past the checkpoint
+    add_events(engine, [(a, -5), (b, 2)])  # a: +5 -5 since the checkpoint
+    inc = reconcile(engine)
+    assert stocks(engine) == truth(engine) == {a: 4, b: 3}
+    assert inc.checked == 2
+    assert {c.sku: (c.old, c.new) for c in inc.changes} == {"ZERO-000": (9, 4),
+                                                             "ZERO-001": (1, 3)}
+
+
+def test_the_first_transaction_gives_up_on_an_event_insert_left_open_and_keeps_no_lease(
+    postgres_url,
+):
+    """PostgreSQL: the incremental run's first message (lease, SHARE lock, high-water mark)
+    raises EventsBusy past its lock timeout, and the lease it had taken is rolled back with
+    it, so the next run is not refused."""
+    import pytest
+
+    from kolaq_console.db import make_engine
+    from kolaq_console.inventory.incremental_pg import postgres_start
+    from kolaq_console.inventory.lease import Lease
+    from kolaq_console.inventory.reconcile import LEASE_NAME
+    from kolaq_console.inventory.stock import EventsBusy
+    from kolaq_console.schema import upgrade
+
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    (a,) = add_products(engine, 1)
+    reconcile(engine)
+    with engine.connect() as writer:
+        writer.begin()
+        writer.execute(text("INSERT INTO inventory_events (product_id, delta, kind, actor, "
+                            "created_at) VALUES (:a, 1, 'sale', 'test', now())"), {"a": a})
+        lease = Lease(engine, LEASE_NAME, ttl=60)
+        with pytest.raises(EventsBusy):
+            postgres_start(engine, lease, lock_timeout=0.2)
+        assert not lease.held and lease.holder() is None
+        writer.commit()
+    assert reconcile(engine).changed == 1 and stocks(engine) == {a: 1}
+    engine.dispose()

@@ -76,6 +76,11 @@ _SET_IF_OURS: Update = (
 )
 
 
+def give_back_stmt() -> Update:
+    """Set the lease's value if we still hold it (rowcount 0: we lost it)."""
+    return _SET_IF_OURS
+
+
 class Lease:
     def __init__(self, engine: Engine, name: str, ttl: float, owner: str | None = None) -> None:
         self.engine = engine
@@ -101,14 +106,20 @@ class Lease:
 
     def acquire_params(self) -> dict[str, Any]:
         """The parameters of `acquire_stmt` (for callers that run it inside a statement of
-        their own: incremental.postgres_start)."""
+        their own: incremental_pg.postgres_start)."""
         return {"b_key": self.key, "b_value": self._value(), "b_now": utcnow(),
                 "b_now_ts": time.time(), "b_owner": self.owner}
 
     def _set_if_ours(self, session: Session, value: dict[str, Any]) -> int:
-        return session.connection().execute(_SET_IF_OURS, {
-            "b_key": self.key, "b_owner": self.owner, "b_value": value, "b_now": utcnow(),
-        }).rowcount
+        return session.connection().execute(_SET_IF_OURS, self._set_params(value)).rowcount
+
+    def _set_params(self, value: dict[str, Any]) -> dict[str, Any]:
+        return {"b_key": self.key, "b_owner": self.owner, "b_value": value, "b_now": utcnow()}
+
+    def give_back_params(self) -> dict[str, Any]:
+        """The parameters of `give_back_stmt()` (for callers that run it in a round trip of
+        their own: incremental_pg.postgres_fold), as SQLAlchemy would bind them."""
+        return self._set_params({"owner": None, "expires_at": 0})
 
     def renew(self, session: Session | None = None) -> None:
         """Extend the lease; raise LeaseLost if it is no longer ours. Given a session, the

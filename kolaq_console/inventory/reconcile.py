@@ -24,16 +24,16 @@ folded_events, unexplained). Only the full and one-product runs can see such dri
 incremental run reads new events only. A one-product run writes its summary when asked to
 (`reconcile --sku`), not when an adjustment calls it (the adjustment logs itself).
 
-Bulk runs hold a lease (two never overlap). The incremental run is in incremental.py: one
-transaction on SQLite, two on PostgreSQL. The full run takes the lease, the checkpoint and H in
-a first short transaction, aggregates without locks, and writes everything in one last
-transaction that first gives the lease back (so a run whose lease lapsed and was taken over
-cannot commit: fencing), locks the product rows it changes, writes their stock, the correction
-entries, the checkpoint and the summary entry. Each row it changes is re-checked under the
-lock: a one-product run may have moved it meanwhile, and then that product is recomputed under
-the lock. A crash before the last commit changes nothing (the lease expires after its TTL);
-events inserted during a run are above H (left for the next run) or at or below it (counted
-exactly once).
+Bulk runs hold a lease (two never overlap). The incremental run is in incremental.py (SQLite:
+one transaction) and incremental_pg.py (PostgreSQL: two). The full run takes the lease, the
+checkpoint and H in a first short transaction, aggregates without locks, and writes everything
+in one last transaction that first gives the lease back (so a run whose lease lapsed and was
+taken over cannot commit: fencing), locks the product rows it changes, writes their stock, the
+correction entries, the checkpoint and the summary entry. Each row it changes is re-checked
+under the lock: a one-product run may have moved it meanwhile, and then that product is
+recomputed under the lock. A crash before the last commit changes nothing (the lease expires
+after its TTL); events inserted during a run are above H (left for the next run) or at or below
+it (counted exactly once).
 
 A bad product never fails the run for the others. If the set-based statements hit a data error
 (an overflowing sum, say), the run starts over product by product, each in a savepoint
@@ -57,7 +57,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 
 from kolaq_console.errors import NotFound
-from kolaq_console.inventory import incremental
+from kolaq_console.inventory import incremental, incremental_pg
 from kolaq_console.inventory.fold import (
     Unreconcilable,
     fold_locked,
@@ -294,7 +294,7 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
             if done is not None:
                 return done
     if not full and not one_by_one and engine.dialect.name == "postgresql":
-        previous, high_water = incremental.postgres_start(engine, lease)  # two round trips
+        previous, high_water = incremental_pg.postgres_start(engine, lease)  # one round trip
     else:
         with write_session(engine, derived=True) as session:
             if not lease.acquire(session):
@@ -309,8 +309,9 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
         if not one_by_one:
             try:
                 if mode == "incremental":
-                    result = incremental.postgres_fold(engine, lease, checkpoint, high_water,
-                                                       previous, actor, started, max_stock)
+                    result = incremental_pg.postgres_fold(engine, lease, checkpoint, high_water,
+                                                          previous, actor, started,
+                                                          max_stock)
                 else:
                     report("computing stock", 0, 0)
                     result = ReconcileResult(mode="full")

@@ -108,7 +108,7 @@ def correction_rows(changes: Iterable[Change], actor: str, mode: str, trigger: s
 
 
 @cache
-def _save_state_stmt(dialect: str) -> Insert:
+def save_state_stmt(dialect: str) -> Insert:
     """INSERT ... ON CONFLICT (key) DO UPDATE, built once per dialect (Core: every run saves
     its checkpoint, and the ORM's bookkeeping would cost more than the statement)."""
     table = SystemState.__table__  # type: ignore[attr-defined]
@@ -123,11 +123,11 @@ def _save_state_stmt(dialect: str) -> Insert:
 _INSERT_ACTIVITY = insert(ActivityLog.__table__)  # type: ignore[attr-defined]
 
 
-def finish_run(conn: Connection, result: ReconcileResult, applied: list[Change],
-               checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
-               started: float, now: datetime, max_stock: int | None = None) -> None:
-    """Checkpoint := H (unless a product was refused) and the run's summary entry, in the
-    run's final transaction (whose first statement gave the lease back: `Lease.give_back`)."""
+def close_run(result: ReconcileResult, applied: list[Change], checkpoint: int,
+              high_water: int, previous: dict[str, Any] | None, started: float, now: datetime,
+              max_stock: int | None = None) -> dict[str, Any]:
+    """Fill in the result of a bulk run that is about to commit and return the reconciliation
+    state to save with it (checkpoint := H, unless a product was refused)."""
     if result.refused:
         high_water = checkpoint  # the refused products' events stay above the checkpoint
     value = dict(previous or {})
@@ -135,8 +135,6 @@ def finish_run(conn: Connection, result: ReconcileResult, applied: list[Change],
     value["at"] = now.isoformat()
     if result.mode == "full" and not result.refused:
         value["full_at"] = now.isoformat()
-    conn.execute(_save_state_stmt(conn.dialect.name),
-                 {"b_key": CHECKPOINT_KEY, "b_value": value, "b_now": now})
     result.changes = applied
     result.changed = len(applied)
     result.events_folded = sum(c.folded_events for c in applied)
@@ -144,6 +142,20 @@ def finish_run(conn: Connection, result: ReconcileResult, applied: list[Change],
     result.note_out_of_range(max_stock)
     result.checkpoint_from, result.checkpoint_to = checkpoint, high_water
     result.duration_ms = int((time.perf_counter() - started) * 1000)
+    return value
+
+
+def finish_run(conn: Connection, result: ReconcileResult, applied: list[Change],
+               checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
+               started: float, now: datetime, max_stock: int | None = None) -> None:
+    """Checkpoint := H (unless a product was refused) and the run's summary entry, in the
+    run's final transaction (whose first statement gave the lease back: `Lease.give_back`).
+    The incremental runs write the same two rows on the driver's connection (incremental.py,
+    incremental_pg.py)."""
+    value = close_run(result, applied, checkpoint, high_water, previous, started, now,
+                      max_stock)
+    conn.execute(save_state_stmt(conn.dialect.name),
+                 {"b_key": CHECKPOINT_KEY, "b_value": value, "b_now": now})
     conn.execute(_INSERT_ACTIVITY, {
         "actor": actor, "action": ACTION_RUN, "entity": "inventory", "entity_id": None,
         "details": result.log_details(), "created_at": now})

@@ -1,0 +1,262 @@
+"""The incremental run on PostgreSQL, in three round trips (bench/README.md: a run had a fixed
+cost of a dozen statements, each a round trip, about as much as the UPDATE's own work).
+
+H needs `LOCK TABLE inventory_events IN SHARE MODE` (stock.py), which must not be held while
+waiting for product row locks (an adjustment holds its product's row while it inserts an event:
+a deadlock), so the lease, the checkpoint and H come from a first short transaction, and the
+fold from a second one that gives the lease back (fencing: it fails if the lease was taken
+over), then one UPDATE ... FROM (the aggregate) moves every touched product whose mark is at or
+below the checkpoint, RETURNING the new stock and the sum (old = new - sum). It locks rows as
+it goes, in id order; a row a one-product run moved past the checkpoint meanwhile is skipped
+by PostgreSQL's re-check of the WHERE, and such products (rare) are then locked and folded from
+their own marks.
+
+Each transaction is sent as statements separated by semicolons in one message, with its own
+BEGIN and COMMIT, on a connection in autocommit mode (so the driver sends no BEGIN or COMMIT
+of its own): the first transaction is one round trip, the second two (the summary is written
+once the fold's rows are back). Parameters are bound on the client (psycopg's ClientCursor,
+which quotes each value as a literal): the simple query protocol that runs several statements
+takes none. PostgreSQL gives each statement of such a message its own snapshot in READ
+COMMITTED, as separate round trips would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import cache
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import ARRAY, Integer, any_, bindparam, func, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.sql import Select, Update
+
+from kolaq_console.inventory.incremental import driver_rows
+from kolaq_console.inventory.lease import Lease, LeaseLost, acquire_stmt, give_back_stmt
+from kolaq_console.inventory.runs import ACTION_RUN, Change, ReconcileResult, close_run
+from kolaq_console.inventory.stock import CHECKPOINT_KEY, HWM_LOCK_TIMEOUT, EventsBusy
+from kolaq_console.models import InventoryEvent, Product, utcnow
+
+_E = InventoryEvent.__table__  # type: ignore[attr-defined]
+_P = Product.__table__  # type: ignore[attr-defined]
+_first = itemgetter(0)
+_LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out
+
+
+def _naive(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(tzinfo=None)  # UTCDateTime's stored form
+
+
+@cache
+def _compiled(stmt: Any) -> tuple[str, dict[str, Any]]:
+    from sqlalchemy.dialects.postgresql.psycopg import dialect
+
+    compiled = stmt.compile(dialect=dialect())
+    return str(compiled), dict(compiled.params)
+
+
+@contextmanager
+def _autocommit(engine: Engine) -> Iterator[Connection]:
+    """A connection whose driver sends no BEGIN/COMMIT: the statements carry their own. A
+    transaction left open by an error is rolled back before the connection goes back."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        raw = conn.connection.driver_connection
+        try:
+            yield conn
+        finally:
+            from psycopg import Error
+            from psycopg.pq import TransactionStatus
+
+            if raw.pgconn.transaction_status != TransactionStatus.IDLE:
+                try:
+                    raw.rollback()
+                except Error:
+                    conn.invalidate()  # broken: the pool drops it (the first error propagates)
+
+
+def _send(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[int, list[tuple]]]:
+    """Run several statements in one round trip; (rowcount, rows) of each. A driver error is
+    raised as SQLAlchemy's (DataError, OperationalError...)."""
+    import psycopg
+
+    cursor = psycopg.ClientCursor(conn.connection.driver_connection)
+    try:
+        cursor.execute(sql, params)
+        out = []
+        while True:
+            out.append((cursor.rowcount,
+                        cursor.fetchall() if cursor.description is not None else []))
+            if not cursor.nextset():
+                return out
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
+    finally:
+        cursor.close()
+
+
+@cache
+def _start_sql(lock_timeout: float) -> str:
+    # stock.high_water_mark says why the SHARE lock makes the mark safe. The state is read by a
+    # statement after the lease's: a statement's snapshot is taken when it starts, and the
+    # lease may have been granted only once the previous holder's final transaction (which
+    # moved the checkpoint) committed. A lease held by another run leaves nothing written (the
+    # SHARE lock is still taken, waiting for event inserts in flight, until the COMMIT).
+    return ("BEGIN; SET LOCAL synchronous_commit = off; "
+            f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'; "
+            f"{_compiled(acquire_stmt('postgresql'))[0]}; "
+            "LOCK TABLE inventory_events IN SHARE MODE; "
+            f"SELECT (SELECT value FROM system_state WHERE key = '{CHECKPOINT_KEY}'), "
+            "coalesce(max(id), 0) FROM inventory_events; COMMIT")
+
+
+def postgres_start(engine: Engine, lease: Lease,
+                   lock_timeout: float = HWM_LOCK_TIMEOUT) -> tuple[dict[str, Any] | None, int]:
+    """The first, short transaction of a PostgreSQL bulk run, in one round trip: the lease,
+    the state (checkpoint) and the safe high-water mark H. Raises LeaseBusy or EventsBusy."""
+    params = {**_compiled(acquire_stmt("postgresql"))[1], **lease.acquire_params()}
+    params["b_now"] = _naive(params["b_now"])
+    params["b_value"] = json.dumps(params["b_value"])
+    with _autocommit(engine) as conn:
+        try:
+            results = _send(conn, _start_sql(lock_timeout), params)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            raise EventsBusy(
+                "inventory events are being written by a transaction that has stayed open "
+                f"more than {lock_timeout:g} s; reconciliation will retry"
+            ) from exc
+    # BEGIN, SET, SET, the lease, LOCK, the state and H, COMMIT
+    if not results[3][1]:
+        raise lease.busy()
+    lease.held = True
+    [(previous, high_water)] = results[5][1]
+    return previous, int(high_water)
+
+
+# The new events summed per product (a range of the primary key), the products whose cache
+# covers the checkpoint (mark <= it: nearly all) moved by that sum, RETURNING the new stock and
+# the sum (old = new - sum); then, flagged by a NULL sku, the touched products the UPDATE left
+# alone that may still need folding (see `_pg_lock_marked`): a row with a sum that a one-product
+# run moved past the checkpoint before we got it (the UPDATE locks each row as it goes, and
+# PostgreSQL re-checks the WHERE of a row that changed meanwhile and skips it), and a row whose
+# events sum to zero but whose mark, read under its row lock (FOR NO KEY UPDATE returns the row
+# as the lock holder left it), is past the checkpoint: a one-product run may have folded part of
+# those events. One statement: the ids never travel to the client and back, and the common run
+# (nothing flagged) needs no further statement. `id = ANY(ARRAY(...))` makes the UPDATE read
+# products by primary key (a join with the aggregate alone is planned as a scan of every
+# product). And, with a NULL id, the number of products touched.
+_PG_FOLD = """
+WITH agg AS MATERIALIZED (
+    SELECT product_id, sum(delta) AS delta, count(*) AS n FROM inventory_events
+    WHERE id > %(cp)s AND id <= %(hw)s GROUP BY product_id
+), moved AS (
+    UPDATE products SET stock = products.stock + agg.delta,
+        last_reconciled_at = %(now)s, updated_at = %(now)s
+    FROM agg
+    WHERE products.id = ANY(ARRAY(SELECT product_id FROM agg WHERE delta != 0))
+        AND products.id = agg.product_id AND agg.delta != 0
+        AND products.stock_event_id <= %(cp)s
+    RETURNING products.id, products.sku, products.stock, agg.delta, agg.n
+), zero AS (
+    SELECT id, stock_event_id FROM products
+    WHERE id = ANY(ARRAY(SELECT product_id FROM agg WHERE delta = 0))
+    ORDER BY id FOR NO KEY UPDATE
+)
+SELECT id, sku, stock, delta, n FROM moved
+UNION ALL
+SELECT product_id, NULL, NULL, NULL, NULL FROM agg
+WHERE delta != 0 AND product_id NOT IN (SELECT id FROM moved)
+UNION ALL
+SELECT id, NULL, NULL, NULL, NULL FROM zero WHERE stock_event_id > %(cp)s
+UNION ALL
+SELECT NULL, NULL, count(*), NULL, NULL FROM agg
+"""
+
+@cache
+def _fold_sql() -> str:
+    give_back = _compiled(give_back_stmt())[0].replace("%(b_now)s", "%(now)s")
+    return f"BEGIN; SET LOCAL synchronous_commit = off; {give_back}; {_PG_FOLD}"
+
+
+# The checkpoint and the run's summary entry (what runs.finish_run writes), then the commit.
+_FINISH_SQL = (
+    "INSERT INTO system_state (key, value, updated_at) VALUES (%(state_key)s, %(state)s::json,"
+    " %(now)s) ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+    "updated_at = excluded.updated_at; "
+    "INSERT INTO activity_log (actor, action, entity, entity_id, details, created_at) "
+    "VALUES (%(actor)s, %(action)s, 'inventory', NULL, %(details)s::json, %(now)s); COMMIT"
+)
+
+
+def _in_ids(name: str) -> Any:
+    # `id = ANY(:ids)`: primary-key lookups in id order (an IN (subquery) would be planned as
+    # a hash join over a scan of every product)
+    return _P.c.id == any_(bindparam(name, type_=ARRAY(Integer)))
+
+
+@cache
+def _pg_lock_marked() -> Select:
+    """The touched products a one-product run took past the checkpoint (rare), locked in id
+    order; the statement after this one reads their marks as those runs left them."""
+    return (select(_P.c.id).where(_in_ids("ids"), _P.c.stock_event_id > bindparam("cp"))
+            .order_by(_P.c.id).with_for_update(key_share=True))
+
+
+@cache
+def _pg_fold_marked() -> Update:
+    """Locked products moved by the sum of their events above their own mark."""
+    x = _E.alias("x")
+    past_mark = (x.c.product_id == _P.c.id, x.c.id > _P.c.stock_event_id,
+                 x.c.id <= bindparam("hw"))
+    delta = select(func.coalesce(func.sum(x.c.delta), 0)).where(*past_mark).scalar_subquery()
+    n = select(func.count()).where(*past_mark).scalar_subquery()
+    return (
+        update(_P)
+        .where(_in_ids("marked"), delta != 0)
+        .values(stock=_P.c.stock + delta, last_reconciled_at=bindparam("now"),
+                updated_at=bindparam("now"))
+        .returning(_P.c.id, _P.c.sku, _P.c.stock, delta, n)
+    )
+
+
+def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int,
+                  previous: dict[str, Any] | None, actor: str, started: float,
+                  max_stock: int | None = None) -> ReconcileResult:
+    """The second (and last) transaction of a PostgreSQL incremental run."""
+    result = ReconcileResult(mode="incremental")
+    now = utcnow()
+    params = {"cp": checkpoint, "hw": high_water, "now": _naive(now)}
+    with _autocommit(engine) as conn:
+        lease_params = lease.give_back_params()
+        lease_params["b_value"] = json.dumps(lease_params.pop("b_value"))
+        del lease_params["b_now"]
+        # BEGIN, SET, the lease given back (fencing: a run that lost it cannot commit), fold
+        results = _send(conn, _fold_sql(), {**_compiled(give_back_stmt())[1], **lease_params,
+                                            **params})
+        if results[2][0] != 1:
+            lease.held = False
+            raise LeaseLost(f"lease {lease.name!r} expired and was taken by another run")
+        found = results[3][1]
+        result.checked = next(row[2] for row in found if row[0] is None)
+        rows = [row for row in found if row[1] is not None]
+        left = sorted(row[0] for row in found if row[1] is None and row[0] is not None)
+        if left:
+            marked = conn.execute(_pg_lock_marked(), {**params, "ids": left}).scalars().all()
+            if marked:
+                sql, literals = _compiled(_pg_fold_marked())
+                rows += driver_rows(conn, sql, {**literals, **params, "marked": marked})
+        rows.sort(key=_first)  # RETURNING has no order
+        applied = [Change(pid, sku, new - int(delta), new, int(n))
+                   for pid, sku, new, delta, n in rows]
+        state = close_run(result, applied, checkpoint, high_water, previous, started, now,
+                          max_stock)
+        _send(conn, _FINISH_SQL, {
+            "state_key": CHECKPOINT_KEY, "state": json.dumps(state), "now": params["now"],
+            "actor": actor, "action": ACTION_RUN, "details": json.dumps(result.log_details())})
+    return result
