@@ -7,6 +7,7 @@ Nothing here skips: PostgreSQL and Redis must be up (`.ci/run` starts them).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -284,9 +285,24 @@ def tasks_module(settings):
     reload_tasks()
 
 
+_SQLITE_TEMPLATE = _SESSION_DIR / f"migrated-{os.getpid()}.db"
+
+
 def _migrated(url: str):
+    """A migrated engine on `url`. A fresh SQLite file is a copy of this process's template,
+    migrated once (alembic costs ~0.1 s CPU a database; a copy ~3 ms): the same bytes
+    `upgrade` would write. tests/test_schema.py still migrates step by step."""
     eng = make_engine(url)
-    upgrade(eng)
+    path = eng.url.database if eng.url.get_backend_name() == "sqlite" else None
+    if not path or Path(path).exists():
+        upgrade(eng)
+        return eng
+    if not _SQLITE_TEMPLATE.exists():
+        template = make_engine(f"sqlite:///{_SQLITE_TEMPLATE}.tmp")
+        upgrade(template)
+        template.dispose()  # the last close checkpoints the WAL into the file
+        os.replace(f"{_SQLITE_TEMPLATE}.tmp", _SQLITE_TEMPLATE)
+    shutil.copyfile(_SQLITE_TEMPLATE, path)
     return eng
 
 

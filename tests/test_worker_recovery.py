@@ -126,7 +126,7 @@ def test_an_email_cut_off_by_a_shutdown_is_handed_back_at_once(
         queue_backend, sqlite_engine, kolaq_env, spawn, tmp_path):
     with ResendStubProcess(api_keys=[KEY]) as stub:
         env = resend_env(stub.url, KOLAQ_QUEUE__SHUTDOWN_TIMEOUT="0.3")
-        stub.inject(delay=3, times=1)  # the first send is slow at the provider
+        stub.inject(delay=30, times=1)  # the first send is held at the provider
         first = spawn("worker", "-w", "1", "--no-periodic", env=env)
         queue_emails({**kolaq_env, **env}, tmp_path, 1)
         wait_until(stub.pending_idempotency_keys, message="the send in flight")
@@ -146,14 +146,15 @@ def test_an_email_cut_off_by_a_shutdown_is_handed_back_at_once(
 
 
 def provider_done(stub) -> None:
-    """Wait until the provider has finished the requests of the worker that went away, as it
-    soon does in production; a request with the same key meanwhile gets a 409, which the
-    tests' scaled-down retry schedule (1.55 s in all) would not outlast."""
+    """Let the provider finish the requests of the worker that went away, as it soon does in
+    production, and wait until it has; a request with the same key meanwhile gets a 409, which
+    the tests' scaled-down retry schedule (1.55 s in all) would not outlast."""
+    stub.release_delays()
     wait_until(lambda: not stub.pending_idempotency_keys(), message="the provider done")
 
 
 def kill_with_sends_in_flight(spawn, stub, env, kolaq_env, tmp_path, n: int):
-    stub.inject(delay=3, times=n)  # every first attempt is slow: in flight when killed
+    stub.inject(delay=30, times=n)  # every first attempt is held: in flight when killed
     queue_emails({**kolaq_env, **env}, tmp_path, n)
     dead = spawn("worker", "-w", str(n), "--no-periodic", env=env, name="dead")
     # the n emails waited together: they are in flight in one batch request
