@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jobs_tasks
 import pytest
-from email_support import KEY, rows, status_counts
+from email_support import KEY, provider_done, rows, status_counts
 from helpers import run_cli, wait_until
 from sqlalchemy import select, update
 from sqlmodel import Session
@@ -143,14 +143,6 @@ def test_an_email_cut_off_by_a_shutdown_is_handed_back_at_once(
 
 
 # --- kill -9 -----------------------------------------------------------------------------------
-
-
-def provider_done(stub) -> None:
-    """Let the provider finish the requests of the worker that went away, as it soon does in
-    production, and wait until it has; a request with the same key meanwhile gets a 409, which
-    the tests' scaled-down retry schedule (1.55 s in all) would not outlast."""
-    stub.release_delays()
-    wait_until(lambda: not stub.pending_idempotency_keys(), message="the provider done")
 
 
 def kill_with_sends_in_flight(spawn, stub, env, kolaq_env, tmp_path, n: int):
