@@ -133,6 +133,9 @@ class QueueSettings(Section):
     """Seconds between polls when work is arriving."""
     max_poll_interval: float = Field(default=0.5, gt=0, le=60, allow_inf_nan=False)
     """Ceiling of the idle back-off, so an idle queue notices new work quickly."""
+    scheduler_interval: float = Field(default=1.0, ge=0.02, le=60, allow_inf_nan=False)
+    """Seconds between the scheduler's looks for due delayed jobs (retries): a retry starts up
+    to this late. Huey's own floor is 1 s; the tests' scaled-down schedules go lower."""
     shutdown_timeout: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     """Seconds a graceful stop (SIGTERM/SIGINT) waits for running jobs before interrupting them."""
     outage_max_delay: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)

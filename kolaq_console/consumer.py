@@ -184,8 +184,12 @@ class KolaqConsumer(Consumer):
     worker_class = KolaqWorker
     scheduler_class = KolaqScheduler
 
-    def __init__(self, huey: Any, *, outage_max_delay: float = 10.0, **options: Any) -> None:
+    def __init__(self, huey: Any, *, outage_max_delay: float = 10.0,
+                 kolaq_scheduler_interval: float | None = None, **options: Any) -> None:
         self.outage = QueueOutage(options.get("max_delay", 1.0), outage_max_delay)
+        # Huey clamps its scheduler_interval to whole seconds >= 1; ours is set on the
+        # scheduler itself (KolaqScheduler.loop takes any positive interval).
+        self._kolaq_scheduler_interval = kolaq_scheduler_interval
         super().__init__(huey, **options)
         graceful = (False, True)  # (restart, graceful)
         self._signal_actions[signal.SIGINT] = graceful
@@ -199,6 +203,8 @@ class KolaqConsumer(Consumer):
     def _create_scheduler(self) -> Scheduler:
         scheduler = super()._create_scheduler()
         scheduler.outage = self.outage  # type: ignore[attr-defined]
+        if self._kolaq_scheduler_interval is not None:
+            scheduler.interval = self._kolaq_scheduler_interval
         return scheduler
 
     def _handle_signal(self, signum: int, frame: Any) -> None:

@@ -95,7 +95,7 @@ class _SettingsConsumerMixin:
         if not q.periodic:
             options["periodic"] = False
         return KolaqConsumer(self, outage_max_delay=q.outage_max_delay,  # type: ignore[arg-type]
-                             **options)
+                             kolaq_scheduler_interval=q.scheduler_interval, **options)
 
 
 def _stop_retrying_permanent_errors(signal: str, task: Any, exc: BaseException | None = None):

@@ -7,6 +7,7 @@ Nothing here skips: PostgreSQL and Redis must be up (`.ci/run` starts them).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,14 +41,13 @@ os.environ["KOLAQ_EMAIL__OUTBOX_DIR"] = str(_SESSION_DIR / "outbox")
 os.environ["KOLAQ_SIGNING_KEY"] = "test-signing-key-not-secret"
 
 from helpers import Proc  # noqa: E402
+from pg_pool import MigratedPool, create_pg_database  # noqa: E402
 
 from kolaq_console import runtime  # noqa: E402
 from kolaq_console.config import Settings, load_settings  # noqa: E402
 from kolaq_console.db import make_engine  # noqa: E402
 from kolaq_console.runtime import dispose_engines  # noqa: E402
-from kolaq_console.schema import head_revision, upgrade  # noqa: E402
-
-HEAD = head_revision()
+from kolaq_console.schema import upgrade  # noqa: E402
 
 # --- databases -------------------------------------------------------------------------------
 
@@ -68,7 +68,7 @@ def pg_admin():
 
 def _fresh_pg_database(pg_admin) -> Iterator[str]:
     name = f"kolaq_t_{uuid.uuid4().hex[:12]}"
-    pg_admin.execute(f'CREATE DATABASE "{name}"')
+    create_pg_database(pg_admin, name)
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
@@ -77,78 +77,9 @@ def _fresh_pg_database(pg_admin) -> Iterator[str]:
         pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-class MigratedPool:
-    """Migrated PostgreSQL databases of this test process, reused test after test: creating,
-    migrating and dropping one costs ~2 s, emptying one ~0.05 s. A database is handed out
-    emptied (every table but alembic_version truncated, identities restarted) after any
-    connection a previous test left (a killed worker's) is closed, so it is as good as new."""
-
-    def __init__(self, admin) -> None:
-        self.admin = admin
-        self.free: list[str] = []
-        self.all: list[str] = []
-        self.tables: list[str] = []
-
-    def take(self) -> str:
-        while self.free:
-            name = self.free.pop()
-            if self._emptied(name):
-                return name
-        name = f"kolaq_t_{uuid.uuid4().hex[:12]}"
-        self.admin.execute(f'CREATE DATABASE "{name}"')
-        self.all.append(name)
-        eng = make_engine(self.url(name))
-        upgrade(eng)
-        eng.dispose()
-        self.tables = self.tables or self._tables(name)
-        return name
-
-    def _tables(self, name: str) -> list[str]:
-        eng = make_engine(self.url(name))
-        with eng.connect() as conn:
-            tables = sorted(conn.exec_driver_sql(
-                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
-                "AND tablename <> 'alembic_version'").scalars().all())
-        eng.dispose()
-        return tables
-
-    def _emptied(self, name: str) -> bool:
-        """Empty a used database; False (and it is dropped) if the test that had it changed
-        its schema, which a fresh one must then replace."""
-        self.admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                           "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-        eng = make_engine(self.url(name))
-        try:
-            with eng.begin() as conn:
-                at_head = conn.exec_driver_sql(
-                    "SELECT version_num FROM alembic_version").scalars().all() == [HEAD]
-                if at_head and self._tables(name) == self.tables:
-                    conn.exec_driver_sql(
-                        f"TRUNCATE {', '.join(self.tables)} RESTART IDENTITY CASCADE")
-                    return True
-        except Exception:  # e.g. alembic_version dropped: not reusable
-            pass
-        finally:
-            eng.dispose()
-        self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self.all.remove(name)
-        return False
-
-    def give_back(self, name: str) -> None:
-        self.free.append(name)
-
-    @staticmethod
-    def url(name: str) -> str:
-        return f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-
-    def drop_all(self) -> None:
-        for name in self.all:
-            self.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="session")
 def pg_migrated_pool(pg_admin) -> Iterator[MigratedPool]:
-    pool = MigratedPool(pg_admin)
+    pool = MigratedPool(pg_admin, PG_ADMIN_URL)
     yield pool
     dispose_engines()
     pool.drop_all()
@@ -284,9 +215,24 @@ def tasks_module(settings):
     reload_tasks()
 
 
+_SQLITE_TEMPLATE = _SESSION_DIR / f"migrated-{os.getpid()}.db"
+
+
 def _migrated(url: str):
+    """A migrated engine on `url`. A fresh SQLite file is a copy of this process's template,
+    migrated once (alembic costs ~0.1 s CPU a database; a copy ~3 ms): the same bytes
+    `upgrade` would write. tests/test_schema.py still migrates step by step."""
     eng = make_engine(url)
-    upgrade(eng)
+    path = eng.url.database if eng.url.get_backend_name() == "sqlite" else None
+    if not path or Path(path).exists():
+        upgrade(eng)
+        return eng
+    if not _SQLITE_TEMPLATE.exists():
+        template = make_engine(f"sqlite:///{_SQLITE_TEMPLATE}.tmp")
+        upgrade(template)
+        template.dispose()  # the last close checkpoints the WAL into the file
+        os.replace(f"{_SQLITE_TEMPLATE}.tmp", _SQLITE_TEMPLATE)
+    shutil.copyfile(_SQLITE_TEMPLATE, path)
     return eng
 
 
@@ -383,7 +329,10 @@ def cli_result(cli_run) -> Callable[..., subprocess.CompletedProcess]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that start real worker processes (`spawn`) are marked `consumer`:
-    `pytest -m "not consumer"` is the quick loop."""
+    `pytest -m "not consumer"` is the quick loop. They run first: they are the longest and
+    mostly wait on their processes, so under xdist the other workers' quick tests fill that
+    time instead of a few of them finishing last."""
     for item in items:
         if "spawn" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.consumer)
+    items.sort(key=lambda item: item.get_closest_marker("consumer") is None)  # stable

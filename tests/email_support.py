@@ -6,6 +6,7 @@ import importlib
 from datetime import UTC, datetime
 from typing import Any
 
+from helpers import wait_until
 from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -139,3 +140,11 @@ def record_failed_send(engine, row_id: int, huey, status: str = "failed") -> int
 def entry_status(engine, entry_id: int) -> str:
     with Session(engine) as session:
         return session.exec(select(FailedJob.status).where(col(FailedJob.id) == entry_id)).one()
+
+
+def provider_done(stub) -> None:
+    """Let the provider finish the requests of the worker that went away, as it soon does in
+    production, and wait until it has; a request with the same key meanwhile gets a 409, which
+    the tests' scaled-down retry schedule (1.55 s in all) would not outlast."""
+    stub.release_delays()
+    wait_until(lambda: not stub.pending_idempotency_keys(), message="the provider done")

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 from broadcast_support import seed_customers, subscribers
-from email_support import KEY
+from email_support import KEY, provider_done
 from helpers import run_cli, wait_until
 from sqlmodel import Session, select
 from stubs.resend_api import ResendStubProcess
@@ -38,10 +38,10 @@ def test_kill_9_mid_broadcast_then_restart_sends_everyone_exactly_once(
     seed_customers(sqlite_engine, people)
     with ResendStubProcess(api_keys=[KEY]) as stub:
         env = resend_env(stub.url)
-        # The first batch request is answered soon, the next two are held 4 s: a kill lands
-        # with one batch sent and others in flight, however loaded the machine is.
+        # The first batch request is answered soon, the next two are held until released: a
+        # kill lands with one batch sent and others in flight, however loaded the machine is.
         stub.inject(delay=0.3, times=1, path="/emails/batch")
-        stub.inject(delay=4.0, times=2, path="/emails/batch")
+        stub.inject(delay=60, times=2, path="/emails/batch")
         with Session(sqlite_engine, expire_on_commit=False) as s:
             b = lifecycle.submit(s, settings, actor="ops", subject="Harmattan",
                                  body="Three drinks.", audience="subscribers").broadcast
@@ -53,6 +53,7 @@ def test_kill_9_mid_broadcast_then_restart_sends_everyone_exactly_once(
         worker.kill9()
         in_flight = figures(sqlite_engine, b.id)
         assert in_flight.status == "sending" and in_flight.sent < 250
+        provider_done(stub)
 
         spawn("worker", "-w", "4", env=env)
 

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 
 import pytest
-from email_support import KEY, rows, status_counts
+from email_support import KEY, provider_done, rows, status_counts
 from helpers import wait_until
 from sqlmodel import Session
 from stubs.resend_api import ResendStub, ResendStubProcess
@@ -64,13 +64,14 @@ def test_retries_follow_the_backoff_429_spends_none_and_permanent_errors_are_not
             assert gap >= delay, gaps
 
         # 429 four times (more than the 3 retries): each waits retry-after, none is spent.
-        stub.inject(429, times=4, headers={"retry-after": "1"})
+        # (0.4 s: short, yet longer than the first two retry delays a spent retry would wait.)
+        stub.inject(429, times=4, headers={"retry-after": "0.4"})
         [b] = queue_generic(sqlite_engine, settings, 1, "limited")
         wait_for_status(sqlite_engine, [b], "sent", timeout=40)
         key_b = next(r.idempotency_key for r in rows(sqlite_engine) if r.id == b)
         times = request_times(stub, key_b)
         assert [r.status for r in stub.requests if r.idempotency_key == key_b] == [429] * 4 + [200]
-        assert all(later - earlier >= 1.0 for earlier, later in itertools.pairwise(times))
+        assert all(later - earlier >= 0.4 for earlier, later in itertools.pairwise(times))
 
         # 422 and 403 fail at once: one request each, never retried.
         stub.inject(422, name="validation_error", message="Invalid `to` field.")
@@ -92,17 +93,19 @@ def test_kill_9_with_batches_in_flight_then_restart_delivers_each_email_exactly_
     queue_backend, sqlite_engine, settings, tasks_module, spawn
 ):
     """250 emails wait: three batches go out at once, the first answered soon, the others held
-    4 s; the worker is killed with one batch delivered and others in flight, then restarted."""
+    until released; the worker is killed with one batch delivered and others in flight, the
+    provider finishes them, and the worker is restarted."""
     with ResendStubProcess(api_keys=[KEY]) as stub:
         env = resend_env(stub.url)
         stub.inject(delay=0.3, times=1, path="/emails/batch")
-        stub.inject(delay=4.0, times=2, path="/emails/batch")
+        stub.inject(delay=60, times=2, path="/emails/batch")
         ids = queue_generic(sqlite_engine, settings, 250)
         worker = spawn("worker", "-w", "4", env=env)
         wait_until(lambda: len(stub.pending_idempotency_keys()) >= 1
                    and len(stub.deliveries) >= 100, timeout=30, message="batches in flight")
         worker.kill9()
         assert status_counts(sqlite_engine).get("sending", 0) >= 100  # Huey will not resume
+        provider_done(stub)
 
         spawn("worker", "-w", "4", env=env)
 

@@ -74,6 +74,14 @@ def test_consumers_poll_at_most_every_configured_interval(settings):
     assert h.create_consumer(workers=1, kolaq_explicit=("workers",)).workers == 1
 
 
+def test_the_scheduler_looks_for_due_retries_every_configured_interval(make_settings):
+    """Below Huey's 1 s floor too: the tests' scaled-down retries are not held a second."""
+    consumer = make_huey(make_settings(queue__scheduler_interval="0.1")).create_consumer()
+    assert consumer._create_scheduler().interval == 0.1
+    consumer = make_huey(make_settings(queue__scheduler_interval="2")).create_consumer()
+    assert consumer._create_scheduler().interval == 2.0
+
+
 def test_depth_per_logical_queue_counts_pending_and_scheduled(queue_backend, qt, tmp_path):
     out = str(tmp_path / "out")
     for _ in range(3):

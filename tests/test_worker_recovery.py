@@ -16,12 +16,13 @@ from pathlib import Path
 
 import jobs_tasks
 import pytest
-from email_support import KEY, rows, status_counts
+from email_support import KEY, provider_done, rows, status_counts
 from helpers import run_cli, wait_until
 from sqlalchemy import select, update
 from sqlmodel import Session
 from stubs.resend_api import ResendStubProcess
 
+from kolaq_console.emails import EmailRequest, outbox
 from kolaq_console.emails.outbox import HANDED_BACK
 from kolaq_console.models import FailedJob, Worker
 
@@ -37,13 +38,13 @@ def resend_env(url: str, **extra: str) -> dict[str, str]:
             **extra}
 
 
-def queue_emails(env: dict[str, str], tmp_path: Path, n: int) -> None:
-    body = tmp_path / "body.txt"
-    body.write_text("Hello")
-    for i in range(n):
-        done = run_cli(env, "email", "queue", "generic", "--to", f"c{i}@example.com",
-                       "--subject", f"Note {i}", "--body-file", str(body))
-        assert done.returncode == 0, done.stderr
+def queue_emails(engine, settings, n: int) -> None:
+    """What `kolaq-console email queue generic` does, in this process (the `tasks_module`
+    fixture points the send jobs at this test's queue)."""
+    with Session(engine) as session:
+        for i in range(n):
+            outbox.add(session, settings, EmailRequest(
+                "generic", to=f"c{i}@example.com", subject=f"Note {i}", body="Hello"))
 
 
 def status_counts_of(env: dict[str, str], kolaq_env: dict[str, str]) -> dict[str, int]:
@@ -123,12 +124,12 @@ def test_sigint_lets_running_jobs_finish_and_a_second_signal_forces(
 
 
 def test_an_email_cut_off_by_a_shutdown_is_handed_back_at_once(
-        queue_backend, sqlite_engine, kolaq_env, spawn, tmp_path):
+        queue_backend, sqlite_engine, settings, tasks_module, spawn):
     with ResendStubProcess(api_keys=[KEY]) as stub:
         env = resend_env(stub.url, KOLAQ_QUEUE__SHUTDOWN_TIMEOUT="0.3")
-        stub.inject(delay=3, times=1)  # the first send is slow at the provider
+        stub.inject(delay=30, times=1)  # the first send is held at the provider
         first = spawn("worker", "-w", "1", "--no-periodic", env=env)
-        queue_emails({**kolaq_env, **env}, tmp_path, 1)
+        queue_emails(sqlite_engine, settings, 1)
         wait_until(stub.pending_idempotency_keys, message="the send in flight")
         first.signal(signal.SIGTERM)
         assert first.popen.wait(30) == 0
@@ -145,16 +146,9 @@ def test_an_email_cut_off_by_a_shutdown_is_handed_back_at_once(
 # --- kill -9 -----------------------------------------------------------------------------------
 
 
-def provider_done(stub) -> None:
-    """Wait until the provider has finished the requests of the worker that went away, as it
-    soon does in production; a request with the same key meanwhile gets a 409, which the
-    tests' scaled-down retry schedule (1.55 s in all) would not outlast."""
-    wait_until(lambda: not stub.pending_idempotency_keys(), message="the provider done")
-
-
-def kill_with_sends_in_flight(spawn, stub, env, kolaq_env, tmp_path, n: int):
-    stub.inject(delay=3, times=n)  # every first attempt is slow: in flight when killed
-    queue_emails({**kolaq_env, **env}, tmp_path, n)
+def kill_with_sends_in_flight(spawn, stub, env, kolaq_env, engine, settings, n: int):
+    stub.inject(delay=30, times=n)  # every first attempt is held: in flight when killed
+    queue_emails(engine, settings, n)
     dead = spawn("worker", "-w", str(n), "--no-periodic", env=env, name="dead")
     # the n emails waited together: they are in flight in one batch request
     wait_until(lambda: len(stub.pending_idempotency_keys()) >= 1
@@ -166,10 +160,10 @@ def kill_with_sends_in_flight(spawn, stub, env, kolaq_env, tmp_path, n: int):
 
 
 def test_after_kill_9_a_worker_on_the_same_machine_takes_its_emails_over_at_once(
-        queue_backend, sqlite_engine, kolaq_env, spawn, tmp_path):
+        queue_backend, sqlite_engine, kolaq_env, settings, tasks_module, spawn):
     with ResendStubProcess(api_keys=[KEY]) as stub:
         env = resend_env(stub.url, KOLAQ_JOBS__LEASE_SECONDS=LONG)
-        dead = kill_with_sends_in_flight(spawn, stub, env, kolaq_env, tmp_path, 3)
+        dead = kill_with_sends_in_flight(spawn, stub, env, kolaq_env, sqlite_engine, settings, 3)
         assert status_counts(sqlite_engine) == {"sending": 3}
 
         heir = spawn("worker", "-w", "2", "--no-periodic", env=env, name="heir")
@@ -183,11 +177,11 @@ def test_after_kill_9_a_worker_on_the_same_machine_takes_its_emails_over_at_once
 
 
 def test_after_kill_9_elsewhere_its_emails_are_sent_once_its_heartbeat_is_stale(
-        queue_backend, sqlite_engine, kolaq_env, spawn, tmp_path):
+        queue_backend, sqlite_engine, kolaq_env, settings, tasks_module, spawn):
     lease = 3.0
     with ResendStubProcess(api_keys=[KEY]) as stub:
         env = resend_env(stub.url, KOLAQ_JOBS__LEASE_SECONDS=str(lease))
-        dead = kill_with_sends_in_flight(spawn, stub, env, kolaq_env, tmp_path, 3)
+        dead = kill_with_sends_in_flight(spawn, stub, env, kolaq_env, sqlite_engine, settings, 3)
         killed_at = time.time()
         # What a worker of another machine leaves: nothing here can prove its process gone.
         with Session(sqlite_engine) as s:

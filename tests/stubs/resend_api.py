@@ -478,6 +478,8 @@ class ResendStub(_Inspection):
         self._emails: dict[str, dict[str, Any]] = {}
 
         self._stopping = threading.Event()
+        # Set by stop() or release_delays(): injected delays end at once (the provider done).
+        self._wake = threading.Event()
         self._httpd: _StubHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -487,6 +489,7 @@ class ResendStub(_Inspection):
         if self._httpd is not None:
             raise RuntimeError("stub already started")
         self._stopping.clear()
+        self._wake.clear()
         self._httpd = _StubHTTPServer((self._host, self._port), _Handler, self)
         self._thread = threading.Thread(
             # A short poll interval keeps stop() fast; shutdown() waits for the next poll.
@@ -502,7 +505,8 @@ class ResendStub(_Inspection):
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
-        self._stopping.set()  # wakes handlers sleeping on an injected delay
+        self._stopping.set()
+        self._wake.set()  # wakes handlers sleeping on an injected delay
         httpd.shutdown()
         httpd.server_close()
         if self._thread is not None:
@@ -553,6 +557,11 @@ class ResendStub(_Inspection):
         with self._lock:
             self._faults.append(fault)
 
+    def release_delays(self) -> None:
+        """End every injected delay now, and any later one at once: the provider finishes
+        what it holds (a test waits for that instead of sleeping a delay out)."""
+        self._wake.set()
+
     def set_rate_limit(self, rate_limit: int | None) -> None:
         with self._lock:
             self._rate_limit = rate_limit
@@ -573,6 +582,8 @@ class ResendStub(_Inspection):
             self._requests.clear()
             self._emails.clear()
             self._daily_quota_remaining = self._initial_daily_quota
+        if not self._stopping.is_set():
+            self._wake.clear()
 
     # ---- inspection ------------------------------------------------------------------------
 
@@ -648,7 +659,7 @@ class ResendStub(_Inspection):
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
-            self._stopping.wait(seconds)  # interruptible so stop() never waits on a delay
+            self._wake.wait(seconds)  # interruptible: stop() and release_delays() end it
 
     def _fault_response(self, fault: Fault) -> _Response:
         if fault.drop:
@@ -951,6 +962,9 @@ class ResendStub(_Inspection):
             if method == "POST" and route == "inject":
                 self.inject(**args)
                 return _json_response(200, {"ok": True})
+            if method == "POST" and route == "release_delays":
+                self.release_delays()
+                return _json_response(200, {"ok": True})
             if method == "POST" and route == "config":
                 if "rate_limit" in args:
                     self.set_rate_limit(args["rate_limit"])
@@ -1077,6 +1091,9 @@ class ResendStubClient(_Inspection):
     def inject(self, status: int | None = None, **kwargs: Any) -> None:
         """Same arguments as `ResendStub.inject`."""
         self._call("POST", "inject", {"status": status, **kwargs})
+
+    def release_delays(self) -> None:
+        self._call("POST", "release_delays", {})
 
     def set_rate_limit(self, rate_limit: int | None) -> None:
         self._call("POST", "config", {"rate_limit": rate_limit})
