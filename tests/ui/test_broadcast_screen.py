@@ -18,7 +18,9 @@ from kolaq_console import consent, dispatch
 from kolaq_console.emails.transports import ResendTransport
 from kolaq_console.models import Broadcast, EmailOutbox
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
-from kolaq_console.ui.screens.broadcasts import BroadcastsScreen
+from kolaq_console.ui.screens.broadcasts import BroadcastsScreen, progress_line
+from kolaq_console.ui.screens.emails import EmailsScreen
+from kolaq_console.ui.widgets.record_table import RecordTable
 
 
 @pytest.fixture
@@ -84,6 +86,11 @@ async def test_the_count_in_the_confirm_dialog_is_what_is_sent(
         shown = int(re.search(r"to ([\d,]+) recipients", message)[1].replace(",", ""))
         await pilot.press("y")
         await wait_for(pilot, lambda: screen(app).chosen is not None)
+        # Sent: the list has the focus, so a digit changes screens instead of being typed.
+        assert screen(app).query_one(RecordTable).has_focus
+        assert screen(app).query_one("#bc-subject", Input).value == ""
+        await pilot.press("4")
+        await wait_for(pilot, lambda: isinstance(app.screen, EmailsScreen))
 
     with ResendStub(api_keys={KEY}) as stub:
         Workers(sqlite_engine, settings, ResendTransport(KEY, stub.url), jobs).run()
@@ -167,7 +174,8 @@ async def test_progress_survives_leaving_the_screen_and_pause_resume_cancel_ask_
         line = screen(app).query_one("#bc-progress", Static)
         assert f"#{chosen} sending" in text_of(line) and "0/135 sent" in text_of(line)
 
-        await pilot.press("escape", "P")  # the list has the keys; capitals ask first
+        assert screen(app).query_one(RecordTable).has_focus  # since the send, back again
+        await pilot.press("P")  # the list has the keys; capitals ask first
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("y")
         await wait_for(pilot, lambda: "paused" in text_of(line))
@@ -194,3 +202,18 @@ async def test_read_only_console_cannot_send(people, console, sqlite_engine, job
     with Session(sqlite_engine) as s:
         assert s.exec(select(Broadcast)).all() == [] and s.exec(select(EmailOutbox)).all() == []
     assert jobs == []
+
+
+def test_a_finished_broadcast_says_how_long_it_took_not_an_unknown_rate():
+    from datetime import UTC, datetime
+
+    from kolaq_console.broadcasts.progress import Progress
+
+    start = datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
+    figures = dict(id=2, subject="S", audience="subscribers", rate=None, eta_seconds=None,
+                   created_by="ada", created_at=start, started_at=start, sent=118, failed=0,
+                   skipped=0, cancelled=0, total=118, remaining=0)
+    done = Progress(status="done", finished_at=start.replace(second=5), **figures)
+    assert "took 5s" in progress_line(done) and "?" not in progress_line(done)
+    sending = Progress(status="sending", finished_at=None, **figures)
+    assert "rate ?" in progress_line(sending)  # unknown while sending: not a calm 0/s

@@ -53,7 +53,14 @@ def progress_line(p) -> str:
     """`#12 sending — 120/250 sent · 1 failed · 2 skipped · 1.9/s · ETA 1m05s`"""
     if p is None:
         return "[dim]No broadcast running. Compose one above; ^g sends it.[/]"
-    rate = "rate ?" if p.rate is None else f"{p.rate:.1f}/s"
+    if p.status in ("done", "cancelled"):  # over: how long it took, not a rate
+        took = (p.finished_at - p.started_at).total_seconds() \
+            if p.finished_at and p.started_at else None
+        rate = "took ?" if took is None else f"took {duration(took)}"
+    elif p.status == "draft":
+        rate = "not sent"
+    else:
+        rate = "rate ?" if p.rate is None else f"{p.rate:.1f}/s"
     eta = "" if p.eta_seconds is None else f" · ETA {duration(p.eta_seconds)}"
     colour = STATUS_COLOURS.get(p.status, "")
     extra = f" · {p.cancelled} cancelled" if p.cancelled else ""
@@ -327,6 +334,8 @@ class BroadcastsScreen(TableActions, LiveScreen):
             self.notify(f"Broadcast #{event.broadcast_id} is sending to {event.total:,} "
                         "recipients")
             self.action_new()
+            # The list has the focus while it sends: P/C act on it, digits change screens.
+            self.query_one(RecordTable).focus()
         else:
             self.notify(f"Already sent as broadcast #{event.broadcast_id}; nothing new was "
                         "sent", severity="warning")
