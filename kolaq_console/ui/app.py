@@ -7,6 +7,7 @@ tests use. Screens live in screens/, dialogs in dialogs/, widgets in widgets/, C
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -20,6 +21,7 @@ from textual.worker import Worker, WorkerState
 from kolaq_console import dispatch, runtime
 from kolaq_console.config import Settings
 from kolaq_console.models import utcnow
+from kolaq_console.ui import terminal
 from kolaq_console.ui.dialogs.help import HelpDialog
 from kolaq_console.ui.embedded_worker import EmbeddedWorker
 from kolaq_console.ui.format import one_line
@@ -40,6 +42,8 @@ from kolaq_console.ui.widgets.health_line import HealthMonitor
 WRITE_ACTIONS = frozenset({"toggle_worker"})
 # Textual's own keys of every screen: listed under "Everywhere", not as this screen's.
 SCREEN_GENERIC = frozenset({"app.focus_next", "app.focus_previous", "screen.copy_text"})
+
+log = logging.getLogger(__name__)
 
 
 class KolaqConsole(App[None]):
@@ -114,6 +118,16 @@ class KolaqConsole(App[None]):
         self.health.start()
         if self.with_worker and not self.read_only:
             self._switch_worker(True)
+        # Only a console started in a terminal watches it (not tests, not `web`).
+        if not self.is_headless and not self.is_web and terminal.has_terminal():
+            self.set_interval(terminal.CHECK_SECONDS, self._check_terminal,
+                              name="terminal watch")
+
+    async def _check_terminal(self) -> None:
+        if not terminal.has_terminal():  # quit as `q` does, with nothing more to draw
+            log.warning("the console's terminal went away: quitting")
+            await self._stop_embedded()
+            self.exit()
 
     # --- global actions ----------------------------------------------------------------------
 
@@ -206,8 +220,12 @@ class KolaqConsole(App[None]):
     async def action_quit(self) -> None:
         if self.embedded is not None and self.embedded.running:
             self.notify("Stopping the embedded worker: running jobs finish first…")
-            await asyncio.to_thread(self.embedded.stop)
+        await self._stop_embedded()
         self.exit()
+
+    async def _stop_embedded(self) -> None:
+        if self.embedded is not None and self.embedded.running:
+            await asyncio.to_thread(self.embedded.stop)
 
 
 def make_app(
