@@ -81,10 +81,10 @@ def send_email(row_id: int, task=None) -> str:
 @huey.task(context=True, **_opts("emails", urgency=10))
 def send_email_batch(batch_id: int, task=None) -> str:
     """Send batch `batch_id` (formed ahead by a broadcast, or swept) in one request."""
-    done: Delivered = deliver_batch(runtime.engine(), runtime.settings(), batch_id,
-                                    **_sending(task))
-    if done.broadcast_id is not None:
-        send_broadcast(done.broadcast_id)  # one batch gone: form the next
+    engine = runtime.engine()
+    done: Delivered = deliver_batch(engine, runtime.settings(), batch_id, **_sending(task))
+    if done.broadcast_id is not None:  # a swept one: its broadcast's own jobs carry on
+        broadcasts.settle(engine, done.broadcast_id)  # (tending restarts them if none)
     return done.outcome
 
 
@@ -99,13 +99,10 @@ def send_broadcast(broadcast_id: int) -> int:
 @huey.task(context=True, **_opts("emails", urgency=10))
 def send_broadcast_batch(broadcast_id: int, task=None) -> str:
     """Form broadcast `broadcast_id`'s next batch and send it; then ask for the next."""
-    engine, s = runtime.engine(), runtime.settings()
-    done: Delivered = broadcasts.deliver_next(engine, s, broadcast_id, **_sending(task))
-    if done.outcome == "sent":
-        send_broadcast_batch(broadcast_id)
-    else:  # nothing left to form here: this line of batches ends
-        broadcasts.settle(engine, broadcast_id)
-    return done.outcome
+    # A batch's retries are its own (its attempts), not this job's.
+    return broadcasts.line_step(runtime.engine(), runtime.settings(), broadcast_id,
+                                **_sending(task), max_retries=send_broadcast_batch.retries
+                                ).outcome
 
 
 def _lease() -> float:
@@ -140,7 +137,10 @@ def sweep_email_outbox() -> list[int]:
     """Every minute: re-enqueue outbox rows whose lease ran out (their job was lost), settle
     broadcasts that ended, restart broadcasts whose sending job was lost."""
     swept = sweep_stale(runtime.engine(), runtime.settings())
-    for broadcast_id in broadcasts.tend(runtime.engine()):
+    # A broadcast quiet for a lease has lost its jobs (a live one forms or finishes a batch
+    # far more often); sooner, its next jobs may only be waiting in the queue.
+    for broadcast_id in broadcasts.tend(runtime.engine(),
+                                        runtime.settings().email.lease_seconds):
         send_broadcast(broadcast_id)
     return swept
 

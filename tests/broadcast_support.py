@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from sqlmodel import Session
 
-from kolaq_console.broadcasts.sending import deliver_next, produce, settle
+from kolaq_console.broadcasts.sending import line_step, produce, settle
 from kolaq_console.dispatch import Call
 from kolaq_console.emails.delivery import deliver, deliver_batch
 from kolaq_console.models import Customer
@@ -43,17 +43,13 @@ class Workers:
         if call.task == "send_broadcast":
             produce(self.engine, self.settings, arg)
         elif call.task == "send_broadcast_batch":
-            done = deliver_next(self.engine, self.settings, arg, transport=self.transport,
-                                limiter=None)
-            if done.outcome == "sent":
-                self.calls.append(Call("send_broadcast_batch", (arg,)))
-            else:
-                settle(self.engine, arg)
+            line_step(self.engine, self.settings, arg, transport=self.transport,
+                      limiter=None, max_retries=self.settings.queue.retries)
         elif call.task == "send_email_batch":
             done = deliver_batch(self.engine, self.settings, arg, transport=self.transport,
                                  limiter=None)
             if done.broadcast_id is not None:
-                self.calls.append(Call("send_broadcast", (done.broadcast_id,)))
+                settle(self.engine, done.broadcast_id)
         elif call.task == "send_email":
             deliver(self.engine, self.settings, arg, transport=self.transport, limiter=None)
         return True

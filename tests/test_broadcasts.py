@@ -347,3 +347,70 @@ def test_an_operators_retry_of_a_failed_batch_job_resends_the_same_members_under
     assert [(r.status, r.emails) for r in resent] == [(200, 100)]
     assert Counter(d.to[0] for d in stub.deliveries) == Counter(people)
     assert figures(engine, b.id)["sent"] == 150
+
+
+def test_tending_leaves_a_broadcast_alone_while_its_jobs_only_wait_in_the_queue(
+    engine, settings, stub, workers
+):
+    seed_customers(engine, subscribers(3000))
+    b = submit(engine, settings).broadcast
+    workers.step()  # send_broadcast starts the lookahead's jobs
+    lookahead = settings.email.broadcast_lookahead
+    for _ in range(3):  # three minutes' tending while the jobs wait behind other work
+        for broadcast_id in sending.tend(engine, quiet_seconds=60):
+            workers.calls.append(dispatch.Call("send_broadcast", (broadcast_id,)))
+            workers.step()
+        for _ in range(5):
+            workers.step()
+        assert sum(c.task == "send_broadcast_batch" for c in workers.calls) <= lookahead
+    later = utcnow() + timedelta(seconds=61)
+    workers.calls.clear()  # now its jobs are lost: quiet for the whole period, restarted
+    assert sending.tend(engine, quiet_seconds=60, now=later) == [b.id]
+
+
+def test_a_handed_back_broadcast_batch_is_resent_without_starting_more_jobs(
+    engine, settings, stub, workers
+):
+    seed_customers(engine, subscribers(3000))
+    b = submit(engine, settings).broadcast
+    workers.step()  # the lookahead's jobs, queued
+    assert sending.next_claimed(engine, settings, b.id, task_id="t-dead", worker_id="dead")
+    outbox.release_claims_of(engine, settings, ["dead"])  # its batch: send_email_batch
+    [swept] = [c for c in workers.calls if c.task == "send_email_batch"]
+    workers.calls.remove(swept)
+    workers.calls.insert(0, swept)
+    workers.step()
+    assert sum(c.task == "send_broadcast_batch" for c in workers.calls) == \
+        settings.email.broadcast_lookahead
+    assert not any(c.task == "send_broadcast" for c in workers.calls)
+
+
+def test_a_job_on_its_last_retry_gives_a_fresh_batch_all_of_its_retries(engine, settings, stub):
+    from kolaq_console.emails.transports import TransientError
+    from kolaq_console.models import EmailBatch
+
+    seed_customers(engine, subscribers(150))
+    b = submit(engine, settings).broadcast
+    stub.inject(500, times=1, path="/emails/batch")
+    with pytest.raises(TransientError):
+        sending.deliver_next(engine, settings, b.id,
+                             transport=ResendTransport(KEY, stub.url, timeout=5), limiter=None,
+                             retries_left=0, max_retries=3, task_id="t", worker_id="w")
+    with Session(engine) as s:
+        batch = s.exec(select(EmailBatch)).one()
+        assert (batch.status, batch.attempts) == ("queued", 1)  # released, not failed
+    assert status_counts(engine) == {"queued": 100}
+
+
+def test_a_broadcast_whose_last_batch_fails_for_good_is_settled_at_once(
+    engine, settings, stub, workers
+):
+    seed_customers(engine, subscribers(100))
+    b = submit(engine, settings).broadcast
+    stub.inject(422, times=1, path="/emails/batch")
+    workers.step()  # the lookahead's jobs
+    with pytest.raises(PermanentJobError):
+        workers.step()  # the only batch is refused whole
+    with Session(engine) as s:  # the other jobs have not run: settled by the failing one
+        done = s.get(Broadcast, b.id)
+        assert (done.status, done.failed, done.sent) == ("done", 100, 0)

@@ -20,6 +20,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, exists, func, insert, select, text, update
@@ -105,14 +106,37 @@ def deliver_next(
     retry_delay: float = 0.0,
     task_id: str | None = None,
     worker_id: str | None = None,
+    max_retries: int | None = None,
 ) -> Delivered:
     """One batch of the broadcast, sent now (a `send_broadcast_batch` job): see
-    `next_claimed`. SKIPPED when there is nothing to send."""
+    `next_claimed`. SKIPPED when there is nothing to send. With `max_retries`, the retries
+    left are the batch's (max_retries - its earlier attempts), not the job's: a job retried
+    after its batch was taken over by another job may form a fresh batch, which must get
+    every retry, not fail on its first error."""
     claimed = next_claimed(engine, settings, broadcast_id, task_id, worker_id)
     if claimed is None:
         return SKIPPED
+    if max_retries is not None:
+        retries_left = max(0, max_retries - (claimed.attempts - 1))
     return send_claimed(engine, settings, claimed, transport=transport, limiter=limiter,
                         retries_left=retries_left, retry_delay=retry_delay)
+
+
+def line_step(engine: Engine, settings: Settings, broadcast_id: int,
+              **sending: Any) -> Delivered:
+    """A `send_broadcast_batch` job: one batch (`deliver_next`), then the line's next job, or
+    its end. The broadcast is settled whenever a line stops, a failure included (its last
+    batch may have failed for good: then nothing else would settle it until tending)."""
+    try:
+        done = deliver_next(engine, settings, broadcast_id, **sending)
+    except BaseException:
+        settle(engine, broadcast_id)
+        raise
+    if done.outcome == "sent":
+        dispatch.enqueue("send_broadcast_batch", broadcast_id)
+    else:  # nothing left to form here: this line of batches ends
+        settle(engine, broadcast_id)
+    return done
 
 
 @dataclass(frozen=True)
@@ -333,23 +357,30 @@ def settle(engine: Engine, broadcast_id: int) -> bool:
     return True
 
 
-def tend(engine: Engine) -> list[int]:
+def tend(engine: Engine, quiet_seconds: float = 0.0, now: datetime | None = None
+         ) -> list[int]:
     """The periodic check: settle broadcasts that have ended; the ids of sending ones with
-    no batch on its way (their jobs were lost): enqueue them again (`produce` ends those
-    with nothing pending, and starts no more than the lookahead)."""
+    no batch on its way and none formed or finished for `quiet_seconds` (their jobs were
+    lost): enqueue them again (`produce` ends those with nothing pending, and starts no more
+    than the lookahead). The quiet time keeps a tick from starting more jobs beside live ones
+    whose next job merely waits in the queue (each line's next job is not counted anywhere)."""
+    cutoff = (now or utcnow()) - timedelta(seconds=quiet_seconds)
     with Session(engine) as session:
         running = session.execute(
-            select(Broadcast.id, Broadcast.status).where(
+            select(Broadcast.id, Broadcast.status, Broadcast.started_at).where(
                 col(Broadcast.status).in_((BroadcastStatus.sending.value,
                                            BroadcastStatus.cancelled.value)),
                 col(Broadcast.finished_at).is_(None),
             )
         ).all()
         stalled = []
-        for broadcast_id, status in running:
-            if status == BroadcastStatus.sending.value and not _open_batches(
-                    session, broadcast_id):
+        for broadcast_id, status, started_at in running:
+            if status != BroadcastStatus.sending.value or _open_batches(session, broadcast_id):
+                continue
+            last = session.execute(select(func.max(EmailBatch.updated_at)).where(
+                col(EmailBatch.broadcast_id) == broadcast_id)).scalar_one() or started_at
+            if last is None or last <= cutoff:
                 stalled.append(broadcast_id)
-    for broadcast_id, _ in running:
+    for broadcast_id, *_ in running:
         settle(engine, broadcast_id)
     return stalled
