@@ -208,7 +208,7 @@ def claim_for_row(
         if anchor is None:
             return None
         if anchor.batch_id is not None:
-            return _claim_batch(session, anchor.batch_id, params)
+            return claim_in(session, anchor.batch_id, params)
         due = anchor.next_attempt_at is None or anchor.next_attempt_at <= params["b_due"]
         if anchor.status != _QUEUED or not due:
             return None
@@ -239,15 +239,11 @@ def claim_batch(
     """Claim batch `batch_id` with its unsent members, or None if it may not be sent now."""
     with write_session(engine) as session:
         params = claim_params(lease_seconds, task_id, now, worker_id)
-        return _claim_batch(session, batch_id, params)
+        return claim_in(session, batch_id, params)
 
 
 def claim_in(session: Session, batch_id: int, params: dict[str, Any]) -> Claimed | None:
     """`claim_batch` inside the caller's write transaction (`params`: `claim_params`)."""
-    return _claim_batch(session, batch_id, params)
-
-
-def _claim_batch(session: Session, batch_id: int, params: dict[str, Any]) -> Claimed | None:
     conn = session.connection()
     batch_stmt, members_stmt = _claim_batch_statements()
     batch = conn.execute(batch_stmt, {**params, "b_batch": batch_id}).first()
@@ -307,7 +303,7 @@ def _batch_update():
 
 
 def _update_batch(conn: Connection, batch_id: int, **values: Any) -> None:
-    conn.execute(update(_B).where(_B.c.id == batch_id).values(updated_at=utcnow(), **values))
+    conn.execute(_batch_update(), {"b_id": batch_id, "updated_at": utcnow(), **values})
 
 
 def release(engine: Engine, claimed: Claimed, delay: float, reason: str,
@@ -414,11 +410,10 @@ def finish(engine: Engine, claimed: Claimed, accepted: Mapping[int, str],
             data = json.dumps([{"id": i, "reason": redact(r)} for i, r in refused.items()])
             conn.execute(_statement(_REFUSED_SQL[dialect]),
                          {"data": data, "now": now, "batch": claimed.batch_id})
-        conn.execute(_batch_update(), {
-            "b_id": claimed.batch_id, "status": BatchStatus.sent.value, "sent": len(accepted),
-            "failed": len(refused), "lease_until": None, "next_attempt_at": None,
-            "finished_at": now, "updated_at": now,
-            "last_error": None if not refused else f"{len(refused)} refused"})
+        _update_batch(conn, claimed.batch_id, status=BatchStatus.sent.value,
+                      sent=len(accepted), failed=len(refused), lease_until=None,
+                      next_attempt_at=None, finished_at=now, updated_at=now,
+                      last_error=None if not refused else f"{len(refused)} refused")
 
 
 # --- operators' retries ------------------------------------------------------------------------
