@@ -101,6 +101,3 @@ class Copies:
         return {"kind": "broadcast", "to_address": address, "subject": self.rendering.subject,
                 "html": "", "text": "", "unsubscribe_token": token, "headers": headers,
                 "idempotency_key": key, "broadcast_id": self.broadcast_id}
-
-
-

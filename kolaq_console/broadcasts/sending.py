@@ -7,7 +7,7 @@ locked, checked again (consent withdrawn since the submit, suppressed: skipped w
 reason) and their copies stored as a batch already claimed by that job (as any claim stores
 it: `sending`, attempt 1, lease, task and worker), so one job, not two, and one consent
 check per copy; then the request, then the outcome. A job that sent asks for the next one
-(tasks.py): each job is one line of batches, and a line ends when nothing is pending or
+(`line_step`): each job is one line of batches, and a line ends when nothing is pending or
 enough batches are already on their way. A batch released for a retry or handed back from a
 dead worker is sent first by the next job of its broadcast (or by its own send job).
 The broadcast row is read FOR SHARE while a batch is formed, so a pause or cancel (which
@@ -337,13 +337,10 @@ def settle(engine: Engine, broadcast_id: int) -> bool:
         final = (BroadcastStatus.sending.value, BroadcastStatus.cancelled.value)
         if b is None or b.status not in final or b.finished_at is not None:
             return False
-        pending = session.execute(select(exists().where(
-            _R.c.broadcast_id == broadcast_id,
-            _R.c.status == RecipientStatus.pending.value))).scalar()
         open_rows = session.execute(select(exists().where(
             col(EmailOutbox.broadcast_id) == broadcast_id,
             col(EmailOutbox.status).in_(_OPEN)))).scalar()
-        if pending or open_rows:
+        if open_rows or _has_pending(session, broadcast_id):
             return False
         figures = counts(session, broadcast_id)
         b.sent, b.failed, b.skipped = figures["sent"], figures["failed"], figures["skipped"]
