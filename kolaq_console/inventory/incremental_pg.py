@@ -37,7 +37,13 @@ from sqlalchemy.sql import Select, Update
 
 from kolaq_console.inventory.incremental import driver_rows
 from kolaq_console.inventory.lease import Lease, LeaseLost, acquire_stmt, give_back_stmt
-from kolaq_console.inventory.runs import ACTION_RUN, Change, ReconcileResult, close_run
+from kolaq_console.inventory.runs import (
+    ACTION_RUN,
+    Change,
+    ReconcileResult,
+    close_run,
+    save_state_stmt,
+)
 from kolaq_console.inventory.stock import CHECKPOINT_KEY, HWM_LOCK_TIMEOUT, EventsBusy
 from kolaq_console.models import InventoryEvent, Product, utcnow
 
@@ -184,14 +190,14 @@ def _fold_sql() -> str:
     return f"BEGIN; SET LOCAL synchronous_commit = off; {give_back}; {_PG_FOLD}"
 
 
-# The checkpoint and the run's summary entry (what runs.finish_run writes), then the commit.
-_FINISH_SQL = (
-    "INSERT INTO system_state (key, value, updated_at) VALUES (%(state_key)s, %(state)s::json,"
-    " %(now)s) ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-    "updated_at = excluded.updated_at; "
-    "INSERT INTO activity_log (actor, action, entity, entity_id, details, created_at) "
-    "VALUES (%(actor)s, %(action)s, 'inventory', NULL, %(details)s::json, %(now)s); COMMIT"
-)
+@cache
+def _finish_sql() -> str:
+    """The checkpoint (runs.save_state_stmt) and the run's summary entry (what
+    runs.finish_run writes), then the commit."""
+    return (f"{_compiled(save_state_stmt('postgresql'))[0]}; "
+            "INSERT INTO activity_log (actor, action, entity, entity_id, details, created_at) "
+            "VALUES (%(actor)s, %(action)s, 'inventory', NULL, %(details)s::json, %(b_now)s); "
+            "COMMIT")
 
 
 def _in_ids(name: str) -> Any:
@@ -256,7 +262,7 @@ def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int
                    for pid, sku, new, delta, n in rows]
         state = close_run(result, applied, checkpoint, high_water, previous, started, now,
                           max_stock)
-        _send(conn, _FINISH_SQL, {
-            "state_key": CHECKPOINT_KEY, "state": json.dumps(state), "now": params["now"],
+        _send(conn, _finish_sql(), {
+            "b_key": CHECKPOINT_KEY, "b_value": json.dumps(state), "b_now": params["now"],
             "actor": actor, "action": ACTION_RUN, "details": json.dumps(result.log_details())})
     return result
