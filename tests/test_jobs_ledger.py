@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from kolaq_console.cli import main
+from kolaq_console.db import StorageUnavailable
 from kolaq_console.jobs import failed as ledger_ops
 from kolaq_console.jobs import install_ledger, workers
 from kolaq_console.jobs.failed import JobFilter
@@ -254,6 +255,53 @@ def test_an_entry_is_retried_once_even_when_asked_twice(jobs):
     second = ledger_ops.retry_failed(jobs.engine, jobs.huey, [row.id], "op")
     assert len(first.retried) == 1 and second.retried == []
     assert jobs.huey.pending_count() == 1
+
+
+def test_a_retried_job_reaches_the_queue_only_after_its_entry_is_committed(jobs, monkeypatch):
+    """A worker may take the job the moment it is enqueued: by then the entry (and what the
+    task's retry hook reopened) must be visible to any other connection."""
+    jobs.huey.execute(jobs.permanent.s("p"))
+    [row] = failed_rows(jobs.engine)
+    seen: list[tuple[str, str | None]] = []
+    enqueue = jobs.huey.enqueue
+
+    def enqueue_and_look(task):
+        entry = failed_rows(jobs.engine)[0]  # a connection of its own, as a worker's
+        seen.append((entry.status, entry.retried_as))
+        return enqueue(task)
+
+    monkeypatch.setattr(jobs.huey, "enqueue", enqueue_and_look)
+    result = ledger_ops.retry_failed(jobs.engine, jobs.huey, [row.id], "op")
+    [(_, new_id)] = result.retried
+    assert seen == [("retried", new_id)]
+
+
+def test_a_queue_that_fails_mid_retry_leaves_the_rest_open_and_counts_only_the_enqueued(
+        jobs, monkeypatch):
+    for name in ("p1", "p2", "p3"):
+        jobs.huey.execute(jobs.permanent.s(name))
+    ids = [r.id for r in failed_rows(jobs.engine)]
+    enqueue, calls = jobs.huey.enqueue, []
+
+    def enqueue_once(task):
+        calls.append(task.id)
+        if len(calls) > 1:
+            raise ConnectionError("redis went away")
+        return enqueue(task)
+
+    monkeypatch.setattr(jobs.huey, "enqueue", enqueue_once)
+    since = utcnow() - timedelta(minutes=1)
+    with pytest.raises(StorageUnavailable, match="1 job\\(s\\) were re-enqueued"):
+        ledger_ops.retry_failed(jobs.engine, jobs.huey, ids, "op")
+
+    rows = failed_rows(jobs.engine)
+    assert [(r.status, r.retried_as) for r in rows] == [
+        ("retried", calls[0]), ("failed", None), ("failed", None)]
+    assert [t.id for t in jobs.huey.pending()] == [calls[0]]
+    with Session(jobs.engine) as s:
+        assert totals_by_queue(s, since)[rows[0].queue]["retried"] == 1
+        [entry] = s.exec(select(ActivityLog)).scalars()
+    assert entry.details["count"] == 1
 
 
 def test_an_altered_stored_call_is_refused_not_run(jobs):

@@ -305,8 +305,6 @@ def _retry_chunk(engine: Engine, huey: Huey, chunk: list[int], operator: str,
     if not prepared:
         return
     now = utcnow()
-    enqueued: list[tuple[int, str]] = []
-    failure: Exception | None = None
     with engine.begin() as conn:
         claimed = list(conn.execute(
             update(F)
@@ -316,6 +314,7 @@ def _retry_chunk(engine: Engine, huey: Huey, chunk: list[int], operator: str,
         ).scalars())
         outcome.skipped.extend((i, "no longer open (retried or discarded meanwhile)")
                                for i in sorted(set(prepared) - set(claimed)))
+        ready: list[int] = []
         for job_id in sorted(claimed):
             task, _row = prepared[job_id]
             hook = getattr(task, "before_operator_retry", None)
@@ -325,29 +324,48 @@ def _retry_chunk(engine: Engine, huey: Huey, chunk: list[int], operator: str,
                 except UserError as exc:  # the task refuses this retry: the entry stays open
                     outcome.skipped.append((job_id, str(exc)))
                     continue
-            try:
-                huey.enqueue(task)
-            except Exception as exc:  # queue unreachable: keep what was done, undo the rest
-                failure = exc
-                break
-            enqueued.append((job_id, task.id))
-        if enqueued:
+            ready.append(job_id)
+        _reopen_entries(conn, [i for i in claimed if i not in ready], prepared)
+        if ready:
             conn.execute(
                 update(F).where(F.c.id == bindparam("fid")).values(retried_as=bindparam("new")),
-                [{"fid": i, "new": t} for i, t in enqueued],
+                [{"fid": i, "new": prepared[i][0].id} for i in ready],
             )
-            record_retried(conn, now, [(prepared[i][1].queue, prepared[i][1].task_name)
-                                       for i, _ in enqueued])
-        undo = [i for i in claimed if i not in dict(enqueued)]  # refused, or not enqueued
-        for job_id in undo:
-            conn.execute(update(F).where(F.c.id == job_id).values(
-                status=prepared[job_id][1].status, resolved_by=None, resolved_at=None))
+    # The jobs go on the queue only once their entries and what the hooks reopened are
+    # committed: a worker taking one before that would find, e.g., its email still failed.
+    enqueued: list[tuple[int, str]] = []
+    failure: Exception | None = None
+    for job_id in ready:
+        task = prepared[job_id][0]
+        try:
+            huey.enqueue(task)
+        except Exception as exc:  # queue unreachable: keep what was done, undo the rest
+            failure = exc
+            break
+        enqueued.append((job_id, task.id))
+    not_enqueued = ready[len(enqueued):]
+    if enqueued or not_enqueued:
+        with engine.begin() as conn:
+            if enqueued:
+                record_retried(conn, now, [(prepared[i][1].queue, prepared[i][1].task_name)
+                                           for i, _ in enqueued])
+            _reopen_entries(conn, not_enqueued, prepared)
     outcome.retried.extend(enqueued)
     if failure is not None:
         raise StorageUnavailable(
             f"queue: {redact(str(failure))}; {len(outcome.retried)} job(s) were re-enqueued "
-            "before it failed, the rest are still in the failed list"
+            "before it failed, the rest are still in the failed list (what their retry "
+            "reopened, e.g. an email, is sent by the sweepers once the queue is back)"
         )
+
+
+def _reopen_entries(conn: Connection, ids: Sequence[int],
+                    prepared: dict[int, tuple[Task, Any]]) -> None:
+    """Put entries claimed for a retry that did not happen back as they were."""
+    for job_id in ids:
+        conn.execute(update(F).where(F.c.id == job_id).values(
+            status=prepared[job_id][1].status, resolved_by=None, resolved_at=None,
+            retried_as=None))
 
 
 def discard_failed(engine: Engine, ids: Sequence[int], operator: str,
