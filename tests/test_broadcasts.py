@@ -414,3 +414,45 @@ def test_a_broadcast_whose_last_batch_fails_for_good_is_settled_at_once(
     with Session(engine) as s:  # the other jobs have not run: settled by the failing one
         done = s.get(Broadcast, b.id)
         assert (done.status, done.failed, done.sent) == ("done", 100, 0)
+
+
+def test_an_operators_retry_after_the_broadcast_ended_writes_its_figures_again(
+    engine, settings, stub, workers
+):
+    seed_customers(engine, subscribers(100))
+    b = submit(engine, settings).broadcast
+    stub.inject(422, times=1, path="/emails/batch")
+    workers.step()
+    with pytest.raises(PermanentJobError):
+        workers.step()  # the only batch fails for good: the broadcast ends, 100 failed
+    workers.calls.clear()
+
+    with engine.begin() as conn:  # the operator retries the failed job
+        assert sending.reopen_failed_batches(conn, b.id, settings.email.lease_seconds)
+    assert figures(engine, b.id)["status"] == "sending"  # under way again
+    workers.calls.append(dispatch.Call("send_broadcast_batch", (b.id,)))
+    workers.run()
+
+    with Session(engine) as s:
+        again = s.get(Broadcast, b.id)
+        assert (again.status, again.sent, again.failed) == ("done", 100, 0)
+        assert again.finished_at is not None
+
+
+def test_an_operators_retry_of_a_cancelled_broadcasts_failed_batch_is_refused(
+    engine, settings, stub, workers
+):
+    seed_customers(engine, subscribers(150))
+    b = submit(engine, settings).broadcast
+    stub.inject(422, times=1, path="/emails/batch")
+    workers.step()
+    with pytest.raises(PermanentJobError):
+        workers.step()  # the first batch fails for good
+    with Session(engine) as s:
+        lifecycle.cancel(s, b.id, actor="ops")
+    before = figures(engine, b.id)
+
+    with engine.begin() as conn, pytest.raises(UserError, match="was cancelled"):
+        sending.reopen_failed_batches(conn, b.id, settings.email.lease_seconds)
+    assert figures(engine, b.id) == before
+    assert status_counts(engine) == {"failed": 100}

@@ -40,6 +40,8 @@ from kolaq_console.emails.transports import Message
 from kolaq_console.errors import UserError
 from kolaq_console.models import (
     BatchStatus,
+    Broadcast,
+    BroadcastStatus,
     EmailBatch,
     EmailOutbox,
     EmailStatus,
@@ -432,7 +434,8 @@ def reopen_failed(conn: Connection, row_id: int, lease_seconds: float) -> bool:
 
     row = conn.execute(
         select(_T.c.id, _T.c.status, _T.c.sent_at, _T.c.idempotency_key, _T.c.to_address,
-               _T.c.kind, _T.c.batch_id).where(_T.c.id == row_id).with_for_update()
+               _T.c.kind, _T.c.batch_id, _T.c.broadcast_id)
+        .where(_T.c.id == row_id).with_for_update()
     ).first()
     if row is None:
         raise UserError(f"email #{row_id} no longer exists")
@@ -451,6 +454,8 @@ def reopen_failed(conn: Connection, row_id: int, lease_seconds: float) -> bool:
     if row.batch_id is not None:
         return reopen_batch(conn, row.batch_id, lease_seconds)
     now = utcnow()
+    if row.broadcast_id is not None:
+        _reopen_broadcast(conn, row.broadcast_id, now)
     return conn.execute(
         update(_T).where(_T.c.id == row_id, _T.c.status == EmailStatus.failed.value)
         .values(status=_QUEUED, next_attempt_at=None, updated_at=now,
@@ -462,11 +467,19 @@ def reopen_batch(conn: Connection, batch_id: int, lease_seconds: float) -> bool:
     """Put a failed batch and its failed members back to `queued` (same key, same members).
     A member sent again meanwhile (a later copy exists) stays out: it is cancelled, so the
     retry cannot reach that customer twice (if the provider had stored the batch, the smaller
-    batch is then refused under its key, which sends nothing)."""
+    batch is then refused under its key, which sends nothing).
+
+    A broadcast's batch reopens its broadcast too if it had ended (its figures are written
+    again when it ends again); a cancelled broadcast's batch is refused (UserError, nothing
+    changed): cancelling promised that nothing more of it is sent."""
     from kolaq_console.emails.outbox import later_copy
 
     now = utcnow()
     lease = now + timedelta(seconds=lease_seconds)
+    owner = conn.execute(select(_B.c.broadcast_id).where(
+        _B.c.id == batch_id, _B.c.status == BatchStatus.failed.value)).first()
+    if owner is not None and owner.broadcast_id is not None:
+        _reopen_broadcast(conn, owner.broadcast_id, now)
     reopened = conn.execute(
         update(_B).where(_B.c.id == batch_id, _B.c.status == BatchStatus.failed.value)
         .values(status=BatchStatus.queued.value, next_attempt_at=None, lease_until=lease,
@@ -489,3 +502,18 @@ def reopen_batch(conn: Connection, batch_id: int, lease_seconds: float) -> bool:
         .values(status=_QUEUED, next_attempt_at=None, updated_at=now, lease_until=lease)
     )
     return True
+
+
+def _reopen_broadcast(conn: Connection, broadcast_id: int, now: datetime) -> None:
+    """An ended broadcast whose failed batch is retried is sending again (finished_at
+    cleared, so settling writes its figures anew)."""
+    bc = Broadcast.__table__  # type: ignore[attr-defined]
+    status = conn.execute(select(bc.c.status).where(bc.c.id == broadcast_id)
+                          .with_for_update()).scalar()
+    if status == BroadcastStatus.cancelled.value:
+        raise UserError(f"broadcast #{broadcast_id} was cancelled: its failed copies are not "
+                        "sent again; discard this entry")
+    conn.execute(update(bc).where(bc.c.id == broadcast_id, bc.c.finished_at.is_not(None))
+                 .values(finished_at=None, updated_at=now, status=case(
+                     (bc.c.status == BroadcastStatus.done.value,
+                      BroadcastStatus.sending.value), else_=bc.c.status)))
