@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from datetime import datetime
 
@@ -119,15 +120,44 @@ class KolaqConsole(App[None]):
         if self.with_worker and not self.read_only:
             self._switch_worker(True)
         # Only a console started in a terminal watches it (not tests, not `web`).
-        if not self.is_headless and not self.is_web and terminal.has_terminal():
-            self.set_interval(terminal.CHECK_SECONDS, self._check_terminal,
-                              name="terminal watch")
+        if not self.is_headless and not self.is_web:
+            self._quit_on_signals()
+            if terminal.has_terminal():
+                self.set_interval(terminal.CHECK_SECONDS, self._check_terminal,
+                                  name="terminal watch")
+
+    def _quit_on_signals(self) -> None:
+        """SIGHUP (the console leads its terminal's session and the terminal went away) and
+        SIGTERM quit as `q` does: running jobs of the embedded worker finish first. Python's
+        default for both is to die at once, leaving those jobs to the sweeper. A second
+        signal gets that default back."""
+        loop = asyncio.get_running_loop()
+
+        def quit_once(signum: int, _frame: object) -> None:
+            for sig in (signal.SIGHUP, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            if signum == signal.SIGHUP:
+                # The kernel sends SIGCONT with the hang-up; Textual's handler of it would
+                # restart its screen mode on the dead terminal (and its output thread then
+                # deadlocks the quit). Handlers run in signal order: this one comes first.
+                signal.signal(signal.SIGCONT, signal.SIG_DFL)
+            loop.call_soon_threadsafe(leave, signal.Signals(signum).name)
+
+        def leave(name: str) -> None:  # on the event loop, not inside the signal handler
+            log.warning("%s: quitting", name)
+            self.run_worker(self._leave(), name=name)
+
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            signal.signal(sig, quit_once)
 
     async def _check_terminal(self) -> None:
         if not terminal.has_terminal():  # quit as `q` does, with nothing more to draw
             log.warning("the console's terminal went away: quitting")
-            await self._stop_embedded()
-            self.exit()
+            await self._leave()
+
+    async def _leave(self) -> None:
+        await self._stop_embedded()
+        self.exit()
 
     # --- global actions ----------------------------------------------------------------------
 
@@ -220,8 +250,7 @@ class KolaqConsole(App[None]):
     async def action_quit(self) -> None:
         if self.embedded is not None and self.embedded.running:
             self.notify("Stopping the embedded worker: running jobs finish first…")
-        await self._stop_embedded()
-        self.exit()
+        await self._leave()
 
     async def _stop_embedded(self) -> None:
         if self.embedded is not None and self.embedded.running:
