@@ -317,6 +317,7 @@ def load_payments_demo(session: Session, start: datetime) -> int:
     add("stripe", "evt_demo_customer_created", "customer.created",
         {"type": "customer.created", "data": {"object": {"id": "cus_demo"}}}, "ignored",
         start + timedelta(days=HISTORY_DAYS - 1), None, "stripe customer.created is not acted on")
+    rows.sort(key=lambda r: r.received_at)  # ids in arrival order, as the receiver stores them
     session.add_all(rows)
     session.flush()
     return len(rows)

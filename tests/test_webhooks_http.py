@@ -476,6 +476,21 @@ def test_store_many_keeps_order_and_reports_copies_in_one_batch_as_duplicates(en
     assert [s.created for s in again] == [False, True] and again[0].id == first[1].id
 
 
+def test_the_inbox_lists_events_newest_received_first_whatever_their_ids(engine):
+    from datetime import timedelta
+
+    from kolaq_console.models import utcnow
+    from kolaq_console.webhooks.inbox import list_events
+
+    now = utcnow()
+    with Session(engine) as s:  # stored after the fact, as the demo's delivery news is
+        s.add_all([WebhookEvent(provider="resend", event_id=f"e{i}", event_type="x",
+                                payload={}, received_at=now - timedelta(hours=h))
+                   for i, h in enumerate([1, 3, 2])])
+        s.commit()
+        assert [e.event_id for e in list_events(s)] == ["e0", "e2", "e1"]
+
+
 def test_storage_down_answers_503_so_the_provider_retries(engine, wh_settings, secrets_env):
     from kolaq_console.db import make_engine
 

@@ -174,7 +174,8 @@ def replay(engine: Engine, row_id: int, *, actor: str, lease_seconds: float) -> 
 
 def list_events(session: Session, status: str | None = None, provider: str | None = None,
                 limit: int = 50) -> list[WebhookEvent]:
-    """Newest first."""
+    """Newest first: by the time each was received (ids follow it, except for events stored
+    after the fact, such as the demo's)."""
     query = select(WebhookEvent)
     if status:
         if status not in STATUSES:
@@ -183,7 +184,8 @@ def list_events(session: Session, status: str | None = None, provider: str | Non
         query = query.where(WebhookEvent.status == status)
     if provider:
         query = query.where(WebhookEvent.provider == provider)
-    return list(session.exec(query.order_by(col(WebhookEvent.id).desc()).limit(limit)).all())
+    return list(session.exec(query.order_by(col(WebhookEvent.received_at).desc(),
+                                             col(WebhookEvent.id).desc()).limit(limit)).all())
 
 
 def get_event(session: Session, row_id: int) -> WebhookEvent:
