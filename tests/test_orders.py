@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from email_support import activity, rows, seed_order
@@ -173,3 +174,16 @@ def test_the_demo_shop_has_payable_orders_tracking_links_and_webhook_events(engi
     assert {e.status for e in events} >= {"processed", "flagged", "ignored"}
     assert {e.provider for e in events} == {"paystack", "stripe", "resend"}
     assert [s.reason for s in suppressed] == ["bounced"]
+
+
+def test_orders_show_prints_shop_time_and_the_shipping_fee(engine, settings, cli_result):
+    """Times were printed in UTC without a zone (an hour early beside the console in Lagos)
+    and the lines did not add up to the total (the shipping fee was not printed)."""
+    seed_order(engine, "KB-1001", status="pending")
+    shown = cli_result("orders", "show", "KB-1001")
+    assert shown.returncode == 0, shown.stderr
+    listed = cli_result("orders", "list")
+    assert "10:30" in listed.stdout and "09:30" not in listed.stdout  # 09:30 UTC
+    out = shown.stdout
+    assert "activity" in out and "09:30" not in out
+    assert re.search(r"shipping\s+₦2,500\.00", out) and re.search(r"total\s+₦32,000\.00", out)
