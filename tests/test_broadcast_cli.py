@@ -4,6 +4,7 @@ pause/resume/cancel, one-line errors; the retired one-address broadcast kind."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from broadcast_support import seed_customers, subscribers
@@ -70,6 +71,11 @@ def test_send_counts_submits_once_and_list_show_report_it(cli, sqlite_engine, bo
     assert code == 0 and "sending" in out
     code, out, _ = cli("broadcast", "cancel", str(listed["id"]), "--json")
     assert code == 0 and json.loads(out)["status"] == "cancelled"
+    # Read by a person: no blank figure, times on the shop's clock (not stored UTC, to the µs)
+    code, out, _ = cli("broadcast", "show", str(listed["id"]))
+    fields = dict(line.strip().split(": ", 1) for line in out.splitlines())
+    assert code == 0 and fields["eta_seconds"] == "-"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d WAT", fields["created_at"])
     with Session(sqlite_engine) as s:
         actions = [a.action for a in s.exec(select(ActivityLog)).all()]
     assert actions == ["broadcast.submit", "broadcast.pause", "broadcast.resume",

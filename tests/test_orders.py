@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from email_support import activity, rows, seed_order
@@ -11,7 +12,7 @@ from sqlmodel import Session, select
 
 from kolaq_console import dispatch
 from kolaq_console.errors import UserError
-from kolaq_console.models import InventoryEvent
+from kolaq_console.models import InventoryEvent, Order
 from kolaq_console.orders.lifecycle import set_status
 from kolaq_console.orders.queries import order_detail
 
@@ -76,6 +77,36 @@ def test_transitions_are_validated_and_a_refused_one_changes_nothing(engine, set
             change(engine, settings, "KB-1003", "refunded")
     assert [r.kind for r in rows(engine)] == ["order_status_update"]  # the cancellation only
     assert [a.details["to"] for a in activity(engine)] == ["cancelled"]
+
+
+@pytest.mark.parametrize("link", ["javascript:alert(1)", "giglogistics.example/track/T1",
+                                  "https://", "https://track.example/" + "x" * 500],
+                         ids=["javascript", "no-scheme", "no-host", "too-long"])
+def test_a_tracking_link_that_is_not_a_web_address_is_refused_and_changes_nothing(
+    engine, settings, link
+):
+    """The email's button would lead to '#' while its text and the SMS showed the bad link."""
+    seed_order(engine, "KB-1001", status="paid")
+    with dispatch.recording() as calls, pytest.raises(UserError, match="tracking link"):
+        change(engine, settings, "KB-1001", "shipped", carrier="GIG", tracking="T1",
+               tracking_url=link)
+    with Session(engine) as s:
+        [order] = s.exec(select(Order)).all()
+    assert (order.status, order.tracking_url) == ("paid", None)
+    assert rows(engine) == [] and calls == []
+
+
+def test_a_blank_tracking_link_is_none_and_a_web_address_is_kept(engine, settings):
+    seed_order(engine, "KB-1001", status="paid")
+    seed_order(engine, "KB-1002", status="paid")
+    with dispatch.recording():
+        change(engine, settings, "KB-1001", "shipped", carrier="GIG", tracking="T1",
+               tracking_url="  ")
+        change(engine, settings, "KB-1002", "shipped", carrier="GIG", tracking="T2",
+               tracking_url=" HTTPS://track.example/T2 ")
+    with Session(engine) as s:
+        links = {o.number: o.tracking_url for o in s.exec(select(Order)).all()}
+    assert links == {"KB-1001": None, "KB-1002": "HTTPS://track.example/T2"}
 
 
 def test_orders_cli_set_status_show_and_list(engine, settings, cli_result):
@@ -143,3 +174,16 @@ def test_the_demo_shop_has_payable_orders_tracking_links_and_webhook_events(engi
     assert {e.status for e in events} >= {"processed", "flagged", "ignored"}
     assert {e.provider for e in events} == {"paystack", "stripe", "resend"}
     assert [s.reason for s in suppressed] == ["bounced"]
+
+
+def test_orders_show_prints_shop_time_and_the_shipping_fee(engine, settings, cli_result):
+    """Times were printed in UTC without a zone (an hour early beside the console in Lagos)
+    and the lines did not add up to the total (the shipping fee was not printed)."""
+    seed_order(engine, "KB-1001", status="pending")
+    shown = cli_result("orders", "show", "KB-1001")
+    assert shown.returncode == 0, shown.stderr
+    listed = cli_result("orders", "list")
+    assert "10:30" in listed.stdout and "09:30" not in listed.stdout  # 09:30 UTC
+    out = shown.stdout
+    assert "activity" in out and "09:30" not in out
+    assert re.search(r"shipping\s+₦2,500\.00", out) and re.search(r"total\s+₦32,000\.00", out)

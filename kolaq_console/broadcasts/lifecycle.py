@@ -148,9 +148,10 @@ def _enqueue(broadcast_id: int) -> None:
 
 
 def _transition(session: Session, broadcast_id: int, allowed: tuple[str, ...],
-                to: str) -> Broadcast:
+                to: str, verb: str) -> Broadcast:
     """Move the broadcast to `to` if it is in `allowed` (one conditional UPDATE, which also
-    waits for a sending job forming a batch of it); a UserError otherwise."""
+    waits for a sending job forming a batch of it); a UserError otherwise, naming what the
+    operator asked for (`verb`: "resumed", not the status it leads to)."""
     now = utcnow()
     changed = session.execute(
         update(Broadcast).where(col(Broadcast.id) == broadcast_id,
@@ -160,7 +161,7 @@ def _transition(session: Session, broadcast_id: int, allowed: tuple[str, ...],
     b = get(session, broadcast_id)
     session.refresh(b)
     if changed != 1:
-        raise UserError(f"broadcast #{broadcast_id} is {b.status}; it can be {to} only when "
+        raise UserError(f"broadcast #{broadcast_id} is {b.status}; it can be {verb} only when "
                         f"{' or '.join(allowed)}")
     return b
 
@@ -194,7 +195,7 @@ def _withdraw_unsent(session: Session, broadcast_id: int, recipients_to: str) ->
 def pause(session: Session, broadcast_id: int, *, actor: str) -> Broadcast:
     """Stop forming batches; copies not yet handed to the provider go back to pending."""
     b = _transition(session, broadcast_id, (BroadcastStatus.sending.value,),
-                    BroadcastStatus.paused.value)
+                    BroadcastStatus.paused.value, "paused")
     back = _withdraw_unsent(session, broadcast_id, RecipientStatus.pending.value)
     _audit(session, actor, "pause", b, withdrawn=back)
     session.commit()
@@ -204,7 +205,7 @@ def pause(session: Session, broadcast_id: int, *, actor: str) -> Broadcast:
 
 def resume(session: Session, broadcast_id: int, *, actor: str) -> Broadcast:
     b = _transition(session, broadcast_id, (BroadcastStatus.paused.value,),
-                    BroadcastStatus.sending.value)
+                    BroadcastStatus.sending.value, "resumed")
     _audit(session, actor, "resume", b)
     session.commit()
     log.info("broadcast #%s resumed by %s", broadcast_id, actor)
@@ -218,7 +219,7 @@ def cancel(session: Session, broadcast_id: int, *, actor: str) -> Broadcast:
     b = _transition(session, broadcast_id,
                     (BroadcastStatus.sending.value, BroadcastStatus.paused.value,
                      BroadcastStatus.draft.value),
-                    BroadcastStatus.cancelled.value)
+                    BroadcastStatus.cancelled.value, "cancelled")
     _withdraw_unsent(session, broadcast_id, RecipientStatus.cancelled.value)
     stopped = session.execute(
         update(BroadcastRecipient)

@@ -181,7 +181,22 @@ def show_cmd(broadcast_id: int = typer.Argument(..., metavar="ID"),
         print_json(_figures(p))
         return
     for name, value in _figures(p).items():
-        out.print(f"{name:>12}: {'' if value is None else value}", markup=False)
+        out.print(f"{name:>12}: {_shown(value)}", markup=False)
+
+
+def _shown(value: object) -> str:
+    """A figure as read: '-' when there is none (an ETA while paused, a finish not yet), a
+    time on the shop's clock with its zone (not the stored UTC with its microseconds)."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        from kolaq_console import runtime
+
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.astimezone(runtime.settings().shop.zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return str(value)
 
 
 def _change(action: str, broadcast_id: int, as_json: bool) -> None:

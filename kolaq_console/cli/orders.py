@@ -18,8 +18,17 @@ def _money(minor: int | None, currency: str) -> str:
     return money(minor, currency)
 
 
-def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+def _when(value: Any, fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
+    """A time on the shop's clock, with its zone, as the console shows it (a stored time is
+    UTC: printed as it was, it read an hour early in Lagos beside the console's)."""
+    if value is None:
+        return "-"
+    from datetime import UTC
+
+    from kolaq_console import runtime
+
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware.astimezone(runtime.settings().shop.zone).strftime(fmt)
 
 
 @app.command("list")
@@ -48,7 +57,8 @@ def list_cmd(
         table.add_column(column, justify="right" if column == "total" else "left")
     for o in orders:
         table.add_row(o["number"], o["status"], o["payment_status"], o["customer_email"] or "-",
-                      _money(o["total_minor"], o["currency"]), _when(o["created_at"]))
+                      _money(o["total_minor"], o["currency"]),
+                      _when(o["created_at"], "%Y-%m-%d %H:%M"))
     out.print(table)
 
 
@@ -78,6 +88,8 @@ def show_cmd(number: str = typer.Argument(..., metavar="NUMBER"), as_json: bool 
     for line in d["lines"]:
         lines.append(f"  {line['quantity']:>3} x {line['name']:<40} "
                      f"{_money(line['total_minor'], cur):>14}")
+    # the fee is part of the total: without it the lines never added up to it
+    lines.append(f"  {'shipping':>46} {_money(d['shipping_minor'], cur):>14}")
     lines.append(f"  {'total':>46} {_money(d['total_minor'], cur):>14}")
     lines.append("")
     lines.append("emails:")

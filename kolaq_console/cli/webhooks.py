@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 
 import typer
 
@@ -110,16 +111,26 @@ def replay_cmd(
     yes: bool = typer.Option(False, "--yes", help="Do not ask."),
 ) -> None:
     """Process a failed, flagged or ignored event again (effects still happen once)."""
+    from sqlmodel import Session
+
     from kolaq_console import runtime
     from kolaq_console.cli.common import huey, out, ready_engine
     from kolaq_console.errors import UserError
-    from kolaq_console.webhooks.inbox import replay
+    from kolaq_console.webhooks.inbox import replay, replayable
 
-    if not yes and not typer.confirm(f"Replay webhook event #{row_id}?"):
-        raise UserError("not replayed")
     settings = runtime.settings()
+    engine = ready_engine()
+    # What cannot be replayed is said before asking; without a terminal there is no asking.
+    with Session(engine) as session:
+        found = replayable(session, row_id)
+        what = f"webhook event #{row_id} ({found.provider} {found.event_type}, {found.status})"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"not replayed: {what}; add --yes to replay without asking")
+        if not typer.confirm(f"Replay {what}?", default=False):
+            raise UserError("not replayed")
     huey()
-    event = replay(ready_engine(), row_id, actor=settings.operator(),
+    event = replay(engine, row_id, actor=settings.operator(),
                    lease_seconds=settings.webhooks.lease_seconds)
     out.print(f"webhook event #{event.id} ({event.provider} {event.event_type}) queued again",
               markup=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
@@ -52,6 +53,22 @@ CUSTOMER_EMAIL = {
 
 class Conflict(UserError):
     """The order changed while we were changing it (another writer won)."""
+
+
+def check_tracking_url(url: str | None) -> str | None:
+    """The tracking link as stored: None when blank, else an http(s) address with a host of
+    at most 500 characters. Anything else is refused: the email's button would lead nowhere
+    (its href becomes '#') while the text and SMS showed the bad link."""
+    value = (url or "").strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or " " in value:
+        raise UserError(f"tracking link {value[:80]!r} is not a web address: give the full "
+                        "https://… link, or none")
+    if len(value) > 500:
+        raise UserError(f"tracking link is {len(value)} characters; at most 500")
+    return value
 
 
 @dataclass
@@ -125,7 +142,7 @@ def change_status(
                             "number (--carrier C --tracking T)")
         values.update(carrier=carrier, tracking_number=tracking)
         if tracking_url is not None:
-            values["tracking_url"] = tracking_url.strip() or None
+            values["tracking_url"] = check_tracking_url(tracking_url)
     if new == "paid":
         values.update(payment_status="paid", paid_at=now)
         if payment:

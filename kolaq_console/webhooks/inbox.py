@@ -141,17 +141,23 @@ def sweep_stale(engine: Engine, lease_seconds: float, *, now: datetime | None = 
     return swept
 
 
+def replayable(session: Session, row_id: int) -> WebhookEvent:
+    """The event, if it exists and may be replayed; NotFound or UserError saying why not."""
+    event = session.get(WebhookEvent, row_id)
+    if event is None:
+        raise NotFound(f"webhook event #{row_id} not found")
+    if event.status not in REPLAYABLE:
+        raise UserError(f"webhook event #{row_id} is {event.status}; only "
+                        f"{', '.join(REPLAYABLE)} events can be replayed")
+    return event
+
+
 def replay(engine: Engine, row_id: int, *, actor: str, lease_seconds: float) -> WebhookEvent:
     """Process a failed, flagged or ignored event again (an operator's decision, audited).
     Effects stay once: an order already paid is not paid again."""
     now = utcnow()
     with Session(engine, expire_on_commit=False) as session:
-        event = session.get(WebhookEvent, row_id)
-        if event is None:
-            raise NotFound(f"webhook event #{row_id} not found")
-        if event.status not in REPLAYABLE:
-            raise UserError(f"webhook event #{row_id} is {event.status}; only "
-                            f"{', '.join(REPLAYABLE)} events can be replayed")
+        event = replayable(session, row_id)
         previous = event.status
         won = session.execute(
             update(WebhookEvent)

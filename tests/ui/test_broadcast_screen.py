@@ -12,7 +12,7 @@ from conftest import settle
 from email_support import KEY
 from sqlmodel import Session, select
 from stubs.resend_api import ResendStub
-from textual.widgets import Input, Markdown, Static, TextArea
+from textual.widgets import Button, Input, Markdown, Static, TextArea
 
 from kolaq_console import consent, dispatch
 from kolaq_console.emails.transports import ResendTransport
@@ -217,3 +217,61 @@ def test_a_finished_broadcast_says_how_long_it_took_not_an_unknown_rate():
     assert "took 5s" in progress_line(done) and "?" not in progress_line(done)
     sending = Progress(status="sending", finished_at=None, **figures)
     assert "rate ?" in progress_line(sending)  # unknown while sending: not a calm 0/s
+
+
+async def test_after_a_send_pause_and_cancel_act_on_the_broadcast_just_sent(
+    people, console, sqlite_engine, jobs
+):
+    """The list's cursor stayed on the row it was on, so P after a second send asked to pause
+    the first broadcast while the progress line followed the second."""
+    app = console()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        for subject in ("First", "Second"):
+            await compose(pilot, subject, "Body")
+            await pilot.press("ctrl+g")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+            await pilot.press("y")
+            await wait_for(pilot, lambda s=subject: screen(app).rows and any(
+                p.subject == s for p in screen(app).rows.values()))
+        second = screen(app).chosen
+        await wait_for(pilot, lambda: screen(app).query_one(RecordTable).current == second)
+        await pilot.press("C")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        message = text_of(app.screen.query_one("#dialog-message", Static))
+        buttons = [str(b.label) for b in app.screen.query(Button)]
+        assert f"#{second} “Second”" in message
+        # A cancel asked with two buttons both reading "Cancel" is no question at all.
+        assert buttons == ["Cancel broadcast (y)", "Keep it (n)"]
+        await pilot.press("n")
+
+
+async def test_a_new_composer_after_a_send_saves_no_empty_draft(
+    people, console, sqlite_engine, jobs
+):
+    app = console()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await compose(pilot, "Offer", "Ten percent")
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen(app).chosen is not None)
+        assert not screen(app).dirty  # emptied by the send, not edited
+        await pilot.press("ctrl+n", "1", "5")
+        await settle(pilot)
+    with Session(sqlite_engine) as s:
+        assert [b.status for b in s.exec(select(Broadcast)).all()] == ["sending"]
+
+
+async def test_a_refused_audience_says_why_in_full_at_80_columns(people, console):
+    app = console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        reach = screen(app).query_one("#bc-reach", Static)
+        screen(app).query_one("#bc-audience", Input).value = "everyone"
+        await wait_for(pilot, lambda: "unknown audience" in text_of(reach))
+        await settle(pilot)
+        assert reach.size.height >= 2  # the audiences there are, up to sku:SKU, not cut
+        assert "sku:SKU" in text_of(reach)

@@ -83,6 +83,8 @@ async def test_adjust_applies_only_after_confirming_and_records_the_reason(
     ("x", "a reason", "DELTA must be a whole number such as 5 or -3, got 'x'"),
     ("0", "a reason", "DELTA must not be zero"),
     ("5", "   ", "say why the stock changed"),
+    # below zero: said before the confirm, not refused after it naming a CLI flag
+    ("-100000", "a reason", "Stock would go below zero"),
 ])
 async def test_a_bad_delta_or_reason_is_named_and_changes_nothing(
         shop, console, sqlite_engine, delta, reason, error):

@@ -300,3 +300,15 @@ async def test_paused_and_read_only_both_fit_the_navbar_at_80_columns(shop, cons
         labels = str(bar.query_one("#nav-screens", Static).render())
         assert labels.endswith("9 SMS")
         assert len(labels) + len(flags) <= 80
+
+
+async def test_help_keeps_every_description_in_one_column(shop, console):
+    """A key longer than the others (shift+tab) pushed its description out of line."""
+    app = console()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("9", "question_mark")
+        assert isinstance(app.screen, HelpDialog)
+        text = str(app.screen.query_one("#help-keys", Static).render())
+    starts = {line.index(description) for line in text.splitlines()
+              for description in ("Focus Previous", "Filter", "Quit") if description in line}
+    assert len(starts) == 1

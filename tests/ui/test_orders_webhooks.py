@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from conftest import settle
 from sqlmodel import Session, select
+from textual.widgets import Input
 
 from kolaq_console import dispatch
 from kolaq_console.models import EmailOutbox, Order, WebhookEvent
@@ -104,6 +105,32 @@ async def test_shipping_asks_for_carrier_and_tracking(shop, console, sqlite_engi
     assert (order.status, order.carrier, order.tracking_number) == (
         "shipped", "GIG Logistics", "GIG123")
     assert [e.kind for e in emails_of(sqlite_engine, paid)] == ["shipping_notification"]
+
+
+async def test_the_shipping_dialog_refuses_a_tracking_link_that_is_not_a_web_address(
+    shop, console, sqlite_engine
+):
+    paid = orders(sqlite_engine, "paid")[0].number
+    app = console()
+    with dispatch.recording():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("6", "f", "f", "s", "down", "enter")  # paid -> shipped
+            await settle(pilot)
+            await pilot.press(*"GIG", "tab", *"T1", "tab", *"gig.example/T1", "enter")
+            await settle(pilot)
+            assert isinstance(app.screen, ShippingDialog)  # refused in the dialog, says why
+            assert "not a web address" in str(
+                app.screen.query_one("#dialog-message").render())
+            app.screen.query_one("#url", Input).value = "https://gig.example/T1"
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, ConfirmDialog)  # and the link is in the question
+            assert "link https://gig.example/T1" in str(
+                app.screen.query_one("#dialog-message").render())
+            await pilot.press("y")
+            await settle(pilot)
+    [order] = [o for o in orders(sqlite_engine) if o.number == paid]
+    assert (order.status, order.tracking_url) == ("shipped", "https://gig.example/T1")
 
 
 async def test_webhooks_screen_replays_a_flagged_event_after_confirming(shop, console,

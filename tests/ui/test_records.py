@@ -298,3 +298,26 @@ def test_customer_record_snapshot(snap_compare, size):
 @SIZES
 def test_product_record_snapshot(snap_compare, size):
     assert snap_compare(APP, terminal_size=size, run_before=opened("product", "KB-ORNG-375"))
+
+
+async def test_an_orders_record_shows_its_shipping_fee_so_lines_add_up_to_the_total(
+    incident, app_for, sqlite_engine
+):
+    with Session(sqlite_engine) as s:
+        order = s.exec(select(Order).where(col(Order.number) == "KB-10002")).one()
+        order.shipping_minor, order.total_minor = 250_000, order.subtotal_minor + 250_000
+        s.add(order)
+        s.commit()
+    app = app_for()
+    async with app.run_test(size=(120, 40)) as pilot:
+        links.open_order(app, "KB-10002")
+        await settle(pilot)
+        assert isinstance(app.screen, OrderRecordScreen)
+        fields = app.screen.query_one("#record-fields")
+        for _ in range(100):  # the record is read in a thread: on a busy machine, later
+            if "Shipping" in str(fields.render()):
+                break
+            await pilot.pause(0.05)
+        header = str(fields.render())
+    assert "₦68,500.00" in header  # the total: the lines' ₦66,000.00 and the fee
+    assert "Shipping ₦2,500.00" in header

@@ -50,6 +50,13 @@ class AdjustDialog(ModalScreen[tuple[int, str] | None]):
         except UserError as exc:
             self.query_one("#dialog-message", Static).update(f"[$error]{escape(str(exc))}[/]")
             return
+        if self.stock is not None and self.stock + delta < 0:
+            # Said here, before the confirm: adjust() refuses it after, naming a CLI flag.
+            self.query_one("#dialog-message", Static).update(
+                f"[$error]Stock would go below zero ({self.stock} {delta:+d} = "
+                f"{self.stock + delta}); the console does not record that (the command line "
+                "does, with inventory adjust --allow-negative)[/]")
+            return
         self.dismiss((delta, reason))
 
     @on(Button.Pressed, "#cancel")

@@ -6,8 +6,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, OptionList, Static
+
+from kolaq_console.errors import UserError
+from kolaq_console.orders.lifecycle import check_tracking_url
 
 
 class ChooseDialog(ModalScreen[str | None]):
@@ -59,9 +63,14 @@ class ShippingDialog(ModalScreen[tuple[str, str, str] | None]):
     def _next(self) -> None:
         carrier, tracking, url = (self.query_one(f"#{i}", Input).value.strip()
                                   for i in ("carrier", "tracking", "url"))
+        message = self.query_one("#dialog-message", Static)
         if not carrier or not tracking:
-            self.query_one("#dialog-message", Static).update(
-                "[$error]A carrier and a tracking number are needed[/]")
+            message.update("[$error]A carrier and a tracking number are needed[/]")
+            return
+        try:
+            check_tracking_url(url)
+        except UserError as exc:
+            message.update(Content.styled(str(exc), "$error"))
             return
         self.dismiss((carrier, tracking, url))
 

@@ -20,11 +20,15 @@ class ConfirmDialog(ModalScreen[bool]):
         Binding("y", "dismiss(True)", "Confirm"),
     ]
 
-    def __init__(self, title: str, message: str, confirm: str = "Confirm") -> None:
+    def __init__(self, title: str, message: str, confirm: str = "Confirm",
+                 back: str = "Cancel") -> None:
+        """`back` names the way out; where the action itself is a cancel, something else
+        ("Keep it"), so the two buttons never read alike."""
         super().__init__(classes="dialog")
         self.title_text = title
         self.message = message
         self.confirm_label = confirm
+        self.back_label = back
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog-box"):
@@ -33,7 +37,7 @@ class ConfirmDialog(ModalScreen[bool]):
             with Horizontal(id="dialog-buttons"):
                 yield Button(f"{self.confirm_label} (y)", id="confirm", variant="error",
                              compact=True)
-                yield Button("Cancel (n)", id="cancel", compact=True)
+                yield Button(f"{self.back_label} (n)", id="cancel", compact=True)
 
     @on(Button.Pressed, "#confirm")
     def _confirmed(self) -> None:

@@ -21,10 +21,13 @@ class HelpDialog(ModalScreen[None]):
         with VerticalScroll(id="dialog-box"):
             yield Static(self.title_text, id="dialog-title")
             lines: list[str] = []
+            # One key column as wide as the longest key ("shift+tab", "^c/super+c"), so no
+            # description is pushed out of line with the others.
+            width = max((len(k) for _, keys in self.sections for k, _ in keys), default=7)
             for heading, keys in self.sections:
                 if not keys:
                     continue
                 lines.append(f"[b $text-accent]{heading}[/]")
-                lines.extend(f"  [b $accent]{key:<7}[/] {text}" for key, text in keys)
+                lines.extend(f"  [b $accent]{key:<{width}}[/] {text}" for key, text in keys)
             lines.append("[dim]Esc closes this help.[/]")
             yield Static("\n".join(lines), id="help-keys")

@@ -90,6 +90,9 @@ class BroadcastsScreen(TableActions, LiveScreen):
         self.draft_id: int | None = None
         self.dirty = False
         self.chosen: int | None = None  # the broadcast the progress line follows
+        # A broadcast just sent: the list's cursor goes to it once it is listed, so P/R/C act
+        # on the one being followed (the cursor stayed on the row it was on before).
+        self._cursor_to: int | None = None
         self.rows: dict[int, object] = {}
         self._preview_timer: Timer | None = None
         self._skus_loaded = False
@@ -162,11 +165,14 @@ class BroadcastsScreen(TableActions, LiveScreen):
             bar.display = followed is not None
             if followed is not None:
                 bar.update(total=max(followed.total, 1), progress=followed.done)
-            self.query_one(RecordTable).replace_rows(
+            table = self.query_one(RecordTable)
+            table.replace_rows(
                 (p.id, (str(p.id), _status(p.status), p.audience, *_figures(p), p.subject,
                         when(p.started_at, zone)))
                 for p in view.broadcasts
             )
+            if self._cursor_to is not None and table.move_to(self._cursor_to):
+                self._cursor_to = None
 
     def _show_reach(self, reach: broadcast_data.Reach) -> None:
         if reach.problem:
@@ -195,9 +201,10 @@ class BroadcastsScreen(TableActions, LiveScreen):
         if draft is None:
             return
         self.draft_id = draft.id
-        self.query_one("#bc-subject", Input).value = draft.subject
-        self.query_one("#bc-audience", Input).value = draft.audience or "subscribers"
-        self.query_one("#bc-body", TextArea).text = draft.body_markdown
+        with self.prevent(Input.Changed, TextArea.Changed):  # filled in, not edited
+            self.query_one("#bc-subject", Input).value = draft.subject
+            self.query_one("#bc-audience", Input).value = draft.audience or "subscribers"
+            self.query_one("#bc-body", TextArea).text = draft.body_markdown
         self.dirty = False
         self._render_preview()
         self.reload()
@@ -257,8 +264,11 @@ class BroadcastsScreen(TableActions, LiveScreen):
         if self.dirty and not self.console.read_only:
             self.save_draft(*self._content(), quiet=False)
         self.draft_id = None
-        self.query_one("#bc-subject", Input).value = ""
-        self.query_one("#bc-body", TextArea).text = ""
+        # Emptied, not edited: their Changed events would mark the new composer dirty, and the
+        # next ^n (or leaving) saved an empty draft into the list.
+        with self.prevent(Input.Changed, TextArea.Changed):
+            self.query_one("#bc-subject", Input).value = ""
+            self.query_one("#bc-body", TextArea).text = ""
         self.dirty = False
         self._render_preview()
         self.query_one("#bc-subject", Input).focus()
@@ -329,7 +339,7 @@ class BroadcastsScreen(TableActions, LiveScreen):
 
     @on(BroadcastSubmitted)
     def _submitted(self, event: BroadcastSubmitted) -> None:
-        self.chosen = event.broadcast_id
+        self.chosen = self._cursor_to = event.broadcast_id
         if event.created:
             self.notify(f"Broadcast #{event.broadcast_id} is sending to {event.total:,} "
                         "recipients")
@@ -348,7 +358,8 @@ class BroadcastsScreen(TableActions, LiveScreen):
         return table.current if table.has_focus and table.current is not None else (
             self.chosen or table.current)
 
-    def _change(self, action: str, question: str, detail: str) -> None:
+    def _change(self, action: str, question: str, detail: str, confirm: str = "",
+                back: str = "Cancel") -> None:
         if self.refused(action):
             return
         target = self._target()
@@ -357,7 +368,8 @@ class BroadcastsScreen(TableActions, LiveScreen):
             return
         p = self.rows.get(target)
         title = f"#{target} “{clip(getattr(p, 'subject', ''), 50)}”"
-        dialog = ConfirmDialog(question, f"{title}\n\n{detail}", confirm=action.capitalize())
+        dialog = ConfirmDialog(question, f"{title}\n\n{detail}",
+                               confirm=confirm or action.capitalize(), back=back)
         self.app.push_screen(dialog, lambda ok: self.change(action, target) if ok else None)
 
     def action_pause(self) -> None:
@@ -369,7 +381,8 @@ class BroadcastsScreen(TableActions, LiveScreen):
 
     def action_cancel(self) -> None:
         self._change("cancel", "Cancel this broadcast?",
-                     "Nothing more is sent. This cannot be undone.")
+                     "Nothing more is sent. This cannot be undone.",
+                     confirm="Cancel broadcast", back="Keep it")
 
     @work(thread=True, exit_on_error=False, group="change", description="Broadcast")
     def change(self, action: str, broadcast_id: int) -> None:

@@ -83,7 +83,8 @@ class OrderActions(LiveScreen):
             new, "a status update" if new in ("delivered", "cancelled", "refunded") else None)
         lines = [f"Order {number}: {old} -> {new}."]
         if ship:
-            lines.append(f"Carrier {ship[0]}, tracking {ship[1]}.")
+            link = f", link {ship[2]}" if ship[2] else ""
+            lines.append(f"Carrier {ship[0]}, tracking {ship[1]}{link}.")
         if email:
             lines.append(f"The customer is sent {email} (once).")
         if new == "refunded":

@@ -219,6 +219,13 @@ class RecordTable(DataTable, inherit_bindings=False):
                     self.update_cell(str(key), f"c{i}", clip(cells[i], width, spec.right))
         self._rows = new
 
+    def move_to(self, key: Any) -> bool:
+        """Put the cursor on the record `key`, if listed; whether it is."""
+        index = self._index_of(key)
+        if index is not None:
+            self.move_cursor(row=index, animate=False, scroll=True)
+        return index is not None
+
     def _index_of(self, key: Any) -> int | None:
         if key is None:
             return None

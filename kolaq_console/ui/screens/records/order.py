@@ -38,7 +38,9 @@ class OrderRecordScreen(RecordScreen):
         p, s = d["payment"], d["shipping"]
         e = escape
         cur = d["currency"]
-        shipping = " ".join(x for x in (s["carrier"], s["tracking_number"]) if x) or "-"
+        # The fee is part of the total: without it the lines never added up to it.
+        carrier = " ".join(x for x in (s["carrier"], s["tracking_number"]) if x)
+        shipping = " · ".join(x for x in (money(d["shipping_minor"], cur), carrier) if x)
         header = "\n".join([
             f"[b]Order {e(d['number'])}[/]  {coloured(d['status']).markup}  "
             f"{money(d['total_minor'], cur)}  [dim]created {when_full(d['created_at'], zone)}[/]",
