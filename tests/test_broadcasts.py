@@ -1,6 +1,9 @@
 """Broadcasts on both databases against the strict Resend stand-in: audiences net of
 unsubscribed and suppressed, recipients materialised once, batches of 100 with one-click
-unsubscribe, consent withdrawn mid-send honoured, pause / resume / cancel, and progress."""
+unsubscribe, consent withdrawn mid-send honoured, pause / resume / cancel, and progress.
+
+Longer than ~400 lines: the broadcast's whole life, recoveries included (429s, dead workers,
+lost jobs, operators' retries), shares this file's stand-in and synchronous workers."""
 
 from __future__ import annotations
 
