@@ -264,6 +264,35 @@ def test_a_flagged_event_replayed_after_the_operator_fixed_the_order_pays_it_onc
     assert any(a.action == "webhook.replay" for a in activity(engine))
 
 
+def test_a_replay_closes_the_failed_jobs_whose_work_it_does_and_only_those(engine):
+    from kolaq_console.models import FailedJob
+    from kolaq_console.webhooks.inbox import replay
+
+    with Session(engine) as s:
+        a, b, c = (WebhookEvent(provider="stripe", event_id=f"evt_{n}", event_type="x",
+                                payload={}, status=status)
+                   for n, status in (("a", "failed"), ("b", "failed"), ("c", "processed")))
+        s.add_all([a, b, c])
+        s.flush()
+        jobs = {name: FailedJob(task_id=f"t-{name}", task_name="tasks.process_webhook",
+                                queue="webhooks", args=args, error_message="lock timeout")
+                for name, args in (("a", [a.id]), ("a+b", [a.id, b.id]),
+                                   ("a+c", [a.id, c.id]), ("b", [b.id]))}
+        s.add_all(jobs.values())
+        s.commit()
+        ids = {name: job.id for name, job in jobs.items()}
+        a_id = a.id
+
+    replay(engine, a_id, actor="ops", lease_seconds=2)
+
+    with Session(engine) as s:
+        status = {name: s.get(FailedJob, i).status for name, i in ids.items()}
+    # b still failed: the jobs that carried it stay open for its own replay
+    assert status == {"a": "discarded", "a+b": "failed", "a+c": "discarded", "b": "failed"}
+    [entry] = [e for e in activity(engine) if e.action == "webhook.replay"]
+    assert entry.details["closed_failed_jobs"] == sorted([ids["a"], ids["a+c"]])
+
+
 def test_a_payment_for_an_unknown_order_is_flagged(server, engine, wh_settings, secrets_env):
     pending_order(engine)
     post_event(server.url, "paystack", paystack_charge("NO-SUCH-REF", TOTAL), secrets_env)

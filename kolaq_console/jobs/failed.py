@@ -224,9 +224,33 @@ def close_open_calls(conn: Connection, task: str, first_arg: int, operator: str,
     # PostgreSQL must not cast another task's argument (a SKU, say) to an integer
     matches = (first.as_string() == str(first_arg) if conn.dialect.name == "postgresql"
                else first.as_integer() == first_arg)
+    return _discard_with_reason(conn, [_of_task(task), matches], operator, reason, now)
+
+
+def open_calls(conn: Connection, task: str) -> list[tuple[int, list[Any]]]:
+    """(entry id, the call's arguments as shown) of the open entries of `task`."""
+    return [(i, list(args or [])) for i, args in conn.execute(
+        select(F.c.id, F.c.args).where(OPEN, _of_task(task)).order_by(F.c.id))]
+
+
+def discard_calls(conn: Connection, ids: Sequence[int], operator: str, reason: str,
+                  now: datetime | None = None) -> list[int]:
+    """Discard these open entries, each with an activity-log entry giving `reason` (their
+    work was done another way). Runs in the caller's transaction; returns the ids closed."""
+    if not ids:
+        return []
+    return _discard_with_reason(conn, [F.c.id.in_(list(ids))], operator, reason,
+                                now or utcnow())
+
+
+def _of_task(task: str) -> Any:
+    return or_(F.c.task_name == task, F.c.task_name.endswith("." + task))
+
+
+def _discard_with_reason(conn: Connection, where: list[Any], operator: str, reason: str,
+                         now: datetime) -> list[int]:
     closed = sorted(conn.execute(
-        update(F)
-        .where(OPEN, or_(F.c.task_name == task, F.c.task_name.endswith("." + task)), matches)
+        update(F).where(OPEN, *where)
         .values(status=FailedJobStatus.discarded.value, resolved_by=operator, resolved_at=now)
         .returning(F.c.id)
     ).scalars())

@@ -168,14 +168,36 @@ def replay(engine: Engine, row_id: int, *, actor: str, lease_seconds: float) -> 
         ).rowcount
         if not won:
             raise UserError(f"webhook event #{row_id} changed meanwhile; look at it again")
+        closed = _close_failed_jobs_of(session, row_id, actor, now)
         session.add(ActivityLog(actor=actor, action="webhook.replay", entity="webhook_event",
                                 entity_id=str(row_id),
                                 details={"provider": event.provider, "event_id": event.event_id,
-                                         "previous_status": previous, "error": event.error}))
+                                         "previous_status": previous, "error": event.error,
+                                         "closed_failed_jobs": closed}))
         session.commit()
         session.refresh(event)
     enqueue_or_leave(row_id)
     return event
+
+
+def _close_failed_jobs_of(session: Session, row_id: int, actor: str, now: datetime
+                         ) -> list[int]:
+    """The failed processing jobs this replay does the work of: those that carried the event
+    and no other event still failed (a job carries the events of one group commit; one whose
+    other events still wait for a replay stays open for them)."""
+    from kolaq_console.jobs.failed import discard_calls, open_calls
+
+    conn = session.connection()
+    calls = [(i, [a for a in args if isinstance(a, int)])
+             for i, args in open_calls(conn, TASK)]
+    calls = [(i, ids) for i, ids in calls if row_id in ids]
+    others = {e for _, ids in calls for e in ids if e != row_id}
+    still_failed = set(session.execute(
+        select(WebhookEvent.id).where(col(WebhookEvent.id).in_(others),
+                                      col(WebhookEvent.status) == WebhookStatus.failed.value)
+    ).scalars()) if others else set()
+    done = [i for i, ids in calls if not still_failed.intersection(ids)]
+    return discard_calls(conn, done, actor, f"webhook event #{row_id} was replayed", now)
 
 
 def list_events(session: Session, status: str | None = None, provider: str | None = None,
