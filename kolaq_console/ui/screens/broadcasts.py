@@ -41,7 +41,7 @@ from kolaq_console.ui.widgets.record_table import Col, RecordTable
 COLUMNS = (
     Col("#", 4, right=True), Col("status", 9), Col("audience", 11, hide_below=90),
     Col("sent", 6, right=True), Col("failed", 6, right=True, hide_below=70),
-    Col("skipped", 7, right=True, hide_below=100), Col("total", 6, right=True),
+    Col("unsent", 7, right=True, hide_below=100), Col("total", 6, right=True),
     Col("subject", 14, flex=1), Col("started", 11, hide_below=110),
 )
 PREVIEW_DELAY = 0.25  # seconds of quiet typing before the preview is rendered again
@@ -429,7 +429,8 @@ class BroadcastsScreen(TableActions, LiveScreen):
 
 
 def _figures(p) -> tuple[str, str, str, str]:
-    """sent, failed, skipped (cancelled included), total; a draft has none yet."""
+    """sent, failed, unsent (skipped or cancelled: never handed to the provider; the
+    progress line tells the two apart), total; a draft has none yet."""
     if p.status == "draft":
         return ("-", "-", "-", "-")
     return (str(p.sent), str(p.failed), str(p.skipped + p.cancelled), str(p.total))
