@@ -158,7 +158,8 @@ def list_cmd(
         print_json({"broadcasts": [_figures(p) for p in rows]})
         return
     table = Table(title=f"Broadcasts ({len(rows)})", title_justify="left")
-    for column in ("id", "status", "audience", "sent", "failed", "skipped", "total", "subject"):
+    # unsent: skipped or cancelled, never handed to the provider (`show` tells them apart)
+    for column in ("id", "status", "audience", "sent", "failed", "unsent", "total", "subject"):
         table.add_column(column, overflow="fold")
     for p in rows:
         table.add_row(str(p.id), p.status, p.audience, str(p.sent), str(p.failed),
