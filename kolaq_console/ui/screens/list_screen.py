@@ -96,6 +96,7 @@ class ListScreen(TableActions, LiveScreen):
         super().__init__()
         self.filter = Filter()
         self.filter_error: str | None = None
+        self.filter_before_edit = self.filter  # what "filter unchanged" goes back to
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -171,6 +172,7 @@ class ListScreen(TableActions, LiveScreen):
         self.show_caption()
 
     def action_filter(self) -> None:
+        self.filter_before_edit = self.filter
         self.query_one(FilterBar).open()
 
     @on(FilterBar.Applied)
@@ -178,6 +180,11 @@ class ListScreen(TableActions, LiveScreen):
         try:
             parsed = self.GRAMMAR.parse(event.text)
         except FilterError as exc:
+            # Unchanged means as before this edit, not the half-typed `who` that `who:ada`
+            # passed through on the way to its error.
+            if self.filter != self.filter_before_edit:
+                self.filter = self.filter_before_edit
+                self.filter_changed()
             self.filter_error = str(exc)
             self.show_caption()
             return
