@@ -389,6 +389,8 @@ def test_bulk_actions_without_yes_refuse_and_change_nothing(jobs, cli):
         assert code == 1 and "without --yes" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli("jobs", "retry", "1", "2")
     assert code == 1 and "without --yes" in err
+    code, _, err = cli("jobs", "retry", "--all", "--error", "a1 failed")  # matches one
+    assert code == 1 and "refusing to retry 1 failed job matching" in err
     assert jobs.huey.pending_count() == 0
     assert {r.status for r in failed_rows(jobs.engine)} == {"failed"}
 

@@ -216,8 +216,10 @@ def _targets(verb: str, ids: list[int], all_: bool, flt: ledger.JobFilter, yes: 
         raise UserError(f"name the job ids to {verb}, or --all (optionally with --queue, --task, "
                         "--error, --since, --until)")
     targets = ledger.select_ids(session, ids, None if ids else flt)
-    if len(targets) > 1 and not yes:
-        what = f"{len(targets)} failed jobs" + (_describe(flt) if all_ else "")
+    # --all asks even for one: the operator has not seen what it matched
+    if (all_ or len(targets) > 1) and not yes:
+        what = (f"{len(targets)} failed job{'' if len(targets) == 1 else 's'}"
+                + (_describe(flt) if all_ else ""))
         if not sys.stdin.isatty():
             raise UserError(f"refusing to {verb} {what} without --yes (no terminal to confirm on)")
         if not typer.confirm(f"{verb.capitalize()} {what}?", default=False):
