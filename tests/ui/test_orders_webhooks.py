@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 from textual.widgets import Input
 
 from kolaq_console import dispatch
-from kolaq_console.models import EmailOutbox, Order, WebhookEvent
+from kolaq_console.models import EmailOutbox, Order, WebhookEvent, utcnow
 from kolaq_console.ui.dialogs.choose import ChooseDialog, ShippingDialog
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
 from kolaq_console.ui.screens.orders import OrderDetailScreen
@@ -158,6 +158,26 @@ async def test_webhooks_screen_replays_a_flagged_event_after_confirming(shop, co
     with Session(sqlite_engine) as s:
         assert s.get(WebhookEvent, flagged.id).status == "received"
     assert [(c.task, c.args) for c in calls] == [("process_webhook", (flagged.id,))]
+
+
+async def test_a_failed_events_detail_says_when_it_was_last_tried_not_processed(
+        shop, console, sqlite_engine):
+    with Session(sqlite_engine) as s:
+        for e in s.exec(select(WebhookEvent)).all():
+            s.delete(e)
+        s.add(WebhookEvent(provider="stripe", event_id="evt_x", event_type="charge.x",
+                           payload={}, status="failed", error="lock timeout", attempts=3,
+                           processed_at=utcnow()))
+        s.commit()
+    app = console()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("7")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, WebhookDetailScreen)
+        fields = str(app.screen.query_one("#detail-fields").render())
+    assert "Last tried" in fields and "Processed" not in fields
 
 
 async def test_read_only_refuses_status_changes_and_replays(shop, console, sqlite_engine):

@@ -174,7 +174,7 @@ class WebhookDetailScreen(WebhookActions):
                   ("Attempts", str(r["attempts"])), ("Order", r["order"] or "-"),
                   ("Email", f"#{r['email_id']}" if r["email_id"] else "-"),
                   ("Received", when_full(r["received_at"], zone)),
-                  ("Processed", when_full(r["processed_at"], zone))]
+                  (_handled_label(r["status"]), when_full(r["processed_at"], zone))]
         text = "\n".join(f"[b]{name:<10}[/] {escape(value)}" for name, value in fields)
         with self.app.batch_update():
             self.query_one("#detail-fields", Static).update(
@@ -191,3 +191,9 @@ def _status(status: str):
     from textual.content import Content
 
     return Content.from_markup(f"[{STATUS_COLOURS.get(status, '')}]{escape(status)}[/]")
+
+
+def _handled_label(status: str) -> str:
+    """What the event's last handling time was: a failed (or not yet handled) event was
+    tried then, not processed."""
+    return "Last tried" if status in ("failed", "received") else status.capitalize()
