@@ -174,9 +174,11 @@ def later_copy(conn: Connection | Session, row: Any) -> int | None:
     base = row.idempotency_key.split(RESEND_MARK)[0][: MAX_KEY_LENGTH - _RESEND_SUFFIX]
     o = EmailOutbox
     return conn.execute(
-        # lower() on both sides finds the address by its index (ix_email_outbox_to_lower).
+        # By lower(to_address), its index's expression: copies keep the original's address
+        # as it is, and an exact `to_address =` beside it would make SQLite substitute the
+        # constant into lower() and leave the index (ix_email_outbox_to_address is gone).
         select(o.id).where(func.lower(col(o.to_address)) == func.lower(row.to_address),
-                           col(o.to_address) == row.to_address, col(o.kind) == row.kind,
+                           col(o.kind) == row.kind,
                            col(o.id) > row.id,
                            col(o.idempotency_key).startswith(base + RESEND_MARK,
                                                              autoescape=True))
