@@ -1,18 +1,19 @@
-"""email_outbox: fewer index writes per row (partial indexes, three unused ones dropped)
+"""email_outbox: fewer index writes per row (six indexes partial, two unused ones dropped)
 
 Revision ID: 0017_outbox_indexes
 Revises: 0015_products_fillfactor
 Create Date: 2026-12-01 09:45:00
 
-Every outbox row was an entry in 12 indexes; a broadcast's batch of 100 copies wrote 1,200
-entries, a third of them at random places (to_address and lower(to_address) beside the
-primary key and the idempotency key). Queries on the table (bench/README.md, broadcasts.py,
-lists each and its plan) need none of `to_address` (lookups and `later_copy` compare
-lower(to_address), which has its own index), `created_at` (never filtered on) and the NULL
-entries of order_id, broadcast_id, batch_id, provider_message_id and delivery_status (each is
-only ever looked up by a value); `kind` is filtered on for the email list, where broadcast
-copies (most rows) are found by id order anyway. So: three indexes dropped, six made partial.
-Rows and keys are unchanged: nothing in flight is affected.
+Every outbox row was an entry in 12 indexes: a broadcast's batch of 100 copies wrote 1,200
+entries when stored and rewrote most of them when sent. The queries on the table (listed in
+bench/README.md, broadcasts.py, each checked with EXPLAIN on both databases) need none of
+`to_address` (lookups and `later_copy` compare lower(to_address), which has its own index),
+`created_at` (never filtered on), nor the NULL entries of order_id, broadcast_id, batch_id,
+provider_message_id and delivery_status (each is only looked up by a value); `kind` is
+filtered on by the email list, where broadcast copies (most rows) are found in id order
+anyway, so that index leaves them out. Two indexes dropped, six made partial; a copy is now
+an entry in 6 indexes when stored, 7 when sent. Rows are unchanged: nothing in flight is
+affected. The downgrade builds the full indexes again.
 """
 from collections.abc import Sequence
 
