@@ -242,34 +242,6 @@ def test_a_copy_made_once_per_broadcast_equals_what_compose_makes_for_that_recip
                 composed.idempotency_key)
 
 
-def test_copies_are_keyed_by_address_and_stored_in_address_order_so_key_inserts_append(
-    engine, settings, stub, workers
-):
-    addresses = list(reversed(subscribers(150)))  # customers' ids against address order
-    seed_customers(engine, addresses)
-    b = submit(engine, settings).broadcast
-    workers.run()
-    with Session(engine) as s:
-        rows = s.exec(select(EmailOutbox).where(EmailOutbox.broadcast_id == b.id)
-                      .order_by(EmailOutbox.id)).all()
-    assert [r.to_address for r in rows] == sorted(addresses)
-    keys = [r.idempotency_key for r in rows]
-    assert keys == sorted(keys) == [f"broadcast/{b.id}/{a}" for a in sorted(addresses)]
-    assert sorted(d.to[0] for d in stub.deliveries) == sorted(addresses)
-
-
-def test_a_copy_key_too_long_to_hold_its_address_is_the_addresses_digest():
-    from kolaq_console.emails.composers.broadcast import copy_key
-    from kolaq_console.emails.request import MAX_KEY_LENGTH, digest
-
-    short = "Ada@Example.com"
-    assert copy_key(7, short) == "broadcast/7/ada@example.com"
-    long = "a" * 64 + "@" + "b" * 180 + ".example.com"
-    key = copy_key(7, long)
-    assert key == f"broadcast/7/{digest(long.lower(), length=16)}" and len(key) <= MAX_KEY_LENGTH
-    assert "@" not in key  # the digest form cannot be mistaken for an address's key
-
-
 def test_progress_reports_rate_and_eta_while_sending(engine, settings, stub, workers):
     seed_customers(engine, subscribers(300))
     b = submit(engine, settings).broadcast
