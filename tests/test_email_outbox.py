@@ -246,6 +246,21 @@ def test_sweeper_requeues_rows_past_their_lease_once_per_lease(engine, settings,
                                                                   ).idempotency_key
 
 
+def test_the_list_filtered_by_kind_finds_that_kind_only_broadcast_copies_included(
+    engine, settings, enqueued
+):
+    generic = queue(engine, settings, to="a@example.com").row.id
+    with Session(engine) as session:
+        copy = EmailOutbox(kind="broadcast", to_address="b@example.com", subject="News",
+                           html="", text="", idempotency_key="broadcast/1/b@example.com")
+        session.add(copy)
+        session.commit()
+        copy_id = copy.id
+    with Session(engine) as session:
+        assert [r.id for r in outbox.list_emails(session, kind="generic")] == [generic]
+        assert [r.id for r in outbox.list_emails(session, kind="broadcast")] == [copy_id]
+
+
 def test_list_and_status_counts_reflect_the_outbox(engine, settings, enqueued):
     a = queue(engine, settings, to="a@example.com").row.id
     claim(engine, a, 60)

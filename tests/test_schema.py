@@ -129,3 +129,38 @@ def test_the_revisions_read_without_alembic_are_alembics(database_url):
     with engine.connect() as conn:
         assert current_revision(engine) == MigrationContext.configure(conn).get_current_revision()
     engine.dispose()
+
+
+def test_outbox_index_migration_goes_down_to_the_full_indexes_and_up_again(database_url):
+    """0017 drops three of email_outbox's indexes and makes six partial; its downgrade puts
+    every one back whole (on both databases) and the upgrade runs again on that."""
+    import warnings
+
+    from alembic import command
+
+    from kolaq_console.schema import alembic_config
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+
+    def indexes() -> dict[str, bool]:  # name: partial
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SQLite's expression index is not reflected
+            found = inspect(engine).get_indexes("email_outbox")
+        return {i["name"]: i.get("dialect_options", {}).get(
+            f"{engine.dialect.name}_where") is not None for i in found}
+
+    at_head = indexes()
+    assert "ix_email_outbox_to_address" not in at_head
+    assert "ix_email_outbox_created_at" not in at_head
+    assert at_head["ix_email_outbox_order_id"] and at_head["ix_email_outbox_kind"]
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0015_products_fillfactor")
+    before = indexes()
+    assert not before["ix_email_outbox_order_id"] and not before["ix_email_outbox_kind"]
+    assert {"ix_email_outbox_to_address", "ix_email_outbox_created_at"} <= set(before)
+    upgrade(engine)
+    assert indexes() == at_head
+    engine.dispose()

@@ -123,7 +123,10 @@ def submit(session: Session, settings: Settings, *, actor: str,
     session.execute(insert(BroadcastRecipient).from_select(
         ["broadcast_id", "email", "customer_id", "status"],
         select(literal(b.id), query.c.email, query.c.customer_id,
-               literal(RecipientStatus.pending.value)),
+               literal(RecipientStatus.pending.value))
+        # In address order: batches are formed in id order, so the copies' keys (the address,
+        # emails.composers.broadcast.copy_key) and lower(to_address) are written in order.
+        .order_by(query.c.email),
     ))
     b.total = session.execute(select(func.count()).select_from(BroadcastRecipient).where(
         col(BroadcastRecipient.broadcast_id) == b.id)).scalar_one()

@@ -18,6 +18,7 @@ from kolaq_console import consent
 from kolaq_console.config import Settings
 from kolaq_console.emails.composers.base import Composition, composer
 from kolaq_console.emails.request import (
+    MAX_KEY_LENGTH,
     REPLY_TO_HEADER,
     EmailRequest,
     digest,
@@ -51,8 +52,17 @@ def template_context(subject: str, body: str, unsubscribe_url: str) -> dict[str,
 
 
 def copy_key(broadcast_id: int, address: str) -> str:
-    """The idempotency key of one recipient's copy: one copy per address per broadcast."""
-    return f"broadcast/{broadcast_id}/{digest(consent.normalise(address), length=16)}"
+    """The idempotency key of one recipient's copy: one copy per address per broadcast.
+    The address itself, so a broadcast's copies (formed in address order: recipients are
+    materialised sorted) go into the unique index one after another rather than at 100
+    random places a batch. An address too long for that keeps the digest form that every
+    copy had before (it has no "@", so the two forms never collide); rows keep the key they
+    were stored with, so a batch formed earlier is resent under its old keys."""
+    normal = consent.normalise(address)
+    key = f"broadcast/{broadcast_id}/{normal}"
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    return f"broadcast/{broadcast_id}/{digest(normal, length=16)}"
 
 
 @composer("broadcast")
