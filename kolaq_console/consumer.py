@@ -11,6 +11,7 @@ two operator-facing changes.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sqlite3
@@ -195,6 +196,10 @@ class KolaqConsumer(Consumer):
         self._signal_actions[signal.SIGINT] = graceful
         self._signal_actions[signal.SIGTERM] = graceful
 
+    def run(self) -> None:
+        freeze_startup_objects()
+        super().run()
+
     def _create_worker(self) -> Worker:
         worker = super()._create_worker()
         worker.outage = self.outage  # type: ignore[attr-defined]
@@ -215,3 +220,17 @@ class KolaqConsumer(Consumer):
             # the one received).
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+# Young-generation collections every 700 allocations (Python's default) ran ~100 times a
+# batch of 100 emails; fewer, bigger ones cost less CPU per email, for a few MB more.
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def freeze_startup_objects() -> None:
+    """A worker's modules, settings and caches live as long as the process: moved out of the
+    collector's generations once started (gc.freeze), no collection walks them again, and
+    collections run less often (GC_THRESHOLDS)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
