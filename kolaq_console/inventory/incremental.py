@@ -29,11 +29,11 @@ from sqlalchemy.exc import DBAPIError
 
 from kolaq_console.inventory.lease import Lease, LeaseLost, acquire_stmt, give_back_stmt
 from kolaq_console.inventory.runs import (
-    ACTION_RUN,
     Change,
     ReconcileResult,
     close_run,
     save_state_stmt,
+    summary_stmt,
 )
 from kolaq_console.inventory.stock import CHECKPOINT_KEY, checkpoint_of
 from kolaq_console.models import InventoryEvent, Product, ProductStock, utcnow
@@ -98,8 +98,6 @@ _SET_STOCK_SQLITE = ("UPDATE product_stock SET stock = ?, last_reconciled_at = ?
                      "WHERE product_id = ?")
 _STATE_SQLITE = f"SELECT value FROM system_state WHERE key = '{CHECKPOINT_KEY}'"
 _HIGH_WATER_SQLITE = "SELECT coalesce(max(id), 0) FROM inventory_events"
-_SUMMARY_SQLITE = ("INSERT INTO activity_log (actor, action, entity, entity_id, details, "
-                   "created_at) VALUES (:actor, :action, 'inventory', NULL, :details, :now)")
 
 
 @cache
@@ -166,8 +164,8 @@ def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float,
                               max_stock)
             _run_sqlite(cursor, save_state_stmt("sqlite"),
                         {"b_key": CHECKPOINT_KEY, "b_value": state, "b_now": now})
-            cursor.execute(_SUMMARY_SQLITE, {"actor": actor, "action": ACTION_RUN, "now": when,
-                                             "details": json.dumps(result.log_details())})
+            _run_sqlite(cursor, summary_stmt(), {"actor": actor, "b_now": now,
+                                                 "details": result.log_details()})
             raw.commit()
             return result
         except sqlite3.Error as exc:

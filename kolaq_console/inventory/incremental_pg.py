@@ -38,11 +38,11 @@ from sqlalchemy.sql import Select, Update
 from kolaq_console.inventory.incremental import driver_rows
 from kolaq_console.inventory.lease import Lease, LeaseLost, acquire_stmt, give_back_stmt
 from kolaq_console.inventory.runs import (
-    ACTION_RUN,
     Change,
     ReconcileResult,
     close_run,
     save_state_stmt,
+    summary_stmt,
 )
 from kolaq_console.inventory.stock import CHECKPOINT_KEY, HWM_LOCK_TIMEOUT, EventsBusy
 from kolaq_console.models import InventoryEvent, Product, ProductStock, utcnow
@@ -196,9 +196,7 @@ def _finish_sql() -> str:
     """The checkpoint (runs.save_state_stmt) and the run's summary entry (what
     runs.finish_run writes), then the commit."""
     return (f"{_compiled(save_state_stmt('postgresql'))[0]}; "
-            "INSERT INTO activity_log (actor, action, entity, entity_id, details, created_at) "
-            "VALUES (%(actor)s, %(action)s, 'inventory', NULL, %(details)s::json, %(b_now)s); "
-            "COMMIT")
+            f"{_compiled(summary_stmt())[0]}; COMMIT")
 
 
 def _in_ids(name: str) -> Any:
@@ -265,6 +263,7 @@ def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int
         state = close_run(result, applied, checkpoint, high_water, previous, started, now,
                           max_stock)
         _send(conn, _finish_sql(), {
-            "b_key": CHECKPOINT_KEY, "b_value": json.dumps(state), "b_now": params["now"],
-            "actor": actor, "action": ACTION_RUN, "details": json.dumps(result.log_details())})
+            **_compiled(summary_stmt())[1], "b_key": CHECKPOINT_KEY,
+            "b_value": json.dumps(state), "b_now": params["now"], "actor": actor,
+            "details": json.dumps(result.log_details())})
     return result
