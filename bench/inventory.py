@@ -107,7 +107,7 @@ def load_products(engine: Engine, n: int) -> None:
             "INSERT INTO products (sku, name, price_minor, currency, "
             f"active, created_at, updated_at) VALUES ({placeholders})", rows)
         # every product has its stock row (what the ORM's Product does)
-        cur.execute("INSERT INTO product_stock (product_id) SELECT id FROM products "
+        cur.execute("INSERT INTO product_stock (product_id, sku) SELECT id, sku FROM products "
                     "WHERE id NOT IN (SELECT product_id FROM product_stock) ORDER BY id")
         raw.commit()
     finally:

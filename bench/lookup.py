@@ -64,7 +64,8 @@ def fill(engine, customers: int, orders: int, failed: int) -> None:
     put(Product, [{"sku": f"KB-P{i:03d}", "name": f"Bitters {i}", "price_minor": 500_00,
                    "currency": "NGN", "active": True,
                    "created_at": now, "updated_at": now} for i in range(40)])
-    put(ProductStock, [{"product_id": 1 + i, "stock": 100} for i in range(40)])
+    put(ProductStock, [{"product_id": 1 + i, "sku": f"KB-P{i:03d}", "stock": 100}
+                       for i in range(40)])
     put(Customer, [{"email": f"customer{i}@example.com",
                     "name": f"{rnd.choice(FIRST)} {rnd.choice(LAST)}",
                     "marketing_consent": i % 3 == 0, "sms_consent": False,

@@ -18,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    ForeignKeyConstraint,
     Index,
     Integer,
     Join,
@@ -100,8 +101,10 @@ class Product(SQLModel, table=True):
     keeps that to a few pages instead of most of this wide table's (bench/README.md)."""
 
     __tablename__ = "products"
+    # uq_products_id_sku: the key product_stock's copy of the sku refers to (migration 0016)
     __table_args__ = (_prefix("ix_products_sku_prefix", "sku"),
                       _prefix("ix_products_name_prefix", "name"),
+                      Index("uq_products_id_sku", "id", "sku", unique=True),
                       {"postgresql_with": {"fillfactor": 85}})
 
     id: int | None = Field(default=None, primary_key=True)
@@ -122,15 +125,20 @@ class Product(SQLModel, table=True):
 class ProductStock(SQLModel, table=True):
     """A product's stored stock: a cache of the sum of its inventory events, as of the last
     reconciliation (the event log is the truth; inventory/stock.py states the contract).
-    Narrow on purpose: only what a reconciliation writes. fillfactor 70 on PostgreSQL: every
-    run rewrites many rows, and room on their page keeps those updates HOT (no index writes)."""
+    Narrow on purpose: what a reconciliation reads and writes per product, so a run touches
+    no products row. That includes a copy of the sku, which every change a run reports
+    names: kept equal to the product's by the foreign key (ON UPDATE CASCADE). fillfactor 70 on
+    PostgreSQL: every run rewrites many rows, and room on their page keeps those updates HOT
+    (no index writes)."""
 
     __tablename__ = "product_stock"
-    __table_args__ = ({"postgresql_with": {"fillfactor": 70}},)
+    __table_args__ = (ForeignKeyConstraint(["product_id", "sku"], ["products.id", "products.sku"],
+                                           onupdate="CASCADE", ondelete="CASCADE"),
+                      {"postgresql_with": {"fillfactor": 70}})
 
     product_id: int | None = Field(default=None, primary_key=True,
-                                   sa_column_kwargs={"autoincrement": False},
-                                   foreign_key="products.id", ondelete="CASCADE")
+                                   sa_column_kwargs={"autoincrement": False})
+    sku: str | None = Field(default=None, max_length=64, nullable=False)  # set with product_id
     # 64-bit on PostgreSQL too, so the cache can hold any sum of (bounded) events: a product
     # never breaks a reconcile run.
     stock: int = Field(default=0, sa_type=BigInteger().with_variant(Integer(), "sqlite"),

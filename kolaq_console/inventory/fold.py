@@ -22,7 +22,6 @@ from kolaq_console.models import (
     Product,
     ProductStock,
     utcnow,
-    with_stock,
 )
 
 
@@ -66,11 +65,10 @@ def fold_locked(session: Session, product_id: int, checkpoint: int, high_water: 
     """Lock one product's row and bring its cache up to `high_water` (or further, if its mark
     already is), recording the new mark: (the change, with the old mark as seen_mark; the new
     mark). None if the product no longer exists."""
-    p, s = Product, ProductStock
-    row = session.execute(
-        select(p.sku, s.stock, s.stock_event_id).select_from(with_stock())
-        .where(col(p.id) == product_id)
-        .with_for_update(key_share=True, of=s)  # the stock row: what bulk runs update
+    s = ProductStock
+    row = session.execute(  # the stock row: what bulk runs update
+        select(s.sku, s.stock, s.stock_event_id).where(col(s.product_id) == product_id)
+        .with_for_update(key_share=True)
     ).first()
     if row is None:
         return None

@@ -36,11 +36,10 @@ from kolaq_console.inventory.runs import (
     summary_stmt,
 )
 from kolaq_console.inventory.stock import CHECKPOINT_KEY, checkpoint_of
-from kolaq_console.models import InventoryEvent, Product, ProductStock, utcnow
+from kolaq_console.models import InventoryEvent, ProductStock, utcnow
 from kolaq_console.sqlutil import rarely
 
 _E = InventoryEvent.__table__  # type: ignore[attr-defined]
-_P = Product.__table__  # type: ignore[attr-defined]
 _S = ProductStock.__table__  # type: ignore[attr-defined]
 _first = itemgetter(0)
 
@@ -84,9 +83,8 @@ def _sqlite_fold() -> tuple[str, dict[str, Any]]:
 
     agg = _new_per_product()
     delta, n = _uncovered(agg)
-    stmt = (select(_S.c.product_id, _P.c.sku, _S.c.stock, delta, n)
-            .select_from(agg.join(_S, _S.c.product_id == agg.c.product_id)
-                         .join(_P, _P.c.id == agg.c.product_id))
+    stmt = (select(_S.c.product_id, _S.c.sku, _S.c.stock, delta, n)
+            .select_from(agg.join(_S, _S.c.product_id == agg.c.product_id))
             .order_by(_S.c.product_id))
     compiled = stmt.compile(dialect=dialect(paramstyle="named"))
     return str(compiled), dict(compiled.params)

@@ -45,10 +45,9 @@ from kolaq_console.inventory.runs import (
     summary_stmt,
 )
 from kolaq_console.inventory.stock import CHECKPOINT_KEY, HWM_LOCK_TIMEOUT, EventsBusy
-from kolaq_console.models import InventoryEvent, Product, ProductStock, utcnow
+from kolaq_console.models import InventoryEvent, ProductStock, utcnow
 
 _E = InventoryEvent.__table__  # type: ignore[attr-defined]
-_P = Product.__table__  # type: ignore[attr-defined]
 _S = ProductStock.__table__  # type: ignore[attr-defined]
 _first = itemgetter(0)
 _LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out
@@ -168,14 +167,13 @@ WITH agg AS MATERIALIZED (
     WHERE s.product_id = ANY(ARRAY(SELECT product_id FROM agg WHERE delta != 0))
         AND s.product_id = agg.product_id AND agg.delta != 0
         AND s.stock_event_id <= %(cp)s
-    RETURNING s.product_id AS id, s.stock, agg.delta, agg.n
+    RETURNING s.product_id AS id, s.sku, s.stock, agg.delta, agg.n
 ), zero AS (
     SELECT product_id AS id, stock_event_id FROM product_stock
     WHERE product_id = ANY(ARRAY(SELECT product_id FROM agg WHERE delta = 0))
     ORDER BY product_id FOR NO KEY UPDATE
 )
-SELECT moved.id, p.sku, moved.stock, moved.delta, moved.n
-FROM moved JOIN products p ON p.id = moved.id
+SELECT id, sku, stock, delta, n FROM moved
 UNION ALL
 SELECT product_id, NULL, NULL, NULL, NULL FROM agg
 WHERE delta != 0 AND product_id NOT IN (SELECT id FROM moved)
@@ -222,12 +220,11 @@ def _pg_fold_marked() -> Update:
                  x.c.id <= bindparam("hw"))
     delta = select(func.coalesce(func.sum(x.c.delta), 0)).where(*past_mark).scalar_subquery()
     n = select(func.count()).where(*past_mark).scalar_subquery()
-    sku = select(_P.c.sku).where(_P.c.id == _S.c.product_id).scalar_subquery()
     return (
         update(_S)
         .where(_in_ids("marked"), delta != 0)
         .values(stock=_S.c.stock + delta, last_reconciled_at=bindparam("now"))
-        .returning(_S.c.product_id, sku, _S.c.stock, delta, n)
+        .returning(_S.c.product_id, _S.c.sku, _S.c.stock, delta, n)
     )
 
 

@@ -7,8 +7,11 @@ Create Date: 2026-12-01 09:30:00
 A reconciliation rewrites the stock of every product with new events (~950 of 10,000 for
 1,000 events). In the wide products row that dirtied most of the table's pages on SQLite (~330
 of 342) and was most of the run's cost on both databases; product_stock holds only what a
-reconciliation writes (stock, stock_event_id, last_reconciled_at: ~30 pages for the same
-products). One row per product, created with it; the data moves over and back. On PostgreSQL
+reconciliation reads and writes (stock, stock_event_id, last_reconciled_at, and a copy of the
+sku that every reported change names, so a run reads no products row either: a foreign key
+to products (id, sku) ON UPDATE CASCADE keeps it equal, over the new unique index
+uq_products_id_sku). One row per product, created with it; the data moves over and back. On
+PostgreSQL
 the new table gets fillfactor 70 (its rows are rewritten in bulk every run: room on their page
 keeps those updates HOT). products.updated_at stays the catalogue entry's own time: a
 reconciliation no longer touches products.
@@ -30,19 +33,22 @@ MOVED = ('stock', 'stock_event_id', 'last_reconciled_at')
 
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == 'postgresql'
+    op.create_index('uq_products_id_sku', 'products', ['id', 'sku'], unique=True)
     op.create_table(
         'product_stock',
         sa.Column('product_id', sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column('sku', sa.String(length=64), nullable=False),
         sa.Column('stock', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'),
                   server_default='0', nullable=False),
         sa.Column('stock_event_id', sa.Integer(), server_default='0', nullable=False),
         sa.Column('last_reconciled_at', kolaq_console.models.UTCDateTime(), nullable=True),
-        sa.ForeignKeyConstraint(['product_id'], ['products.id'], ondelete='CASCADE'),
+        sa.ForeignKeyConstraint(['product_id', 'sku'], ['products.id', 'products.sku'],
+                                onupdate='CASCADE', ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('product_id'),
         **({'postgresql_with': {'fillfactor': 70}} if postgres else {}),
     )
-    op.execute("INSERT INTO product_stock (product_id, stock, stock_event_id, "
-               "last_reconciled_at) SELECT id, stock, stock_event_id, last_reconciled_at "
+    op.execute("INSERT INTO product_stock (product_id, sku, stock, stock_event_id, "
+               "last_reconciled_at) SELECT id, sku, stock, stock_event_id, last_reconciled_at "
                "FROM products ORDER BY id")
     # None of the three is indexed or constrained: SQLite (3.35+) drops them in place too.
     for column in MOVED:
@@ -65,3 +71,4 @@ def downgrade() -> None:
     if postgres:  # the stock column had no default before 0016
         op.execute("ALTER TABLE products ALTER COLUMN stock DROP DEFAULT")
     op.drop_table('product_stock')
+    op.drop_index('uq_products_id_sku', table_name='products')
