@@ -83,9 +83,10 @@ def _sqlite_fold() -> tuple[str, dict[str, Any]]:
 
     agg = _new_per_product()
     delta, n = _uncovered(agg)
+    # No ORDER BY: SQLite would sort the rows again although they come out of the GROUP BY
+    # in product order; the caller sorts them (in order already: one pass).
     stmt = (select(_S.c.product_id, _S.c.sku, _S.c.stock, delta, n)
-            .select_from(agg.join(_S, _S.c.product_id == agg.c.product_id))
-            .order_by(_S.c.product_id))
+            .select_from(agg.join(_S, _S.c.product_id == agg.c.product_id)))
     compiled = stmt.compile(dialect=dialect(paramstyle="named"))
     return str(compiled), dict(compiled.params)
 
@@ -147,6 +148,7 @@ def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float,
             sql, literals = _sqlite_fold()
             rows = cursor.execute(sql, {**literals, "cp": checkpoint,
                                         "hw": high_water}).fetchall()
+            rows.sort(key=_first)
             now = utcnow()
             when = _S.c.last_reconciled_at.type.dialect_impl(conn.dialect).bind_processor(
                 conn.dialect)(now)  # the stored text form, made once
