@@ -5,8 +5,9 @@ H needs `LOCK TABLE inventory_events IN SHARE MODE` (stock.py), which must not b
 waiting for product row locks (an adjustment holds its product's row while it inserts an event:
 a deadlock), so the lease, the checkpoint and H come from a first short transaction, and the
 fold from a second one that gives the lease back (fencing: it fails if the lease was taken
-over), then one UPDATE ... FROM (the aggregate) moves every touched product whose mark is at or
-below the checkpoint, RETURNING the new stock and the sum (old = new - sum). It locks rows as
+over), then one UPDATE of product_stock ... FROM (the aggregate) moves every touched product
+whose mark is at or below the checkpoint, RETURNING its sku, the new stock and the sum
+(old = new - sum). It locks rows as
 it goes, in id order; a row a one-product run moved past the checkpoint meanwhile is skipped
 by PostgreSQL's re-check of the WHERE, and such products (rare) are then locked and folded from
 their own marks.

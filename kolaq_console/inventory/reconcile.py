@@ -8,8 +8,9 @@ Three kinds of run (see stock.py for the cache's contract and the safe high-wate
 - full (weekly, `--full`): every product's sum of all its events, in the same statement as the
   cached values it is compared with, so it also finds drift no event explains (a stock edited
   by hand, a bug); it folds new events like an incremental run and sets checkpoint := H.
-- one product (`--sku`, adjustments): the product's whole sum, with its row locked; records
-  how far it folded in product_stock.stock_event_id. Needs no lease; it is safe next to bulk runs.
+- one product (`--sku`, adjustments): the product's whole sum, with its stock row locked;
+  records how far it folded in product_stock.stock_event_id. Needs no lease; it is safe next
+  to bulk runs.
 
 The audit trail. Folding events into the cache is not a correction: the events are their own
 audit trail (each has its kind, reference, actor and note). So a run writes ONE summary entry
@@ -24,16 +25,17 @@ folded_events, unexplained). Only the full and one-product runs can see such dri
 incremental run reads new events only. A one-product run writes its summary when asked to
 (`reconcile --sku`), not when an adjustment calls it (the adjustment logs itself).
 
-Bulk runs hold a lease (two never overlap). The incremental run is in incremental.py (SQLite:
-one transaction) and incremental_pg.py (PostgreSQL: two). The full run takes the lease, the
-checkpoint and H in a first short transaction, aggregates without locks, and writes everything
-in one last transaction that first gives the lease back (so a run whose lease lapsed and was
-taken over cannot commit: fencing), locks the product rows it changes, writes their stock, the
-correction entries, the checkpoint and the summary entry. Each row it changes is re-checked
-under the lock: a one-product run may have moved it meanwhile, and then that product is
-recomputed under the lock. A crash before the last commit changes nothing (the lease expires
-after its TTL); events inserted during a run are above H (left for the next run) or at or below
-it (counted exactly once).
+The cache is the narrow table product_stock (models.ProductStock: one row per product), so a run
+writes no `products` row. Bulk runs hold a lease (two never overlap). The incremental run is in
+incremental.py (SQLite: one transaction) and incremental_pg.py (PostgreSQL: two). The full run
+takes the lease, the checkpoint and H in a first short transaction, aggregates without locks,
+and writes everything in one last transaction that first gives the lease back (so a run whose
+lease lapsed and was taken over cannot commit: fencing), locks the stock rows it changes, writes
+their stock, the correction entries, the checkpoint and the summary entry. Each row it changes
+is re-checked under the lock: a one-product run may have moved it meanwhile, and then that
+product is recomputed under the lock. A crash before the last commit changes nothing (the lease
+expires after its TTL); events inserted during a run are above H (left for the next run) or at
+or below it (counted exactly once).
 
 A bad product never fails the run for the others. If the set-based statements hit a data error
 (an overflowing sum, say), the run starts over product by product, each in a savepoint
