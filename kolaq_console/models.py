@@ -98,7 +98,8 @@ def bytes_field() -> Any:
 class Product(SQLModel, table=True):
     """A catalogue entry. Its stored stock is in `product_stock` (`stock_row`), one row per
     product, created with it: reconciliation rewrites ~1,000 stocks a run, and a narrow table
-    keeps that to a few pages instead of most of this wide table's (bench/README.md)."""
+    keeps that to its own pages (~140 for 10,000 products) instead of most of this wide
+    table's (bench/README.md)."""
 
     __tablename__ = "products"
     # uq_products_id_sku: the key product_stock's copy of the sku refers to (migration 0016)
@@ -160,7 +161,8 @@ def with_stock() -> Join:
 @event.listens_for(Product, "init")
 def _new_product_has_a_stock_row(target: Product, args: Any, kwargs: dict[str, Any]) -> None:
     """A product always has exactly one stock row: inserted with it (the ORM inserts it after
-    the product, in the same flush). Core inserts into products go through `insert_products`."""
+    the product, in the same flush). A Core insert into products inserts its stock rows itself
+    (as bench/inventory.py does: INSERT INTO product_stock (product_id, sku) SELECT id, sku ...)."""
     if "stock_row" not in kwargs:
         kwargs["stock_row"] = ProductStock()
 
