@@ -119,14 +119,15 @@ BARE_SQL = {
         "SELECT count(*) FROM failed_jobs WHERE status IN ('failed', 'interrupted') "
         f"AND error_type = '{REJECTED_ERROR_TYPE}'"),
     "low stock": (
-        "SELECT p.id, p.sku, p.name, p.stock + COALESCE(u.delta, 0), "
-        "COALESCE(p.low_stock_threshold, 10) FROM products p LEFT JOIN ("
+        "SELECT p.id, p.sku, p.name, s.stock + COALESCE(u.delta, 0), "
+        "COALESCE(p.low_stock_threshold, 10) FROM products p"
+        " JOIN product_stock s ON s.product_id = p.id LEFT JOIN ("
         " SELECT e.product_id, SUM(e.delta) AS delta FROM inventory_events e"
-        " JOIN products q ON q.id = e.product_id"
+        " JOIN product_stock q ON q.product_id = e.product_id"
         " WHERE e.id > COALESCE((SELECT CAST(value ->> 'event_id' AS INTEGER)"
         f"  FROM system_state WHERE key = '{CHECKPOINT_KEY}'), 0)"
         " AND e.id > q.stock_event_id GROUP BY e.product_id) u ON u.product_id = p.id "
-        "WHERE p.active AND p.stock + COALESCE(u.delta, 0) <= COALESCE(p.low_stock_threshold, 10)"
+        "WHERE p.active AND s.stock + COALESCE(u.delta, 0) <= COALESCE(p.low_stock_threshold, 10)"
         " ORDER BY 4, p.sku"),
     "outbox": "SELECT status, count(*) FROM email_outbox GROUP BY status",
     "messages": "SELECT status, count(*) FROM text_messages GROUP BY status",

@@ -41,6 +41,7 @@ from kolaq_console.models import (
     Order,
     OrderLine,
     Product,
+    ProductStock,
     utcnow,
 )
 from kolaq_console.runtime import dispose_engines
@@ -61,8 +62,10 @@ def fill(engine, customers: int, orders: int, failed: int) -> None:
                 conn.execute(insert(table.__table__), rows[start:start + CHUNK])
 
     put(Product, [{"sku": f"KB-P{i:03d}", "name": f"Bitters {i}", "price_minor": 500_00,
-                   "currency": "NGN", "stock": 100, "stock_event_id": 0, "active": True,
+                   "currency": "NGN", "active": True,
                    "created_at": now, "updated_at": now} for i in range(40)])
+    put(ProductStock, [{"product_id": 1 + i, "sku": f"KB-P{i:03d}", "stock": 100}
+                       for i in range(40)])
     put(Customer, [{"email": f"customer{i}@example.com",
                     "name": f"{rnd.choice(FIRST)} {rnd.choice(LAST)}",
                     "marketing_consent": i % 3 == 0, "sms_consent": False,

@@ -210,7 +210,7 @@ def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "de
         result.events = len(events)
 
         # Fold the new events into stored stock, as a reconciliation would: the cache covers
-        # each new product's events up to its last one (see Product.stock_event_id).
+        # each new product's events up to its last one (see ProductStock.stock_event_id).
         totals: dict[int, int] = {}
         for e in events:
             totals[e["product_id"]] = totals.get(e["product_id"], 0) + e["delta"]
@@ -221,9 +221,9 @@ def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "de
             .group_by(InventoryEvent.product_id)
         ).all()) if new_ids else {}
         for p in new_products:
-            p.stock = totals.get(p.id, 0)
-            p.stock_event_id = last_event.get(p.id, 0)
-            p.last_reconciled_at = now
+            p.stock_row.stock = totals.get(p.id, 0)
+            p.stock_row.stock_event_id = last_event.get(p.id, 0)
+            p.stock_row.last_reconciled_at = now
         result.webhooks = load_payments_demo(session, start)
         if result.changed:
             session.add(ActivityLog(actor=actor, action="demo.load", entity="shop",

@@ -29,14 +29,15 @@ _TRUE = {"sqlite": "1", "postgresql": "true"}
 
 def _low_stock_sql(dialect: str) -> str:
     after = _AFTER_CHECKPOINT[dialect].format(cp=_CHECKPOINT[dialect])
-    stock = "products.stock + coalesce(unfolded.delta, 0)"
+    stock = "product_stock.stock + coalesce(unfolded.delta, 0)"
     threshold = "coalesce(products.low_stock_threshold, {p})"
     return (
         f"SELECT products.sku, products.name, {stock}, {threshold} FROM products "
+        "JOIN product_stock ON product_stock.product_id = products.id "
         "LEFT OUTER JOIN (SELECT inventory_events.product_id AS product_id, "
-        "sum(inventory_events.delta) AS delta FROM inventory_events JOIN products "
-        "ON products.id = inventory_events.product_id "
-        f"WHERE {after} AND inventory_events.id > products.stock_event_id "
+        "sum(inventory_events.delta) AS delta FROM inventory_events JOIN product_stock "
+        "ON product_stock.product_id = inventory_events.product_id "
+        f"WHERE {after} AND inventory_events.id > product_stock.stock_event_id "
         "GROUP BY inventory_events.product_id) AS unfolded ON unfolded.product_id = products.id "
         f"WHERE products.active IS {_TRUE[dialect]} AND {stock} <= {threshold} "
         f"ORDER BY {stock}, products.sku"

@@ -16,6 +16,7 @@ from kolaq_console.models import (
     EmailOutbox,
     InventoryEvent,
     Product,
+    ProductStock,
     ScheduleRun,
     SystemState,
     utcnow,
@@ -25,7 +26,8 @@ from kolaq_console.models import (
 def add_products(engine: Engine, n: int, *, prefix: str = "SKU", threshold: int | None = None,
                  stock: int = 0, active: bool = True) -> list[int]:
     with Session(engine) as session:
-        products = [Product(sku=f"{prefix}-{i:03d}", name=f"Product {prefix} {i}", stock=stock,
+        products = [Product(sku=f"{prefix}-{i:03d}", name=f"Product {prefix} {i}",
+                            stock_row=ProductStock(stock=stock),
                             low_stock_threshold=threshold, active=active) for i in range(n)]
         session.add_all(products)
         session.commit()
@@ -43,7 +45,8 @@ def add_events(engine: Engine, pairs: Iterable[tuple[int, int]], *, kind: str = 
 
 def stocks(engine: Engine) -> dict[int, int]:
     with Session(engine) as session:
-        return dict(session.exec(select(Product.id, Product.stock)).all())  # type: ignore[arg-type]
+        return dict(session.exec(  # type: ignore[arg-type]
+            select(ProductStock.product_id, ProductStock.stock)).all())
 
 
 def truth(engine: Engine) -> dict[int, int]:
@@ -64,7 +67,8 @@ def covered(engine: Engine) -> dict[int, int]:
             select(SystemState.value).where(col(SystemState.key) == CHECKPOINT_KEY)).first()
         cp = checkpoint_of(state)
         out = {}
-        for pid, mark in session.exec(select(Product.id, Product.stock_event_id)).all():
+        marks = session.exec(select(ProductStock.product_id, ProductStock.stock_event_id)).all()
+        for pid, mark in marks:
             out[pid] = int(session.exec(
                 select(func.coalesce(func.sum(InventoryEvent.delta), 0))
                 .where(col(InventoryEvent.product_id) == pid,
@@ -112,14 +116,14 @@ def counts(engine: Engine) -> dict[str, int]:
 def reset(engine: Engine) -> None:
     with engine.begin() as conn:
         for model in (ActivityLog, EmailOutbox, ScheduleRun, SystemState, InventoryEvent,
-                      Product):
+                      ProductStock, Product):
             conn.execute(delete(model))  # type: ignore[arg-type]
 
 
 def corrupt(engine: Engine, product_id: int, by: int) -> None:
     """Edit stored stock behind reconciliation's back (what the full run must catch)."""
     with engine.begin() as conn:
-        conn.execute(text("UPDATE products SET stock = stock + :by WHERE id = :id"),
+        conn.execute(text("UPDATE product_stock SET stock = stock + :by WHERE product_id = :id"),
                      {"by": by, "id": product_id})
 
 

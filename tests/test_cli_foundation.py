@@ -40,7 +40,8 @@ def test_demo_stock_matches_its_event_log_and_some_products_are_low(engine, sett
         sums = dict(s.exec(select(InventoryEvent.product_id, func.sum(InventoryEvent.delta))
                            .group_by(InventoryEvent.product_id)).all())
         products = s.exec(select(Product)).all()
-        assert all(p.stock == sums[p.id] and p.stock >= 0 for p in products)
+        assert all(p.stock_row.stock == sums[p.id] and p.stock_row.stock >= 0
+                   for p in products)
         consent = s.exec(select(func.count()).where(Customer.marketing_consent)).one()
         assert 0 < consent < 200
         low = low_stock_products(s, settings.inventory.low_stock_threshold)

@@ -121,7 +121,7 @@ def test_adjustment_stores_event_and_stock_in_one_transaction(engine, settings):
     with Session(engine) as session:
         product = session.exec(select(Product).where(col(Product.id) == pid)).one()
     # the product's mark is the adjustment's own event: nothing left for a reconcile to fold
-    assert (product.stock, product.stock_event_id) == (7, result.event_id)
+    assert (product.stock_row.stock, product.stock_row.stock_event_id) == (7, result.event_id)
     assert covered(engine) == truth(engine)
 
 

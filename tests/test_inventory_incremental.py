@@ -34,7 +34,8 @@ def test_an_incremental_run_waiting_on_a_row_a_one_product_run_moved_counts_no_e
     with engine.connect() as holder:
         holder.begin()
         # a one-product run: the row lock first, then (below) the stock and mark it writes
-        holder.execute(text("SELECT 1 FROM products WHERE id = :a FOR NO KEY UPDATE"),
+        holder.execute(text("SELECT 1 FROM product_stock WHERE product_id = :a "
+                            "FOR NO KEY UPDATE"),
                        {"a": a})
         runner = threading.Thread(target=lambda: done.append(reconcile(engine)))
         runner.start()
@@ -43,13 +44,15 @@ def test_an_incremental_run_waiting_on_a_row_a_one_product_run_moved_counts_no_e
             with engine.connect() as probe:
                 return bool(probe.execute(text(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock' AND query LIKE '%UPDATE products SET stock%'"
+                    " AND wait_event_type = 'Lock'"
+                    " AND query LIKE '%UPDATE product_stock s SET stock%'"
                     )).scalar())
 
         wait_until(incremental_waits_on_the_row, message="the incremental run to wait on a")
         add_events(engine, [(a, 3)])  # after the run's high-water mark
         mark = holder.execute(text("SELECT max(id) FROM inventory_events")).scalar()
-        holder.execute(text("UPDATE products SET stock = 8, stock_event_id = :m WHERE id = :a"),
+        holder.execute(text("UPDATE product_stock SET stock = 8, stock_event_id = :m "
+                            "WHERE product_id = :a"),
                        {"m": mark, "a": a})
         holder.commit()
         runner.join(30)
@@ -65,7 +68,8 @@ def test_an_incremental_run_stamps_the_products_it_changed_and_only_those(engine
     before = utcnow()
     reconcile(engine)
     with engine.connect() as conn:
-        stamped = dict(conn.execute(text("SELECT id, last_reconciled_at FROM products")).all())
+        stamped = dict(conn.execute(text(
+            "SELECT product_id, last_reconciled_at FROM product_stock")).all())
     assert stamped[b] is None
     when = stamped[a] if isinstance(stamped[a], datetime) else datetime.fromisoformat(stamped[a])
     assert abs((when - before.replace(tzinfo=None)).total_seconds()) < 60  # naive UTC, now

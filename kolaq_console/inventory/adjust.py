@@ -132,7 +132,7 @@ def adjust(engine: Engine, settings: Settings, sku: str, delta: int, reason: str
         # below ours is then committed: our event's id is a safe mark for this product, and the
         # stored stock is brought up to it in this same transaction.
         product = session.exec(
-            select(Product).where(col(Product.sku) == sku).with_for_update()
+            select(Product).where(col(Product.sku) == sku).with_for_update(of=Product)
         ).first()
         if product is None:
             raise unknown_sku(session, sku)
@@ -197,8 +197,8 @@ def history(session: Session, sku: str, limit: int = 50) -> dict[str, Any]:
     ).all()
     return {
         "sku": product.sku, "name": product.name, "stock": total,
-        "stored_stock": product.stock, "threshold": product.low_stock_threshold,
-        "active": product.active, "last_reconciled_at": product.last_reconciled_at,
+        "stored_stock": product.stock_row.stock, "threshold": product.low_stock_threshold,
+        "active": product.active, "last_reconciled_at": product.stock_row.last_reconciled_at,
         "events": rows,
         "activity": [{"id": a.id, "at": a.created_at, "actor": a.actor, "action": a.action,
                       "details": a.details} for a in activity],

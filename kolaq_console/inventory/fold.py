@@ -16,7 +16,13 @@ from sqlmodel import Session, col, select
 from kolaq_console.errors import KolaqError, NotFound
 from kolaq_console.inventory.runs import Change, ReconcileResult, correction_rows
 from kolaq_console.inventory.stock import checkpoint_of, read_state
-from kolaq_console.models import ActivityLog, InventoryEvent, Product, utcnow
+from kolaq_console.models import (
+    ActivityLog,
+    InventoryEvent,
+    Product,
+    ProductStock,
+    utcnow,
+)
 
 
 class Unreconcilable(KolaqError):
@@ -59,9 +65,9 @@ def fold_locked(session: Session, product_id: int, checkpoint: int, high_water: 
     """Lock one product's row and bring its cache up to `high_water` (or further, if its mark
     already is), recording the new mark: (the change, with the old mark as seen_mark; the new
     mark). None if the product no longer exists."""
-    p = Product
-    row = session.execute(
-        select(p.sku, p.stock, p.stock_event_id).where(col(p.id) == product_id)
+    s = ProductStock
+    row = session.execute(  # the stock row: what bulk runs update
+        select(s.sku, s.stock, s.stock_event_id).where(col(s.product_id) == product_id)
         .with_for_update(key_share=True)
     ).first()
     if row is None:
@@ -71,8 +77,8 @@ def fold_locked(session: Session, product_id: int, checkpoint: int, high_water: 
                                              high_water)
     values: dict[str, Any] = {"stock_event_id": new_mark}
     if new != stock:
-        values.update(stock=new, last_reconciled_at=now, updated_at=now)
-    session.execute(update(Product).where(col(Product.id) == product_id).values(**values))
+        values.update(stock=new, last_reconciled_at=now)
+    session.execute(update(s).where(col(s.product_id) == product_id).values(**values))
     return Change(product_id, sku, stock, new, n, unexplained, mark), new_mark
 
 
@@ -85,7 +91,8 @@ def fold_product(session: Session, product_id: int, high_water: int, *, actor: s
     result = ReconcileResult(mode="product", checked=1)
     # Lock first, then read the checkpoint: a bulk run that folded this product commits its
     # stock and checkpoint together, so both are seen or neither.
-    session.execute(select(Product.id).where(col(Product.id) == product_id)
+    session.execute(select(ProductStock.product_id)
+                    .where(col(ProductStock.product_id) == product_id)
                     .with_for_update(key_share=True))
     checkpoint = checkpoint_of(read_state(session))
     now = utcnow()

@@ -29,18 +29,18 @@ from sqlalchemy.exc import DBAPIError
 
 from kolaq_console.inventory.lease import Lease, LeaseLost, acquire_stmt, give_back_stmt
 from kolaq_console.inventory.runs import (
-    ACTION_RUN,
     Change,
     ReconcileResult,
     close_run,
     save_state_stmt,
+    summary_stmt,
 )
 from kolaq_console.inventory.stock import CHECKPOINT_KEY, checkpoint_of
-from kolaq_console.models import InventoryEvent, Product, utcnow
+from kolaq_console.models import InventoryEvent, ProductStock, utcnow
 from kolaq_console.sqlutil import rarely
 
 _E = InventoryEvent.__table__  # type: ignore[attr-defined]
-_P = Product.__table__  # type: ignore[attr-defined]
+_S = ProductStock.__table__  # type: ignore[attr-defined]
 _first = itemgetter(0)
 
 
@@ -64,9 +64,9 @@ def _uncovered(agg: Any) -> tuple[Any, Any]:
     except for a product a one-product run took past the checkpoint (its mark above it: rare),
     whose events above its own mark are summed again by index."""
     x = _E.alias("x")
-    past_mark = (x.c.product_id == _P.c.id, x.c.id > _P.c.stock_event_id,
+    past_mark = (x.c.product_id == _S.c.product_id, x.c.id > _S.c.stock_event_id,
                  x.c.id <= bindparam("hw"))
-    marked = _P.c.stock_event_id > bindparam("cp")
+    marked = _S.c.stock_event_id > bindparam("cp")
     delta = case((marked, select(func.coalesce(func.sum(x.c.delta), 0)).where(*past_mark)
                   .scalar_subquery()), else_=agg.c.delta)
     n = case((marked, select(func.count()).where(*past_mark).scalar_subquery()),
@@ -83,20 +83,20 @@ def _sqlite_fold() -> tuple[str, dict[str, Any]]:
 
     agg = _new_per_product()
     delta, n = _uncovered(agg)
-    stmt = (select(_P.c.id, _P.c.sku, _P.c.stock, delta, n)
-            .select_from(agg.join(_P, _P.c.id == agg.c.product_id)).order_by(_P.c.id))
+    # No ORDER BY: SQLite would sort the rows again although they come out of the GROUP BY
+    # in product order; the caller sorts them (in order already: one pass).
+    stmt = (select(_S.c.product_id, _S.c.sku, _S.c.stock, delta, n)
+            .select_from(agg.join(_S, _S.c.product_id == agg.c.product_id)))
     compiled = stmt.compile(dialect=dialect(paramstyle="named"))
     return str(compiled), dict(compiled.params)
 
 
 # Run through the driver's executemany with the timestamp converted once: SQLAlchemy would run
 # the timestamp's bind processors for every row (about as long as the rest of the run).
-_SET_STOCK_SQLITE = ("UPDATE products SET stock = ?, last_reconciled_at = ?, updated_at = ? "
-                     "WHERE id = ?")
+_SET_STOCK_SQLITE = ("UPDATE product_stock SET stock = ?, last_reconciled_at = ? "
+                     "WHERE product_id = ?")
 _STATE_SQLITE = f"SELECT value FROM system_state WHERE key = '{CHECKPOINT_KEY}'"
 _HIGH_WATER_SQLITE = "SELECT coalesce(max(id), 0) FROM inventory_events"
-_SUMMARY_SQLITE = ("INSERT INTO activity_log (actor, action, entity, entity_id, details, "
-                   "created_at) VALUES (:actor, :action, 'inventory', NULL, :details, :now)")
 
 
 @cache
@@ -148,14 +148,15 @@ def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float,
             sql, literals = _sqlite_fold()
             rows = cursor.execute(sql, {**literals, "cp": checkpoint,
                                         "hw": high_water}).fetchall()
+            rows.sort(key=_first)
             now = utcnow()
-            when = _P.c.updated_at.type.dialect_impl(conn.dialect).bind_processor(
+            when = _S.c.last_reconciled_at.type.dialect_impl(conn.dialect).bind_processor(
                 conn.dialect)(now)  # the stored text form, made once
             applied = [Change(pid, sku, stock, stock + delta, n)
                        for pid, sku, stock, delta, n in rows if delta]
             if applied:
                 cursor.executemany(_SET_STOCK_SQLITE,
-                                   [(c.new, when, when, c.product_id) for c in applied])
+                                   [(c.new, when, c.product_id) for c in applied])
             if _run_sqlite(cursor, give_back_stmt(), lease.give_back_params()).rowcount != 1:
                 raise LeaseLost(f"lease {lease.name!r} expired and was taken by another run")
             result = ReconcileResult(mode="incremental", checked=len(rows))
@@ -163,8 +164,8 @@ def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float,
                               max_stock)
             _run_sqlite(cursor, save_state_stmt("sqlite"),
                         {"b_key": CHECKPOINT_KEY, "b_value": state, "b_now": now})
-            cursor.execute(_SUMMARY_SQLITE, {"actor": actor, "action": ACTION_RUN, "now": when,
-                                             "details": json.dumps(result.log_details())})
+            _run_sqlite(cursor, summary_stmt(), {"actor": actor, "b_now": now,
+                                                 "details": result.log_details()})
             raw.commit()
             return result
         except sqlite3.Error as exc:

@@ -5,8 +5,9 @@ H needs `LOCK TABLE inventory_events IN SHARE MODE` (stock.py), which must not b
 waiting for product row locks (an adjustment holds its product's row while it inserts an event:
 a deadlock), so the lease, the checkpoint and H come from a first short transaction, and the
 fold from a second one that gives the lease back (fencing: it fails if the lease was taken
-over), then one UPDATE ... FROM (the aggregate) moves every touched product whose mark is at or
-below the checkpoint, RETURNING the new stock and the sum (old = new - sum). It locks rows as
+over), then one UPDATE of product_stock ... FROM (the aggregate) moves every touched product
+whose mark is at or below the checkpoint, RETURNING its sku, the new stock and the sum
+(old = new - sum). It locks rows as
 it goes, in id order; a row a one-product run moved past the checkpoint meanwhile is skipped
 by PostgreSQL's re-check of the WHERE, and such products (rare) are then locked and folded from
 their own marks.
@@ -38,17 +39,17 @@ from sqlalchemy.sql import Select, Update
 from kolaq_console.inventory.incremental import driver_rows
 from kolaq_console.inventory.lease import Lease, LeaseLost, acquire_stmt, give_back_stmt
 from kolaq_console.inventory.runs import (
-    ACTION_RUN,
     Change,
     ReconcileResult,
     close_run,
     save_state_stmt,
+    summary_stmt,
 )
 from kolaq_console.inventory.stock import CHECKPOINT_KEY, HWM_LOCK_TIMEOUT, EventsBusy
-from kolaq_console.models import InventoryEvent, Product, utcnow
+from kolaq_console.models import InventoryEvent, ProductStock, utcnow
 
 _E = InventoryEvent.__table__  # type: ignore[attr-defined]
-_P = Product.__table__  # type: ignore[attr-defined]
+_S = ProductStock.__table__  # type: ignore[attr-defined]
 _first = itemgetter(0)
 _LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout ran out
 
@@ -162,17 +163,16 @@ WITH agg AS MATERIALIZED (
     SELECT product_id, sum(delta) AS delta, count(*) AS n FROM inventory_events
     WHERE id > %(cp)s AND id <= %(hw)s GROUP BY product_id
 ), moved AS (
-    UPDATE products SET stock = products.stock + agg.delta,
-        last_reconciled_at = %(now)s, updated_at = %(now)s
+    UPDATE product_stock s SET stock = s.stock + agg.delta, last_reconciled_at = %(now)s
     FROM agg
-    WHERE products.id = ANY(ARRAY(SELECT product_id FROM agg WHERE delta != 0))
-        AND products.id = agg.product_id AND agg.delta != 0
-        AND products.stock_event_id <= %(cp)s
-    RETURNING products.id, products.sku, products.stock, agg.delta, agg.n
+    WHERE s.product_id = ANY(ARRAY(SELECT product_id FROM agg WHERE delta != 0))
+        AND s.product_id = agg.product_id AND agg.delta != 0
+        AND s.stock_event_id <= %(cp)s
+    RETURNING s.product_id AS id, s.sku, s.stock, agg.delta, agg.n
 ), zero AS (
-    SELECT id, stock_event_id FROM products
-    WHERE id = ANY(ARRAY(SELECT product_id FROM agg WHERE delta = 0))
-    ORDER BY id FOR NO KEY UPDATE
+    SELECT product_id AS id, stock_event_id FROM product_stock
+    WHERE product_id = ANY(ARRAY(SELECT product_id FROM agg WHERE delta = 0))
+    ORDER BY product_id FOR NO KEY UPDATE
 )
 SELECT id, sku, stock, delta, n FROM moved
 UNION ALL
@@ -195,39 +195,37 @@ def _finish_sql() -> str:
     """The checkpoint (runs.save_state_stmt) and the run's summary entry (what
     runs.finish_run writes), then the commit."""
     return (f"{_compiled(save_state_stmt('postgresql'))[0]}; "
-            "INSERT INTO activity_log (actor, action, entity, entity_id, details, created_at) "
-            "VALUES (%(actor)s, %(action)s, 'inventory', NULL, %(details)s::json, %(b_now)s); "
-            "COMMIT")
+            f"{_compiled(summary_stmt())[0]}; COMMIT")
 
 
 def _in_ids(name: str) -> Any:
     # `id = ANY(:ids)`: primary-key lookups in id order (an IN (subquery) would be planned as
     # a hash join over a scan of every product)
-    return _P.c.id == any_(bindparam(name, type_=ARRAY(Integer)))
+    return _S.c.product_id == any_(bindparam(name, type_=ARRAY(Integer)))
 
 
 @cache
 def _pg_lock_marked() -> Select:
     """The touched products a one-product run took past the checkpoint (rare), locked in id
     order; the statement after this one reads their marks as those runs left them."""
-    return (select(_P.c.id).where(_in_ids("ids"), _P.c.stock_event_id > bindparam("cp"))
-            .order_by(_P.c.id).with_for_update(key_share=True))
+    return (select(_S.c.product_id)
+            .where(_in_ids("ids"), _S.c.stock_event_id > bindparam("cp"))
+            .order_by(_S.c.product_id).with_for_update(key_share=True))
 
 
 @cache
 def _pg_fold_marked() -> Update:
     """Locked products moved by the sum of their events above their own mark."""
     x = _E.alias("x")
-    past_mark = (x.c.product_id == _P.c.id, x.c.id > _P.c.stock_event_id,
+    past_mark = (x.c.product_id == _S.c.product_id, x.c.id > _S.c.stock_event_id,
                  x.c.id <= bindparam("hw"))
     delta = select(func.coalesce(func.sum(x.c.delta), 0)).where(*past_mark).scalar_subquery()
     n = select(func.count()).where(*past_mark).scalar_subquery()
     return (
-        update(_P)
+        update(_S)
         .where(_in_ids("marked"), delta != 0)
-        .values(stock=_P.c.stock + delta, last_reconciled_at=bindparam("now"),
-                updated_at=bindparam("now"))
-        .returning(_P.c.id, _P.c.sku, _P.c.stock, delta, n)
+        .values(stock=_S.c.stock + delta, last_reconciled_at=bindparam("now"))
+        .returning(_S.c.product_id, _S.c.sku, _S.c.stock, delta, n)
     )
 
 
@@ -263,6 +261,7 @@ def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int
         state = close_run(result, applied, checkpoint, high_water, previous, started, now,
                           max_stock)
         _send(conn, _finish_sql(), {
-            "b_key": CHECKPOINT_KEY, "b_value": json.dumps(state), "b_now": params["now"],
-            "actor": actor, "action": ACTION_RUN, "details": json.dumps(result.log_details())})
+            **_compiled(summary_stmt())[1], "b_key": CHECKPOINT_KEY,
+            "b_value": json.dumps(state), "b_now": params["now"], "actor": actor,
+            "details": json.dumps(result.log_details())})
     return result

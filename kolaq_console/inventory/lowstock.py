@@ -25,7 +25,14 @@ from sqlmodel import Session, col, select
 
 from kolaq_console.config import Settings
 from kolaq_console.inventory.stock import current_stock
-from kolaq_console.models import ActivityLog, InventoryEvent, Product, ScheduleRun, utcnow
+from kolaq_console.models import (
+    ActivityLog,
+    InventoryEvent,
+    Product,
+    ScheduleRun,
+    utcnow,
+    with_stock,
+)
 from kolaq_console.schedules import as_utc, local_date, slot_rows
 from kolaq_console.sqlutil import insert_or_ignore, write_session
 
@@ -70,8 +77,7 @@ def low_stock_products(session: Session, default_threshold: int, *, with_sales: 
     threshold = func.coalesce(col(Product.low_stock_threshold), default_threshold)
     rows = session.exec(
         select(Product.id, Product.sku, Product.name, stock, threshold)
-        .select_from(Product)
-        .outerjoin(u, u.c.product_id == col(Product.id))
+        .select_from(with_stock().outerjoin(u, u.c.product_id == col(Product.id)))
         .where(col(Product.active).is_(True), stock <= threshold)
         .order_by(stock, col(Product.sku))
     ).all()

@@ -8,8 +8,9 @@ Three kinds of run (see stock.py for the cache's contract and the safe high-wate
 - full (weekly, `--full`): every product's sum of all its events, in the same statement as the
   cached values it is compared with, so it also finds drift no event explains (a stock edited
   by hand, a bug); it folds new events like an incremental run and sets checkpoint := H.
-- one product (`--sku`, adjustments): the product's whole sum, with its row locked; records
-  how far it folded in products.stock_event_id. Needs no lease; it is safe next to bulk runs.
+- one product (`--sku`, adjustments): the product's whole sum, with its stock row locked;
+  records how far it folded in product_stock.stock_event_id. Needs no lease; it is safe next
+  to bulk runs.
 
 The audit trail. Folding events into the cache is not a correction: the events are their own
 audit trail (each has its kind, reference, actor and note). So a run writes ONE summary entry
@@ -24,16 +25,17 @@ folded_events, unexplained). Only the full and one-product runs can see such dri
 incremental run reads new events only. A one-product run writes its summary when asked to
 (`reconcile --sku`), not when an adjustment calls it (the adjustment logs itself).
 
-Bulk runs hold a lease (two never overlap). The incremental run is in incremental.py (SQLite:
-one transaction) and incremental_pg.py (PostgreSQL: two). The full run takes the lease, the
-checkpoint and H in a first short transaction, aggregates without locks, and writes everything
-in one last transaction that first gives the lease back (so a run whose lease lapsed and was
-taken over cannot commit: fencing), locks the product rows it changes, writes their stock, the
-correction entries, the checkpoint and the summary entry. Each row it changes is re-checked
-under the lock: a one-product run may have moved it meanwhile, and then that product is
-recomputed under the lock. A crash before the last commit changes nothing (the lease expires
-after its TTL); events inserted during a run are above H (left for the next run) or at or below
-it (counted exactly once).
+The cache is the narrow table product_stock (models.ProductStock: one row per product), so a run
+writes no `products` row. Bulk runs hold a lease (two never overlap). The incremental run is in
+incremental.py (SQLite: one transaction) and incremental_pg.py (PostgreSQL: two). The full run
+takes the lease, the checkpoint and H in a first short transaction, aggregates without locks,
+and writes everything in one last transaction that first gives the lease back (so a run whose
+lease lapsed and was taken over cannot commit: fencing), locks the stock rows it changes, writes
+their stock, the correction entries, the checkpoint and the summary entry. Each row it changes
+is re-checked under the lock: a one-product run may have moved it meanwhile, and then that
+product is recomputed under the lock. A crash before the last commit changes nothing (the lease
+expires after its TTL); events inserted during a run are above H (left for the next run) or at
+or below it (counted exactly once).
 
 A bad product never fails the run for the others. If the set-based statements hit a data error
 (an overflowing sum, say), the run starts over product by product, each in a savepoint
@@ -83,7 +85,14 @@ from kolaq_console.inventory.stock import (
     read_state,
     safe_high_water_mark,
 )
-from kolaq_console.models import ActivityLog, InventoryEvent, Product, utcnow
+from kolaq_console.models import (
+    ActivityLog,
+    InventoryEvent,
+    Product,
+    ProductStock,
+    utcnow,
+    with_stock,
+)
 from kolaq_console.sqlutil import rarely, write_session
 
 __all__ = [
@@ -116,7 +125,7 @@ def _plan_full(engine: Engine, checkpoint: int, high_water: int) -> tuple[int, l
     events (an index-only range of ix_inventory_events_product_delta per product, which both
     SQLite and PostgreSQL run about as fast as the bare GROUP BY over the whole index), and the
     part of that sum the cache does not cover yet, split at H."""
-    e, p = InventoryEvent, Product
+    e, p, s = InventoryEvent, Product, ProductStock
     total = (
         select(func.coalesce(func.sum(e.delta), 0))
         .where(col(e.product_id) == col(p.id))
@@ -131,20 +140,20 @@ def _plan_full(engine: Engine, checkpoint: int, high_water: int) -> tuple[int, l
             func.sum(case((above_h, col(e.delta)), else_=0)).label("later"),
             func.count(case((above_h, None), else_=1)).label("n"),
         )
-        .join(p, col(p.id) == col(e.product_id))
-        .where(rarely(col(e.id) > checkpoint), col(e.id) > col(p.stock_event_id))
+        .join(s, col(s.product_id) == col(e.product_id))
+        .where(rarely(col(e.id) > checkpoint), col(e.id) > col(s.stock_event_id))
         .group_by(col(e.product_id))
         .subquery("pending")
     )
     compared = (
         select(
-            col(p.id).label("id"), col(p.sku).label("sku"), col(p.stock).label("stock"),
-            col(p.stock_event_id).label("mark"), total.label("total"),
+            col(p.id).label("id"), col(p.sku).label("sku"), col(s.stock).label("stock"),
+            col(s.stock_event_id).label("mark"), total.label("total"),
             func.coalesce(pending.c.fold, 0).label("fold"),
             func.coalesce(pending.c.later, 0).label("later"),
             func.coalesce(pending.c.n, 0).label("n"),
         )
-        .select_from(p)
+        .select_from(with_stock())
         .outerjoin(pending, pending.c.product_id == col(p.id))
         .subquery("compared")
     )
@@ -168,14 +177,14 @@ def _plan_full(engine: Engine, checkpoint: int, high_water: int) -> tuple[int, l
 def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[Change],
            checkpoint: int, high_water: int, previous: dict[str, Any] | None, actor: str,
            started: float, progress: Progress, max_stock: int | None) -> None:
-    p = Product
+    s = ProductStock
     with write_session(engine, derived=True) as session:
         lease.give_back(session)  # fencing: a run that lost its lease cannot commit
         now = utcnow()
         conn = session.connection()  # Core executemany for the bulk writes
-        products = Product.__table__  # type: ignore[attr-defined]
+        stocks = ProductStock.__table__  # type: ignore[attr-defined]
         activity_table = ActivityLog.__table__  # type: ignore[attr-defined]
-        set_stock = (update(products).where(products.c.id == bindparam("pid"))
+        set_stock = (update(stocks).where(stocks.c.product_id == bindparam("pid"))
                      .values(stock=bindparam("new")))
         applied: list[Change] = []
         done = 0
@@ -184,9 +193,9 @@ def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[
             current = {
                 pid: (stock, mark)
                 for pid, stock, mark in session.exec(
-                    select(p.id, p.stock, p.stock_event_id)
-                    .where(col(p.id).in_(ids))
-                    .order_by(col(p.id))
+                    select(s.product_id, s.stock, s.stock_event_id)
+                    .where(col(s.product_id).in_(ids))
+                    .order_by(col(s.product_id))
                     .with_for_update(key_share=True)
                 )
             }
@@ -203,7 +212,7 @@ def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[
                     applied.append(c)
             rows = [{"pid": c.product_id, "new": c.new} for c in batch if c.new != c.old]
             if rows:
-                conn.execute(set_stock.values(last_reconciled_at=now, updated_at=now), rows)
+                conn.execute(set_stock.values(last_reconciled_at=now), rows)
             done += len(batch)
             progress("applying", done, len(changes))
         corrections = correction_rows(applied, actor, result.mode, None, now)

@@ -120,7 +120,14 @@ def save_state_stmt(dialect: str) -> Insert:
         set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at})
 
 
-_INSERT_ACTIVITY = insert(ActivityLog.__table__)  # type: ignore[attr-defined]
+@cache
+def summary_stmt() -> Insert:
+    """The run's summary entry in the activity log (parameters: actor, details, b_now), built
+    once: every bulk run writes it, the incremental ones on the driver's connection."""
+    return insert(ActivityLog.__table__).values(  # type: ignore[attr-defined]
+        actor=bindparam("actor"), action=ACTION_RUN, entity="inventory", entity_id=None,
+        details=bindparam("details", type_=ActivityLog.__table__.c.details.type),  # type: ignore[attr-defined]
+        created_at=bindparam("b_now"))
 
 
 def close_run(result: ReconcileResult, applied: list[Change], checkpoint: int,
@@ -156,6 +163,4 @@ def finish_run(conn: Connection, result: ReconcileResult, applied: list[Change],
                       max_stock)
     conn.execute(save_state_stmt(conn.dialect.name),
                  {"b_key": CHECKPOINT_KEY, "b_value": value, "b_now": now})
-    conn.execute(_INSERT_ACTIVITY, {
-        "actor": actor, "action": ACTION_RUN, "entity": "inventory", "entity_id": None,
-        "details": result.log_details(), "created_at": now})
+    conn.execute(summary_stmt(), {"actor": actor, "details": result.log_details(), "b_now": now})

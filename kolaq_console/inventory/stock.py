@@ -1,9 +1,9 @@
-"""Stock is the sum of a product's inventory events; `products.stock` is a cache of it.
+"""Stock is the sum of a product's inventory events; `product_stock.stock` is a cache of it.
 
 The cache's contract (what reconciliation maintains and every query here relies on):
 
-    products.stock = SUM(delta) of the product's events with id <= W(product)
-    W(product)     = max(checkpoint, products.stock_event_id)
+    product_stock.stock = SUM(delta) of the product's events with id <= W(product)
+    W(product)          = max(checkpoint, product_stock.stock_event_id)
 
 where `checkpoint` (system_state "inventory.reconcile", value.event_id) is the last event id a
 bulk run folded in for every product, and `stock_event_id` is how far a one-product reconcile
@@ -34,7 +34,8 @@ event's id is a safe mark for that product, and it folds the product up to it in
 transaction as the event.
 
 Other areas append events with `record_event` (or any INSERT with the id drawn by the
-database) and never write `products.stock` themselves.
+database) and never write `product_stock` themselves. Readers take a product with its stored
+stock from `models.with_stock()` (Core) or `Product.stock_row` (ORM, loaded with the product).
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from kolaq_console.errors import KolaqError
-from kolaq_console.models import InventoryEvent, Product, SystemState, utcnow
+from kolaq_console.models import (
+    InventoryEvent,
+    ProductStock,
+    SystemState,
+    utcnow,
+)
 from kolaq_console.sqlutil import is_postgres, rarely
 
 CHECKPOINT_KEY = "inventory.reconcile"
@@ -119,7 +125,7 @@ def unfolded(checkpoint: ColumnElement[int] | int, high_water: int | None = None
     """Per product, the events the cache does not cover yet: id > W(product) (and <= the high
     water mark, when given). Reads the events table by its primary key from the checkpoint on,
     so it costs O(events since the checkpoint), not O(all events)."""
-    e, p = InventoryEvent, Product
+    e, s = InventoryEvent, ProductStock
     cp = checkpoint if isinstance(checkpoint, ColumnElement) else literal(checkpoint)
     stmt = (
         select(
@@ -127,8 +133,8 @@ def unfolded(checkpoint: ColumnElement[int] | int, high_water: int | None = None
             func.sum(e.delta).label("delta"),
             func.count().label("events"),
         )
-        .join(p, col(p.id) == col(e.product_id))
-        .where(rarely(col(e.id) > cp), col(e.id) > col(p.stock_event_id))
+        .join(s, col(s.product_id) == col(e.product_id))
+        .where(rarely(col(e.id) > cp), col(e.id) > col(s.stock_event_id))
         .group_by(col(e.product_id))
     )
     if high_water is not None:
@@ -140,10 +146,11 @@ def current_stock() -> tuple[Subquery, ColumnElement[int]]:
     """Each product's true stock now: the cache plus the events it does not cover yet.
 
     Returns (subquery, expression); outer-join the subquery on its product_id:
-        select(Product.sku, stock).select_from(Product).outerjoin(u, u.c.product_id == Product.id)
+        select(Product.sku, stock).select_from(with_stock().outerjoin(u, u.c.product_id ==
+                                                                      Product.id))
     One statement, one snapshot: the checkpoint is read inside it."""
     u = unfolded(checkpoint_expr())
-    return u, (col(Product.stock) + func.coalesce(u.c.delta, 0))
+    return u, (col(ProductStock.stock) + func.coalesce(u.c.delta, 0))
 
 
 def true_stock(session: Session, product_id: int) -> int:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from kolaq_console.models import Customer, Order, Product
+from kolaq_console.models import Customer, Order, Product, ProductStock, with_stock
 
 ORD = Order.__table__  # type: ignore[attr-defined]
 C = Customer.__table__  # type: ignore[attr-defined]
@@ -97,7 +97,8 @@ def find(session: Session, term: str, limit: int = 8) -> list[Match]:
     products: dict[str, Any] = {}
     for column in (P.c.sku, P.c.name):
         for r in session.execute(
-            select(P.c.sku, P.c.name, P.c.stock).where(prefix_of(column, term, dialect))
+            select(P.c.sku, P.c.name, ProductStock.stock).select_from(with_stock())
+            .where(prefix_of(column, term, dialect))
             .order_by(func.lower(column)).limit(limit)
         ).all():
             products.setdefault(r.sku, r)

@@ -18,7 +18,7 @@ from kolaq_console.inventory.stock import read_state
 from kolaq_console.jobs.depth import Charts, last_hour
 from kolaq_console.jobs.stats import minute_of, throughput
 from kolaq_console.jobs.workers import list_workers
-from kolaq_console.models import ActivityLog, Product
+from kolaq_console.models import ActivityLog, ProductStock
 from kolaq_console.status import Status, collect
 
 
@@ -124,8 +124,8 @@ def load_inventory(session: Session, settings: Settings, now: datetime) -> Inven
     items = low_stock_products(session, settings.inventory.low_stock_threshold,
                                with_sales=True, now=now)
     reconciled = dict(session.exec(
-        select(Product.id, Product.last_reconciled_at)
-        .where(col(Product.id).in_([i.product_id for i in items]))
+        select(ProductStock.product_id, ProductStock.last_reconciled_at)
+        .where(col(ProductStock.product_id).in_([i.product_id for i in items]))
     ).all()) if items else {}
     low = [{**item.as_dict(), "last_reconciled_at": reconciled.get(item.product_id)}
            for item in items]
@@ -147,7 +147,7 @@ def load_inventory(session: Session, settings: Settings, now: datetime) -> Inven
     if last_run is None:
         # Stock folded in without a recorded run (an import, the demo's opening stock) was
         # still reconciled: never say "never reconciled" over rows that show a time.
-        last_run = session.exec(select(func.max(Product.last_reconciled_at))).one()
+        last_run = session.exec(select(func.max(ProductStock.last_reconciled_at))).one()
     return InventoryView(low, activity, last_run, _parse(state.get("full_at")))
 
 

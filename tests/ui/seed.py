@@ -21,7 +21,7 @@ from kolaq_console.models import (
     FailedJob,
     InventoryEvent,
     JobStat,
-    Product,
+    ProductStock,
     SystemState,
     Worker,
 )
@@ -57,7 +57,7 @@ def seed_shop(engine: Engine, settings: Settings) -> None:
     adjust(engine, settings, "KB-BAR-SPOON", 3, "found a box in the back room", actor="ada")
     adjust(engine, settings, "KB-ORNG-375", -2, "two bottles broken in transit", actor="ada")
     with Session(engine) as session:
-        session.execute(update(Product).values(last_reconciled_at=nightly))
+        session.execute(update(ProductStock).values(last_reconciled_at=nightly))
         session.flush()
         entries = session.exec(
             select(ActivityLog).where(col(ActivityLog.action).startswith("inventory."))
@@ -66,7 +66,8 @@ def seed_shop(engine: Engine, settings: Settings) -> None:
         for n, entry in enumerate(entries):  # the run at 02:00, the rest this morning
             entry.created_at = nightly if n == 0 else NOW - timedelta(minutes=50 - 5 * n)
             if entry.action == "inventory.reconcile":
-                session.execute(update(Product).where(col(Product.sku) == entry.entity_id)
+                session.execute(update(ProductStock)
+                                .where(col(ProductStock.sku) == entry.entity_id)
                                 .values(last_reconciled_at=entry.created_at))
         # the demo's own entries (its load, consent) and the adjustments' events: fixed too
         session.execute(update(ActivityLog)

@@ -26,7 +26,7 @@ def adjustments(engine) -> list[ActivityLog]:
 def stock_of(engine, sku: str) -> int:
     with Session(engine) as s:
         product = s.exec(select(Product).where(Product.sku == sku)).one()
-        return product.stock
+        return product.stock_row.stock
 
 
 def event_count(engine) -> int:
