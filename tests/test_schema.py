@@ -157,7 +157,7 @@ def test_outbox_index_migration_goes_down_to_the_full_indexes_and_up_again(datab
     cfg = alembic_config(engine)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0015_products_fillfactor")
+        command.downgrade(cfg, "0016_product_stock")
     before = indexes()
     assert not before["ix_email_outbox_order_id"] and not before["ix_email_outbox_kind"]
     assert {"ix_email_outbox_to_address", "ix_email_outbox_created_at"} <= set(before)

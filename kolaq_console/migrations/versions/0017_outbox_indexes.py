@@ -1,7 +1,7 @@
 """email_outbox: fewer index writes per row (six indexes partial, two unused ones dropped)
 
 Revision ID: 0017_outbox_indexes
-Revises: 0015_products_fillfactor
+Revises: 0016_product_stock
 Create Date: 2026-12-01 09:45:00
 
 Every outbox row was an entry in 12 indexes: a broadcast's batch of 100 copies wrote 1,200
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0017_outbox_indexes'
-down_revision: str | None = '0015_products_fillfactor'
+down_revision: str | None = '0016_product_stock'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
