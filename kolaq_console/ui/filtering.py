@@ -19,7 +19,12 @@ _KEY = re.compile(r"[a-z_]+")
 
 
 class FilterError(ValueError):
-    """The filter text cannot be applied; the message says what is allowed."""
+    """The filter text cannot be applied; the message says what is allowed, `word` is the
+    word of the text at fault."""
+
+    def __init__(self, message: str, word: str) -> None:
+        super().__init__(message)
+        self.word = word
 
 
 @dataclass(frozen=True)
@@ -90,14 +95,15 @@ class Grammar:
                 if key not in self.keys:
                     allowed = self.help()
                     raise FilterError(f"unknown filter key “{key}:” (this list takes "
-                                      f"{allowed})")
+                                      f"{allowed})", word)
                 if not value:
-                    raise FilterError(f"“{key}:” needs a value")
+                    raise FilterError(f"“{key}:” needs a value", word)
                 choices = self.keys[key]
                 if choices is not None:
                     value = value.lower()
                     if value not in choices:
-                        raise FilterError(f"unknown {key} “{value}” ({', '.join(choices)})")
+                        raise FilterError(f"unknown {key} “{value}” ({', '.join(choices)})",
+                                          word)
                 terms = [(k, v) for k, v in terms if k != key] + [(key, value)]
             elif bare and self.bare_key and word.lower() in bare:
                 terms = [(k, v) for k, v in terms if k != self.bare_key]

@@ -12,6 +12,7 @@ A subclass sets COLUMNS, GRAMMAR, PLACEHOLDER and EMPTY, implements `load()` (re
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -96,7 +97,6 @@ class ListScreen(TableActions, LiveScreen):
         super().__init__()
         self.filter = Filter()
         self.filter_error: str | None = None
-        self.filter_before_edit = self.filter  # what "filter unchanged" goes back to
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -155,7 +155,7 @@ class ListScreen(TableActions, LiveScreen):
     def show_caption(self) -> None:
         text = self.caption()
         if self.filter_error:  # first: the caption's end may be cut at 80 columns
-            text = f"[$error]{escape(self.filter_error)}; filter unchanged[/] · {text}"
+            text = f"[$error]{escape(self.filter_error)}; not applied[/] · {text}"
         self.query_one("#list-caption", Static).update(text)
 
     # --- filtering ---------------------------------------------------------------------------
@@ -172,7 +172,6 @@ class ListScreen(TableActions, LiveScreen):
         self.show_caption()
 
     def action_filter(self) -> None:
-        self.filter_before_edit = self.filter
         self.query_one(FilterBar).open()
 
     @on(FilterBar.Applied)
@@ -180,11 +179,11 @@ class ListScreen(TableActions, LiveScreen):
         try:
             parsed = self.GRAMMAR.parse(event.text)
         except FilterError as exc:
-            # Unchanged means as before this edit, not the half-typed `who` that `who:ada`
-            # passed through on the way to its error.
-            if self.filter != self.filter_before_edit:
-                self.filter = self.filter_before_edit
-                self.filter_changed()
+            # The rest of the text applies without the word at fault: `who:ada` must not
+            # leave the list filtered by the word `who` it passed through as it was typed.
+            rest = " ".join(w for w in event.text.split() if w != exc.word)
+            with contextlib.suppress(FilterError):  # another word at fault: stays as it was
+                self.set_filter(self.GRAMMAR.parse(rest))
             self.filter_error = str(exc)
             self.show_caption()
             return
