@@ -58,3 +58,10 @@ def test_a_copy_key_too_long_to_hold_its_address_is_the_addresses_digest():
     key = copy_key(7, long)
     assert key == f"broadcast/7/{digest(long.lower(), length=16)}" and len(key) <= MAX_KEY_LENGTH
     assert "@" not in key  # the digest form cannot be mistaken for an address's key
+
+
+def test_a_copy_key_for_an_address_beyond_ascii_is_the_digest_so_it_fits_an_http_header():
+    for address in ("用户@例子.广告", "zoë@example.com"):
+        key = copy_key(7, address)
+        assert key.isascii() and "@" not in key
+        key.encode("latin-1")  # the Idempotency-Key header's encoding

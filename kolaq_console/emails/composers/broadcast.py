@@ -55,12 +55,13 @@ def copy_key(broadcast_id: int, address: str) -> str:
     """The idempotency key of one recipient's copy: one copy per address per broadcast.
     The address itself, so a broadcast's copies (formed in address order: recipients are
     materialised sorted) go into the unique index one after another rather than at 100
-    random places a batch. An address too long for that keeps the digest form that every
-    copy had before (it has no "@", so the two forms never collide); rows keep the key they
-    were stored with, so a batch formed earlier is resent under its old keys."""
+    random places a batch. An address too long for that, or not ASCII (the key travels in
+    an HTTP header, which takes Latin-1 at most), keeps the digest form that every copy had
+    before (it has no "@", so the two forms never collide); rows keep the key they were
+    stored with, so a batch formed earlier is resent under its old keys."""
     normal = consent.normalise(address)
     key = f"broadcast/{broadcast_id}/{normal}"
-    if len(key) <= MAX_KEY_LENGTH:
+    if key.isascii() and len(key) <= MAX_KEY_LENGTH:
         return key
     return f"broadcast/{broadcast_id}/{digest(normal, length=16)}"
 
