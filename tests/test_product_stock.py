@@ -54,3 +54,17 @@ def test_a_stock_row_for_no_product_is_refused(engine):
 
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(text("INSERT INTO product_stock (product_id, sku) VALUES (999, 'NONE')"))
+
+
+def test_a_full_run_gives_a_product_inserted_without_its_stock_row_one_and_folds_it(engine):
+    (pid,) = add_products(engine, 1, prefix="KEEP")
+    with engine.begin() as conn:  # a product inserted by hand, with no stock row
+        conn.execute(text("INSERT INTO products (sku, name, price_minor, currency, "
+                          "low_stock_threshold, active, created_at, updated_at) SELECT "
+                          "'BARE-1', 'Bare', price_minor, currency, low_stock_threshold, "
+                          "active, created_at, updated_at FROM products WHERE id = :p"),
+                     {"p": pid})
+        bare = conn.execute(select(Product.id).where(Product.sku == "BARE-1")).scalar_one()
+    add_events(engine, [(bare, 5), (bare, -2)])
+    reconcile(engine, full=True)
+    assert (bare, "BARE-1", 3) in _stock_rows(engine)

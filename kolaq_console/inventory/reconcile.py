@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, update
+from sqlalchemy import bindparam, case, exists, func, insert, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
@@ -314,6 +314,8 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
         checkpoint = checkpoint_of(previous)
         high_water = max(high_water, checkpoint)
         mode = "incremental" if not (full or previous is None) else "full"
+        if mode == "full":
+            _add_missing_stock_rows(engine)
         result: ReconcileResult | None = None
         if not one_by_one:
             try:
@@ -346,6 +348,22 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
     finally:
         if lease.held:  # failed before that commit
             lease.release()
+
+
+def _add_missing_stock_rows(engine: Engine) -> int:
+    """Give every product without a stock row one (stock 0, nothing folded yet), for this
+    full run to fold all its events into. Products made through models.Product get theirs in
+    the same flush; a row inserted some other way (SQL by hand, an import) would otherwise be
+    left out of every run and every list that joins the stock. Returns how many were added."""
+    p, s = Product.__table__, ProductStock.__table__  # type: ignore[attr-defined]
+    with write_session(engine, derived=True) as session:
+        added = session.execute(insert(s).from_select(
+            ["product_id", "sku"],
+            select(p.c.id, p.c.sku).where(~exists().where(s.c.product_id == p.c.id)),
+        )).rowcount or 0
+    if added:
+        log.warning("%d product(s) had no stock row: added, and folded by this full run", added)
+    return added
 
 
 def _going_one_by_one(mode: str, exc: BaseException) -> None:
