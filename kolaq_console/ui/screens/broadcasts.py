@@ -52,7 +52,7 @@ STATUS_COLOURS = {"sending": "$warning", "paused": "$warning", "done": "$success
 def progress_line(p) -> str:
     """`#12 sending — 120/250 sent · 1 failed · 2 skipped · 1.9/s · ETA 1m05s`"""
     if p is None:
-        return "[dim]No broadcast running. Compose one above; ^g sends it.[/]"
+        return "[dim]No broadcast running. ^n composes one above; ^g sends it.[/]"
     if p.status in ("done", "cancelled"):  # over: how long it took, not a rate
         took = (p.finished_at - p.started_at).total_seconds() \
             if p.finished_at and p.started_at else None
@@ -71,6 +71,9 @@ def progress_line(p) -> str:
 class BroadcastsScreen(TableActions, LiveScreen):
     MODE = "broadcast"
     TITLE_TEXT = "Broadcasts"
+    # The list, not the subject, has the focus on arrival: digits typed there change screens
+    # (in the subject they were typed into it); ^n or Tab goes to the composer.
+    AUTO_FOCUS = "RecordTable"
     WRITE_ACTIONS = frozenset({"save", "test_send", "send", "pause", "resume", "cancel"})
     BINDINGS = [
         Binding("ctrl+s", "save", "Save draft"),
