@@ -34,4 +34,10 @@ def snapshot_app(seed: Callable[[Engine, Settings], None]) -> App:
     upgrade(engine)
     seed(engine, settings)
     engine.dispose()
-    return make_app(settings, huey=make_huey(settings), clock=clock)
+    app = make_app(settings, huey=make_huey(settings), clock=clock)
+    # Toasts stay until the picture is taken: on a loaded machine one that expired mid-test
+    # (`o` says "Sorted by ..." for 2 s) made the snapshot depend on timing.
+    notify = app.notify
+    app.notify = lambda *args, timeout=None, **kwargs: notify(  # type: ignore[method-assign]
+        *args, timeout=3600, **kwargs)
+    return app
