@@ -67,6 +67,15 @@ async def compose(pilot, subject: str, body: str, audience: str = "subscribers")
     await settle(pilot)
 
 
+async def send(pilot, subject: str, body: str) -> None:
+    """Compose, ^g, confirm: the broadcast is submitted and the progress line follows it."""
+    await compose(pilot, subject, body)
+    await pilot.press("ctrl+g")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmDialog))
+    await pilot.press("y")
+    await wait_for(pilot, lambda: screen(pilot.app).chosen is not None)
+
+
 def text_of(widget: Static) -> str:
     return str(widget.render())
 
@@ -163,11 +172,7 @@ async def test_progress_survives_leaving_the_screen_and_pause_resume_cancel_ask_
     app = console()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("5")
-        await compose(pilot, "Offer", "Ten percent")
-        await pilot.press("ctrl+g")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
-        await pilot.press("y")
-        await wait_for(pilot, lambda: screen(app).chosen is not None)
+        await send(pilot, "Offer", "Ten percent")
         chosen = screen(app).chosen
         await pilot.press("1", "5")
         await settle(pilot)
@@ -252,11 +257,7 @@ async def test_a_new_composer_after_a_send_saves_no_empty_draft(
     app = console()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("5")
-        await compose(pilot, "Offer", "Ten percent")
-        await pilot.press("ctrl+g")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
-        await pilot.press("y")
-        await wait_for(pilot, lambda: screen(app).chosen is not None)
+        await send(pilot, "Offer", "Ten percent")
         assert not screen(app).dirty  # emptied by the send, not edited
         await pilot.press("ctrl+n", "1", "5")
         await settle(pilot)
