@@ -46,6 +46,18 @@ def submit(engine, settings, subject="Harmattan cocktails", body=BODY, who="subs
                                 audience=who)
 
 
+def first_batch_refused(engine, settings, stub, workers, recipients: int):
+    """A broadcast to `recipients` subscribers whose first batch the provider refuses whole
+    (a 422): its members fail with it, for good. The broadcast."""
+    seed_customers(engine, subscribers(recipients))
+    b = submit(engine, settings).broadcast
+    stub.inject(422, times=1, path="/emails/batch")
+    workers.step()  # send_broadcast starts the batch jobs
+    with pytest.raises(PermanentJobError):
+        workers.step()
+    return b
+
+
 def figures(engine, broadcast_id) -> dict:
     with Session(engine) as s:
         p = progress.progress(s, broadcast_id)
@@ -331,12 +343,7 @@ def test_an_operators_retry_of_a_failed_batch_job_resends_the_same_members_under
     engine, settings, stub, workers
 ):
     people = subscribers(150)
-    seed_customers(engine, people)
-    b = submit(engine, settings).broadcast
-    stub.inject(422, times=1, path="/emails/batch")
-    workers.step()  # send_broadcast starts the batch jobs
-    with pytest.raises(PermanentJobError):
-        workers.step()  # the first batch is refused whole: its members fail with it
+    b = first_batch_refused(engine, settings, stub, workers, 150)
     workers.calls.clear()  # the failed job waits in the ledger for the operator
     assert status_counts(engine) == {"failed": 100}
     refused = stub.requests[0]
@@ -408,12 +415,7 @@ def test_a_job_on_its_last_retry_gives_a_fresh_batch_all_of_its_retries(engine, 
 def test_a_broadcast_whose_last_batch_fails_for_good_is_settled_at_once(
     engine, settings, stub, workers
 ):
-    seed_customers(engine, subscribers(100))
-    b = submit(engine, settings).broadcast
-    stub.inject(422, times=1, path="/emails/batch")
-    workers.step()  # the lookahead's jobs
-    with pytest.raises(PermanentJobError):
-        workers.step()  # the only batch is refused whole
+    b = first_batch_refused(engine, settings, stub, workers, 100)  # the only batch
     with Session(engine) as s:  # the other jobs have not run: settled by the failing one
         done = s.get(Broadcast, b.id)
         assert (done.status, done.failed, done.sent) == ("done", 100, 0)
@@ -422,12 +424,7 @@ def test_a_broadcast_whose_last_batch_fails_for_good_is_settled_at_once(
 def test_an_operators_retry_after_the_broadcast_ended_writes_its_figures_again(
     engine, settings, stub, workers
 ):
-    seed_customers(engine, subscribers(100))
-    b = submit(engine, settings).broadcast
-    stub.inject(422, times=1, path="/emails/batch")
-    workers.step()
-    with pytest.raises(PermanentJobError):
-        workers.step()  # the only batch fails for good: the broadcast ends, 100 failed
+    b = first_batch_refused(engine, settings, stub, workers, 100)  # ended: 100 failed
     workers.calls.clear()
 
     with engine.begin() as conn:  # the operator retries the failed job
@@ -445,12 +442,7 @@ def test_an_operators_retry_after_the_broadcast_ended_writes_its_figures_again(
 def test_an_operators_retry_of_a_cancelled_broadcasts_failed_batch_is_refused(
     engine, settings, stub, workers
 ):
-    seed_customers(engine, subscribers(150))
-    b = submit(engine, settings).broadcast
-    stub.inject(422, times=1, path="/emails/batch")
-    workers.step()
-    with pytest.raises(PermanentJobError):
-        workers.step()  # the first batch fails for good
+    b = first_batch_refused(engine, settings, stub, workers, 150)
     with Session(engine) as s:
         lifecycle.cancel(s, b.id, actor="ops")
     before = figures(engine, b.id)
