@@ -240,10 +240,16 @@ def cancel(session: Session, broadcast_id: int, *, actor: str) -> Broadcast:
 
 def send_test(session: Session, settings: Settings, *, subject: str, body: str,
               actor: str) -> EmailOutbox:
-    """One copy to the admin, as a recipient would see it (a new copy at every call)."""
+    """One copy to the admin, as a recipient would see it (a new copy at every call), with
+    its line in the activity log."""
     subject, body = content(subject, body, settings.email.max_body_bytes)
     request = EmailRequest("broadcast", to=settings.email.admin_email, subject=subject,
                            body=body, context={"test": True})
-    row = outbox.add(session, settings, request).row
+    row = outbox.add(session, settings, request, commit=False).row
+    session.add(ActivityLog(actor=actor, action="broadcast.test", entity="email_outbox",
+                            entity_id=str(row.id),
+                            details={"subject": subject, "to": row.to_address}))
+    session.commit()
+    outbox.enqueue_or_leave(row.id)  # type: ignore[arg-type]
     log.info("broadcast test copy #%s sent to the admin by %s", row.id, actor)
     return row

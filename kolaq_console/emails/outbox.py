@@ -118,15 +118,7 @@ def add(
     if commit:
         session.commit()
         if created and enqueue:
-            try:
-                enqueue_send(row.id)  # type: ignore[arg-type]
-            except Exception as exc:  # queue down: the row is safe, the sweeper sends it
-                log.warning(
-                    "email #%s stored but not enqueued (%s); the outbox sweeper will send it "
-                    "after its lease",
-                    row.id,
-                    exc,
-                )
+            enqueue_or_leave(row.id)  # type: ignore[arg-type]
     if created:
         log.info("email #%s queued: %s to %s (key %s)", row.id, draft.kind, row.to_address,
                  row.idempotency_key)
@@ -156,6 +148,16 @@ def _row_values(draft: EmailDraft, now: datetime, lease_seconds: float) -> dict[
 def enqueue_send(row_id: int, *, delay: float | None = None) -> None:
     """Put the send job of outbox row `row_id` on the `emails` queue (tasks.send_email)."""
     dispatch.enqueue("send_email", row_id, delay=delay)
+
+
+def enqueue_or_leave(row_id: int) -> None:
+    """`enqueue_send` after the row's commit; if the queue is down, the row is safe and the
+    outbox sweeper sends it after its lease."""
+    try:
+        enqueue_send(row_id)
+    except Exception as exc:
+        log.warning("email #%s stored but not enqueued (%s); the outbox sweeper will send it "
+                    "after its lease", row_id, exc)
 
 
 def enqueue_batch(batch_id: int, *, delay: float | None = None) -> None:

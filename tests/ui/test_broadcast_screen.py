@@ -16,7 +16,7 @@ from textual.widgets import Button, Input, Markdown, Static, TextArea
 
 from kolaq_console import consent, dispatch
 from kolaq_console.emails.transports import ResendTransport
-from kolaq_console.models import Broadcast, EmailOutbox
+from kolaq_console.models import ActivityLog, Broadcast, EmailOutbox
 from kolaq_console.ui.dialogs.confirm import ConfirmDialog
 from kolaq_console.ui.screens.broadcasts import BroadcastsScreen, progress_line
 from kolaq_console.ui.screens.emails import EmailsScreen
@@ -141,6 +141,9 @@ async def test_a_test_copy_goes_to_the_admin_only(people, console, sqlite_engine
     assert row.idempotency_key.startswith("broadcast-test/")
     assert "List-Unsubscribe" in row.headers
     assert [c.task for c in jobs] == ["send_email"]
+    with Session(sqlite_engine) as s:
+        [entry] = s.exec(select(ActivityLog).where(ActivityLog.action == "broadcast.test")).all()
+    assert (entry.entity_id, entry.details["subject"]) == (str(row.id), "Rehearsal")
 
 
 async def test_drafts_are_saved_on_leaving_and_come_back_next_time(
