@@ -42,7 +42,17 @@ class ActivityEntry:
         return kind, self.entity_id
 
     def summary(self) -> str:
-        return ", ".join(f"{k} {v}" for k, v in list((self.details or {}).items())[:4])
+        return ", ".join(f"{k} {_plain(v)}" for k, v in list((self.details or {}).items())[:4])
+
+
+def _plain(value: Any, most: int = 5) -> str:
+    """A detail for people: `ids 2, 3` rather than Python's `{'ids': [2, 3]}`."""
+    if isinstance(value, dict):
+        return " ".join(f"{k} {_plain(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        shown = ", ".join(_plain(v) for v in value[:most])
+        return (shown + (f" (+{len(value) - most})" if len(value) > most else "")) or "-"
+    return "-" if value is None else str(value)
 
 
 def list_activity(session: Session, *, actor: str | None = None, action: str | None = None,

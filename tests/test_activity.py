@@ -64,3 +64,20 @@ def test_entries_are_ordered_by_when_they_happened_not_when_they_were_written(sq
         session.commit()
         entries = list_activity(session)
     assert [e.actor for e in entries] == ["ada", "import"]
+
+
+def test_an_entrys_summary_reads_as_text_not_as_python():
+    from datetime import UTC, datetime
+
+    from kolaq_console.activity import ActivityEntry
+
+    def entry(details: dict) -> ActivityEntry:
+        return ActivityEntry(id=1, at=datetime(2026, 12, 1, tzinfo=UTC), actor="ops",
+                             action="jobs.retry", entity="failed_jobs", entity_id="2",
+                             details=details)
+
+    assert entry({"count": 1, "filter": {"ids": [2]}, "retried_as": [], "note": None}
+                 ).summary() == "count 1, filter ids 2, retried_as -, note -"
+    skipped = [f"#{i}: gone" for i in range(1, 7)]
+    assert entry({"skipped": skipped}).summary() == (
+        "skipped #1: gone, #2: gone, #3: gone, #4: gone, #5: gone (+1)")
