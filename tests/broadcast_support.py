@@ -1,5 +1,6 @@
-"""Helpers for the broadcast tests: customers to send to, and a synchronous stand-in for the
-workers that runs the jobs dispatch recorded, in order, until none is left."""
+"""Helpers for the broadcast tests: customers to send to, a synchronous stand-in for the
+workers that runs the jobs dispatch recorded, in order, until none is left (fixtures using
+it: broadcast_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,4 @@ class Workers:
             if not self.step():
                 return
         raise AssertionError("jobs kept coming")
+

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from broadcast_support import Workers, seed_customers, subscribers
-from email_support import KEY
+from broadcast_fixtures import resend_stub, resend_workers  # noqa: F401
+from broadcast_support import seed_customers, subscribers
 from sqlmodel import Session, select
-from stubs.resend_api import ResendStub
 
-from kolaq_console import consent, dispatch
+from kolaq_console import consent
 from kolaq_console.broadcasts import lifecycle
 from kolaq_console.emails import EmailRequest, compose, outbox
 from kolaq_console.emails.bodies import body_of
-from kolaq_console.emails.transports import ResendTransport
 from kolaq_console.models import BroadcastRendering, EmailOutbox
 from kolaq_console.ui.screens.email_detail import load_email
 
@@ -24,18 +21,6 @@ SUBJECT = "Harmattan cocktails"
 BODY = ("# Harmattan cocktails\n\nThree drinks for dry season. **Cheers!**\n\n"
         "<b>not html</b> & a [link](https://kolaq.example/drinks?a=1&b=2)")
 ODD = ["o'neil+news@example.com", "ada.lovelace@example.com", "x_y-z@sub.example.co.uk"]
-
-
-@pytest.fixture
-def stub():
-    with ResendStub(api_keys={KEY}) as server:
-        yield server
-
-
-@pytest.fixture
-def workers(engine, settings, stub):
-    with dispatch.recording() as calls:
-        yield Workers(engine, settings, ResendTransport(KEY, stub.url, timeout=5), calls)
 
 
 def submit(engine, settings):

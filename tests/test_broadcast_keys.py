@@ -3,30 +3,14 @@ keys go into the unique index one after another (bench/README.md, broadcasts.py)
 
 from __future__ import annotations
 
-import pytest
-from broadcast_support import Workers, seed_customers, subscribers
-from email_support import KEY
+from broadcast_fixtures import resend_stub, resend_workers  # noqa: F401
+from broadcast_support import seed_customers, subscribers
 from sqlmodel import Session, select
-from stubs.resend_api import ResendStub
 
-from kolaq_console import dispatch
 from kolaq_console.broadcasts import lifecycle
 from kolaq_console.emails.composers.broadcast import copy_key
 from kolaq_console.emails.request import MAX_KEY_LENGTH, digest
-from kolaq_console.emails.transports import ResendTransport
 from kolaq_console.models import EmailOutbox
-
-
-@pytest.fixture
-def stub():
-    with ResendStub(api_keys={KEY}) as server:
-        yield server
-
-
-@pytest.fixture
-def workers(engine, settings, stub):
-    with dispatch.recording() as calls:
-        yield Workers(engine, settings, ResendTransport(KEY, stub.url, timeout=5), calls)
 
 
 def submit(engine, settings):

@@ -11,11 +11,11 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from broadcast_support import Workers, seed_customers, subscribers
+from broadcast_fixtures import resend_stub, resend_workers  # noqa: F401
+from broadcast_support import seed_customers, subscribers
 from email_support import KEY, seed_order, status_counts
 from huey.exceptions import RetryTask
 from sqlmodel import Session, select
-from stubs.resend_api import ResendStub
 
 from kolaq_console import consent, dispatch
 from kolaq_console.broadcasts import audience, lifecycle, progress, sending
@@ -26,18 +26,6 @@ from kolaq_console.errors import NotFound, PermanentJobError, UserError
 from kolaq_console.models import Broadcast, BroadcastRecipient, EmailOutbox, utcnow
 
 BODY = "# Harmattan cocktails\n\nThree drinks for dry season. **Cheers!**"
-
-
-@pytest.fixture
-def stub():
-    with ResendStub(api_keys={KEY}) as server:
-        yield server
-
-
-@pytest.fixture
-def workers(engine, settings, stub):
-    with dispatch.recording() as calls:
-        yield Workers(engine, settings, ResendTransport(KEY, stub.url, timeout=5), calls)
 
 
 def submit(engine, settings, subject="Harmattan cocktails", body=BODY, who="subscribers"):
