@@ -279,3 +279,20 @@ async def test_a_refused_audience_says_why_in_full_at_80_columns(people, console
         await settle(pilot)
         assert reach.size.height >= 2  # the audiences there are, up to sku:SKU, not cut
         assert "sku:SKU" in text_of(reach)
+
+
+async def test_the_footer_offers_the_composers_keys_while_composing_and_the_lists_on_the_list(
+        people, console):
+    app = console()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+
+        def offered() -> set[str]:
+            return {b.binding.action for b in app.screen.active_bindings.values()
+                    if app.screen.check_action(b.binding.action, ()) is not False}
+
+        assert {"pause", "send", "new"} <= offered() and "save" not in offered()
+        screen(app).query_one("#bc-subject", Input).focus()
+        await settle(pilot)
+        assert {"save", "test_send", "send"} <= offered() and "pause" not in offered()

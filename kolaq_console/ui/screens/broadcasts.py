@@ -8,7 +8,7 @@ one screen (5) whose parts share the draft and the running broadcast."""
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -124,6 +124,23 @@ class BroadcastsScreen(TableActions, LiveScreen):
             yield ProgressBar(id="bc-bar", show_eta=False, show_percentage=False)
         yield RecordTable(id="broadcasts")
         yield from self.compose_chrome_bottom()
+
+    # The footer shows what the focused part takes: the composer's draft and test keys while
+    # composing, the list's pause/resume/cancel on the list (at 80 columns both did not fit,
+    # and `? Help` and `q Quit` fell off). `?` lists them all.
+    COMPOSER_ACTIONS = frozenset({"save", "test_send"})
+    LIST_ACTIONS = frozenset({"pause", "resume", "cancel"})
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        allowed = super().check_action(action, parameters)
+        on_list = isinstance(self.focused, RecordTable)
+        if action in (self.COMPOSER_ACTIONS if on_list else self.LIST_ACTIONS):
+            return False
+        return allowed
+
+    @on(events.DescendantFocus)
+    def _focus_moved(self) -> None:
+        self.refresh_bindings()
 
     def on_mount(self) -> None:
         self.query_one(RecordTable).set_columns(*COLUMNS)
