@@ -188,15 +188,12 @@ def show_cmd(broadcast_id: int = typer.Argument(..., metavar="ID"),
 def _shown(value: object) -> str:
     """A figure as read: '-' when there is none (an ETA while paused, a finish not yet), a
     time on the shop's clock with its zone (not the stored UTC with its microseconds)."""
-    from datetime import UTC, datetime
+    from datetime import datetime
 
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        from kolaq_console import runtime
+    from kolaq_console.cli.common import shop_time
 
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return aware.astimezone(runtime.settings().shop.zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+    if value is None or isinstance(value, datetime):
+        return shop_time(value, "%Y-%m-%d %H:%M:%S %Z")
     return str(value)
 
 

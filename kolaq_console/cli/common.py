@@ -11,6 +11,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from huey.api import Huey
     from rich.console import Console
     from sqlalchemy.engine import Engine
@@ -49,6 +51,18 @@ err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 def print_json(document: Any) -> None:
     """One JSON document on stdout, nothing else (for scripts)."""
     sys.stdout.write(json.dumps(document, indent=2, default=str, sort_keys=False) + "\n")
+
+
+def shop_time(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored (UTC) time on the shop's clock, as the console shows it; '-' for none."""
+    if moment is None:
+        return "-"
+    from datetime import UTC
+
+    from kolaq_console import runtime
+
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(runtime.settings().shop.zone).strftime(fmt)
 
 
 def ready_engine() -> Engine:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from kolaq_console.cli.common import err, huey, out, print_json, ready_engine
+from kolaq_console.cli.common import err, huey, out, print_json, ready_engine, shop_time
 from kolaq_console.errors import UserError
 
 if TYPE_CHECKING:
@@ -50,14 +49,6 @@ def _progress(enabled: bool) -> Iterator[Any]:
             progress.update(tasks[stage], completed=done, total=total or None)
 
         yield report
-
-
-def _local(ts: datetime | None) -> str:
-    if ts is None:
-        return "-"
-    from kolaq_console import runtime
-
-    return ts.astimezone(runtime.settings().shop.zone).strftime("%Y-%m-%d %H:%M")
 
 
 def _print_result(result: ReconcileResult) -> None:
@@ -239,12 +230,12 @@ def history_cmd(
     threshold = h["threshold"] if h["threshold"] is not None else (
         f"{runtime.settings().inventory.low_stock_threshold} (default)")
     out.print(f"{h['sku']}  {h['name']}  stock {h['stock']} (stored {h['stored_stock']}), "
-              f"threshold {threshold}, last reconciled {_local(h['last_reconciled_at'])}")
+              f"threshold {threshold}, last reconciled {shop_time(h['last_reconciled_at'])}")
     table = Table(title="Events (newest first)", title_justify="left")
     for column in ("id", "time", "kind", "delta", "stock", "actor", "reference / note"):
         table.add_column(column, justify="right" if column in ("id", "delta", "stock") else "left")
     for e in h["events"]:
-        table.add_row(str(e["id"]), _local(e["at"]), e["kind"], f"{e['delta']:+d}",
+        table.add_row(str(e["id"]), shop_time(e["at"]), e["kind"], f"{e['delta']:+d}",
                       str(e["stock_after"]), e["actor"],
                       " ".join(x for x in (e["reference"], e["note"]) if x))
     out.print(table)
@@ -258,5 +249,5 @@ def history_cmd(
                 text = f"{d['old']} -> {d['new']} ({d['drift']:+d}) {d.get('reason', '')}"
             else:
                 text = ", ".join(f"{k}={v}" for k, v in d.items())
-            table.add_row(_local(a["at"]), a["actor"], a["action"], text)
+            table.add_row(shop_time(a["at"]), a["actor"], a["action"], text)
         out.print(table)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from kolaq_console.cli import common
-from kolaq_console.cli.common import out, print_json, ready_engine
+from kolaq_console.cli.common import out, print_json, ready_engine, shop_time
 from kolaq_console.errors import KolaqError, UserError
 
 if TYPE_CHECKING:
@@ -66,13 +66,7 @@ def _filter(queue: str | None, task: str | None, error: str | None, since: str |
     )
 
 
-def _local(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
-    """A time on the shop's clock."""
-    if moment is None:
-        return "-"
-    from kolaq_console import runtime
-
-    return moment.astimezone(runtime.settings().shop.zone).strftime(fmt)
+SECONDS = "%Y-%m-%d %H:%M:%S"  # how the jobs commands print a time on the shop's clock
 
 
 def _ago(moment: datetime | None) -> str:
@@ -157,7 +151,7 @@ def failed(
         return
     cells = [
         [str(r.id), r.status, r.queue, r.task_name.rsplit(".", 1)[-1], str(r.attempts),
-         _local(r.last_attempt_at, "%m-%d %H:%M:%S"),
+         shop_time(r.last_attempt_at, "%m-%d %H:%M:%S"),
          f"{r.error_type.rsplit('.', 1)[-1]}: {r.error_message}"]
         for r in rows
     ]
@@ -184,8 +178,8 @@ def show(job_id: int = typer.Argument(..., metavar="ID"), as_json: bool = JsonOp
     lines = [
         f"failed job #{job.id}  {job.status}",
         f"task        {job.task_name}  (queue {job.queue}, task id {job.task_id})",
-        f"attempts    {job.attempts}  (first {_local(job.first_attempt_at)}, "
-        f"last {_local(job.last_attempt_at)}, shop time)",
+        f"attempts    {job.attempts}  (first {shop_time(job.first_attempt_at, SECONDS)}, "
+        f"last {shop_time(job.last_attempt_at, SECONDS)}, shop time)",
         f"worker      {job.worker_host or '-'} pid {job.worker_pid or '-'}",
         f"error       {job.error_type}: {job.error_message}",
         f"args        {job.args}",
@@ -194,7 +188,8 @@ def show(job_id: int = typer.Argument(..., metavar="ID"), as_json: bool = JsonOp
     if job.retried_as:
         lines.append(f"retried as  task id {job.retried_as}")
     if job.resolved_by:
-        lines.append(f"resolved    by {job.resolved_by} at {_local(job.resolved_at)}")
+        lines.append(f"resolved    by {job.resolved_by} at "
+                     f"{shop_time(job.resolved_at, SECONDS)}")
     for line in lines:
         out.print(line, markup=False)
     if job.traceback:
@@ -325,7 +320,7 @@ def workers(
                      style="bold red" if w.state == "dead" else "")
         jobs = ", ".join(j.task_name.rsplit(".", 1)[-1] for j in w.jobs) or "-"
         table.add_row(state, Text(w.host), str(w.pid), str(w.threads),
-                      "yes" if w.periodic else "no", _local(w.started_at),
+                      "yes" if w.periodic else "no", shop_time(w.started_at, SECONDS),
                       _ago(w.heartbeat_at), Text(jobs))
     out.print(table)
     dead = sum(w.state == "dead" for w in rows)

@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from kolaq_console.cli.common import shop_time
+
 app = typer.Typer(help="Orders: list, show, change status.", no_args_is_help=True)
 
 JsonOpt = typer.Option(False, "--json", help="One JSON document.")
@@ -18,17 +20,10 @@ def _money(minor: int | None, currency: str) -> str:
     return money(minor, currency)
 
 
-def _when(value: Any, fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
-    """A time on the shop's clock, with its zone, as the console shows it (a stored time is
-    UTC: printed as it was, it read an hour early in Lagos beside the console's)."""
-    if value is None:
-        return "-"
-    from datetime import UTC
-
-    from kolaq_console import runtime
-
-    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return aware.astimezone(runtime.settings().shop.zone).strftime(fmt)
+def _when(value: Any) -> str:
+    """A time on the shop's clock, with its zone (a stored time is UTC: printed as it was, it
+    read an hour early in Lagos beside the console's)."""
+    return shop_time(value, "%Y-%m-%d %H:%M %Z")
 
 
 @app.command("list")
@@ -58,7 +53,7 @@ def list_cmd(
     for o in orders:
         table.add_row(o["number"], o["status"], o["payment_status"], o["customer_email"] or "-",
                       _money(o["total_minor"], o["currency"]),
-                      _when(o["created_at"], "%Y-%m-%d %H:%M"))
+                      shop_time(o["created_at"]))
     out.print(table)
 
 
