@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError
 
 from kolaq_console.inventory.lease import Lease, LeaseLost, acquire_stmt, give_back_stmt
 from kolaq_console.inventory.runs import (
-    Change,
+    ChangeRows,
     ReconcileResult,
     close_run,
     save_state_stmt,
@@ -152,16 +152,15 @@ def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float,
             now = utcnow()
             when = _S.c.last_reconciled_at.type.dialect_impl(conn.dialect).bind_processor(
                 conn.dialect)(now)  # the stored text form, made once
-            applied = [Change(pid, sku, stock, stock + delta, n)
-                       for pid, sku, stock, delta, n in rows if delta]
+            applied = [row for row in rows if row[3]]  # (pid, sku, stock, delta, n)
             if applied:
-                cursor.executemany(_SET_STOCK_SQLITE,
-                                   [(c.new, when, c.product_id) for c in applied])
+                cursor.executemany(_SET_STOCK_SQLITE, [(stock + delta, when, pid) for
+                                                       pid, _sku, stock, delta, _n in applied])
             if _run_sqlite(cursor, give_back_stmt(), lease.give_back_params()).rowcount != 1:
                 raise LeaseLost(f"lease {lease.name!r} expired and was taken by another run")
             result = ReconcileResult(mode="incremental", checked=len(rows))
-            state = close_run(result, applied, checkpoint, high_water, previous, started, now,
-                              max_stock)
+            state = close_run(result, ChangeRows(applied), checkpoint, high_water, previous,
+                              started, now, max_stock)
             _run_sqlite(cursor, save_state_stmt("sqlite"),
                         {"b_key": CHECKPOINT_KEY, "b_value": state, "b_now": now})
             _run_sqlite(cursor, summary_stmt(), {"actor": actor, "b_now": now,
