@@ -88,7 +88,13 @@ def _sqlite_fold() -> tuple[str, dict[str, Any]]:
     stmt = (select(_S.c.product_id, _S.c.sku, _S.c.stock, delta, n)
             .select_from(agg.join(_S, _S.c.product_id == agg.c.product_id)))
     compiled = stmt.compile(dialect=dialect(paramstyle="named"))
-    return str(compiled), dict(compiled.params)
+    # CROSS JOIN (SQLite: an inner join in the order written) lets SQLite read the aggregate
+    # as a co-routine, row by row, instead of first copying its ~950 rows to a temporary
+    # table (the query plan's MATERIALIZE): ~6% of the statement. Core cannot spell it.
+    sql = str(compiled)
+    joined = " AS agg JOIN product_stock ON "
+    assert sql.count(joined) == 1, sql
+    return sql.replace(joined, " AS agg CROSS JOIN product_stock ON "), dict(compiled.params)
 
 
 # Run through the driver's executemany with the timestamp converted once: SQLAlchemy would run
