@@ -140,8 +140,14 @@ def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float,
                max_stock: int | None = None) -> ReconcileResult | None:
     """The whole incremental run in one transaction, on the driver's connection; None (and
     nothing done) before the first bulk run, which must be a full one."""
-    with engine.connect() as conn:
-        raw = conn.connection.driver_connection
+    # The pool's connection itself: a Connection around it cost ~0.035 ms a run, unused but
+    # for wrapping a failure to connect as SQLAlchemy's error, which this does as it would.
+    try:
+        pooled = engine.raw_connection()
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
+    try:
+        raw = pooled.driver_connection
         cursor = raw.cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
@@ -162,8 +168,8 @@ def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float,
             now = utcnow()
             applied = [row for row in rows if row[3]]  # (pid, sku, stock, delta, n)
             if applied:
-                when = _S.c.last_reconciled_at.type.dialect_impl(conn.dialect).bind_processor(
-                    conn.dialect)(now)  # the stored text form, made once
+                when = _S.c.last_reconciled_at.type.dialect_impl(engine.dialect).bind_processor(
+                    engine.dialect)(now)  # the stored text form, made once
                 if not _STORED_TIME.fullmatch(when):
                     raise ValueError(f"unexpected stored form of a timestamp: {when!r}")
                 cursor.executemany(_SET_STOCK_SQLITE.format(when=when),
@@ -189,6 +195,8 @@ def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float,
         finally:
             cursor.close()
             lease.held = False  # given back in the commit, or never taken (rolled back)
+    finally:
+        pooled.close()
 
 
 def driver_rows(conn: Connection, sql: str, params: dict[str, Any] | None,
