@@ -203,3 +203,23 @@ def test_an_incremental_runs_result_lists_every_change_as_inventory_reconcile_sh
          "unexplained": 0}]
     assert [(ch.sku, ch.drift) for ch in result.changes[1:]] == [("LIST-002", -4)]
     assert result.log_details()["changes"] == [["LIST-000", 0, 3], ["LIST-002", 0, -4]]
+
+
+def test_the_sqlite_fold_reads_its_aggregate_row_by_row():
+    """CROSS JOIN keeps SQLite from copying the aggregate to a temporary table first."""
+    import sqlite3
+
+    from kolaq_console.inventory.incremental import _sqlite_fold
+
+    sql, literals = _sqlite_fold()
+    assert " AS agg CROSS JOIN product_stock ON " in sql
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE inventory_events (id INTEGER PRIMARY KEY, product_id INTEGER, "
+               "delta INTEGER)")
+    db.execute("CREATE INDEX ix_inventory_events_product_delta ON inventory_events "
+               "(product_id, delta)")
+    db.execute("CREATE TABLE product_stock (product_id INTEGER PRIMARY KEY, sku TEXT, "
+               "stock INTEGER, stock_event_id INTEGER)")
+    plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}",
+                                         {**literals, "cp": 0, "hw": 10})]
+    assert "CO-ROUTINE agg" in plan and not any("MATERIALIZE" in step for step in plan)
