@@ -397,25 +397,30 @@ def finish(engine: Engine, claimed: Claimed, accepted: Mapping[int, str],
            refused: Mapping[int, str]) -> None:
     """The provider answered: accepted members (row id -> provider id) are marked sent in one
     statement, refused ones (row id -> reason) fail alone and leave the batch."""
-    now = utcnow()
     with write_session(engine) as session:
-        conn = session.connection()
-        dialect = "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
-        if accepted:
-            if dialect == "postgresql":
-                sent: dict[str, Any] = {"ids": list(accepted), "pids": list(accepted.values())}
-            else:
-                sent = {"data": json.dumps([{"id": i, "pid": p} for i, p in accepted.items()])}
-            conn.execute(_statement(_SENT_SQL[dialect]),
-                         {**sent, "now": now, "batch": claimed.batch_id})
-        if refused:
-            data = json.dumps([{"id": i, "reason": redact(r)} for i, r in refused.items()])
-            conn.execute(_statement(_REFUSED_SQL[dialect]),
-                         {"data": data, "now": now, "batch": claimed.batch_id})
-        _update_batch(conn, claimed.batch_id, status=BatchStatus.sent.value,
-                      sent=len(accepted), failed=len(refused), lease_until=None,
-                      next_attempt_at=None, finished_at=now, updated_at=now,
-                      last_error=None if not refused else f"{len(refused)} refused")
+        finish_in(session.connection(), claimed, accepted, refused)
+
+
+def finish_in(conn: Connection, claimed: Claimed, accepted: Mapping[int, str],
+              refused: Mapping[int, str]) -> None:
+    """`finish` inside the caller's write transaction."""
+    now = utcnow()
+    dialect = "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
+    if accepted:
+        if dialect == "postgresql":
+            sent: dict[str, Any] = {"ids": list(accepted), "pids": list(accepted.values())}
+        else:
+            sent = {"data": json.dumps([{"id": i, "pid": p} for i, p in accepted.items()])}
+        conn.execute(_statement(_SENT_SQL[dialect]),
+                     {**sent, "now": now, "batch": claimed.batch_id})
+    if refused:
+        data = json.dumps([{"id": i, "reason": redact(r)} for i, r in refused.items()])
+        conn.execute(_statement(_REFUSED_SQL[dialect]),
+                     {"data": data, "now": now, "batch": claimed.batch_id})
+    _update_batch(conn, claimed.batch_id, status=BatchStatus.sent.value,
+                  sent=len(accepted), failed=len(refused), lease_until=None,
+                  next_attempt_at=None, finished_at=now, updated_at=now,
+                  last_error=None if not refused else f"{len(refused)} refused")
 
 
 # --- operators' retries ------------------------------------------------------------------------
