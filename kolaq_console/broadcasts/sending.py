@@ -154,7 +154,8 @@ def line_step(
     started = time.monotonic()
     done = SKIPPED
     try:
-        claimed = next_claimed(engine, settings, broadcast_id, task_id, worker_id)
+        kept: dict[int, Copies] = {}
+        claimed = next_claimed(engine, settings, broadcast_id, task_id, worker_id, kept)
         count = 0
         while claimed is not None:
             count += 1
@@ -165,7 +166,7 @@ def line_step(
                 def then(session: Session, into: list = following) -> None:
                     into.append(_claim_next(session, settings, broadcast_id,
                                             claim_params(settings.email.lease_seconds,
-                                                         task_id, None, worker_id)))
+                                                         task_id, None, worker_id), kept))
             if max_retries is not None:
                 retries_left = max(0, max_retries - (claimed.attempts - 1))
             done = send_claimed(engine, settings, claimed, transport=transport,
@@ -222,7 +223,8 @@ def _statements() -> _Statements:
 
 
 def next_claimed(engine: Engine, settings: Settings, broadcast_id: int,
-                 task_id: str | None = None, worker_id: str | None = None) -> Claimed | None:
+                 task_id: str | None = None, worker_id: str | None = None,
+                 kept: dict[int, Copies] | None = None) -> Claimed | None:
     """The broadcast's next batch, claimed by this job, in one transaction: one of its
     batches that may be sent again (released for a retry and due, or handed back), else the
     next one formed from its pending recipients, claimed as it is stored (status `sending`,
@@ -233,12 +235,14 @@ def next_claimed(engine: Engine, settings: Settings, broadcast_id: int,
     batches on their way)."""
     params = claim_params(settings.email.lease_seconds, task_id, None, worker_id)
     with write_session(engine) as session:
-        return _claim_next(session, settings, broadcast_id, params)
+        return _claim_next(session, settings, broadcast_id, params, kept)
 
 
 def _claim_next(session: Session, settings: Settings, broadcast_id: int,
-                params: dict[str, Any]) -> Claimed | None:
-    """`next_claimed` inside the caller's write transaction."""
+                params: dict[str, Any], kept: dict[int, Copies] | None = None
+                ) -> Claimed | None:
+    """`next_claimed` inside the caller's write transaction. `kept`: the broadcast's Copies
+    from an earlier batch of the same job (its stored rendering never changes)."""
     st = _statements()
     conn = session.connection()
     b = conn.execute(st.broadcast, {"b": broadcast_id}).first()
@@ -253,13 +257,15 @@ def _claim_next(session: Session, settings: Settings, broadcast_id: int,
         return None
     if len(on_their_way) >= settings.email.broadcast_lookahead:
         return None  # enough on their way: this job's line of batches ends
-    copies: Copies | None = None
+    copies: Copies | None = None if kept is None else kept.get(broadcast_id)
     while True:
         pending = conn.execute(st.pending, {"b": broadcast_id}).all()
         if not pending:
             return None
-        copies = copies or Copies.stored(conn, settings, broadcast_id, b.subject,
-                                         b.body_markdown)
+        if copies is None:
+            copies = Copies.stored(conn, settings, broadcast_id, b.subject, b.body_markdown)
+            if kept is not None:
+                kept[broadcast_id] = copies
         claimed = _form(conn, broadcast_id, b.audience, copies, pending, params)
         if claimed is not None:
             return claimed
