@@ -16,6 +16,9 @@ A batch released for a retry or handed back from a dead worker is sent first by 
 of its broadcast (or by its own send job).
 The broadcast row is read FOR SHARE while a batch is formed, so a pause or cancel (which
 updates that row) waits for it; the batch formed is sent, no further one is formed.
+
+Longer than ~400 lines: a job's line of batches claims each next batch inside the transaction
+that records the one before, so the line, the claim and the forming share one module.
 """
 from __future__ import annotations
 
