@@ -86,19 +86,18 @@ class Member:
         html, text_ = self.html, self.text
         if assembled(self.broadcast_id, self.unsubscribe_token):
             html, text_ = (rendered or {})[self.broadcast_id].body(self.unsubscribe_token)
-        headers = dict(self.headers or {})
-        sender = headers.pop(FROM_HEADER, None) or settings.email.from_address
-        reply_to = headers.pop(REPLY_TO_HEADER, None)
-        return Message(
-            from_address=sender,
-            to=self.to_address,
-            subject=self.subject,
-            html=html,
-            text=text_,
-            idempotency_key=self.idempotency_key,
-            reply_to=reply_to,
-            headers={str(k): str(v) for k, v in headers.items()},
-        )
+        # The sender and reply-to travel in the stored headers; the rest are sent as headers.
+        sender = reply_to = None
+        headers: dict[str, str] = {}
+        for name, value in (self.headers or {}).items():
+            if name == FROM_HEADER:
+                sender = value
+            elif name == REPLY_TO_HEADER:
+                reply_to = value
+            else:
+                headers[str(name)] = str(value)
+        return Message(sender or settings.email.from_address, self.to_address, self.subject,
+                       html, text_, self.idempotency_key, reply_to, headers)
 
 
 @dataclass(frozen=True)
