@@ -176,6 +176,11 @@ class EmailSettings(Section):
     broadcast_lookahead: int = Field(default=8, ge=1, le=1000)
     """Batches of 100 copies a broadcast keeps rendered and queued ahead of sending. More keeps
     more workers busy; fewer makes a pause or an unsubscribe apply to more of the list."""
+    broadcast_batches_per_job: int = Field(default=8, ge=1, le=1000)
+    """Batches a broadcast's job sends one after another (each claimed in the transaction that
+    records the one before) before it hands over to the next job, while no rate limit paces
+    the requests: fewer queue round trips per email. Another job of the same band waits for
+    at most this many batches (or about a second) for the thread."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=16 * 1_048_576)
     """Largest body (text or Markdown, UTF-8 bytes) of a generic or broadcast email; a larger
     one is refused before anything is stored."""

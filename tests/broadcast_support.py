@@ -31,9 +31,14 @@ class Workers:
     send_broadcast_batch),
     synchronously, so a test can count requests and inspect state between steps."""
 
-    def __init__(self, engine, settings, transport, calls: list[Call]) -> None:
+    def __init__(self, engine, settings, transport, calls: list[Call],
+                 batches_per_job: int = 1) -> None:
         self.engine, self.settings, self.transport, self.calls = engine, settings, transport, calls
         self.ran: list[tuple[str, object]] = []
+        # One batch a broadcast job by default, so that a step is a batch (as tests count);
+        # the tests of a job's line of batches set more.
+        email = settings.email.model_copy(update={"broadcast_batches_per_job": batches_per_job})
+        self.line_settings = settings.model_copy(update={"email": email})
 
     def step(self) -> bool:
         if not self.calls:
@@ -44,7 +49,7 @@ class Workers:
         if call.task == "send_broadcast":
             produce(self.engine, self.settings, arg)
         elif call.task == "send_broadcast_batch":
-            line_step(self.engine, self.settings, arg, transport=self.transport,
+            line_step(self.engine, self.line_settings, arg, transport=self.transport,
                       limiter=None, max_retries=self.settings.queue.retries)
         elif call.task == "send_email_batch":
             done = deliver_batch(self.engine, self.settings, arg, transport=self.transport,

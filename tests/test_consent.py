@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from itsdangerous import URLSafeSerializer
+from itsdangerous.encoding import base64_encode
 from sqlmodel import Session, select
 
 from kolaq_console import consent
@@ -39,6 +42,21 @@ def test_tokens_already_sent_out_by_the_serializer_still_verify_and_new_ones_are
     foreign = URLSafeSerializer("someone-else-test-only", salt=consent.SALT)
     with pytest.raises(consent.InvalidToken):
         consent.read_token(s, foreign.dumps(repetitive))
+
+
+def test_tokens_are_the_signers_for_every_kind_of_address(make_settings):
+    """The token maker writes the JSON of a plain address itself and signs with the derived
+    key directly: byte for byte what the bare Signer makes, whatever the address holds."""
+    s = make_settings(KOLAQ_SIGNING_KEY="ours-test-only")
+    signer = URLSafeSerializer("ours-test-only", salt=consent.SALT).make_signer()
+    for address in ["ada@example.com", 'o"neil@example.com', "back\\slash@example.com",
+                    "zoë@example.com", "tab\there@example.com", "del\x7f@example.com",
+                    " MiXeD@Example.COM "]:
+        payload = json.dumps(consent.normalise(address), ensure_ascii=False,
+                             separators=(",", ":"))
+        expected = signer.sign(base64_encode(payload.encode())).decode("ascii")
+        assert consent.make_token(s, address) == expected
+        assert consent.read_token(s, expected) == consent.normalise(address)
 
 
 def test_list_unsubscribe_headers_are_one_click_with_https_and_mailto(make_settings):

@@ -86,19 +86,18 @@ class Member:
         html, text_ = self.html, self.text
         if assembled(self.broadcast_id, self.unsubscribe_token):
             html, text_ = (rendered or {})[self.broadcast_id].body(self.unsubscribe_token)
-        headers = dict(self.headers or {})
-        sender = headers.pop(FROM_HEADER, None) or settings.email.from_address
-        reply_to = headers.pop(REPLY_TO_HEADER, None)
-        return Message(
-            from_address=sender,
-            to=self.to_address,
-            subject=self.subject,
-            html=html,
-            text=text_,
-            idempotency_key=self.idempotency_key,
-            reply_to=reply_to,
-            headers={str(k): str(v) for k, v in headers.items()},
-        )
+        # The sender and reply-to travel in the stored headers; the rest are sent as headers.
+        sender = reply_to = None
+        headers: dict[str, str] = {}
+        for name, value in (self.headers or {}).items():
+            if name == FROM_HEADER:
+                sender = value
+            elif name == REPLY_TO_HEADER:
+                reply_to = value
+            else:
+                headers[str(name)] = str(value)
+        return Message(sender or settings.email.from_address, self.to_address, self.subject,
+                       html, text_, self.idempotency_key, reply_to, headers)
 
 
 @dataclass(frozen=True)
@@ -397,25 +396,30 @@ def finish(engine: Engine, claimed: Claimed, accepted: Mapping[int, str],
            refused: Mapping[int, str]) -> None:
     """The provider answered: accepted members (row id -> provider id) are marked sent in one
     statement, refused ones (row id -> reason) fail alone and leave the batch."""
-    now = utcnow()
     with write_session(engine) as session:
-        conn = session.connection()
-        dialect = "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
-        if accepted:
-            if dialect == "postgresql":
-                sent: dict[str, Any] = {"ids": list(accepted), "pids": list(accepted.values())}
-            else:
-                sent = {"data": json.dumps([{"id": i, "pid": p} for i, p in accepted.items()])}
-            conn.execute(_statement(_SENT_SQL[dialect]),
-                         {**sent, "now": now, "batch": claimed.batch_id})
-        if refused:
-            data = json.dumps([{"id": i, "reason": redact(r)} for i, r in refused.items()])
-            conn.execute(_statement(_REFUSED_SQL[dialect]),
-                         {"data": data, "now": now, "batch": claimed.batch_id})
-        _update_batch(conn, claimed.batch_id, status=BatchStatus.sent.value,
-                      sent=len(accepted), failed=len(refused), lease_until=None,
-                      next_attempt_at=None, finished_at=now, updated_at=now,
-                      last_error=None if not refused else f"{len(refused)} refused")
+        finish_in(session.connection(), claimed, accepted, refused)
+
+
+def finish_in(conn: Connection, claimed: Claimed, accepted: Mapping[int, str],
+              refused: Mapping[int, str]) -> None:
+    """`finish` inside the caller's write transaction."""
+    now = utcnow()
+    dialect = "postgresql" if conn.dialect.name == "postgresql" else "sqlite"
+    if accepted:
+        if dialect == "postgresql":
+            sent: dict[str, Any] = {"ids": list(accepted), "pids": list(accepted.values())}
+        else:
+            sent = {"data": json.dumps([{"id": i, "pid": p} for i, p in accepted.items()])}
+        conn.execute(_statement(_SENT_SQL[dialect]),
+                     {**sent, "now": now, "batch": claimed.batch_id})
+    if refused:
+        data = json.dumps([{"id": i, "reason": redact(r)} for i, r in refused.items()])
+        conn.execute(_statement(_REFUSED_SQL[dialect]),
+                     {"data": data, "now": now, "batch": claimed.batch_id})
+    _update_batch(conn, claimed.batch_id, status=BatchStatus.sent.value,
+                  sent=len(accepted), failed=len(refused), lease_until=None,
+                  next_attempt_at=None, finished_at=now, updated_at=now,
+                  last_error=None if not refused else f"{len(refused)} refused")
 
 
 # --- operators' retries ------------------------------------------------------------------------

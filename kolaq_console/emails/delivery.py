@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from huey.exceptions import RetryTask
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from kolaq_console.config import Settings
 from kolaq_console.emails import batches
@@ -41,6 +43,7 @@ from kolaq_console.emails.transports import (
 )
 from kolaq_console.errors import PermanentJobError
 from kolaq_console.redact import redact
+from kolaq_console.sqlutil import write_session
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +143,12 @@ def send_claimed(
     limiter: RateLimiter | None,
     retries_left: int = 0,
     retry_delay: float = 0.0,
+    then: Callable[[Session], object] | None = None,
 ) -> Delivered:
-    """Send a batch this worker has claimed (see the module doc for the outcomes)."""
+    """Send a batch this worker has claimed (see the module doc for the outcomes). `then`, if
+    given, runs in the transaction that records the batch as sent (a broadcast's job claims
+    its next batch there: one transaction a batch, not two); if it raises, the outcome is
+    recorded alone and the error propagates."""
     lease = settings.email.lease_seconds
     name = _name(claimed)
     started = time.monotonic()
@@ -193,7 +200,16 @@ def send_claimed(
                    retry_delay, lease)
         raise
 
-    batches.finish(engine, claimed, accepted, refused)
+    if then is None:
+        batches.finish(engine, claimed, accepted, refused)
+    else:
+        try:
+            with write_session(engine) as session:
+                batches.finish_in(session.connection(), claimed, accepted, refused)
+                then(session)
+        except Exception:
+            batches.finish(engine, claimed, accepted, refused)  # sent: recorded whatever
+            raise
     if limiter is not None and headers:
         try:
             limiter.observe(headers)

@@ -57,6 +57,8 @@ class Grant:
 
 
 class RateLimiter(Protocol):
+    paced: bool  # requests are spaced (a rate is set): each acquire reserves a slot
+
     def acquire(self, max_block_wait: float) -> Grant: ...
 
     def block(self, seconds: float, reason: str) -> None: ...
@@ -210,6 +212,7 @@ class SqliteRateLimiter:
         self.path = path
         self.name = name
         self.base_interval = interval_for(rate_per_second)
+        self.paced = rate_per_second > 0
         self.blocks = SharedBlocks(self._blocked) if rate_per_second <= 0 else None
         self._local = threading.local()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -344,6 +347,7 @@ class RedisRateLimiter:
         self.client = client
         self.key = f"kolaq.ratelimit.{name}.{provider}"
         self.base_interval = interval_for(rate_per_second)
+        self.paced = rate_per_second > 0
         self.blocks = SharedBlocks(self._blocked) if rate_per_second <= 0 else None
         self._script = client.register_script(_REDIS_SCRIPT)
 

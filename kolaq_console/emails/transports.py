@@ -162,28 +162,65 @@ def classify_resend_error(exc: Any) -> SendError:
 def _session_client_class() -> type:
     """`_SessionClient`, defined on first use: importing the resend SDK (and requests) costs a
     worker ~0.2 s of start-up, and only a process that sends through Resend needs it."""
+    import requests
+    from requests.adapters import HTTPAdapter
     from resend.http_client import HTTPClient
+
+    class _Adapter(HTTPAdapter):
+        """requests' adapter, its pool key per origin computed once (requests checks whether
+        the CA bundle path is a directory on every request)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._keys: dict[tuple, tuple[dict, dict]] = {}
+
+        def build_connection_pool_key_attributes(self, request, verify, cert=None):
+            url = request.url or ""
+            key = (_origin(url), verify, cert)
+            found = self._keys.get(key)
+            if found is None:
+                found = self._keys[key] = super().build_connection_pool_key_attributes(
+                    request, verify, cert)
+            return dict(found[0]), dict(found[1])
 
     class _SessionClient(HTTPClient):
         """The SDK's HTTP client contract over one keep-alive `requests.Session` per thread.
         Same timeout, no redirects (an API call is not redirected), same exceptions (the SDK
-        wraps them as ResendError code 500 "HttpClientError")."""
+        wraps them as ResendError code 500 "HttpClientError").
+
+        What requests reads from the environment on every request (proxies, no_proxy, the CA
+        bundle) is read once per origin and passed with each request; ~/.netrc is not read
+        (the SDK authenticates with the API key; a netrc entry would replace that header)."""
 
         def __init__(self, timeout: float) -> None:
             self._timeout = timeout
             self._local = threading.local()
+            self._environment: dict[str, dict[str, Any]] = {}
+
+        def _settings(self, url: str) -> dict[str, Any]:
+            origin = _origin(url)
+            found = self._environment.get(origin)
+            if found is None:
+                with requests.Session() as probe:  # requests' own reading, trust_env on
+                    merged = probe.merge_environment_settings(origin, {}, None, None, None)
+                found = self._environment[origin] = {
+                    "proxies": merged["proxies"], "verify": merged["verify"],
+                    "cert": merged["cert"]}
+            return found
 
         def request(self, method, url, headers, json=None, files=None, data=None):
-            import requests
-
             session = getattr(self._local, "session", None)
             if session is None:
                 session = self._local.session = requests.Session()
+                session.trust_env = False  # read once per origin instead (_settings)
+                adapter = _Adapter()
+                session.mount("https://", adapter)
+                session.mount("http://", adapter)
             try:
                 resp = session.request(
                     method, url, headers=headers, files=files, data=data,
                     json=json if data is None else None, timeout=self._timeout,
-                    allow_redirects=False,
+                    allow_redirects=False, **self._settings(url),
                 )
                 return resp.content, resp.status_code, resp.headers
             except requests.RequestException as exc:
@@ -192,6 +229,13 @@ def _session_client_class() -> type:
                 raise RuntimeError(f"Request failed: {exc}") from exc
 
     return _SessionClient
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of `url`."""
+    start = url.find("//")
+    end = url.find("/", start + 2) if start >= 0 else -1
+    return url if end < 0 else url[:end]
 
 
 _sdk_lock = threading.Lock()
