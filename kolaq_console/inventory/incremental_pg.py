@@ -33,11 +33,11 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import ARRAY, Integer, any_, bindparam, func, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import Select, Update
 
-from kolaq_console.inventory.incremental import driver_rows
 from kolaq_console.inventory.lease import Lease, LeaseLost, acquire_stmt, give_back_stmt
 from kolaq_console.inventory.runs import (
     Change,
@@ -68,31 +68,36 @@ def _compiled(stmt: Any) -> tuple[str, dict[str, Any]]:
 
 
 @contextmanager
-def _autocommit(engine: Engine) -> Iterator[Connection]:
-    """A connection whose driver sends no BEGIN/COMMIT: the statements carry their own. A
-    transaction left open by an error is rolled back before the connection goes back."""
-    with engine.connect() as conn:
-        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        raw = conn.connection.driver_connection
+def _autocommit(engine: Engine) -> Iterator[PoolProxiedConnection]:
+    """A pooled connection whose driver sends no BEGIN/COMMIT: the statements carry their own.
+    The pool's connection itself, not SQLAlchemy's Connection around it (whose checkout and
+    isolation-level bookkeeping cost more client CPU than a round trip); it goes back as it
+    came (autocommit off), a transaction left open by an error rolled back first."""
+    from psycopg import Error
+    from psycopg.pq import TransactionStatus
+
+    conn = engine.raw_connection()
+    raw = conn.driver_connection
+    try:
+        raw.autocommit = True
+        yield conn
+    finally:
         try:
-            yield conn
-        finally:
-            from psycopg import Error
-            from psycopg.pq import TransactionStatus
-
             if raw.pgconn.transaction_status != TransactionStatus.IDLE:
-                try:
-                    raw.rollback()
-                except Error:
-                    conn.invalidate()  # broken: the pool drops it (the first error propagates)
+                raw.rollback()
+            raw.autocommit = False
+        except Error:
+            conn.invalidate()  # broken: the pool drops it (the first error propagates)
+        conn.close()
 
 
-def _send(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[int, list[tuple]]]:
+def _send(conn: PoolProxiedConnection, sql: str,
+          params: dict[str, Any]) -> list[tuple[int, list[tuple]]]:
     """Run several statements in one round trip; (rowcount, rows) of each. A driver error is
     raised as SQLAlchemy's (DataError, OperationalError...)."""
     import psycopg
 
-    cursor = psycopg.ClientCursor(conn.connection.driver_connection)
+    cursor = psycopg.ClientCursor(conn.driver_connection)
     try:
         cursor.execute(sql, params)
         out = []
@@ -204,14 +209,14 @@ def _finish_sql(lz4: bool) -> str:
 _LZ4 = "kolaq.lz4"  # key of the driver connection's info: does its server have lz4?
 
 
-def _has_lz4(conn: Connection) -> bool:
+def _has_lz4(conn: PoolProxiedConnection) -> bool:
     """Whether the server can compress with lz4 (PostgreSQL 14+ built with it), asked once per
-    driver connection (SQLAlchemy's `info` lives and dies with it)."""
-    info = conn.connection.info
+    driver connection (the pool's `info` lives and dies with it)."""
+    info = conn.info
     if _LZ4 not in info:
-        info[_LZ4] = bool(conn.exec_driver_sql(
-            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
-            "WHERE name = 'default_toast_compression'").scalar())
+        [(_, [(lz4,)])] = _send(conn, "SELECT coalesce(bool_or(enumvals @> '{lz4}'), false) "
+                                "FROM pg_settings WHERE name = 'default_toast_compression'", {})
+        info[_LZ4] = lz4
     return info[_LZ4]
 
 
@@ -275,11 +280,14 @@ def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int
             found.remove(counts)
         _, _, result.checked, nonzero, zero_marked = counts
         if len(found) != nonzero or zero_marked:
-            marked = conn.execute(_pg_lock_marked(), params).scalars().all()
-            if marked:
+            sql, literals = _compiled(_pg_lock_marked())
+            [(_, locked)] = _send(conn, sql, {**literals, **params})
+            if locked:
                 sql, literals = _compiled(_pg_fold_marked())
-                found += [(pid, sku, new - int(delta), new, int(n)) for pid, sku, new, delta, n
-                          in driver_rows(conn, sql, {**literals, **params, "marked": marked})]
+                [(_, marked)] = _send(conn, sql, {**literals, **params,
+                                                  "marked": [pid for pid, in locked]})
+                found += [(pid, sku, new - int(delta), new, int(n))
+                          for pid, sku, new, delta, n in marked]
         found.sort(key=_first)  # RETURNING has no order
         applied = list(starmap(Change, found))  # (id, sku, old, new, events): Change's order
         state = close_run(result, applied, checkpoint, high_water, previous, started, now,
