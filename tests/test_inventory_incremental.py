@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
+import pytest
 from inventory_helpers import add_events, add_products, stocks, truth
 from sqlalchemy import text
 
@@ -79,7 +80,6 @@ def test_an_incremental_run_stamps_the_products_it_changed_and_only_those(engine
 def test_the_high_water_mark_gives_up_on_an_event_insert_left_open(postgres_url):
     """PostgreSQL: an uncommitted event insert holds the safe high-water mark back; past the
     lock timeout the run gives up with EventsBusy (retried later), never reads past it."""
-    import pytest
 
     from kolaq_console.db import make_engine
     from kolaq_console.inventory.stock import EventsBusy, high_water_mark
@@ -161,7 +161,6 @@ def test_the_first_transaction_gives_up_on_an_event_insert_left_open_and_keeps_n
     """PostgreSQL: the incremental run's first message (lease, SHARE lock, high-water mark)
     raises EventsBusy past its lock timeout, and the lease it had taken is rolled back with
     it, so the next run is not refused."""
-    import pytest
 
     from kolaq_console.db import make_engine
     from kolaq_console.inventory.incremental_pg import postgres_start
@@ -187,12 +186,16 @@ def test_the_first_transaction_gives_up_on_an_event_insert_left_open_and_keeps_n
     engine.dispose()
 
 
-def test_an_incremental_run_whose_session_lost_the_fold_function_folds_without_it(
-    postgres_url,
+@pytest.mark.parametrize("lose", [
+    "DISCARD TEMP",  # both functions: the first transaction finds none
+    "DROP FUNCTION pg_temp.kolaq_inventory_fold",  # the second transaction's only
+])
+def test_an_incremental_run_whose_session_lost_its_functions_runs_without_them(
+    postgres_url, lose,
 ):
-    """PostgreSQL: the fold runs as a function of the pooled connection's session
-    (incremental_pg); if that function is gone (the session's temporary objects discarded),
-    the run sends the fold as a statement instead, with the same result."""
+    """PostgreSQL: the incremental run's statements run as functions of the pooled
+    connection's session (incremental_pg); if they are gone (the session's temporary objects
+    discarded), the run sends the statements themselves, with the same result."""
     from kolaq_console.db import make_engine
     from kolaq_console.schema import upgrade
 
@@ -201,14 +204,14 @@ def test_an_incremental_run_whose_session_lost_the_fold_function_folds_without_i
     a, b = add_products(engine, 2)
     reconcile(engine)
     add_events(engine, [(a, 5)])
-    assert reconcile(engine).changed == 1  # made the function on the pooled connection
+    assert reconcile(engine).changed == 1  # made the functions on the pooled connection
     raw = engine.raw_connection()  # the same connection: one thread, one in the pool
     try:
         cursor = raw.cursor()
-        cursor.execute("SELECT count(*) FROM pg_proc WHERE proname = 'kolaq_inventory_fold' "
+        cursor.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE 'kolaq_inventory_%' "
                        "AND pronamespace = pg_my_temp_schema()")
-        assert cursor.fetchone()[0] == 1
-        cursor.execute("DISCARD TEMP")
+        assert cursor.fetchone()[0] == 2
+        cursor.execute(lose)
         raw.commit()
     finally:
         raw.close()

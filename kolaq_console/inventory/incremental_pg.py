@@ -128,6 +128,41 @@ def _start_sql(lock_timeout: float) -> str:
             "coalesce(max(id), 0) FROM inventory_events; COMMIT")
 
 
+_START_FUNCTION = "pg_temp.kolaq_inventory_start"
+
+
+@cache
+def _start_function_sql() -> str:
+    """_start_sql's lease, LOCK and state and H as a function of the session, in the same
+    order, each statement with its own snapshot as in the message (see `_fold_function_sql`):
+    ~0.1 ms less server CPU a run. The lease's statement is lease.py's."""
+    acquire, literals = _compiled(acquire_stmt("postgresql"))
+    params = ("b_key", "b_value", "b_now", "b_now_ts", "b_owner")
+    for name in params:
+        acquire = acquire.replace(f"%({name})s", f"p_{name}")
+    for name, value in literals.items():  # the JSON keys the statement reads
+        if name not in params:
+            acquire = acquire.replace(f"%({name})s", "'{}'".format(value.replace("'", "''")))
+    assert "%(" not in acquire, acquire
+    return (f"CREATE OR REPLACE FUNCTION {_START_FUNCTION}(p_b_key varchar, p_b_value json, "
+            "p_b_now timestamp, p_b_now_ts double precision, p_b_owner varchar) "
+            "RETURNS TABLE (acquired boolean, previous json, high_water integer) "
+            "LANGUAGE plpgsql AS $start$ #variable_conflict use_column\n"
+            f"DECLARE got varchar; BEGIN {acquire} INTO got; "
+            "LOCK TABLE inventory_events IN SHARE MODE; "
+            "RETURN QUERY SELECT got IS NOT NULL, (SELECT value FROM system_state "
+            f"WHERE key = '{CHECKPOINT_KEY}'), coalesce(max(id), 0) FROM inventory_events; "
+            "END $start$")
+
+
+@cache
+def _start_call_sql(lock_timeout: float) -> str:
+    return ("BEGIN; SELECT set_config('synchronous_commit', 'off', true), "
+            f"set_config('lock_timeout', '{int(lock_timeout * 1000)}ms', true); "
+            f"SELECT * FROM {_START_FUNCTION}(%(b_key)s, %(b_value)s, %(b_now)s, "
+            "%(b_now_ts)s, %(b_owner)s); COMMIT")
+
+
 def postgres_start(engine: Engine, lease: Lease,
                    lock_timeout: float = HWM_LOCK_TIMEOUT) -> tuple[dict[str, Any] | None, int]:
     """The first, short transaction of a PostgreSQL bulk run, in one round trip: the lease,
@@ -137,6 +172,20 @@ def postgres_start(engine: Engine, lease: Lease,
     params["b_value"] = json.dumps(params["b_value"])
     with _autocommit(engine) as conn:
         try:
+            if _session(conn)[1]:
+                try:
+                    results = _send(conn, _start_call_sql(lock_timeout), params)
+                except DBAPIError as exc:
+                    if getattr(exc.orig, "sqlstate", None) != _UNDEFINED_FUNCTION:
+                        raise
+                    _lost_functions(conn)
+                else:
+                    # BEGIN, the settings, (lease acquired, the state, H), COMMIT
+                    [(acquired, previous, high_water)] = results[2][1]
+                    if not acquired:
+                        raise lease.busy()
+                    lease.held = True
+                    return previous, int(high_water)
             results = _send(conn, _start_sql(lock_timeout), params)
         except OperationalError as exc:
             if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
@@ -246,7 +295,8 @@ def _session(conn: PoolProxiedConnection) -> tuple[bool, bool]:
     info = conn.info
     if _SESSION not in info:
         try:
-            [_, (_, [(lz4,)])] = _send(conn, f"{_fold_function_sql()}; {_LZ4_SQL}", {})
+            [_, _, (_, [(lz4,)])] = _send(
+                conn, f"{_fold_function_sql()}; {_start_function_sql()}; {_LZ4_SQL}", {})
             info[_SESSION] = (lz4, True)
         except DBAPIError:
             [(_, [(lz4,)])] = _send(conn, _LZ4_SQL, {})
@@ -254,18 +304,23 @@ def _session(conn: PoolProxiedConnection) -> tuple[bool, bool]:
     return info[_SESSION]
 
 
+def _lost_functions(conn: PoolProxiedConnection) -> None:
+    """The session's functions are gone (its temporary schema dropped: DISCARD, a pooler
+    handing out server sessions): the failed transaction rolled back, and the statements sent
+    themselves from then on on this connection."""
+    conn.driver_connection.rollback()
+    conn.info[_SESSION] = (conn.info[_SESSION][0], False)
+
+
 def _send_fold(conn: PoolProxiedConnection, params: dict[str, Any]) -> list[tuple[int, list]]:
-    """The second transaction's first message. Should the session's function be gone (its
-    temporary schema dropped: DISCARD, a pooler handing out server sessions), the fold is
-    sent as a statement instead, from then on on this connection."""
+    """The second transaction's first message (`_lost_functions` if need be)."""
     lz4, function = _session(conn)
     try:
         return _send(conn, _fold_sql(lz4, function), params)
     except DBAPIError as exc:
         if not function or getattr(exc.orig, "sqlstate", None) != _UNDEFINED_FUNCTION:
             raise
-    conn.driver_connection.rollback()
-    conn.info[_SESSION] = (lz4, False)
+    _lost_functions(conn)
     return _send(conn, _fold_sql(lz4, False), params)
 
 
