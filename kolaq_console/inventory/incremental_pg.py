@@ -161,10 +161,14 @@ def _start_function_sql() -> str:
     acquire = _in_function(acquire_stmt("postgresql"),
                            ("b_key", "b_value", "b_now", "b_now_ts", "b_owner"))
     return (f"CREATE OR REPLACE FUNCTION {_START_FUNCTION}(p_b_key varchar, p_b_value json, "
-            "p_b_now timestamp, p_b_now_ts double precision, p_b_owner varchar) "
+            "p_b_now timestamp, p_b_now_ts double precision, p_b_owner varchar, "
+            "p_lock_timeout text) "
             "RETURNS TABLE (acquired boolean, previous json, high_water integer) "
             "LANGUAGE plpgsql AS $start$ #variable_conflict use_column\n"
-            f"DECLARE got varchar; BEGIN {acquire} INTO got; "
+            "DECLARE got varchar; BEGIN "
+            "PERFORM set_config('synchronous_commit', 'off', true), "
+            "set_config('lock_timeout', p_lock_timeout, true); "
+            f"{acquire} INTO got; "
             "LOCK TABLE inventory_events IN SHARE MODE; "
             "RETURN QUERY SELECT got IS NOT NULL, (SELECT value FROM system_state "
             f"WHERE key = '{CHECKPOINT_KEY}'), coalesce(max(id), 0) FROM inventory_events; "
@@ -173,10 +177,8 @@ def _start_function_sql() -> str:
 
 @cache
 def _start_call_sql(lock_timeout: float) -> str:
-    return ("BEGIN; SELECT set_config('synchronous_commit', 'off', true), "
-            f"set_config('lock_timeout', '{int(lock_timeout * 1000)}ms', true); "
-            f"SELECT * FROM {_START_FUNCTION}(%(b_key)s, %(b_value)s, %(b_now)s, "
-            "%(b_now_ts)s, %(b_owner)s); COMMIT")
+    return (f"BEGIN; SELECT * FROM {_START_FUNCTION}(%(b_key)s, %(b_value)s, %(b_now)s, "
+            f"%(b_now_ts)s, %(b_owner)s, '{int(lock_timeout * 1000)}ms'); COMMIT")
 
 
 def postgres_start(engine: Engine, lease: Lease,
@@ -196,8 +198,8 @@ def postgres_start(engine: Engine, lease: Lease,
                         raise
                     _lost_functions(conn)
                 else:
-                    # BEGIN, the settings, (lease acquired, the state, H), COMMIT
-                    [(acquired, previous, high_water)] = results[2][1]
+                    # BEGIN, (lease acquired, the state, H), COMMIT
+                    [(acquired, previous, high_water)] = results[1][1]
                     if not acquired:
                         raise lease.busy()
                     lease.held = True
@@ -268,11 +270,18 @@ def _fold_function_sql() -> str:
     the same nested loop, and cheaper than a plan made for each run's values."""
     body = (_PG_FOLD.replace("%(cp)s", "p_cp").replace("%(hw)s", "p_hw")
             .replace("%(now)s", "p_now"))
+    give_back = _in_function(give_back_stmt(), ("b_key", "b_value", "b_now", "b_owner"))
     return (f"CREATE OR REPLACE FUNCTION {_FOLD_FUNCTION}(p_cp integer, p_hw integer, "
-            "p_now timestamp) RETURNS TABLE (id integer, sku varchar, old bigint, new bigint, "
+            "p_now timestamp, p_b_key varchar, p_b_owner varchar, p_b_value json, "
+            "p_lz4 boolean) RETURNS TABLE (id integer, sku varchar, old bigint, new bigint, "
             "n bigint) LANGUAGE plpgsql SET enable_hashjoin = off SET enable_mergejoin = off "
             "SET plan_cache_mode = force_generic_plan AS $fold$ #variable_conflict use_column\n"
-            f"BEGIN RETURN QUERY {body}; END $fold$")
+            # the transaction's settings (not the SET clauses': those end with the function)
+            "BEGIN PERFORM set_config('synchronous_commit', 'off', true); IF p_lz4 THEN "
+            "PERFORM set_config('default_toast_compression', 'lz4', true); END IF; "
+            f"{give_back.replace('p_b_now', 'p_now')}; "
+            "IF NOT FOUND THEN RETURN; END IF; "  # the lease lost: no rows at all
+            f"RETURN QUERY {body}; END $fold$")
 
 
 @cache
@@ -282,13 +291,14 @@ def _fold_sql(lz4: bool, function: bool) -> str:
     pglz's time, ~0.17 ms a run less server CPU; ~6.4 KB stored instead of ~5.2), the lease
     given back and the fold (the session's function, or the statement itself). One statement
     for the settings: each is a result to read."""
+    if function:  # all of it in the function; no rows at all: the lease was lost
+        return (f"BEGIN; SELECT * FROM {_FOLD_FUNCTION}(%(cp)s, %(hw)s, %(now)s, %(b_key)s, "
+                f"%(b_owner)s, %(b_value)s, {'true' if lz4 else 'false'})")
     give_back = _compiled(give_back_stmt())[0].replace("%(b_now)s", "%(now)s")
     compression = ", set_config('default_toast_compression', 'lz4', true)" if lz4 else ""
-    fold = (f"SELECT * FROM {_FOLD_FUNCTION}(%(cp)s, %(hw)s, %(now)s)" if function
-            else _PG_FOLD)
     return ("BEGIN; SELECT set_config('synchronous_commit', 'off', true), "
             "set_config('enable_hashjoin', 'off', true), "
-            f"set_config('enable_mergejoin', 'off', true){compression}; {give_back}; {fold}")
+            f"set_config('enable_mergejoin', 'off', true){compression}; {give_back}; {_PG_FOLD}")
 
 
 @cache
@@ -346,16 +356,22 @@ def _lost_functions(conn: PoolProxiedConnection) -> None:
     conn.info[_SESSION] = (conn.info[_SESSION][0], False)
 
 
-def _send_fold(conn: PoolProxiedConnection, params: dict[str, Any]) -> list[tuple[int, list]]:
-    """The second transaction's first message (`_lost_functions` if need be)."""
+def _send_fold(conn: PoolProxiedConnection, params: dict[str, Any]) -> list[tuple] | None:
+    """The second transaction's first message (`_lost_functions` if need be): the fold's rows,
+    or None if the lease was lost."""
     lz4, function = _session(conn)
-    try:
-        return _send(conn, _fold_sql(lz4, function), params)
-    except DBAPIError as exc:
-        if not function or getattr(exc.orig, "sqlstate", None) != _UNDEFINED_FUNCTION:
-            raise
-    _lost_functions(conn)
-    return _send(conn, _fold_sql(lz4, False), params)
+    if function:
+        try:
+            results = _send(conn, _fold_sql(lz4, True), params)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _UNDEFINED_FUNCTION:
+                raise
+            _lost_functions(conn)
+        else:
+            return results[1][1] or None  # BEGIN, the fold's rows
+    results = _send(conn, _fold_sql(lz4, False), params)
+    # BEGIN, the settings, the lease given back, the fold
+    return results[3][1] if results[2][0] == 1 else None
 
 
 def _in_ids(name: str) -> Any:
@@ -405,14 +421,11 @@ def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int
         lease_params = lease.give_back_params()
         lease_params["b_value"] = json.dumps(lease_params.pop("b_value"))
         del lease_params["b_now"]
-        # BEGIN, the settings, the lease given back (fencing: a run that lost it cannot
-        # commit), the fold
-        results = _send_fold(conn, {**_compiled(give_back_stmt())[1], **lease_params,
-                                    **params})
-        if results[2][0] != 1:
+        # the lease given back (fencing: a run that lost it cannot commit), the fold
+        found = _send_fold(conn, {**_compiled(give_back_stmt())[1], **lease_params, **params})
+        if found is None:
             lease.held = False
             raise LeaseLost(f"lease {lease.name!r} expired and was taken by another run")
-        found = results[3][1]
         counts = found.pop() if found and found[-1][0] is None else None
         if counts is None:  # UNION ALL keeps its branches' order; never rely on it
             counts = next(row for row in found if row[0] is None)
