@@ -197,12 +197,12 @@ def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "de
                 session.add(OrderLine(order_id=order.id, product_id=product.id, sku=sku,
                                       name=product.name, quantity=qty,
                                       unit_price_minor=product.price_minor))
-                if paid and product.id in level and level[product.id] >= qty:
-                    level[product.id] -= qty
+                if paid and product.id in level:
                     events.append(_event(product.id, -qty, "sale", None, created, number))
             orders += 1
             report("orders", i + 1, 100)
         result.orders = orders
+        events = _in_time_order(events)
 
         for chunk in range(0, len(events), 1000):
             session.execute(insert(InventoryEvent), events[chunk:chunk + 1000])
@@ -232,6 +232,23 @@ def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "de
                                              "orders": result.orders, "events": result.events,
                                     "webhooks": result.webhooks}))
     return result
+
+
+def _in_time_order(events: list[dict]) -> list[dict]:
+    """The events as they happened (ids follow time, as in a running shop), each sale checked
+    against the stock at its moment: a walk-in takes what is left, an order's sale that the
+    shelf could not cover is left out (the order stays, as one paid from other stock)."""
+    level: dict[int | None, int] = {}
+    kept = []
+    for e in sorted(events, key=lambda e: e["created_at"]):  # stable: same-time order kept
+        have = level.get(e["product_id"], 0)
+        if e["delta"] < 0 and have + e["delta"] < 0:
+            if e["reference"] is not None or not have:
+                continue
+            e = {**e, "delta": -have}
+        level[e["product_id"]] = have + e["delta"]
+        kept.append(e)
+    return kept
 
 
 def _event(product_id: int | None, delta: int, kind: str, note: str | None, when: datetime,

@@ -137,7 +137,9 @@ def _one_time(engine: Engine, settings: Settings, now: datetime, result: LiveRes
             session.execute(update(EmailOutbox).where(col(EmailOutbox.id) == row.id)
                             .values(**values))
             result.emails += 1
-        unknown = 'could not obtain lock on row in relation "orders"'  # retries ran out
+        # Retries ran out waiting for a lock; worded as this database words it.
+        unknown = ("database is locked" if session.get_bind().dialect.name == "sqlite"
+                   else 'could not obtain lock on row in relation "orders"')
         event = WebhookEvent(  # the event the failed job below was processing
             provider="paystack", event_id="charge.success:demo-lock-timeout",
             event_type="charge.success", status="failed", error=unknown, attempts=4,

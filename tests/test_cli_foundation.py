@@ -48,6 +48,20 @@ def test_demo_stock_matches_its_event_log_and_some_products_are_low(engine, sett
     assert 3 <= len(low) <= 15
 
 
+def test_demo_history_is_in_time_order_and_never_sells_what_the_shelf_lacks(engine):
+    """Event ids follow time (a product's history reads newest first by id), and the stock
+    replayed in that order never goes below zero, order sales included."""
+    load_demo(engine)
+    with Session(engine) as s:
+        events = s.exec(select(InventoryEvent).order_by(InventoryEvent.id)).all()
+    assert [e.created_at for e in events] == sorted(e.created_at for e in events)
+    level: dict[int, int] = {}
+    for e in events:
+        level[e.product_id] = level.get(e.product_id, 0) + e.delta
+        assert level[e.product_id] >= 0, (e.id, e.reference)
+    assert any(e.reference for e in events)  # the orders' sales are there
+
+
 STATUS_KEYS = {"queues", "failed_jobs", "low_stock", "outbox", "messages", "storage",
                "queue_backend", "rejected_payloads"}
 

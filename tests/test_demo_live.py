@@ -117,3 +117,15 @@ def test_the_demos_delivery_webhooks_were_processed_against_the_emails_they_name
                 EmailOutbox.provider_message_id == event.payload["data"]["email_id"])).one()
             assert event.status == "processed" and row.delivery_status == "delivered"
             assert event.order_id is not None and event.error is None
+
+
+def test_the_demos_failed_webhook_quotes_the_lock_error_of_the_database_it_runs_on(engine,
+                                                                                   settings):
+    load(engine, settings)
+    with Session(engine) as s:
+        event = s.exec(select(WebhookEvent).where(WebhookEvent.status == "failed")).one()
+        job = s.exec(select(FailedJob).where(
+            FailedJob.task_name == "tasks.process_webhook")).one()
+    expected = {"sqlite": "database is locked",
+                "postgresql": 'could not obtain lock on row in relation "orders"'}
+    assert event.error == job.error_message == expected[engine.dialect.name]

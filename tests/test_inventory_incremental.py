@@ -10,7 +10,7 @@ import pytest
 from inventory_helpers import add_events, add_products, stocks, truth
 from sqlalchemy import text
 
-from kolaq_console.inventory.reconcile import reconcile
+from kolaq_console.inventory.reconcile import Change, reconcile
 from kolaq_console.models import utcnow
 
 
@@ -224,3 +224,42 @@ def test_an_incremental_run_whose_session_lost_its_functions_runs_without_them(
     add_events(engine, [(b, 1)])
     assert reconcile(engine).changed == 1 and stocks(engine) == {a: 3, b: 8} == truth(engine)
     engine.dispose()
+
+
+def test_an_incremental_runs_result_lists_every_change_as_inventory_reconcile_shows_it(engine):
+    a, b, c = add_products(engine, 3, prefix="LIST")
+    reconcile(engine)
+    add_events(engine, [(a, 2), (a, 1), (c, -4), (b, 5), (b, -5)])
+
+    result = reconcile(engine)
+
+    assert (result.mode, result.checked, result.changed, result.events_folded) == (
+        "incremental", 3, 2, 3)  # LIST-001's events sum to zero: checked, not changed
+    assert result.changes == [Change(a, "LIST-000", 0, 3, 2), Change(c, "LIST-002", 0, -4, 1)]
+    assert result.as_dict()["changes"] == [  # what `inventory reconcile --json` prints
+        {"sku": "LIST-000", "old": 0, "new": 3, "drift": 3, "folded_events": 2,
+         "unexplained": 0},
+        {"sku": "LIST-002", "old": 0, "new": -4, "drift": -4, "folded_events": 1,
+         "unexplained": 0}]
+    assert [(ch.sku, ch.drift) for ch in result.changes[1:]] == [("LIST-002", -4)]
+    assert result.log_details()["changes"] == [["LIST-000", 0, 3], ["LIST-002", 0, -4]]
+
+
+def test_the_sqlite_fold_reads_its_aggregate_row_by_row():
+    """CROSS JOIN keeps SQLite from copying the aggregate to a temporary table first."""
+    import sqlite3
+
+    from kolaq_console.inventory.incremental import _sqlite_fold
+
+    sql, literals = _sqlite_fold()
+    assert " AS agg CROSS JOIN product_stock ON " in sql
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE inventory_events (id INTEGER PRIMARY KEY, product_id INTEGER, "
+               "delta INTEGER)")
+    db.execute("CREATE INDEX ix_inventory_events_product_delta ON inventory_events "
+               "(product_id, delta)")
+    db.execute("CREATE TABLE product_stock (product_id INTEGER PRIMARY KEY, sku TEXT, "
+               "stock INTEGER, stock_event_id INTEGER)")
+    plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}",
+                                         {**literals, "cp": 0, "hw": 10})]
+    assert "CO-ROUTINE agg" in plan and not any("MATERIALIZE" in step for step in plan)

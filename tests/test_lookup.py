@@ -4,6 +4,7 @@ databases), their records with the failed jobs about them, and `kolaq-console lo
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text, update
@@ -267,3 +268,18 @@ def test_cli_lookup_without_one_match_exits_1_with_one_line(engine, shop, cli_ru
     code, out, err = cli_run("lookup", term)
     assert code == 1 and out == ""
     assert err.startswith(f"kolaq-console: {message}") and err.count("\n") == 1
+
+
+def test_cli_lookup_prints_times_on_the_shops_clock(engine, shop, cli_run, settings):
+    """Stored times are UTC; the story (here a customer's, with their orders) prints them in
+    the shop's zone, as the console does."""
+    with Session(engine) as session:
+        order = session.exec(select(Order).where(Order.number == "KB-10009")).one()
+        order.created_at = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
+        session.add(order)
+        session.commit()
+    code, out, _ = cli_run("lookup", customer_of(engine, "KB-10009").email)
+    local = datetime(2026, 3, 1, 23, 30, tzinfo=UTC).astimezone(settings.shop.zone)
+    assert code == 0 and local.utcoffset()  # the check means something only off UTC
+    assert f"order KB-10009   delivered  {local:%Y-%m-%d %H:%M}" in out
+    assert "2026-03-01 23:30" not in out

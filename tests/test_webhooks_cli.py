@@ -4,6 +4,8 @@ and without a terminal (a script, cron) it refuses in one line instead of click'
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlmodel import Session, select
 
 from kolaq_console import dispatch
@@ -43,3 +45,17 @@ def test_replay_of_a_missing_or_processed_event_says_so_before_asking(engine, cl
     assert missing.stderr.strip() == "kolaq-console: webhook event #999 not found"
     assert processed.stderr.strip() == (f"kolaq-console: webhook event #{done} is processed; "
                                         "only failed, flagged, ignored events can be replayed")
+
+
+def test_list_prints_received_times_on_the_shops_clock(engine, cli_run, settings):
+    event_id = seed_event(engine, "failed")
+    received = datetime(2026, 3, 1, 23, 30, 5, tzinfo=UTC)
+    with Session(engine) as s:
+        event = s.get(WebhookEvent, event_id)
+        event.received_at = received
+        s.add(event)
+        s.commit()
+    code, out, _ = cli_run("webhooks", "list")
+    local = received.astimezone(settings.shop.zone)
+    assert code == 0 and local.utcoffset()  # the check means something only off UTC
+    assert out.startswith(f"#{event_id:<6} {local:%Y-%m-%d %H:%M:%S}  paystack")

@@ -8,11 +8,7 @@ from typing import Any
 
 import typer
 
-from kolaq_console.cli.common import out, print_json
-
-
-def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value is not None else "-"
+from kolaq_console.cli.common import out, print_json, shop_time
 
 
 def lookup(
@@ -56,13 +52,14 @@ def _lines(d: dict[str, Any]) -> list[str]:
                      f" · whatsapp {'yes' if consent['whatsapp']['consent'] else 'no'}"
                      f" · suppressed {(c['suppression'] or {}).get('reason') or 'no'}")
         for o in c.get("orders", [])[:10]:
-            lines.append(f"  order {o['number']:<10} {o['status']:<10} {_when(o['created_at'])}")
+            lines.append(f"  order {o['number']:<10} {o['status']:<10} "
+                         f"{shop_time(o['created_at'])}")
     if d["product"]:
         p = d["product"]
         lines.append(f"product {p['sku']} {p['name']}  stock {p['stock']}"
                      f"  threshold {p['threshold']}")
         for e in p["events"][:10]:
-            lines.append(f"  {_when(e['at'])}  {e['kind']:<10} {e['delta']:>+6}  "
+            lines.append(f"  {shop_time(e['at'])}  {e['kind']:<10} {e['delta']:>+6}  "
                          f"{e['actor']}  {e['note'] or e['reference'] or ''}")
     lines.append("emails (newest first):" if d["emails"] else "emails: none")
     for e in d["emails"][:20]:
@@ -74,5 +71,5 @@ def _lines(d: dict[str, Any]) -> list[str]:
                      f"{j['error_message'][:60]}")
     lines.append("activity (newest first):" if d["activity"] else "activity: none")
     for a in d["activity"][:20]:
-        lines.append(f"  {_when(a['at'])}  {a['actor']:<12} {a['action']:<22} {a['details']}")
+        lines.append(f"  {shop_time(a['at'])}  {a['actor']:<12} {a['action']:<22} {a['details']}")
     return lines

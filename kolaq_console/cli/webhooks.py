@@ -48,10 +48,6 @@ def serve(
     uvicorn.Server(config).run()
 
 
-def _when(value) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
-
-
 @app.command("list")
 def list_cmd(
     status: str | None = typer.Option(None, "--status",
@@ -63,7 +59,7 @@ def list_cmd(
     """Stored events, newest first."""
     from sqlmodel import Session
 
-    from kolaq_console.cli.common import out, print_json, ready_engine
+    from kolaq_console.cli.common import out, print_json, ready_engine, shop_time
     from kolaq_console.orders.queries import event_summary
     from kolaq_console.webhooks.inbox import list_events
 
@@ -73,7 +69,8 @@ def list_cmd(
         print_json({"webhooks": events})
         return
     for e in events:
-        out.print(f"#{e['id']:<6} {_when(e['received_at'])}  {e['provider']:<9} "
+        received = shop_time(e["received_at"], "%Y-%m-%d %H:%M:%S")
+        out.print(f"#{e['id']:<6} {received}  {e['provider']:<9} "
                   f"{e['event_type']:<28} {e['status']:<9} {e['error'] or ''}", markup=False)
     if not events:
         out.print("no webhook events", markup=False)
