@@ -6,7 +6,7 @@ waiting for product row locks (an adjustment holds its product's row while it in
 a deadlock), so the lease, the checkpoint and H come from a first short transaction, and the
 fold from a second one that gives the lease back (fencing: it fails if the lease was taken
 over), then one UPDATE of product_stock ... FROM (the aggregate) moves every touched product
-whose mark is at or below the checkpoint, RETURNING its sku, old and new stock. It locks rows
+whose mark is at or below the checkpoint, RETURNING its sku, old stock and sum. It locks rows
 as it goes, in id order; a row a one-product run moved past the checkpoint meanwhile is skipped
 by PostgreSQL's re-check of the WHERE, and such products (rare) are then locked and folded from
 their own marks.
@@ -35,7 +35,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
-from itertools import starmap
 from operator import itemgetter
 from typing import Any
 
@@ -47,7 +46,7 @@ from sqlalchemy.sql import Select, Update
 
 from kolaq_console.inventory.lease import Lease, LeaseLost, acquire_stmt, give_back_stmt
 from kolaq_console.inventory.runs import (
-    Change,
+    ChangeRows,
     ReconcileResult,
     close_run,
     save_state_stmt,
@@ -222,7 +221,8 @@ def postgres_start(engine: Engine, lease: Lease,
 
 # The new events summed per product (a range of the primary key), the products whose cache
 # covers the checkpoint (mark <= it: nearly all) moved by that sum, RETURNING each one's sku, old
-# and new stock and number of events (a `Change`'s fields in order); then one row, flagged by a
+# stock, sum and number of events (runs.ChangeRow: the run's changes are these rows, a `Change`
+# made of one only when read); then one row, flagged by a
 # NULL id, of counts: the products touched, those with a non-zero sum, and those whose events
 # sum to zero but whose mark, read under its row lock (FOR NO KEY UPDATE returns the row as the
 # lock holder left it), is past the checkpoint: a one-product run may have folded part of those
@@ -246,13 +246,13 @@ WITH agg AS MATERIALIZED (
     UPDATE product_stock s SET stock = s.stock + agg.delta, last_reconciled_at = %(now)s
     FROM (SELECT product_id, delta, n FROM agg WHERE delta != 0 ORDER BY product_id) agg
     WHERE s.product_id = agg.product_id AND s.stock_event_id <= %(cp)s
-    RETURNING s.product_id AS id, s.sku, s.stock - agg.delta AS old, s.stock AS new, agg.n
+    RETURNING s.product_id AS id, s.sku, s.stock - agg.delta AS old, agg.delta AS drift, agg.n
 ), zero AS (
     SELECT product_id AS id, stock_event_id FROM product_stock
     WHERE product_id = ANY(ARRAY(SELECT product_id FROM agg WHERE delta = 0))
     ORDER BY product_id FOR NO KEY UPDATE
 )
-SELECT id, sku, old, new, n FROM moved
+SELECT id, sku, old, drift, n FROM moved
 UNION ALL
 SELECT NULL, NULL, count(*), count(*) FILTER (WHERE delta != 0),
     (SELECT count(*) FROM zero WHERE stock_event_id > %(cp)s) FROM agg
@@ -273,7 +273,7 @@ def _fold_function_sql() -> str:
     give_back = _in_function(give_back_stmt(), ("b_key", "b_value", "b_now", "b_owner"))
     return (f"CREATE OR REPLACE FUNCTION {_FOLD_FUNCTION}(p_cp integer, p_hw integer, "
             "p_now timestamp, p_b_key varchar, p_b_owner varchar, p_b_value json, "
-            "p_lz4 boolean) RETURNS TABLE (id integer, sku varchar, old bigint, new bigint, "
+            "p_lz4 boolean) RETURNS TABLE (id integer, sku varchar, old bigint, drift bigint, "
             "n bigint) LANGUAGE plpgsql SET enable_hashjoin = off SET enable_mergejoin = off "
             "SET plan_cache_mode = force_generic_plan AS $fold$ #variable_conflict use_column\n"
             # the transaction's settings (not the SET clauses': those end with the function)
@@ -438,10 +438,10 @@ def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int
                 sql, literals = _compiled(_pg_fold_marked())
                 [(_, marked)] = _send(conn, sql, {**literals, **params,
                                                   "marked": [pid for pid, in locked]})
-                found += [(pid, sku, new - int(delta), new, int(n))
+                found += [(pid, sku, new - int(delta), int(delta), int(n))
                           for pid, sku, new, delta, n in marked]
         found.sort(key=_first)  # RETURNING has no order
-        applied = list(starmap(Change, found))  # (id, sku, old, new, events): Change's order
+        applied = ChangeRows(found)  # each Change made when first read (runs.py)
         state = close_run(result, applied, checkpoint, high_water, previous, started, now,
                           max_stock)
         function = _session(conn)[1]
