@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
+import pytest
 from inventory_helpers import add_events, add_products, stocks, truth
 from sqlalchemy import text
 
@@ -41,11 +42,12 @@ def test_an_incremental_run_waiting_on_a_row_a_one_product_run_moved_counts_no_e
         runner.start()
 
         def incremental_waits_on_the_row() -> bool:
+            # the run is the only backend that can wait on a lock here (the holder waits on
+            # nothing); its fold may run inside a function, so its query text is not matched
             with engine.connect() as probe:
                 return bool(probe.execute(text(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock'"
-                    " AND query LIKE '%UPDATE product_stock s SET stock%'"
+                    " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
                     )).scalar())
 
         wait_until(incremental_waits_on_the_row, message="the incremental run to wait on a")
@@ -78,7 +80,6 @@ def test_an_incremental_run_stamps_the_products_it_changed_and_only_those(engine
 def test_the_high_water_mark_gives_up_on_an_event_insert_left_open(postgres_url):
     """PostgreSQL: an uncommitted event insert holds the safe high-water mark back; past the
     lock timeout the run gives up with EventsBusy (retried later), never reads past it."""
-    import pytest
 
     from kolaq_console.db import make_engine
     from kolaq_console.inventory.stock import EventsBusy, high_water_mark
@@ -160,7 +161,6 @@ def test_the_first_transaction_gives_up_on_an_event_insert_left_open_and_keeps_n
     """PostgreSQL: the incremental run's first message (lease, SHARE lock, high-water mark)
     raises EventsBusy past its lock timeout, and the lease it had taken is rolled back with
     it, so the next run is not refused."""
-    import pytest
 
     from kolaq_console.db import make_engine
     from kolaq_console.inventory.incremental_pg import postgres_start
@@ -183,6 +183,46 @@ def test_the_first_transaction_gives_up_on_an_event_insert_left_open_and_keeps_n
         assert not lease.held and lease.holder() is None
         writer.commit()
     assert reconcile(engine).changed == 1 and stocks(engine) == {a: 1}
+    engine.dispose()
+
+
+@pytest.mark.parametrize("lose", [
+    "DISCARD TEMP",  # both functions: the first transaction finds none
+    "DROP FUNCTION pg_temp.kolaq_inventory_fold",  # the second transaction's only
+])
+def test_an_incremental_run_whose_session_lost_its_functions_runs_without_them(
+    postgres_url, lose,
+):
+    """PostgreSQL: the incremental run's statements run as functions of the pooled
+    connection's session (incremental_pg); if they are gone (the session's temporary objects
+    discarded), the run sends the statements themselves, with the same result."""
+    from kolaq_console.db import make_engine
+    from kolaq_console.schema import upgrade
+
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    a, b = add_products(engine, 2)
+    reconcile(engine)
+    add_events(engine, [(a, 5)])
+    assert reconcile(engine).changed == 1  # made the functions on the pooled connection
+    raw = engine.raw_connection()  # the same connection: one thread, one in the pool
+    try:
+        cursor = raw.cursor()
+        cursor.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE 'kolaq_inventory_%' "
+                       "AND pronamespace = pg_my_temp_schema()")
+        assert cursor.fetchone()[0] == 3
+        cursor.execute(lose)
+        raw.commit()
+    finally:
+        raw.close()
+    add_events(engine, [(a, -2), (b, 7)])
+    result = reconcile(engine)
+    assert result.mode == "incremental"
+    assert [(c.sku, c.old, c.new, c.folded_events) for c in result.changes] == [
+        ("SKU-000", 5, 3, 1), ("SKU-001", 0, 7, 1)]
+    assert stocks(engine) == {a: 3, b: 7} == truth(engine)
+    add_events(engine, [(b, 1)])
+    assert reconcile(engine).changed == 1 and stocks(engine) == {a: 3, b: 8} == truth(engine)
     engine.dispose()
 
 
