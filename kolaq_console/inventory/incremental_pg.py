@@ -1,4 +1,4 @@
-"""The incremental run on PostgreSQL, in three round trips (bench/README.md: a run had a fixed
+"""The incremental run on PostgreSQL, in two round trips (bench/README.md: a run had a fixed
 cost of a dozen statements, each a round trip, about as much as the UPDATE's own work).
 
 H needs `LOCK TABLE inventory_events IN SHARE MODE` (stock.py), which must not be held while
@@ -11,10 +11,17 @@ as it goes, in id order; a row a one-product run moved past the checkpoint meanw
 by PostgreSQL's re-check of the WHERE, and such products (rare) are then locked and folded from
 their own marks.
 
-Each transaction is sent as statements separated by semicolons in one message, with its own
-BEGIN and COMMIT, on a connection in autocommit mode (so the driver sends no BEGIN or COMMIT
-of its own): the first transaction is one round trip, the second two (the summary is written
-once the fold's rows are back). Parameters are bound on the client (psycopg's ClientCursor,
+The transactions are sent as statements separated by semicolons, each with its own BEGIN and
+COMMIT, on a connection in autocommit mode (so the driver sends no BEGIN or COMMIT of its
+own): the first message holds the whole first transaction and the second one's fold, the
+second message the checkpoint, the summary (written once the fold's rows are back) and the
+COMMIT (`postgres_run`). The first transaction still commits before the fold locks any row.
+The fold reads the range from a session setting that the first transaction sets as it
+commits (`_RUN_SETTING`, naming the run's lease owner): an error ends the message (the server
+runs none of the rest of it), and the fold checks the setting anyway, so it never runs after
+a first transaction that failed or found the lease busy. After an error the client reads that
+setting to learn whether the first transaction committed (the lease then held).
+Parameters are bound on the client (psycopg's ClientCursor,
 which quotes each value as a literal): the simple query protocol that runs several statements
 takes none. PostgreSQL gives each statement of such a message its own snapshot in READ
 COMMITTED, as separate round trips would.
@@ -25,7 +32,8 @@ connection serves a run (`_session`): PL/pgSQL keeps their plans for the session
 longer parses, analyses and plans them (~0.5 ms of server CPU a run; SQL-level PREPARE would
 not last: psycopg sends DEALLOCATE ALL whenever it rolls back a transaction on a connection
 where it had prepared statements). Transaction control stays in the messages. A session
-without them (no TEMP privilege, its temporary objects discarded) gets the statements.
+without them (no TEMP privilege, its temporary objects discarded) gets the statements, in
+three round trips (`postgres_start`, `postgres_fold`).
 """
 
 from __future__ import annotations

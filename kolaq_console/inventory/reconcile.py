@@ -286,7 +286,8 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
 
     Two write transactions: one takes the lease, reads the checkpoint and takes the safe
     high-water mark H; the last writes everything and gives the lease back. (An incremental
-    run on SQLite is one transaction: incremental.py.)"""
+    run on SQLite is one transaction: incremental.py; on PostgreSQL both transactions are run
+    by incremental_pg.postgres_run, in two round trips.)"""
     report = progress or _noop
     started = time.perf_counter()
     lease = Lease(engine, LEASE_NAME, lease_ttl)
