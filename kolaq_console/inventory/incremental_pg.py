@@ -21,10 +21,10 @@ commits (`_RUN_SETTING`, naming the run's lease owner): an error ends the messag
 runs none of the rest of it), and the fold checks the setting anyway, so it never runs after
 a first transaction that failed or found the lease busy. After an error the client reads that
 setting to learn whether the first transaction committed (the lease then held).
-Parameters are bound on the client (psycopg's ClientCursor,
-which quotes each value as a literal): the simple query protocol that runs several statements
-takes none. PostgreSQL gives each statement of such a message its own snapshot in READ
-COMMITTED, as separate round trips would.
+Parameters are bound on the client (psycopg's ClientCursor, which quotes each value as a
+literal): the simple query protocol that runs several statements takes none. PostgreSQL gives
+each statement of such a message its own snapshot in READ COMMITTED, as separate round trips
+would.
 
 The statements themselves (the lease, LOCK, state and H; the fold; the checkpoint and summary)
 run as PL/pgSQL functions of the connection's session, made in pg_temp the first time a pooled
