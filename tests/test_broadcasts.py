@@ -391,7 +391,7 @@ def test_a_job_on_its_last_retry_gives_a_fresh_batch_all_of_its_retries(engine, 
     b = submit(engine, settings).broadcast
     stub.inject(500, times=1, path="/emails/batch")
     with pytest.raises(TransientError):
-        sending.deliver_next(engine, settings, b.id,
+        sending.line_step(engine, settings, b.id,
                              transport=ResendTransport(KEY, stub.url, timeout=5), limiter=None,
                              retries_left=0, max_retries=3, task_id="t", worker_id="w")
     with Session(engine) as s:

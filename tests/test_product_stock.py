@@ -3,6 +3,8 @@ the sku the database keeps equal to the product's."""
 
 from __future__ import annotations
 
+import logging
+
 from inventory_helpers import add_events, add_products
 from sqlalchemy import delete, select, text, update
 from sqlmodel import Session
@@ -56,7 +58,8 @@ def test_a_stock_row_for_no_product_is_refused(engine):
         conn.execute(text("INSERT INTO product_stock (product_id, sku) VALUES (999, 'NONE')"))
 
 
-def test_a_full_run_gives_a_product_inserted_without_its_stock_row_one_and_folds_it(engine):
+def test_a_full_run_gives_a_product_inserted_without_its_stock_row_one_and_folds_it(engine,
+                                                                                    caplog):
     (pid,) = add_products(engine, 1, prefix="KEEP")
     with engine.begin() as conn:  # a product inserted by hand, with no stock row
         conn.execute(text("INSERT INTO products (sku, name, price_minor, currency, "
@@ -66,5 +69,11 @@ def test_a_full_run_gives_a_product_inserted_without_its_stock_row_one_and_folds
                      {"p": pid})
         bare = conn.execute(select(Product.id).where(Product.sku == "BARE-1")).scalar_one()
     add_events(engine, [(bare, 5), (bare, -2)])
-    reconcile(engine, full=True)
-    assert (bare, "BARE-1", 3) in _stock_rows(engine)
+    with caplog.at_level(logging.WARNING, logger="kolaq_console"):
+        reconcile(engine, full=True)
+        assert (bare, "BARE-1", 3) in _stock_rows(engine)
+        missing = [r.getMessage() for r in caplog.records if "no stock row" in r.getMessage()]
+        assert missing == ["1 product(s) had no stock row: added, and folded by this full run"]
+        caplog.clear()
+        reconcile(engine, full=True)  # every product has its row now: nothing to say
+        assert not [r for r in caplog.records if "no stock row" in r.getMessage()]

@@ -1,13 +1,13 @@
 """Sending a broadcast's pending recipients in batches, a few at a time, and noticing the end.
 
 `produce` (the `send_broadcast` job: submit, resume, the periodic tending) starts up to
-`[email] broadcast_lookahead` `send_broadcast_batch` jobs. Each (`deliver_next`) forms one
+`[email] broadcast_lookahead` `send_broadcast_batch` jobs. Each (`line_step`) forms one
 batch of up to 100 copies and sends it in the same job: in one transaction the recipients are
 locked, checked again (consent withdrawn since the submit, suppressed: skipped with the
 reason) and their copies stored as a batch already claimed by that job (as any claim stores
 it: `sending`, attempt 1, lease, task and worker), so one job, not two, and one consent
-check per copy; then the request, then the outcome. A job that sent asks for the next one
-(`line_step`): the jobs of a line of batches follow one another, and a line ends when nothing
+check per copy; then the request, then the outcome. A job that sent asks for the next one:
+the jobs of a line of batches follow one another, and a line ends when nothing
 is pending or enough batches are already on their way. While no limiter paces the requests a
 job sends up to `[email] broadcast_batches_per_job` batches itself, each next one claimed in
 the transaction that records the one before (one commit and one queue round trip fewer per
@@ -103,33 +103,6 @@ def _open_batches(session: Session, broadcast_id: int) -> int:
     ).scalar_one()
 
 
-def deliver_next(
-    engine: Engine,
-    settings: Settings,
-    broadcast_id: int,
-    *,
-    transport: Transport,
-    limiter: RateLimiter | None,
-    retries_left: int = 0,
-    retry_delay: float = 0.0,
-    task_id: str | None = None,
-    worker_id: str | None = None,
-    max_retries: int | None = None,
-) -> Delivered:
-    """One batch of the broadcast, sent now (a `send_broadcast_batch` job): see
-    `next_claimed`. SKIPPED when there is nothing to send. With `max_retries`, the retries
-    left are the batch's (max_retries - its earlier attempts), not the job's: a job retried
-    after its batch was taken over by another job may form a fresh batch, which must get
-    every retry, not fail on its first error."""
-    claimed = next_claimed(engine, settings, broadcast_id, task_id, worker_id)
-    if claimed is None:
-        return SKIPPED
-    if max_retries is not None:
-        retries_left = max(0, max_retries - (claimed.attempts - 1))
-    return send_claimed(engine, settings, claimed, transport=transport, limiter=limiter,
-                        retries_left=retries_left, retry_delay=retry_delay)
-
-
 # A job's batches stop after this long (a slow provider), whatever their number.
 LINE_SECONDS = 1.0
 
@@ -147,13 +120,17 @@ def line_step(
     worker_id: str | None = None,
     max_retries: int | None = None,
 ) -> Delivered:
-    """A `send_broadcast_batch` job: the line's batches one after another (`deliver_next`'s
-    claim and send; each next batch claimed in the transaction that records the one before),
-    up to `[email] broadcast_batches_per_job` or LINE_SECONDS while nothing paces or holds the
-    requests; then the line's next job, or its end. Every batch is claimed, with its consent
-    check, pause and cancel honoured, just before it is sent, as in a job of its own.
+    """A `send_broadcast_batch` job: the line's batches one after another (`next_claimed`'s
+    claim, then the send; each next batch claimed in the transaction that records the one
+    before), up to `[email] broadcast_batches_per_job` or LINE_SECONDS while nothing paces or
+    holds the requests; then the line's next job, or its end. Every batch is claimed, with its
+    consent check, pause and cancel honoured, just before it is sent, as in a job of its own.
     The broadcast is settled whenever a line stops, a failure included (its last batch may
-    have failed for good: then nothing else would settle it until tending)."""
+    have failed for good: then nothing else would settle it until tending).
+
+    With `max_retries`, a batch's retries left are (max_retries - its earlier attempts), not
+    the job's: a job retried after its batch was taken over by another job may form a fresh
+    batch, which must get every retry, not fail on its first error."""
     started = time.monotonic()
     done = SKIPPED
     try:

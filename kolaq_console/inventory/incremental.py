@@ -25,7 +25,7 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from kolaq_console.inventory.lease import Lease, LeaseLost, acquire_stmt, give_back_stmt
@@ -200,20 +200,3 @@ def sqlite_run(engine: Engine, lease: Lease, actor: str, started: float,
     finally:
         pooled.close()
 
-
-def driver_rows(conn: Connection, sql: str, params: dict[str, Any] | None,
-                last: bool = False) -> list[tuple]:
-    """Rows of `sql` as the driver returns them (plain tuples), on the connection's transaction;
-    a driver error is raised as SQLAlchemy's (DataError, OperationalError...), as
-    `conn.execute` would. `last`: `sql` is several statements, the rows are the last one's."""
-    dbapi_error = conn.dialect.loaded_dbapi.Error
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        while last and cursor.nextset():
-            pass
-        return cursor.fetchall()
-    except dbapi_error as exc:
-        raise DBAPIError.instance(sql, params, exc, dbapi_error) from exc
-    finally:
-        cursor.close()

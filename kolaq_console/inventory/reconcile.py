@@ -360,10 +360,11 @@ def _add_missing_stock_rows(engine: Engine) -> int:
     left out of every run and every list that joins the stock. Returns how many were added."""
     p, s = Product.__table__, ProductStock.__table__  # type: ignore[attr-defined]
     with write_session(engine, derived=True) as session:
-        added = session.execute(insert(s).from_select(
+        # Counted from RETURNING: a driver may give -1 as the rowcount of INSERT ... SELECT.
+        added = len(session.execute(insert(s).from_select(
             ["product_id", "sku"],
             select(p.c.id, p.c.sku).where(~exists().where(s.c.product_id == p.c.id)),
-        )).rowcount or 0
+        ).returning(s.c.product_id)).all())
     if added:
         log.warning("%d product(s) had no stock row: added, and folded by this full run", added)
     return added
