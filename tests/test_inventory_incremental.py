@@ -186,6 +186,41 @@ def test_the_first_transaction_gives_up_on_an_event_insert_left_open_and_keeps_n
     engine.dispose()
 
 
+def test_a_run_whose_first_transaction_fails_in_the_shared_message_folds_nothing(postgres_url):
+    """PostgreSQL: the incremental run sends its first transaction and the second one's fold
+    in one message (incremental_pg.postgres_run). When the first fails (here: EventsBusy past
+    its lock timeout), nothing of the second runs: no stock moved, the lease not kept, the
+    checkpoint where it was; the next run folds the events."""
+    from kolaq_console.db import make_engine
+    from kolaq_console.inventory.incremental_pg import postgres_run
+    from kolaq_console.inventory.lease import Lease
+    from kolaq_console.inventory.reconcile import LEASE_NAME
+    from kolaq_console.inventory.stock import EventsBusy
+    from kolaq_console.schema import upgrade
+
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    a, b = add_products(engine, 2)
+    reconcile(engine)
+    add_events(engine, [(b, 4)])
+    assert reconcile(engine).changed == 1  # the session's functions made, a run recorded
+    add_events(engine, [(b, 3)])
+    with engine.connect() as writer:
+        writer.begin()
+        writer.execute(text("INSERT INTO inventory_events (product_id, delta, kind, actor, "
+                            "created_at) VALUES (:a, 1, 'sale', 'test', now())"), {"a": a})
+        lease = Lease(engine, LEASE_NAME, ttl=60)
+        with pytest.raises(EventsBusy):
+            postgres_run(engine, lease, "test", 0.0, lock_timeout=0.2)
+        assert not lease.held and lease.holder() is None
+        assert stocks(engine) == {a: 0, b: 4}
+        writer.commit()
+    result = reconcile(engine)
+    assert (result.mode, result.changed, result.events_folded) == ("incremental", 2, 2)
+    assert stocks(engine) == {a: 1, b: 7} == truth(engine)
+    engine.dispose()
+
+
 @pytest.mark.parametrize("lose", [
     "DISCARD TEMP",  # both functions: the first transaction finds none
     "DROP FUNCTION pg_temp.kolaq_inventory_fold",  # the second transaction's only

@@ -1,4 +1,4 @@
-"""The incremental run on PostgreSQL, in three round trips (bench/README.md: a run had a fixed
+"""The incremental run on PostgreSQL, in two round trips (bench/README.md: a run had a fixed
 cost of a dozen statements, each a round trip, about as much as the UPDATE's own work).
 
 H needs `LOCK TABLE inventory_events IN SHARE MODE` (stock.py), which must not be held while
@@ -11,13 +11,20 @@ as it goes, in id order; a row a one-product run moved past the checkpoint meanw
 by PostgreSQL's re-check of the WHERE, and such products (rare) are then locked and folded from
 their own marks.
 
-Each transaction is sent as statements separated by semicolons in one message, with its own
-BEGIN and COMMIT, on a connection in autocommit mode (so the driver sends no BEGIN or COMMIT
-of its own): the first transaction is one round trip, the second two (the summary is written
-once the fold's rows are back). Parameters are bound on the client (psycopg's ClientCursor,
-which quotes each value as a literal): the simple query protocol that runs several statements
-takes none. PostgreSQL gives each statement of such a message its own snapshot in READ
-COMMITTED, as separate round trips would.
+The transactions are sent as statements separated by semicolons, each with its own BEGIN and
+COMMIT, on a connection in autocommit mode (so the driver sends no BEGIN or COMMIT of its
+own): the first message holds the whole first transaction and the second one's fold, the
+second message the checkpoint, the summary (written once the fold's rows are back) and the
+COMMIT (`postgres_run`). The first transaction still commits before the fold locks any row.
+The fold reads the range from a session setting that the first transaction sets as it
+commits (`_RUN_SETTING`, naming the run's lease owner): an error ends the message (the server
+runs none of the rest of it), and the fold checks the setting anyway, so it never runs after
+a first transaction that failed or found the lease busy. After an error the client reads that
+setting to learn whether the first transaction committed (the lease then held).
+Parameters are bound on the client (psycopg's ClientCursor, which quotes each value as a
+literal): the simple query protocol that runs several statements takes none. PostgreSQL gives
+each statement of such a message its own snapshot in READ COMMITTED, as separate round trips
+would.
 
 The statements themselves (the lease, LOCK, state and H; the fold; the checkpoint and summary)
 run as PL/pgSQL functions of the connection's session, made in pg_temp the first time a pooled
@@ -25,7 +32,8 @@ connection serves a run (`_session`): PL/pgSQL keeps their plans for the session
 longer parses, analyses and plans them (~0.5 ms of server CPU a run; SQL-level PREPARE would
 not last: psycopg sends DEALLOCATE ALL whenever it rolls back a transaction on a connection
 where it had prepared statements). Transaction control stays in the messages. A session
-without them (no TEMP privilege, its temporary objects discarded) gets the statements.
+without them (no TEMP privilege, its temporary objects discarded) gets the statements, in
+three round trips (`postgres_start`, `postgres_fold`).
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.sql import Select, Update
 
+from kolaq_console.inventory.fold import is_product_data_error
 from kolaq_console.inventory.lease import Lease, LeaseLost, acquire_stmt, give_back_stmt
 from kolaq_console.inventory.runs import (
     ChangeRows,
@@ -52,7 +61,12 @@ from kolaq_console.inventory.runs import (
     save_state_stmt,
     summary_stmt,
 )
-from kolaq_console.inventory.stock import CHECKPOINT_KEY, HWM_LOCK_TIMEOUT, EventsBusy
+from kolaq_console.inventory.stock import (
+    CHECKPOINT_KEY,
+    HWM_LOCK_TIMEOUT,
+    EventsBusy,
+    checkpoint_of,
+)
 from kolaq_console.models import InventoryEvent, ProductStock, utcnow
 
 _E = InventoryEvent.__table__  # type: ignore[attr-defined]
@@ -135,6 +149,10 @@ def _start_sql(lock_timeout: float) -> str:
 
 
 _START_FUNCTION = "pg_temp.kolaq_inventory_start"
+# The session's record of the run whose first transaction committed last on it: the lease's
+# owner (one per run), the state read and H. A session-level setting made inside that
+# transaction, so a rollback takes it back.
+_RUN_SETTING = "kolaq.inventory_run"
 
 
 def _in_function(stmt: Any, params: tuple[str, ...]) -> str:
@@ -164,20 +182,32 @@ def _start_function_sql() -> str:
             "p_lock_timeout text) "
             "RETURNS TABLE (acquired boolean, previous json, high_water integer) "
             "LANGUAGE plpgsql AS $start$ #variable_conflict use_column\n"
-            "DECLARE got varchar; BEGIN "
+            "DECLARE got varchar; state json; hw integer; BEGIN "
             "PERFORM set_config('synchronous_commit', 'off', true), "
             "set_config('lock_timeout', p_lock_timeout, true); "
             f"{acquire} INTO got; "
             "LOCK TABLE inventory_events IN SHARE MODE; "
-            "RETURN QUERY SELECT got IS NOT NULL, (SELECT value FROM system_state "
-            f"WHERE key = '{CHECKPOINT_KEY}'), coalesce(max(id), 0) FROM inventory_events; "
-            "END $start$")
+            "SELECT (SELECT value FROM system_state "
+            f"WHERE key = '{CHECKPOINT_KEY}'), coalesce(max(id), 0) INTO state, hw "
+            "FROM inventory_events; "
+            # for the fold in the same message, and for the client should that fail: the
+            # session's setting, kept only if this transaction commits (`_RUN_SETTING`)
+            "IF got IS NOT NULL THEN PERFORM set_config("
+            f"'{_RUN_SETTING}', json_build_object('owner', p_b_owner, 'state', state, "
+            "'hw', hw)::text, false); END IF; "
+            "RETURN QUERY SELECT got IS NOT NULL, state, hw; END $start$")
 
 
 @cache
 def _start_call_sql(lock_timeout: float) -> str:
     return (f"BEGIN; SELECT * FROM {_START_FUNCTION}(%(b_key)s, %(b_value)s, %(b_now)s, "
             f"%(b_now_ts)s, %(b_owner)s, '{int(lock_timeout * 1000)}ms'); COMMIT")
+
+
+def _events_busy(lock_timeout: float) -> EventsBusy:
+    return EventsBusy(
+        "inventory events are being written by a transaction that has stayed open "
+        f"more than {lock_timeout:g} s; reconciliation will retry")
 
 
 def postgres_start(engine: Engine, lease: Lease,
@@ -207,10 +237,7 @@ def postgres_start(engine: Engine, lease: Lease,
         except OperationalError as exc:
             if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
                 raise
-            raise EventsBusy(
-                "inventory events are being written by a transaction that has stayed open "
-                f"more than {lock_timeout:g} s; reconciliation will retry"
-            ) from exc
+            raise _events_busy(lock_timeout) from exc
     # BEGIN, SET, SET, the lease, LOCK, the state and H, COMMIT
     if not results[3][1]:
         raise lease.busy()
@@ -277,7 +304,18 @@ def _fold_function_sql() -> str:
             "n bigint) LANGUAGE plpgsql SET enable_hashjoin = off SET enable_mergejoin = off "
             "SET plan_cache_mode = force_generic_plan AS $fold$ #variable_conflict use_column\n"
             # the transaction's settings (not the SET clauses': those end with the function)
-            "BEGIN PERFORM set_config('synchronous_commit', 'off', true); IF p_lz4 THEN "
+            "DECLARE run json; BEGIN "
+            # no range given: this run's first transaction, sent in the same message
+            # (`postgres_run`), left it in the session; nothing at all (not even the lease
+            # given back) unless that transaction committed for this run (its lease's owner)
+            # and found a checkpoint (none: the run is a full one, lease kept)
+            "IF p_cp IS NULL THEN "
+            f"run := nullif(current_setting('{_RUN_SETTING}', true), '')::json; "
+            "IF run->>'owner' IS DISTINCT FROM p_b_owner "
+            "OR json_typeof(run->'state') IS DISTINCT FROM 'object' THEN RETURN; END IF; "
+            "p_cp := coalesce((run->'state'->>'event_id')::integer, 0); "
+            "p_hw := greatest((run->>'hw')::integer, p_cp); END IF; "
+            "PERFORM set_config('synchronous_commit', 'off', true); IF p_lz4 THEN "
             "PERFORM set_config('default_toast_compression', 'lz4', true); END IF; "
             f"{give_back.replace('p_b_now', 'p_now')}; "
             "IF NOT FOUND THEN RETURN; END IF; "  # the lease lost: no rows at all
@@ -413,45 +451,155 @@ def _pg_fold_marked() -> Update:
 def postgres_fold(engine: Engine, lease: Lease, checkpoint: int, high_water: int,
                   previous: dict[str, Any] | None, actor: str, started: float,
                   max_stock: int | None = None) -> ReconcileResult:
-    """The second (and last) transaction of a PostgreSQL incremental run."""
-    result = ReconcileResult(mode="incremental")
+    """The second (and last) transaction of a PostgreSQL incremental run, after
+    `postgres_start` (the run without the session's functions)."""
     now = utcnow()
     params = {"cp": checkpoint, "hw": high_water, "now": _naive(now)}
     with _autocommit(engine) as conn:
-        lease_params = lease.give_back_params()
-        lease_params["b_value"] = json.dumps(lease_params.pop("b_value"))
-        del lease_params["b_now"]
         # the lease given back (fencing: a run that lost it cannot commit), the fold
-        found = _send_fold(conn, {**_compiled(give_back_stmt())[1], **lease_params, **params})
-        if found is None:
-            lease.held = False
-            raise LeaseLost(f"lease {lease.name!r} expired and was taken by another run")
-        counts = found.pop() if found and found[-1][0] is None else None
-        if counts is None:  # UNION ALL keeps its branches' order; never rely on it
-            counts = next(row for row in found if row[0] is None)
-            found.remove(counts)
-        _, _, result.checked, nonzero, zero_marked = counts
-        if len(found) != nonzero or zero_marked:
-            sql, literals = _compiled(_pg_lock_marked())
-            [(_, locked)] = _send(conn, sql, {**literals, **params})
-            if locked:
-                sql, literals = _compiled(_pg_fold_marked())
-                [(_, marked)] = _send(conn, sql, {**literals, **params,
-                                                  "marked": [pid for pid, in locked]})
-                found += [(pid, sku, new - int(delta), int(delta), int(n))
-                          for pid, sku, new, delta, n in marked]
-        found.sort(key=_first)  # RETURNING has no order
-        applied = ChangeRows(found)  # each Change made when first read (runs.py)
-        state = close_run(result, applied, checkpoint, high_water, previous, started, now,
-                          max_stock)
-        function = _session(conn)[1]
-        try:
-            _send(conn, _finish_sql(function), {
-                **_compiled(summary_stmt())[1], "b_key": CHECKPOINT_KEY,
-                "b_value": json.dumps(state), "b_now": params["now"], "actor": actor,
-                "details": json.dumps(result.log_details())})
-        except DBAPIError as exc:
-            if function and getattr(exc.orig, "sqlstate", None) == _UNDEFINED_FUNCTION:
-                conn.info[_SESSION] = (conn.info[_SESSION][0], False)  # the next run's
-            raise
+        found = _send_fold(conn, {**_compiled(give_back_stmt())[1], **_give_back(lease),
+                                  **params})
+        return _complete(conn, lease, found, params, previous, actor, started, now, max_stock)
+
+
+def _give_back(lease: Lease) -> dict[str, Any]:
+    params = lease.give_back_params()
+    params["b_value"] = json.dumps(params.pop("b_value"))
+    del params["b_now"]
+    return params
+
+
+def _complete(conn: PoolProxiedConnection, lease: Lease, found: list[tuple] | None,
+              params: dict[str, Any], previous: dict[str, Any] | None, actor: str,
+              started: float, now: datetime, max_stock: int | None) -> ReconcileResult:
+    """The rest of the second transaction, once the fold's rows are back: the marked
+    products (rare), then the checkpoint and the summary, and the commit."""
+    result = ReconcileResult(mode="incremental")
+    if found is None:
+        lease.held = False
+        raise LeaseLost(f"lease {lease.name!r} expired and was taken by another run")
+    counts = found.pop() if found and found[-1][0] is None else None
+    if counts is None:  # UNION ALL keeps its branches' order; never rely on it
+        counts = next(row for row in found if row[0] is None)
+        found.remove(counts)
+    _, _, result.checked, nonzero, zero_marked = counts
+    if len(found) != nonzero or zero_marked:
+        sql, literals = _compiled(_pg_lock_marked())
+        [(_, locked)] = _send(conn, sql, {**literals, **params})
+        if locked:
+            sql, literals = _compiled(_pg_fold_marked())
+            [(_, marked)] = _send(conn, sql, {**literals, **params,
+                                              "marked": [pid for pid, in locked]})
+            found += [(pid, sku, new - int(delta), int(delta), int(n))
+                      for pid, sku, new, delta, n in marked]
+    found.sort(key=_first)  # RETURNING has no order
+    applied = ChangeRows(found)  # each Change made when first read (runs.py)
+    state = close_run(result, applied, params["cp"], params["hw"], previous, started, now,
+                      max_stock)
+    function = _session(conn)[1]
+    try:
+        _send(conn, _finish_sql(function), {
+            **_compiled(summary_stmt())[1], "b_key": CHECKPOINT_KEY,
+            "b_value": json.dumps(state), "b_now": params["now"], "actor": actor,
+            "details": json.dumps(result.log_details())})
+    except DBAPIError as exc:
+        if function and getattr(exc.orig, "sqlstate", None) == _UNDEFINED_FUNCTION:
+            conn.info[_SESSION] = (conn.info[_SESSION][0], False)  # the next run's
+        raise
+    lease.held = False  # given back by the transaction that committed
     return result
+
+
+@cache
+def _run_sql(lock_timeout: float, lz4: bool) -> str:
+    """Both transactions' first messages in one: the first transaction (committed before any
+    product row is locked: stock.py), then the second one's fold, which takes the range from
+    the session's `_RUN_SETTING` (and does nothing unless the first committed for this run).
+    An error stops the server from running the rest of the message (a failed first
+    transaction never reaches the fold; the fold's own check is a second guard)."""
+    return (f"{_start_call_sql(lock_timeout)}; BEGIN; SELECT * FROM {_FOLD_FUNCTION}(NULL, "
+            "NULL, %(now)s, %(b_key)s, %(b_owner)s, %(g_value)s, "
+            f"{'true' if lz4 else 'false'})")
+
+
+def _committed_run(conn: PoolProxiedConnection,
+                   lease: Lease) -> tuple[dict[str, Any] | None, int] | None:
+    """After an error in `_run_sql`'s message: whether its first transaction committed for
+    this run (then the lease is held), and if so its state and H. Raises if the connection
+    cannot tell (broken)."""
+    conn.driver_connection.rollback()
+    [(_, [(run,)])] = _send(conn, f"SELECT current_setting('{_RUN_SETTING}', true)", {})
+    if not run:
+        return None
+    run = json.loads(run)
+    if run["owner"] != lease.owner:
+        return None
+    return run["state"], int(run["hw"])
+
+
+Begun = tuple[dict[str, Any] | None, int, DBAPIError | None]
+
+
+def postgres_run(engine: Engine, lease: Lease, actor: str, started: float,
+                 max_stock: int | None = None,
+                 lock_timeout: float = HWM_LOCK_TIMEOUT) -> ReconcileResult | Begun:
+    """A PostgreSQL incremental run in two round trips: the first transaction and the second
+    one's fold in one message (`_run_sql`), then the checkpoint, the summary and the commit.
+    Raises LeaseBusy, EventsBusy or LeaseLost. Returns (state, H, None) with the lease held
+    when nothing was reconciled before (a full run is due), and (state, H, the error) when
+    the fold hit a product's data error (the caller goes product by product); on any other
+    error after the first transaction committed, the lease is held for the caller to release.
+    Without the session's functions: `postgres_start`, then `postgres_fold`."""
+    now = utcnow()
+    params = {**_compiled(acquire_stmt("postgresql"))[1], **lease.acquire_params(),
+              "now": _naive(now)}
+    params["b_now"] = _naive(params["b_now"])
+    params["b_value"] = json.dumps(params["b_value"])
+    params["g_value"] = _give_back(lease)["b_value"]
+    begun: tuple[dict[str, Any] | None, int] | None = None
+    with _autocommit(engine) as conn:
+        lz4, function = _session(conn)
+        if function:
+            try:
+                results = _send(conn, _run_sql(lock_timeout, lz4), params)
+            except DBAPIError as exc:
+                try:
+                    begun = _committed_run(conn, lease)
+                except Exception:
+                    lease.held = True  # cannot tell: the caller releases it if it is ours
+                    raise exc from None
+                lease.held = begun is not None
+                code = getattr(exc.orig, "sqlstate", None)
+                if code == _UNDEFINED_FUNCTION:
+                    _lost_functions(conn)
+                elif begun is None and code == _LOCK_NOT_AVAILABLE:
+                    raise _events_busy(lock_timeout) from exc
+                elif begun is not None and is_product_data_error(exc):
+                    return (*begun, exc)
+                else:
+                    raise
+            else:
+                # BEGIN, (lease acquired, the state, H), COMMIT, BEGIN, the fold's rows
+                [(acquired, previous, high_water)] = results[1][1]
+                if not acquired:
+                    raise lease.busy()
+                lease.held = True
+                checkpoint = checkpoint_of(previous)
+                if previous is None:
+                    return previous, high_water, None  # the second transaction rolled back
+                params["cp"], params["hw"] = checkpoint, max(high_water, checkpoint)
+                return _complete(conn, lease, results[4][1] or None, params, previous, actor,
+                                 started, now, max_stock)
+    if begun is None:
+        begun = postgres_start(engine, lease, lock_timeout)
+    previous, high_water = begun
+    if previous is None:
+        return previous, high_water, None
+    checkpoint = checkpoint_of(previous)
+    try:
+        return postgres_fold(engine, lease, checkpoint, max(high_water, checkpoint), previous,
+                             actor, started, max_stock)
+    except DBAPIError as exc:
+        if not is_product_data_error(exc):
+            raise
+        return previous, high_water, exc

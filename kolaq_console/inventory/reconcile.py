@@ -286,7 +286,8 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
 
     Two write transactions: one takes the lease, reads the checkpoint and takes the safe
     high-water mark H; the last writes everything and gives the lease back. (An incremental
-    run on SQLite is one transaction: incremental.py.)"""
+    run on SQLite is one transaction: incremental.py; on PostgreSQL both transactions are run
+    by incremental_pg.postgres_run, in two round trips.)"""
     report = progress or _noop
     started = time.perf_counter()
     lease = Lease(engine, LEASE_NAME, lease_ttl)
@@ -302,35 +303,37 @@ def reconcile(engine: Engine, *, full: bool = False, actor: str = "system",
         else:
             if done is not None:
                 return done
-    if not full and not one_by_one and engine.dialect.name == "postgresql":
-        previous, high_water = incremental_pg.postgres_start(engine, lease)  # one round trip
-    else:
-        with write_session(engine, derived=True) as session:
-            if not lease.acquire(session):
-                raise lease.busy()
-            previous = read_state(session)
-            high_water = high_water_mark(session)
+    result: ReconcileResult | None = None
     try:
+        if not full and engine.dialect.name == "postgresql":
+            # two round trips, the fold in the first (incremental_pg); the rest done here
+            begun = incremental_pg.postgres_run(engine, lease, actor, started, max_stock)
+            if isinstance(begun, ReconcileResult):
+                return begun
+            previous, high_water, failure = begun  # the lease held
+            if failure is not None:
+                _going_one_by_one("incremental", failure)
+                one_by_one = True
+        else:
+            with write_session(engine, derived=True) as session:
+                if not lease.acquire(session):
+                    raise lease.busy()
+                previous = read_state(session)
+                high_water = high_water_mark(session)
         checkpoint = checkpoint_of(previous)
         high_water = max(high_water, checkpoint)
         mode = "incremental" if not (full or previous is None) else "full"
         if mode == "full":
             _add_missing_stock_rows(engine)
-        result: ReconcileResult | None = None
-        if not one_by_one:
+        if not one_by_one:  # a full run (incremental ones are done above)
             try:
-                if mode == "incremental":
-                    result = incremental_pg.postgres_fold(engine, lease, checkpoint, high_water,
-                                                          previous, actor, started,
-                                                          max_stock)
-                else:
-                    report("computing stock", 0, 0)
-                    result = ReconcileResult(mode="full")
-                    result.checked, changes = _plan_full(engine, checkpoint, high_water)
-                    lease.renew()
-                    report("applying", 0, len(changes))
-                    _apply(engine, lease, result, changes, checkpoint, high_water, previous,
-                           actor, started, report, max_stock)
+                report("computing stock", 0, 0)
+                result = ReconcileResult(mode="full")
+                result.checked, changes = _plan_full(engine, checkpoint, high_water)
+                lease.renew()
+                report("applying", 0, len(changes))
+                _apply(engine, lease, result, changes, checkpoint, high_water, previous,
+                       actor, started, report, max_stock)
             except DBAPIError as exc:
                 if not is_product_data_error(exc):
                     raise
