@@ -34,6 +34,12 @@ not last: psycopg sends DEALLOCATE ALL whenever it rolls back a transaction on a
 where it had prepared statements). Transaction control stays in the messages. A session
 without them (no TEMP privilege, its temporary objects discarded) gets the statements, in
 three round trips (`postgres_start`, `postgres_fold`).
+
+Longer than ~400 lines: the run is written in two forms that must say the same thing, the
+session's functions and the plain statements a session without them falls back to, each
+function built from the Core statement of its fallback and kept beside it so the two cannot
+drift; and the error paths of the two transactions in one message (which one committed, is
+the lease held) read only as a whole.
 """
 
 from __future__ import annotations
