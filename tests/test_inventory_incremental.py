@@ -4,6 +4,8 @@ PostgreSQL, and what it stamps. The rest of reconciliation is in test_inventory_
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
@@ -77,6 +79,18 @@ def test_an_incremental_run_stamps_the_products_it_changed_and_only_those(engine
     assert abs((when - before.replace(tzinfo=None)).total_seconds()) < 60  # naive UTC, now
 
 
+@contextmanager
+def event_insert_left_open(engine, product_id: int) -> Iterator[None]:
+    """A sale of `product_id` inserted and left uncommitted until the block ends."""
+    with engine.connect() as writer:
+        writer.begin()
+        writer.execute(text("INSERT INTO inventory_events (product_id, delta, kind, actor, "
+                            "created_at) VALUES (:a, 1, 'sale', 'test', now())"),
+                       {"a": product_id})
+        yield
+        writer.commit()
+
+
 def test_the_high_water_mark_gives_up_on_an_event_insert_left_open(postgres_url):
     """PostgreSQL: an uncommitted event insert holds the safe high-water mark back; past the
     lock timeout the run gives up with EventsBusy (retried later), never reads past it."""
@@ -88,13 +102,9 @@ def test_the_high_water_mark_gives_up_on_an_event_insert_left_open(postgres_url)
     engine = make_engine(postgres_url)
     upgrade(engine)
     (a,) = add_products(engine, 1)
-    with engine.connect() as writer:
-        writer.begin()
-        writer.execute(text("INSERT INTO inventory_events (product_id, delta, kind, actor, "
-                            "created_at) VALUES (:a, 1, 'sale', 'test', now())"), {"a": a})
-        with engine.connect() as reader, reader.begin(), pytest.raises(EventsBusy):
-            high_water_mark(reader, lock_timeout=0.2)
-        writer.rollback()
+    with (event_insert_left_open(engine, a), engine.connect() as reader, reader.begin(),
+          pytest.raises(EventsBusy)):
+        high_water_mark(reader, lock_timeout=0.2)
     engine.dispose()
 
 
@@ -173,15 +183,11 @@ def test_the_first_transaction_gives_up_on_an_event_insert_left_open_and_keeps_n
     upgrade(engine)
     (a,) = add_products(engine, 1)
     reconcile(engine)
-    with engine.connect() as writer:
-        writer.begin()
-        writer.execute(text("INSERT INTO inventory_events (product_id, delta, kind, actor, "
-                            "created_at) VALUES (:a, 1, 'sale', 'test', now())"), {"a": a})
+    with event_insert_left_open(engine, a):
         lease = Lease(engine, LEASE_NAME, ttl=60)
         with pytest.raises(EventsBusy):
             postgres_start(engine, lease, lock_timeout=0.2)
         assert not lease.held and lease.holder() is None
-        writer.commit()
     assert reconcile(engine).changed == 1 and stocks(engine) == {a: 1}
     engine.dispose()
 
@@ -205,16 +211,12 @@ def test_a_run_whose_first_transaction_fails_in_the_shared_message_folds_nothing
     add_events(engine, [(b, 4)])
     assert reconcile(engine).changed == 1  # the session's functions made, a run recorded
     add_events(engine, [(b, 3)])
-    with engine.connect() as writer:
-        writer.begin()
-        writer.execute(text("INSERT INTO inventory_events (product_id, delta, kind, actor, "
-                            "created_at) VALUES (:a, 1, 'sale', 'test', now())"), {"a": a})
+    with event_insert_left_open(engine, a):
         lease = Lease(engine, LEASE_NAME, ttl=60)
         with pytest.raises(EventsBusy):
             postgres_run(engine, lease, "test", 0.0, lock_timeout=0.2)
         assert not lease.held and lease.holder() is None
         assert stocks(engine) == {a: 0, b: 4}
-        writer.commit()
     result = reconcile(engine)
     assert (result.mode, result.changed, result.events_folded) == ("incremental", 2, 2)
     assert stocks(engine) == {a: 1, b: 7} == truth(engine)
