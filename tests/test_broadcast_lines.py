@@ -68,11 +68,13 @@ def batches(engine) -> list[tuple[str, int]]:
                                                        .order_by(EmailBatch.id)).scalars()]
 
 
-def line(engine, settings, b, transport, limiter=None):
+def line(engine, settings, b, transport, limiter=None, retries_left=None):
     email = settings.email.model_copy(update={"broadcast_batches_per_job": PER_JOB})
+    retries = settings.queue.retries
     return sending.line_step(engine, settings.model_copy(update={"email": email}), b.id,
                              transport=transport, limiter=limiter, task_id="t-1",
-                             worker_id="w-1", max_retries=settings.queue.retries)
+                             worker_id="w-1", max_retries=retries,
+                             retries_left=retries if retries_left is None else retries_left)
 
 
 def test_a_job_sends_its_line_of_batches_each_recorded_before_its_request(
@@ -185,3 +187,16 @@ def test_a_paced_limiter_or_a_block_sends_one_batch_a_job(engine, settings, stub
     unpaced.block(0.5, "rate limited by the provider (429)")
     line(engine, settings, b, Hooked(stub.url), unpaced)  # waits out the block, then stops
     assert len(stub.requests) == 2 + PER_JOB
+
+
+def test_a_job_that_spent_a_retry_sends_one_batch_and_hands_the_rest_to_a_fresh_job(
+    engine, settings, stub, calls
+):
+    """A later batch of a line gets every retry (its own attempts); a job already retried has
+    fewer, so it must not carry a line: it could fail for good with that batch left queued."""
+    assert settings.queue.retries >= 1
+    b = submit(engine, settings, calls, 1000)
+    done = line(engine, settings, b, Hooked(stub.url), retries_left=settings.queue.retries - 1)
+    assert done.outcome == "sent" and len(stub.requests) == 1
+    assert batches(engine) == [("sent", 1)]
+    assert [c.task for c in calls] == ["send_broadcast_batch"]  # a fresh job carries on

@@ -130,9 +130,13 @@ def line_step(
 
     With `max_retries`, a batch's retries left are (max_retries - its earlier attempts), not
     the job's: a job retried after its batch was taken over by another job may form a fresh
-    batch, which must get every retry, not fail on its first error."""
+    batch, which must get every retry, not fail on its first error. So only a job that has
+    spent none of its own retries sends a line: a retried one sends its batch and hands the
+    rest to a fresh job, or a later batch could keep retries its job no longer has (its job
+    failed, the batch left queued for the sweep)."""
     started = time.monotonic()
     done = SKIPPED
+    may_chain = max_retries is None or retries_left >= max_retries
     try:
         kept: dict[int, Copies] = {}
         claimed = next_claimed(engine, settings, broadcast_id, task_id, worker_id, kept)
@@ -141,7 +145,7 @@ def line_step(
             count += 1
             following: list[Claimed | None] = []
             then = None
-            if (count < settings.email.broadcast_batches_per_job
+            if (may_chain and count < settings.email.broadcast_batches_per_job
                     and time.monotonic() - started < LINE_SECONDS and _unhindered(limiter)):
                 def then(session: Session, into: list = following) -> None:
                     into.append(_claim_next(session, settings, broadcast_id,
