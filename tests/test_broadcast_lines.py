@@ -200,3 +200,22 @@ def test_a_job_that_spent_a_retry_sends_one_batch_and_hands_the_rest_to_a_fresh_
     assert done.outcome == "sent" and len(stub.requests) == 1
     assert batches(engine) == [("sent", 1)]
     assert [c.task for c in calls] == ["send_broadcast_batch"]  # a fresh job carries on
+
+
+def test_a_batch_whose_limiter_cannot_be_read_goes_back_at_once(engine, settings, stub, calls):
+    """The limiter lives in the queue's store; when it cannot be read the claimed batch is
+    handed back (queued, due now) for the job's retry instead of waiting out its lease."""
+    import redis
+
+    from kolaq_console.emails.ratelimit import RedisRateLimiter
+
+    b = submit(engine, settings, calls, 1000)
+    gone = RedisRateLimiter(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2),
+                            settings.queue.name, 0)  # nothing listens on port 1
+    with pytest.raises(redis.ConnectionError):
+        line(engine, settings, b, Hooked(stub.url), gone)
+    assert batches(engine) == [("queued", 1)] and stub.requests == []
+    with Session(engine) as s:
+        assert "rate limiter unavailable" in s.exec(select(EmailBatch)).scalar_one().last_error
+    line(engine, settings, b, Hooked(stub.url))  # the retry: the same batch, sent
+    assert batches(engine)[0] == ("sent", 2)

@@ -175,7 +175,10 @@ def _unhindered(limiter: RateLimiter | None) -> bool:
         return True
     if getattr(limiter, "paced", True):
         return False
-    grant = limiter.acquire(0.0)
+    try:
+        grant = limiter.acquire(0.0)
+    except Exception:  # unreadable: the batch's own send meets it and hands the batch back
+        return False
     return grant.ok and grant.wait <= 0
 
 

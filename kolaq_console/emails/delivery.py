@@ -122,7 +122,13 @@ def _name(claimed: Claimed) -> str:
 def _wait_for_slot(engine: Engine, settings: Settings, claimed: Claimed,
                    limiter: RateLimiter) -> None:
     lease = settings.email.lease_seconds
-    grant = limiter.acquire(settings.email.max_limiter_wait)
+    try:
+        grant = limiter.acquire(settings.email.max_limiter_wait)
+    except Exception as exc:
+        # Its store (the queue's) unreadable: the batch goes back at once, not left claimed
+        # until its lease runs out; the job's retry sends it.
+        batches.release(engine, claimed, 0.0, f"rate limiter unavailable: {exc}", lease)
+        raise
     if not grant.ok:
         reason = f"deferred {grant.wait:.0f} s: {grant.reason or 'provider limit'}"
         batches.release(engine, claimed, grant.wait, reason, lease)
