@@ -36,7 +36,7 @@ from kolaq_console.inventory.runs import (
     save_state_stmt,
     summary_stmt,
 )
-from kolaq_console.inventory.stock import CHECKPOINT_KEY, checkpoint_of
+from kolaq_console.inventory.stock import CHECKPOINT_KEY, above_mark, checkpoint_of
 from kolaq_console.models import InventoryEvent, ProductStock, utcnow
 from kolaq_console.sqlutil import rarely
 
@@ -64,15 +64,10 @@ def _uncovered(agg: Any) -> tuple[Any, Any]:
     """(sum, count) of a product's new events its cache does not cover yet: the aggregate's,
     except for a product a one-product run took past the checkpoint (its mark above it: rare),
     whose events above its own mark are summed again by index."""
-    x = _E.alias("x")
-    past_mark = (x.c.product_id == _S.c.product_id, x.c.id > _S.c.stock_event_id,
-                 x.c.id <= bindparam("hw"))
     marked = _S.c.stock_event_id > bindparam("cp")
-    delta = case((marked, select(func.coalesce(func.sum(x.c.delta), 0)).where(*past_mark)
-                  .scalar_subquery()), else_=agg.c.delta)
-    n = case((marked, select(func.count()).where(*past_mark).scalar_subquery()),
-             else_=agg.c.n)
-    return delta, n
+    marked_delta, marked_n = above_mark()
+    return (case((marked, marked_delta), else_=agg.c.delta),
+            case((marked, marked_n), else_=agg.c.n))
 
 
 @cache

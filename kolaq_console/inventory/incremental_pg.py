@@ -71,6 +71,7 @@ from kolaq_console.inventory.stock import (
     CHECKPOINT_KEY,
     HWM_LOCK_TIMEOUT,
     EventsBusy,
+    above_mark,
     checkpoint_of,
 )
 from kolaq_console.models import InventoryEvent, ProductStock, utcnow
@@ -441,11 +442,7 @@ def _pg_lock_marked() -> Select:
 @cache
 def _pg_fold_marked() -> Update:
     """Locked products moved by the sum of their events above their own mark."""
-    x = _E.alias("x")
-    past_mark = (x.c.product_id == _S.c.product_id, x.c.id > _S.c.stock_event_id,
-                 x.c.id <= bindparam("hw"))
-    delta = select(func.coalesce(func.sum(x.c.delta), 0)).where(*past_mark).scalar_subquery()
-    n = select(func.count()).where(*past_mark).scalar_subquery()
+    delta, n = above_mark()
     return (
         update(_S)
         .where(_in_ids("marked"), delta != 0)

@@ -43,7 +43,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Subquery, func, literal, text
+from sqlalchemy import Subquery, bindparam, func, literal, text
+from sqlalchemy import select as core_select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnElement
@@ -140,6 +141,19 @@ def unfolded(checkpoint: ColumnElement[int] | int, high_water: int | None = None
     if high_water is not None:
         stmt = stmt.where(col(e.id) <= high_water)
     return stmt.subquery(name)
+
+
+def above_mark() -> tuple[Any, Any]:
+    """(sum, count) of a stock row's events above its own mark and up to :hw, as scalar
+    subqueries correlated to product_stock: how a bulk run folds a product that a one-product
+    run took past the checkpoint (rare), by the events index of that product."""
+    x = InventoryEvent.__table__.alias("x")  # type: ignore[attr-defined]
+    s = ProductStock.__table__  # type: ignore[attr-defined]
+    past_mark = (x.c.product_id == s.c.product_id, x.c.id > s.c.stock_event_id,
+                 x.c.id <= bindparam("hw"))
+    return (core_select(func.coalesce(func.sum(x.c.delta), 0)).where(*past_mark)
+            .scalar_subquery(),
+            core_select(func.count()).where(*past_mark).scalar_subquery())
 
 
 def current_stock() -> tuple[Subquery, ColumnElement[int]]:
