@@ -36,6 +36,7 @@ from kolaq_console.config import Settings
 from kolaq_console.errors import UserError
 from kolaq_console.models import ActivityLog, Customer, Suppression, utcnow
 from kolaq_console.signing import queue_signing_key
+from kolaq_console.sqlutil import is_postgres
 
 SALT = "kolaq.unsubscribe"
 UNSUBSCRIBED = "unsubscribed"  # suppression reason for a non-customer's unsubscribe
@@ -235,8 +236,7 @@ def refusals(session: Session | Connection, addresses: Iterable[str], marketing:
     if not wanted | market:
         return {}
     out: dict[str, str] = {}
-    bind = session.get_bind() if isinstance(session, Session) else session
-    dialect = "postgresql" if bind.dialect.name == "postgresql" else "sqlite"
+    dialect = "postgresql" if is_postgres(session) else "sqlite"
     suppressed, customers_of = _refusal_statements(dialect)
     rows = session.execute(suppressed,
                            {"emails": _addresses(dialect, sorted(wanted | market))}).all()

@@ -53,6 +53,9 @@ def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, default=str, sort_keys=False) + "\n")
 
 
+SECONDS = "%Y-%m-%d %H:%M:%S"  # `shop_time` to the second (jobs, webhooks)
+
+
 def shop_time(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """A stored (UTC) time on the shop's clock, as the console shows it; '-' for none."""
     if moment is None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from kolaq_console.cli import common
-from kolaq_console.cli.common import out, print_json, ready_engine, shop_time
+from kolaq_console.cli.common import SECONDS, out, print_json, ready_engine, shop_time
 from kolaq_console.errors import KolaqError, UserError
 
 if TYPE_CHECKING:
@@ -64,9 +64,6 @@ def _filter(queue: str | None, task: str | None, error: str | None, since: str |
         queue=queue, task=task, error=error, since=parse_when(since, "--since"),
         until=parse_when(until, "--until"), status=status,
     )
-
-
-SECONDS = "%Y-%m-%d %H:%M:%S"  # how the jobs commands print a time on the shop's clock
 
 
 def _ago(moment: datetime | None) -> str:

@@ -59,7 +59,7 @@ def list_cmd(
     """Stored events, newest first."""
     from sqlmodel import Session
 
-    from kolaq_console.cli.common import out, print_json, ready_engine, shop_time
+    from kolaq_console.cli.common import SECONDS, out, print_json, ready_engine, shop_time
     from kolaq_console.orders.queries import event_summary
     from kolaq_console.webhooks.inbox import list_events
 
@@ -69,7 +69,7 @@ def list_cmd(
         print_json({"webhooks": events})
         return
     for e in events:
-        received = shop_time(e["received_at"], "%Y-%m-%d %H:%M:%S")
+        received = shop_time(e["received_at"], SECONDS)
         out.print(f"#{e['id']:<6} {received}  {e['provider']:<9} "
                   f"{e['event_type']:<28} {e['status']:<9} {e['error'] or ''}", markup=False)
     if not events:
