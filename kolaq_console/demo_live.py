@@ -27,6 +27,7 @@ from kolaq_console.inventory.stock import read_state
 from kolaq_console.jobs.depth import write_samples
 from kolaq_console.jobs.stats import minute_of
 from kolaq_console.models import (
+    OUTBOX_TAG,
     ActivityLog,
     Broadcast,
     Customer,
@@ -129,11 +130,12 @@ def _one_time(engine: Engine, settings: Settings, now: datetime, result: LiveRes
                 retrying.append((row.id, later))  # type: ignore[arg-type]
             else:
                 values.update(status="sent", sent_at=at + timedelta(seconds=3),
-                              provider_message_id=f"demo-{order.number}",
+                              provider_message_id=f"demo-{order.number}", provider_tagged=True,
                               delivery_status="delivered" if n % 3 else None,
                               delivery_updated_at=at + timedelta(minutes=1) if n % 3 else None)
                 if n % 3:  # the webhook that said so, processed against this very row
-                    _delivered_event(session, order, emails, at + timedelta(minutes=1))
+                    _delivered_event(session, order, emails, row.id,
+                                     at + timedelta(minutes=1))
             session.execute(update(EmailOutbox).where(col(EmailOutbox.id) == row.id)
                             .values(**values))
             result.emails += 1
@@ -264,8 +266,10 @@ def _last_hour_samples(engine: Engine, now: datetime) -> int:
     return write_samples(engine, rows)
 
 
-def _delivered_event(session: Session, order: Order, customers: dict, at: datetime) -> None:
-    """Resend's `email.delivered` for the order email with provider id `demo-<number>`."""
+def _delivered_event(session: Session, order: Order, customers: dict, row_id: int,
+                     at: datetime) -> None:
+    """Resend's `email.delivered` for the order email (row `row_id`, its id sent as the tag
+    OUTBOX_TAG) with provider id `demo-<number>`."""
     event_id = f"msg_demo_delivered_{order.number}"
     known = select(WebhookEvent.id).where(col(WebhookEvent.provider) == "resend",
                                           col(WebhookEvent.event_id) == event_id)
@@ -276,6 +280,7 @@ def _delivered_event(session: Session, order: Order, customers: dict, at: dateti
         provider="resend", event_id=event_id, event_type="email.delivered",
         payload={"type": "email.delivered",
                  "data": {"email_id": f"demo-{order.number}",
-                          "to": [customer.email if customer else ""]}},
+                          "to": [customer.email if customer else ""],
+                          "tags": {OUTBOX_TAG: str(row_id)}}},
         status="processed", attempts=1, order_id=order.id, received_at=at,
         processed_at=at + timedelta(seconds=2)))

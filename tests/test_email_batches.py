@@ -70,8 +70,10 @@ def test_250_waiting_emails_go_in_3_requests_of_100_100_50_each_batch_under_its_
     by_id = {d.id: d for d in stub.deliveries}
     stored = rows(engine)
     assert sorted(d.to[0] for d in stub.deliveries) == sorted(addresses(250))  # once each
-    for r in stored:  # each row holds the provider's id of its own copy
+    for r in stored:  # each row holds the provider's id of its own copy, sent with its id
         assert by_id[r.provider_message_id].to == [r.to_address]
+        assert by_id[r.provider_message_id].payload["tags"] == [
+            {"name": "kolaq_outbox_id", "value": str(r.id)}] and r.provider_tagged
     with Session(engine) as s:
         batches = s.exec(select(EmailBatch).order_by(EmailBatch.id)).all()
     assert [(b.size, b.sent, b.status) for b in batches] == [

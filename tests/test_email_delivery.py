@@ -84,6 +84,8 @@ def test_sent_through_the_sdk_with_the_rows_key_and_the_provider_id_recorded(
     stored = row(engine, row_id)
     assert stored.status == "sent" and stored.attempts == 1 and stored.sent_at is not None
     assert stored.provider_message_id == delivery.id and stored.task_id == "task-1"
+    assert delivery.payload["tags"] == [{"name": "kolaq_outbox_id", "value": str(row_id)}]
+    assert stored.provider_tagged  # its webhooks find it by that tag
     assert delivery.idempotency_key == "order_confirmation/KB-1001"
     assert delivery.payload["from"] == settings.email.from_address
     assert delivery.payload["to"] == ["ada@example.com"]

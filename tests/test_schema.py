@@ -164,3 +164,59 @@ def test_outbox_index_migration_goes_down_to_the_full_indexes_and_up_again(datab
     upgrade(engine)
     assert indexes() == at_head
     engine.dispose()
+
+
+def test_outbox_tag_migration_keeps_every_earlier_sent_email_findable_by_provider_id(
+        database_url):
+    """0018: rows sent before it (no provider_tagged) stay in the provider-id index, which the
+    webhook lookup uses; its downgrade drops the column and indexes every provider id again."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from kolaq_console.schema import alembic_config
+
+    engine = make_engine(database_url)
+    upgrade(engine, "0017_outbox_indexes")
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO email_outbox (kind, to_address, subject, html, text, headers, status, "
+            "attempts, provider_message_id, idempotency_key, created_at, updated_at) VALUES "
+            "('generic', 'ada@example.com', 's', '', '', '{}', 'sent', 1, 'legacy-id', 'k-1', "
+            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text(
+            "SELECT provider_tagged FROM email_outbox WHERE provider_message_id = 'legacy-id' "
+            "AND provider_tagged IS NULL")).one() == (None,)
+        where = next(i for i in inspect(engine).get_indexes("email_outbox")
+                     if i["name"] == "ix_email_outbox_provider_message_id"
+                     )["dialect_options"][f"{engine.dialect.name}_where"]
+        assert "provider_tagged IS NULL" in str(where)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0017_outbox_indexes")
+    columns = {c["name"] for c in inspect(engine).get_columns("email_outbox")}
+    assert "provider_tagged" not in columns and "provider_message_id" in columns
+    upgrade(engine)
+    engine.dispose()
+
+
+def test_an_untagged_emails_webhook_lookup_walks_the_provider_id_index(database_url):
+    """The lookup's terms imply the partial index's predicate on both databases (an index a
+    query cannot use would leave every pre-0018 email to a table scan)."""
+    from sqlalchemy import text
+
+    from kolaq_console.webhooks.effects import by_untagged_provider_id
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    statement = by_untagged_provider_id("re-1").compile(
+        engine, compile_kwargs={"literal_binds": True})
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = " ".join(str(r[-1]) for r in conn.execute(text(f"EXPLAIN QUERY PLAN {statement}"
+                        if engine.dialect.name == "sqlite" else f"EXPLAIN {statement}")))
+    engine.dispose()
+    assert "ix_email_outbox_provider_message_id" in plan, plan

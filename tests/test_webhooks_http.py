@@ -341,13 +341,15 @@ def test_a_partial_refund_is_flagged_and_changes_nothing(server, engine, wh_sett
 # --- delivery events -----------------------------------------------------------------------
 
 
-def sent_email(engine, settings, to="ada@example.com", provider_id="re-msg-1") -> int:
+def sent_email(engine, settings, to="ada@example.com", provider_id="re-msg-1",
+               tagged=None) -> int:
+    """A sent email; `tagged` as a send since migration 0018 stores it (None: sent before)."""
     from kolaq_console.emails import EmailRequest, outbox
 
     with dispatch.recording(), Session(engine, expire_on_commit=False) as s:
         row = outbox.add(s, settings, EmailRequest("generic", to=to, subject="Hello",
                                                    body="Hi")).row
-        row.status, row.provider_message_id = "sent", provider_id
+        row.status, row.provider_message_id, row.provider_tagged = "sent", provider_id, tagged
         s.add(row)
         s.commit()
         return row.id
@@ -372,6 +374,25 @@ def test_delivery_events_set_the_outbox_rows_delivery_state_and_never_go_back(
                                                   "ada@example.com"), secrets_env)
     assert run_jobs(engine, wh_settings, server.calls) == ["processed", "processed"]
     assert delivery(engine, row_id)[0] == "delivered"  # a late "delayed" changes nothing
+    assert events(engine)[-1].email_id == row_id
+
+
+def test_an_event_finds_its_email_by_the_row_id_tag_and_only_with_that_emails_provider_id(
+        server, engine, wh_settings, secrets_env):
+    row_id = sent_email(engine, wh_settings, provider_id="re-tagged-1", tagged=True)
+    tag = {"kolaq_outbox_id": str(row_id)}
+    # Another database sending through the same account (staging) numbers its rows alike.
+    post_event(server.url, "resend", resend_event("email.delivered", "re-elsewhere",
+                                                  "ada@example.com", tags=tag), secrets_env)
+    assert run_jobs(engine, wh_settings, server.calls) == ["ignored"]
+    assert delivery(engine, row_id) == (None, None)
+    post_event(server.url, "resend", resend_event("email.delivery_delayed", "re-tagged-1",
+                                                  "ada@example.com", tags=tag), secrets_env)
+    post_event(server.url, "resend", resend_event(  # tags as sent: a list of name/value
+        "email.delivered", "re-tagged-1", "ada@example.com",
+        tags=[{"name": "kolaq_outbox_id", "value": str(row_id)}]), secrets_env)
+    assert run_jobs(engine, wh_settings, server.calls) == ["processed", "processed"]
+    assert delivery(engine, row_id)[0] == "delivered"
     assert events(engine)[-1].email_id == row_id
 
 

@@ -97,7 +97,7 @@ class Member:
             else:
                 headers[str(name)] = str(value)
         return Message(sender or settings.email.from_address, self.to_address, self.subject,
-                       html, text_, self.idempotency_key, reply_to, headers)
+                       html, text_, self.idempotency_key, reply_to, headers, self.id)
 
 
 @dataclass(frozen=True)
@@ -356,7 +356,8 @@ def fail(engine: Engine, claimed: Claimed, reason: str) -> None:
 _SENT_SQL = {
     "sqlite": """
         UPDATE email_outbox SET status = 'sent',
-            provider_message_id = json_extract(j.value, '$.pid'), sent_at = :now,
+            provider_message_id = json_extract(j.value, '$.pid'), provider_tagged = TRUE,
+            sent_at = :now,
             updated_at = :now, last_error = NULL, next_attempt_at = NULL, lease_until = NULL
         FROM json_each(:data) AS j
         WHERE email_outbox.id = json_extract(j.value, '$.id') AND +email_outbox.batch_id = :batch
@@ -365,7 +366,7 @@ _SENT_SQL = {
     "postgresql": """
         UPDATE email_outbox SET status = 'sent',
             provider_message_id = (CAST(:pids AS text[]))[
-                array_position(CAST(:ids AS integer[]), id)],
+                array_position(CAST(:ids AS integer[]), id)], provider_tagged = TRUE,
             sent_at = :now, updated_at = :now, last_error = NULL, next_attempt_at = NULL,
             lease_until = NULL
         WHERE id = ANY(CAST(:ids AS integer[])) AND batch_id = :batch

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from kolaq_console.config import Settings
 from kolaq_console.emails.ratelimit import retry_after_seconds
 from kolaq_console.errors import KolaqError
+from kolaq_console.models import OUTBOX_TAG
 from kolaq_console.redact import redact
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Message:
     idempotency_key: str
     reply_to: str | None = None
     headers: dict[str, str] = field(default_factory=dict)  # extra headers (List-Unsubscribe)
+    outbox_id: int | None = None  # sent as the tag OUTBOX_TAG: webhooks name the row by it
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,8 @@ class ResendTransport:
             params["reply_to"] = message.reply_to
         if message.headers:
             params["headers"] = dict(message.headers)
+        if message.outbox_id is not None:
+            params["tags"] = [{"name": OUTBOX_TAG, "value": str(message.outbox_id)}]
         return params
 
     def send(self, message: Message) -> SendResult:

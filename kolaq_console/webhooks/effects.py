@@ -24,7 +24,14 @@ from sqlmodel import Session, col, select
 from kolaq_console import consent
 from kolaq_console.config import Settings
 from kolaq_console.emails.render import money
-from kolaq_console.models import ActivityLog, EmailOutbox, Order, WebhookStatus, utcnow
+from kolaq_console.models import (
+    OUTBOX_TAG,
+    ActivityLog,
+    EmailOutbox,
+    Order,
+    WebhookStatus,
+    utcnow,
+)
 from kolaq_console.orders.lifecycle import change_status
 from kolaq_console.webhooks.verify import Event
 
@@ -208,10 +215,7 @@ def resend(session: Session, settings: Settings, event: Event) -> Outcome:
                                 actor=ACTOR):
                 blocked.append(address)
 
-    row = None
-    if data.get("email_id"):
-        row = session.exec(select(EmailOutbox)
-                           .where(EmailOutbox.provider_message_id == str(data["email_id"]))).first()
+    row = _sent_row(session, data)
     if row is None:
         note = f"no outbox row has provider id {data.get('email_id')!r}"
         if blocked:
@@ -230,6 +234,37 @@ def resend(session: Session, settings: Settings, event: Event) -> Outcome:
     else:
         note = f"kept {row.delivery_status}: {state} arrived after it"
     return Outcome(WebhookStatus.processed.value, note, row.order_id, row.id)
+
+
+def _sent_row(session: Session, data: dict[str, Any]) -> EmailOutbox | None:
+    """The outbox row an email event is about: by the row id we sent as its tag, else (emails
+    sent before tags, migration 0018) by the provider id. A tagged row counts only if it holds
+    the event's provider id: another database sending through the same account (staging) has
+    rows with the same ids."""
+    provider_id = str(data.get("email_id") or "")
+    if not provider_id:
+        return None
+    tagged = _outbox_tag(data.get("tags"))
+    if tagged is not None:
+        row = session.get(EmailOutbox, tagged)
+        if row is not None and row.provider_message_id == provider_id:
+            return row
+    return session.exec(by_untagged_provider_id(provider_id)).first()
+
+
+def by_untagged_provider_id(provider_id: str):
+    """Rows sent without the tag, by provider id (ix_email_outbox_provider_message_id's terms)."""
+    return select(EmailOutbox).where(EmailOutbox.provider_message_id == provider_id,
+                                     col(EmailOutbox.provider_tagged).is_(None))
+
+
+def _outbox_tag(tags: Any) -> int | None:
+    """OUTBOX_TAG's value from an event's tags: Resend writes them as an object
+    ({"name": "value"}); a list of {"name", "value"} (as sent) is read too."""
+    if isinstance(tags, list):
+        tags = {t.get("name"): t.get("value") for t in tags if isinstance(t, dict)}
+    value = tags.get(OUTBOX_TAG) if isinstance(tags, dict) else None
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None
 
 
 HANDLERS = {"paystack": paystack, "stripe": stripe, "resend": resend}
