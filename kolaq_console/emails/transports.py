@@ -14,9 +14,9 @@ Every request carries its idempotency key (the message's, or the batch's) on eve
 so a retried or re-enqueued send never reaches the recipient twice.
 
 The HTTP client is ours (`_SessionClient`, defined on first use, through the SDK's documented
-`default_http_client` hook) for one reason: the SDK's own client opens a new connection for
-every request; ours keeps one `requests.Session` (keep-alive pool) per thread and uses only its
-public API.
+`default_http_client` hook) for two reasons: the SDK's own client opens a new connection for
+every request (ours keeps one `requests.Session`, a keep-alive pool, per thread and uses only
+its public API), and it encodes a batch's JSON with the standard library (ours: orjson).
 """
 
 from __future__ import annotations
@@ -164,6 +164,7 @@ def classify_resend_error(exc: Any) -> SendError:
 def _session_client_class() -> type:
     """`_SessionClient`, defined on first use: importing the resend SDK (and requests) costs a
     worker ~0.2 s of start-up, and only a process that sends through Resend needs it."""
+    import orjson
     import requests
     from requests.adapters import HTTPAdapter
     from resend.http_client import HTTPClient
@@ -211,6 +212,11 @@ def _session_client_class() -> type:
             return found
 
         def request(self, method, url, headers, json=None, files=None, data=None):
+            if json is not None and data is None and files is None:
+                # orjson: a batch's 100 bodies encode ~7x faster than with requests' stdlib
+                # json (~10% of a worker's CPU per broadcast email); same JSON, compact UTF-8.
+                data, json = orjson.dumps(json), None
+                headers = {**headers, "Content-Type": "application/json"}
             session = getattr(self._local, "session", None)
             if session is None:
                 session = self._local.session = requests.Session()
@@ -221,7 +227,7 @@ def _session_client_class() -> type:
             try:
                 resp = session.request(
                     method, url, headers=headers, files=files, data=data,
-                    json=json if data is None else None, timeout=self._timeout,
+                    json=json, timeout=self._timeout,
                     allow_redirects=False, **self._settings(url),
                 )
                 return resp.content, resp.status_code, resp.headers
