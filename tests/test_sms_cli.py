@@ -155,3 +155,24 @@ def test_workers_refuse_a_twilio_configuration_that_cannot_send(kolaq_env, tmp_p
     assert TOKEN not in result.stderr
     listed = json.loads(run_cli(env, "sms", "list", "--json").stdout)["messages"]
     assert [(m["status"], m["attempts"]) for m in listed] == [("queued", 0)]
+
+
+def test_list_prints_update_times_on_the_shops_clock(cli, sqlite_engine, settings, monkeypatch):
+    from datetime import UTC, datetime
+
+    from kolaq_console.cli.common import out as console
+
+    monkeypatch.setattr(console.console, "_width", 200)  # no folded cells
+
+    from sqlalchemy import text
+
+    seed_order(sqlite_engine, "KB-1001")
+    set_phone(sqlite_engine, sms=True, whatsapp=False)
+    code, _, _ = cli("sms", "queue", "order_confirmation", "--order", "KB-1001")
+    stored = datetime(2026, 3, 1, 23, 30, 5)  # UTC, as stored
+    with sqlite_engine.begin() as conn:
+        conn.execute(text("UPDATE text_messages SET updated_at = :t"), {"t": stored.isoformat()})
+    local = stored.replace(tzinfo=UTC).astimezone(settings.shop.zone)
+    code, out, _ = cli("sms", "list")
+    assert code == 0 and local.utcoffset()  # the check means something only off UTC
+    assert f"{local:%Y-%m-%d %H:%M:%S}" in out

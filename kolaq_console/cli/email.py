@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from kolaq_console.cli.common import huey, out, print_json, ready_engine
+from kolaq_console.cli.common import SECONDS, huey, out, print_json, ready_engine, shop_time
 from kolaq_console.errors import NotFound, UserError
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def list_cmd(
         note = r["subject"] if r["status"] == "sent" else (r["last_error"] or r["subject"])
         table.add_row(
             str(r["id"]), r["status"], r["kind"], r["to"], str(r["attempts"]),
-            r["updated_at"].strftime("%Y-%m-%d %H:%M:%S"), note,
+            shop_time(r["updated_at"], SECONDS), note,
         )
     out.print(table)
 

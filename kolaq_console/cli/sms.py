@@ -152,7 +152,7 @@ def list_cmd(
     from rich.table import Table
     from sqlmodel import Session, select
 
-    from kolaq_console.cli.common import out, print_json, ready_engine
+    from kolaq_console.cli.common import SECONDS, out, print_json, ready_engine, shop_time
     from kolaq_console.errors import NotFound
     from kolaq_console.models import Order
     from kolaq_console.sms import outbox
@@ -179,7 +179,7 @@ def list_cmd(
         table.add_row(
             str(r["id"]), r["channel"], r["status"], r["delivery_status"] or "", r["kind"],
             r["to"], "" if r["segments"] is None else str(r["segments"]), str(r["attempts"]),
-            r["updated_at"].strftime("%Y-%m-%d %H:%M:%S"), (note or "")[:80],
+            shop_time(r["updated_at"], SECONDS), (note or "")[:80],
         )
     out.print(table)
 
