@@ -130,7 +130,7 @@ def _one_time(engine: Engine, settings: Settings, now: datetime, result: LiveRes
                 retrying.append((row.id, later))  # type: ignore[arg-type]
             else:
                 values.update(status="sent", sent_at=at + timedelta(seconds=3),
-                              provider_message_id=f"demo-{order.number}", provider_tagged=True,
+                              provider_message_id=f"demo-{order.number}",
                               delivery_status="delivered" if n % 3 else None,
                               delivery_updated_at=at + timedelta(minutes=1) if n % 3 else None)
                 if n % 3:  # the webhook that said so, processed against this very row

@@ -338,9 +338,10 @@ class EmailOutbox(SQLModel, table=True):
     attempts: int = 0
     last_error: str | None = text_field()
     provider_message_id: str | None = Field(default=None, max_length=120)
-    # True when the accepted request carried this row's id as the provider tag (OUTBOX_TAG);
-    # NULL for rows sent before (or never sent): those are found by their provider id.
-    provider_tagged: bool | None = Field(default=None)
+    # True for rows made since migration 0018: every request for them carries the row's id as
+    # the provider tag OUTBOX_TAG. NULL for earlier rows: they are sent as they first were (a
+    # retry under the same idempotency key must repeat the same request), found by provider id.
+    provider_tagged: bool | None = Field(default=True)
     idempotency_key: str = Field(max_length=256, unique=True)
     order_id: int | None = Field(default=None, foreign_key="orders.id")
     broadcast_id: int | None = Field(default=None, foreign_key="broadcasts.id")

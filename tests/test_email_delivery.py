@@ -72,6 +72,29 @@ def make_due(engine, row_id):
         s.commit()
 
 
+def test_a_row_made_before_tags_is_sent_without_one_as_it_first_was(
+    engine, settings, stub, transport, limiter
+):
+    """Rows migration 0018 found (provider_tagged NULL) may have been tried already under
+    their key: the same request again (no tag, requests' own JSON), found by provider id."""
+    from kolaq_console.emails.transports import carries_outbox_tags
+
+    seed_order(engine, "KB-1001")
+    with Session(engine, expire_on_commit=False) as session:
+        request = EmailRequest("order_confirmation", order_number="KB-1001")
+        row_id = outbox.add(session, settings, request).row.id
+        session.execute(update(EmailOutbox).where(EmailOutbox.id == row_id)
+                        .values(provider_tagged=None))
+        session.commit()
+    assert send(engine, settings, row_id, transport, limiter) == "sent"
+    [delivery] = stub.deliveries
+    assert "tags" not in delivery.payload and row(engine, row_id).provider_tagged is None
+    tag = {"tags": [{"name": "kolaq_outbox_id", "value": "1"}]}
+    assert not carries_outbox_tags(delivery.payload)
+    assert not carries_outbox_tags([{**delivery.payload, **tag}, delivery.payload])
+    assert carries_outbox_tags([{**delivery.payload, **tag}] * 2)
+
+
 def test_sent_through_the_sdk_with_the_rows_key_and_the_provider_id_recorded(
     engine, settings, stub, transport, limiter
 ):

@@ -388,12 +388,26 @@ def test_an_event_finds_its_email_by_the_row_id_tag_and_only_with_that_emails_pr
     assert delivery(engine, row_id) == (None, None)
     post_event(server.url, "resend", resend_event("email.delivery_delayed", "re-tagged-1",
                                                   "ada@example.com", tags=tag), secrets_env)
-    post_event(server.url, "resend", resend_event(  # tags as sent: a list of name/value
-        "email.delivered", "re-tagged-1", "ada@example.com",
-        tags=[{"name": "kolaq_outbox_id", "value": str(row_id)}]), secrets_env)
+    post_event(server.url, "resend", resend_event("email.delivered", "re-tagged-1",
+                                                  "ada@example.com", tags=tag), secrets_env)
     assert run_jobs(engine, wh_settings, server.calls) == ["processed", "processed"]
     assert delivery(engine, row_id)[0] == "delivered"
     assert events(engine)[-1].email_id == row_id
+
+
+def test_a_tag_that_cannot_be_a_row_id_falls_back_to_the_provider_id_and_still_suppresses(
+        server, engine, wh_settings, secrets_env):
+    from kolaq_console.models import Suppression
+
+    row_id = sent_email(engine, wh_settings, to="ola@example.com", provider_id="re-old-1")
+    for value in ("99999999999", "2147483648", "-1", "x1", ""):
+        post_event(server.url, "resend", resend_event(
+            "email.bounced", "re-old-1", "ola@example.com", tags={"kolaq_outbox_id": value},
+            bounce={"type": "Permanent"}), secrets_env)
+    assert run_jobs(engine, wh_settings, server.calls) == ["processed"] * 5
+    assert delivery(engine, row_id)[0] == "bounced"  # found by its provider id (sent before)
+    with Session(engine) as s:
+        assert s.exec(select(Suppression.email)).all() == ["ola@example.com"]
 
 
 def test_a_hard_bounce_suppresses_the_address_and_excludes_it_from_the_next_broadcast(

@@ -310,7 +310,8 @@ def _form(conn: Connection, broadcast_id: int, audience: str, copies: Copies, pe
     # Request order is id order, as for any batch (a retry sends the same request).
     subject = copies.rendering.subject
     members = sorted(
-        (Member(ids[key], KIND, email, subject, "", "", headers, key, 1, broadcast_id, token)
+        (Member(ids[key], KIND, email, subject, "", "", headers, key, 1, broadcast_id, token,
+                True)
          for _, email, token, headers, key in parts),
         key=lambda m: m.id)
     return Claimed(batch_id, key, 1, broadcast_id, tuple(members),
@@ -322,19 +323,19 @@ _COPIES_SQL = {
     "sqlite": """
         INSERT INTO email_outbox (kind, to_address, subject, html, text, headers,
             unsubscribe_token, status, attempts, idempotency_key, broadcast_id, batch_id,
-            task_id, claimed_by, created_at, updated_at, lease_until)
+            task_id, claimed_by, created_at, updated_at, lease_until, provider_tagged)
         SELECT 'broadcast', json_extract(j.value, '$.t'), :subject, '', '',
             json_extract(j.value, '$.h'), json_extract(j.value, '$.k'), 'sending', 1,
             json_extract(j.value, '$.i'), :broadcast, :batch, :task, :worker, :now, :now,
-            :lease
+            :lease, TRUE
         FROM json_each(:data) AS j
         RETURNING idempotency_key, id""",
     "postgresql": """
         INSERT INTO email_outbox (kind, to_address, subject, html, text, headers,
             unsubscribe_token, status, attempts, idempotency_key, broadcast_id, batch_id,
-            task_id, claimed_by, created_at, updated_at, lease_until)
+            task_id, claimed_by, created_at, updated_at, lease_until, provider_tagged)
         SELECT 'broadcast', j.t, :subject, '', '', j.h, j.k, 'sending', 1, j.i, :broadcast,
-            :batch, :task, :worker, :now, :now, :lease
+            :batch, :task, :worker, :now, :now, :lease, TRUE
         FROM json_to_recordset(CAST(:data AS json)) AS j(t text, k text, h json, i text)
         RETURNING idempotency_key, id""",
 }

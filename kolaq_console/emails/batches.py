@@ -62,6 +62,7 @@ _OPEN = (_QUEUED, _SENDING)
 _MEMBER_COLUMNS = (
     _T.c.id, _T.c.kind, _T.c.to_address, _T.c.subject, _T.c.html, _T.c.text, _T.c.headers,
     _T.c.idempotency_key, _T.c.attempts, _T.c.broadcast_id, _T.c.unsubscribe_token,
+    _T.c.provider_tagged,
 )
 
 
@@ -78,6 +79,7 @@ class Member:
     attempts: int
     broadcast_id: int | None
     unsubscribe_token: str | None = None
+    tagged: bool | None = None  # the row's provider_tagged: send its id as the tag
 
     def message(self, settings: Settings,
                 rendered: Mapping[int, Rendering] | None = None) -> Message:
@@ -97,7 +99,8 @@ class Member:
             else:
                 headers[str(name)] = str(value)
         return Message(sender or settings.email.from_address, self.to_address, self.subject,
-                       html, text_, self.idempotency_key, reply_to, headers, self.id)
+                       html, text_, self.idempotency_key, reply_to, headers,
+                       self.id if self.tagged else None)
 
 
 @dataclass(frozen=True)
@@ -356,8 +359,7 @@ def fail(engine: Engine, claimed: Claimed, reason: str) -> None:
 _SENT_SQL = {
     "sqlite": """
         UPDATE email_outbox SET status = 'sent',
-            provider_message_id = json_extract(j.value, '$.pid'), provider_tagged = TRUE,
-            sent_at = :now,
+            provider_message_id = json_extract(j.value, '$.pid'), sent_at = :now,
             updated_at = :now, last_error = NULL, next_attempt_at = NULL, lease_until = NULL
         FROM json_each(:data) AS j
         WHERE email_outbox.id = json_extract(j.value, '$.id') AND +email_outbox.batch_id = :batch
@@ -366,7 +368,7 @@ _SENT_SQL = {
     "postgresql": """
         UPDATE email_outbox SET status = 'sent',
             provider_message_id = (CAST(:pids AS text[]))[
-                array_position(CAST(:ids AS integer[]), id)], provider_tagged = TRUE,
+                array_position(CAST(:ids AS integer[]), id)],
             sent_at = :now, updated_at = :now, last_error = NULL, next_attempt_at = NULL,
             lease_until = NULL
         WHERE id = ANY(CAST(:ids AS integer[])) AND batch_id = :batch

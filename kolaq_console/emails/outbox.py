@@ -138,6 +138,7 @@ def _row_values(draft: EmailDraft, now: datetime, lease_seconds: float) -> dict[
         "idempotency_key": draft.idempotency_key,
         "order_id": draft.order_id,
         "broadcast_id": draft.broadcast_id,
+        "provider_tagged": True,  # sent with its id as the provider tag (models.OUTBOX_TAG)
         "created_at": now,
         "updated_at": now,
         # Not sent by then (never enqueued, or its job lost): the sweeper sends it.
@@ -221,7 +222,8 @@ def resend_email(
             # a broadcast copy's body is its broadcast's rendering with this token put in
             unsubscribe_token=original.unsubscribe_token,
             status=EmailStatus.queued.value, idempotency_key=key, order_id=original.order_id,
-            broadcast_id=original.broadcast_id, created_at=now, updated_at=now,
+            broadcast_id=original.broadcast_id, provider_tagged=True, created_at=now,
+            updated_at=now,
             lease_until=now + timedelta(seconds=settings.email.lease_seconds),
         )
         session.add(row)

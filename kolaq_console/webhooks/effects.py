@@ -259,12 +259,16 @@ def by_untagged_provider_id(provider_id: str):
 
 
 def _outbox_tag(tags: Any) -> int | None:
-    """OUTBOX_TAG's value from an event's tags: Resend writes them as an object
-    ({"name": "value"}); a list of {"name", "value"} (as sent) is read too."""
-    if isinstance(tags, list):
-        tags = {t.get("name"): t.get("value") for t in tags if isinstance(t, dict)}
+    """OUTBOX_TAG's value from an event's tags (Resend writes them as an object, {"name":
+    "value"}), if it can be a row id: anything else is looked up by provider id."""
     value = tags.get(OUTBOX_TAG) if isinstance(tags, dict) else None
-    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None
+    if not (isinstance(value, str) and 0 < len(value) <= 10 and value.isascii()
+            and value.isdigit()):
+        return None
+    return int(value) if 0 < int(value) <= MAX_ROW_ID else None
+
+
+MAX_ROW_ID = 2**31 - 1  # an id column's range (PostgreSQL integer)
 
 
 HANDLERS = {"paystack": paystack, "stripe": stripe, "resend": resend}

@@ -8,10 +8,12 @@ Provider ids are random UUIDs: every entry of `ix_email_outbox_provider_message_
 its own index page, so a batch of 100 copies dirtied ~90 pages of that index alone (on SQLite,
 ~17% of a worker's CPU per email; bench/README.md, broadcasts.py). Every email is now sent
 with its row id as the tag `kolaq_outbox_id`, which Resend's webhooks return, and the webhook
-finds the row by that id (and checks the provider id). `provider_tagged` (new, NULL on every
-existing row) is set when a tagged request is accepted; the index keeps only the untagged
-rows, so every email sent before this revision is still found by its provider id. Rows are
-otherwise unchanged. The downgrade builds the full partial index again and drops the column.
+finds the row by that id (and checks the provider id). `provider_tagged` is TRUE on every row
+made from now on (its requests carry the tag) and NULL on every existing row: those are sent
+as they first were, without a tag (a retry under the same idempotency key must repeat its
+request, or the provider answers 409), and stay in the index, which keeps only untagged rows,
+so every one of them is still found by its provider id. Rows are otherwise unchanged. The
+downgrade builds the full partial index again and drops the column.
 """
 from collections.abc import Sequence
 
