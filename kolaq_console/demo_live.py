@@ -282,5 +282,5 @@ def _delivered_event(session: Session, order: Order, customers: dict, row_id: in
                  "data": {"email_id": f"demo-{order.number}",
                           "to": [customer.email if customer else ""],
                           "tags": {OUTBOX_TAG: str(row_id)}}},
-        status="processed", attempts=1, order_id=order.id, received_at=at,
+        status="processed", attempts=1, order_id=order.id, email_id=row_id, received_at=at,
         processed_at=at + timedelta(seconds=2)))

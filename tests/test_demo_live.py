@@ -117,6 +117,9 @@ def test_the_demos_delivery_webhooks_were_processed_against_the_emails_they_name
                 EmailOutbox.provider_message_id == event.payload["data"]["email_id"])).one()
             assert event.status == "processed" and row.delivery_status == "delivered"
             assert event.order_id is not None and event.error is None
+            # the row it names by its id tag, as a real event would be filed
+            assert event.email_id == row.id == int(event.payload["data"]["tags"][
+                "kolaq_outbox_id"])
 
 
 def test_the_demos_failed_webhook_quotes_the_lock_error_of_the_database_it_runs_on(engine,
