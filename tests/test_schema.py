@@ -220,3 +220,23 @@ def test_an_untagged_emails_webhook_lookup_walks_the_provider_id_index(database_
                         if engine.dialect.name == "sqlite" else f"EXPLAIN {statement}")))
     engine.dispose()
     assert "ix_email_outbox_provider_message_id" in plan, plan
+
+
+def test_a_broadcasts_open_copies_are_looked_for_through_the_status_index(database_url):
+    """settle() asks this at the end of every line of batches: through the broadcast's own
+    index it walked every copy sent so far."""
+    from sqlalchemy import text
+
+    from kolaq_console.broadcasts.sending import open_copies
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    statement = open_copies(7).compile(engine, compile_kwargs={"literal_binds": True})
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.begin() as conn:
+        plan = " ".join(str(r[-1]) for r in conn.execute(text(
+            f"EXPLAIN QUERY PLAN {statement}" if sqlite else f"EXPLAIN {statement}")))
+    engine.dispose()
+    assert "ix_email_outbox_broadcast_id" not in plan, plan
+    if sqlite:  # PostgreSQL's choice on an empty table is a scan either way
+        assert "ix_email_outbox_status_updated" in plan, plan

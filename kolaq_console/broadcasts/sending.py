@@ -382,6 +382,15 @@ def reopen_failed_batches(conn: Connection, broadcast_id: int, lease_seconds: fl
     return [batches.reopen_batch(conn, i, lease_seconds) for i in failed].count(True) > 0
 
 
+def open_copies(broadcast_id: int):
+    """Are any of the broadcast's copies queued or being sent? Found through the status index
+    (the few open rows), not the broadcast's (every copy, most of them sent): "+ 0" keeps the
+    planners off the latter. SQLite chose it: 6 ms at 30,000 copies against 0.09 ms, and a
+    broadcast is settled whenever a line of batches ends."""
+    return select(exists().where((col(EmailOutbox.broadcast_id) + 0) == broadcast_id,
+                                 col(EmailOutbox.status).in_(_OPEN)))
+
+
 def settle(engine: Engine, broadcast_id: int) -> bool:
     """If nothing of the broadcast is pending or on its way, write its final figures (and
     `done` if it was sending); True when it did."""
@@ -392,9 +401,7 @@ def settle(engine: Engine, broadcast_id: int) -> bool:
         final = (BroadcastStatus.sending.value, BroadcastStatus.cancelled.value)
         if b is None or b.status not in final or b.finished_at is not None:
             return False
-        open_rows = session.execute(select(exists().where(
-            col(EmailOutbox.broadcast_id) == broadcast_id,
-            col(EmailOutbox.status).in_(_OPEN)))).scalar()
+        open_rows = session.execute(open_copies(broadcast_id)).scalar()
         if open_rows or _has_pending(session, broadcast_id):
             return False
         figures = counts(session, broadcast_id)
