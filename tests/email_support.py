@@ -148,3 +148,18 @@ def provider_done(stub) -> None:
     the tests' scaled-down retry schedule (1.55 s in all) would not outlast."""
     stub.release_delays()
     wait_until(lambda: not stub.pending_idempotency_keys(), message="the provider done")
+
+
+def updated_at_on_shop_clock(engine, table: str, settings) -> str:
+    """Stores one UTC moment as every row's updated_at in `table`; returns it as the shop's
+    clock prints it, to the second (the shop's zone is off UTC, so the check means something)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    stored = datetime(2026, 3, 1, 23, 30, 5)  # UTC, as stored
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE {table} SET updated_at = :t"), {"t": stored.isoformat()})
+    local = stored.replace(tzinfo=UTC).astimezone(settings.shop.zone)
+    assert local.utcoffset()
+    return f"{local:%Y-%m-%d %H:%M:%S}"
