@@ -209,21 +209,18 @@ def load_demo(engine: Engine, progress: Progress | None = None, actor: str = "de
             report("inventory events", min(chunk + 1000, len(events)), len(events))
         result.events = len(events)
 
-        # Fold the new events into stored stock, as a reconciliation would: the cache covers
-        # each new product's events up to its last one (see ProductStock.stock_event_id).
+        # Fold the new events into stored stock, as a one-product reconcile would: each new
+        # product's cache covers its events up to the last event id (see
+        # ProductStock.stock_event_id; nothing else can add events of a product not committed
+        # yet). Its reconciled time is then that event's (inventory.stock.reconciled_times):
+        # the demo's latest.
         totals: dict[int, int] = {}
         for e in events:
             totals[e["product_id"]] = totals.get(e["product_id"], 0) + e["delta"]
-        new_ids = [p.id for p in new_products]
-        last_event = dict(session.exec(
-            select(InventoryEvent.product_id, func.max(InventoryEvent.id))
-            .where(col(InventoryEvent.product_id).in_(new_ids))
-            .group_by(InventoryEvent.product_id)
-        ).all()) if new_ids else {}
+        last_event = session.exec(select(func.max(InventoryEvent.id))).one() or 0
         for p in new_products:
             p.stock_row.stock = totals.get(p.id, 0)
-            p.stock_row.stock_event_id = last_event.get(p.id, 0)
-            p.stock_row.last_reconciled_at = now
+            p.stock_row.stock_event_id = last_event
         result.webhooks = load_payments_demo(session, start)
         if result.changed:
             session.add(ActivityLog(actor=actor, action="demo.load", entity="shop",

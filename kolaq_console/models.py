@@ -147,13 +147,14 @@ class ProductStock(SQLModel, table=True):
     # The cache covers this product's events with id <= max(this, the global checkpoint):
     # a one-product reconcile (an adjustment) folds past the checkpoint and records it here.
     stock_event_id: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
-    # When a reconciliation last changed this product's stock (None: never).
-    last_reconciled_at: datetime | None = ts()
+    # No time of its own: when a product was last reconciled follows from the run state and
+    # this mark (inventory.stock.reconciled_times); a timestamp in every row made each one
+    # 45 bytes instead of 19, and an incremental run rewrites ~950 of them (bench/README.md).
 
 
 def with_stock() -> Join:
     """products joined with their stock rows (one each): select from this to read a product's
-    columns beside `ProductStock.stock` / `stock_event_id` / `last_reconciled_at`."""
+    columns beside `ProductStock.stock` / `stock_event_id`."""
     products, stocks = Product.__table__, ProductStock.__table__  # type: ignore[attr-defined]
     return products.join(stocks, stocks.c.product_id == products.c.id)
 

@@ -27,7 +27,8 @@ from kolaq_console.config import ConfigError
 from kolaq_console.errors import UserError
 from kolaq_console.inventory.adjust import adjust
 from kolaq_console.inventory.reconcile import ACTION_PRODUCT, ACTION_REFUSED, reconcile
-from kolaq_console.models import Product
+from kolaq_console.inventory.stock import checkpoint_time, read_state, reconciled_times
+from kolaq_console.models import Product, ProductStock
 
 
 def cli(*args: str) -> int:
@@ -194,6 +195,13 @@ def test_a_bad_product_is_isolated_and_every_other_one_reconciled(engine, settin
         assert stocks(engine)[bad] == 10  # left as it was
         assert [e.entity_id for e in activity(engine, ACTION_REFUSED)] == ["ISO-001"]
         assert checkpoint(engine) == start  # its events stay above the checkpoint
+        # and it was last reconciled by the run before; the others by this one
+        with Session(engine) as session:
+            covered = checkpoint_time(read_state(session))
+            times = reconciled_times(session, dict(session.exec(
+                select(ProductStock.product_id, ProductStock.stock_event_id)).all()))
+        assert covered is not None and times[bad] == covered
+        assert all(times[pid] > covered for pid in good)
         # the others are marked past their events, so the next run does not fold them twice
         add_events(engine, [(good[0], 1)])
         reconcile(engine)

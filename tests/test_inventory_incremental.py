@@ -1,5 +1,6 @@
 """The incremental run (inventory/incremental.py): its race with a one-product run on
-PostgreSQL, and what it stamps. The rest of reconciliation is in test_inventory_reconcile.py."""
+PostgreSQL, and the reconciled times it leaves. The rest of reconciliation is in
+test_inventory_reconcile.py."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from datetime import datetime
 import pytest
 from inventory_helpers import add_events, add_products, stocks, truth
 from sqlalchemy import text
+from sqlmodel import Session
 
 from kolaq_console.inventory.reconcile import Change, reconcile
-from kolaq_console.models import utcnow
+from kolaq_console.models import InventoryEvent
 
 
 def test_an_incremental_run_waiting_on_a_row_a_one_product_run_moved_counts_no_event_twice(
@@ -65,18 +67,45 @@ def test_an_incremental_run_waiting_on_a_row_a_one_product_run_moved_counts_no_e
     engine.dispose()
 
 
-def test_an_incremental_run_stamps_the_products_it_changed_and_only_those(engine):
-    a, b = add_products(engine, 2)
+def test_a_product_is_reconciled_at_the_last_run_or_at_its_own_one_product_run_since(
+    engine, settings,
+):
+    """Every product's reconciled time is the last run's that covered every product, changed
+    by it or not; a product adjusted since (a one-product run past the checkpoint) shows that
+    run's time (its event's) until the next run covers it too."""
+    from kolaq_console.inventory.adjust import adjust, history
+    from kolaq_console.inventory.stock import checkpoint_time, read_state
+
+    def reconciled() -> dict[str, datetime | None]:
+        with Session(engine) as session:
+            return {sku: history(session, sku, 1)["last_reconciled_at"]
+                    for sku in ("SKU-000", "SKU-001", "SKU-002")}
+
+    def run_time() -> datetime | None:
+        with Session(engine) as session:
+            return checkpoint_time(read_state(session))
+
+    a, _b, c = add_products(engine, 3)
+    assert reconciled() == dict.fromkeys(("SKU-000", "SKU-001", "SKU-002"))  # never
     reconcile(engine)
+    first = run_time()
+    assert first is not None and reconciled() == dict.fromkeys(
+        ("SKU-000", "SKU-001", "SKU-002"), first)
     add_events(engine, [(a, 2)])
-    before = utcnow()
+    reconcile(engine)  # incremental: changes SKU-000 only, verifies every product
+    second = run_time()
+    assert second is not None and second > first
+    assert reconciled() == dict.fromkeys(("SKU-000", "SKU-001", "SKU-002"), second)
+    adjusted = adjust(engine, settings, "SKU-002", 100, "a delivery", actor="ada")
+    with Session(engine) as session:
+        own = session.get(InventoryEvent, adjusted.event_id).created_at
+    assert own >= second
+    assert reconciled() == {"SKU-000": second, "SKU-001": second, "SKU-002": own}
+    add_events(engine, [(c, 1)])
     reconcile(engine)
-    with engine.connect() as conn:
-        stamped = dict(conn.execute(text(
-            "SELECT product_id, last_reconciled_at FROM product_stock")).all())
-    assert stamped[b] is None
-    when = stamped[a] if isinstance(stamped[a], datetime) else datetime.fromisoformat(stamped[a])
-    assert abs((when - before.replace(tzinfo=None)).total_seconds()) < 60  # naive UTC, now
+    third = run_time()
+    assert third is not None and third >= own
+    assert reconciled() == dict.fromkeys(("SKU-000", "SKU-001", "SKU-002"), third)
 
 
 @contextmanager

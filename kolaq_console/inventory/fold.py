@@ -6,7 +6,6 @@ errors that make one product unreconcilable (never the whole run).
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, insert, update
@@ -60,8 +59,8 @@ def fold_one(session: Session, product_id: int, stock: int, mark: int, checkpoin
     return total, target, n, (total - fold) - stock
 
 
-def fold_locked(session: Session, product_id: int, checkpoint: int, high_water: int,
-                now: datetime) -> tuple[Change, int] | None:
+def fold_locked(session: Session, product_id: int, checkpoint: int,
+                high_water: int) -> tuple[Change, int] | None:
     """Lock one product's row and bring its cache up to `high_water` (or further, if its mark
     already is), recording the new mark: (the change, with the old mark as seen_mark; the new
     mark). None if the product no longer exists."""
@@ -77,7 +76,7 @@ def fold_locked(session: Session, product_id: int, checkpoint: int, high_water: 
                                              high_water)
     values: dict[str, Any] = {"stock_event_id": new_mark}
     if new != stock:
-        values.update(stock=new, last_reconciled_at=now)
+        values["stock"] = new
     session.execute(update(s).where(col(s.product_id) == product_id).values(**values))
     return Change(product_id, sku, stock, new, n, unexplained, mark), new_mark
 
@@ -97,7 +96,7 @@ def fold_product(session: Session, product_id: int, high_water: int, *, actor: s
     checkpoint = checkpoint_of(read_state(session))
     now = utcnow()
     try:
-        folded = fold_locked(session, product_id, checkpoint, high_water, now)
+        folded = fold_locked(session, product_id, checkpoint, high_water)
     except DBAPIError as exc:
         if not is_product_data_error(exc):
             raise

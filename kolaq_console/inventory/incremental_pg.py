@@ -277,7 +277,7 @@ WITH agg AS MATERIALIZED (
     SELECT product_id, sum(delta) AS delta, count(*) AS n FROM inventory_events
     WHERE id > %(cp)s AND id <= %(hw)s GROUP BY product_id
 ), moved AS (
-    UPDATE product_stock s SET stock = s.stock + agg.delta, last_reconciled_at = %(now)s
+    UPDATE product_stock s SET stock = s.stock + agg.delta
     FROM (SELECT product_id, delta, n FROM agg WHERE delta != 0 ORDER BY product_id) agg
     WHERE s.product_id = agg.product_id AND s.stock_event_id <= %(cp)s
     RETURNING s.product_id AS id, s.sku, s.stock - agg.delta AS old, agg.delta AS drift, agg.n
@@ -446,7 +446,7 @@ def _pg_fold_marked() -> Update:
     return (
         update(_S)
         .where(_in_ids("marked"), delta != 0)
-        .values(stock=_S.c.stock + delta, last_reconciled_at=bindparam("now"))
+        .values(stock=_S.c.stock + delta)
         .returning(_S.c.product_id, _S.c.sku, _S.c.stock, delta, n)
     )
 

@@ -212,7 +212,7 @@ def _apply(engine: Engine, lease: Lease, result: ReconcileResult, changes: list[
                     applied.append(c)
             rows = [{"pid": c.product_id, "new": c.new} for c in batch if c.new != c.old]
             if rows:
-                conn.execute(set_stock.values(last_reconciled_at=now), rows)
+                conn.execute(set_stock, rows)
             done += len(batch)
             progress("applying", done, len(changes))
         corrections = correction_rows(applied, actor, result.mode, None, now)
@@ -247,7 +247,7 @@ def _reconcile_each(engine: Engine, lease: Lease, result: ReconcileResult, check
             for pid in ids[start:start + BATCH]:
                 try:
                     with session.begin_nested():
-                        folded = fold_locked(session, pid, checkpoint, high_water, now)
+                        folded = fold_locked(session, pid, checkpoint, high_water)
                 except DBAPIError as exc:
                     if not is_product_data_error(exc):
                         raise

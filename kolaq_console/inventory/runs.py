@@ -187,9 +187,15 @@ def close_run(result: ReconcileResult, applied: Sequence[Change], checkpoint: in
         high_water = checkpoint  # the refused products' events stay above the checkpoint
     value = dict(previous or {})
     value["event_id"] = high_water
+    if result.refused:
+        # the checkpoint stays, and so does its time (a state from before "checkpoint_at"
+        # was kept: its last run's time, which stock.reconciled_times reads in its place)
+        value.setdefault("checkpoint_at", value.get("at"))
+    else:  # every product's stock verified up to the checkpoint now: its reconciled time
+        value["checkpoint_at"] = now.isoformat()
+        if result.mode == "full":
+            value["full_at"] = now.isoformat()
     value["at"] = now.isoformat()
-    if result.mode == "full" and not result.refused:
-        value["full_at"] = now.isoformat()
     result.changes = applied
     result.changed = len(applied)
     if isinstance(applied, ChangeRows):  # folded events only: nothing unexplained

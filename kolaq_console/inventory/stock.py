@@ -36,6 +36,16 @@ transaction as the event.
 Other areas append events with `record_event` (or any INSERT with the id drawn by the
 database) and never write `product_stock` themselves. Readers take a product with its stored
 stock from `models.with_stock()` (Core) or `Product.stock_row` (ORM, loaded with the product).
+
+When a product was last reconciled is not stored per row (a timestamp in every row made an
+incremental run, which rewrites ~950 of them, dirty twice the pages on SQLite: bench/README.md).
+It follows from the contract: a product's stock is verified up to W(product) as of the last
+bulk run that moved every product up to the checkpoint (the state's "checkpoint_at"; a run
+that refused a product leaves it as it was), or, where its own mark is past the checkpoint,
+as of the one-product run that took it there since: that run's time is not kept either, so the
+creation time of the event at its mark stands for it (an adjustment's mark is its own event;
+`reconcile --sku` marks the newest event of any product, written before the run). Both are
+never later than the verification they stand for (`reconciled_times`).
 """
 
 from __future__ import annotations
@@ -89,6 +99,43 @@ def read_state(session: Session) -> dict[str, Any] | None:
 
 def checkpoint_of(state: dict[str, Any] | None) -> int:
     return int((state or {}).get("event_id", 0))
+
+
+def checkpoint_time(state: dict[str, Any] | None) -> datetime | None:
+    """When every product was last verified up to the checkpoint (None: never). A state saved
+    before "checkpoint_at" existed has its last run's time ("at") in its place."""
+    state = state or {}
+    value = state.get("checkpoint_at", state.get("at"))
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+def reconciled_times(session: Session,
+                     marks: dict[int, int]) -> dict[int, datetime | None]:
+    """When each product (product id -> its stock_event_id) was last reconciled, by the rule
+    in this module's docstring: the checkpoint's time, or for a product whose mark is past the
+    checkpoint (few: adjusted since the last run) the later of that and the creation time of
+    the event at its mark (one primary-key lookup for all of them)."""
+    state = read_state(session)
+    checkpoint, at = checkpoint_of(state), checkpoint_time(state)
+    past = {mark for mark in marks.values() if mark > checkpoint}
+    event_times: dict[int, datetime] = dict(session.exec(  # type: ignore[arg-type]
+        select(InventoryEvent.id, InventoryEvent.created_at)
+        .where(col(InventoryEvent.id).in_(past))
+    ).all()) if past else {}
+    times: dict[int, datetime | None] = {}
+    for pid, mark in marks.items():
+        own = event_times.get(mark) if mark > checkpoint else None
+        times[pid] = max(own, at) if own and at else own or at
+    return times
+
+
+def latest_reconciled(session: Session) -> datetime | None:
+    """The latest reconciled time of any product (`reconciled_times`), for a shop whose stock
+    was folded in without a bulk run (the demo's opening stock): the event at the furthest
+    mark. Reads every stock row: only for a shop that has no run state."""
+    furthest = select(func.max(ProductStock.stock_event_id)).scalar_subquery()
+    return session.exec(select(InventoryEvent.created_at)
+                        .where(col(InventoryEvent.id) == furthest)).first()
 
 
 def checkpoint_expr() -> ColumnElement[int]:

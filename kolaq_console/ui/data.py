@@ -8,13 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from huey.api import Huey
-from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from kolaq_console.config import Settings
 from kolaq_console.inventory.lowstock import low_stock_products
-from kolaq_console.inventory.stock import read_state
+from kolaq_console.inventory.stock import latest_reconciled, read_state, reconciled_times
 from kolaq_console.jobs.depth import Charts, last_hour
 from kolaq_console.jobs.stats import minute_of, throughput
 from kolaq_console.jobs.workers import list_workers
@@ -123,10 +122,10 @@ def load_inventory(session: Session, settings: Settings, now: datetime) -> Inven
     """Low-stock products (the inventory's own query, with 7-day sales) and recent activity."""
     items = low_stock_products(session, settings.inventory.low_stock_threshold,
                                with_sales=True, now=now)
-    reconciled = dict(session.exec(
-        select(ProductStock.product_id, ProductStock.last_reconciled_at)
+    reconciled = reconciled_times(session, dict(session.exec(  # type: ignore[arg-type]
+        select(ProductStock.product_id, ProductStock.stock_event_id)
         .where(col(ProductStock.product_id).in_([i.product_id for i in items]))
-    ).all()) if items else {}
+    ).all())) if items else {}
     low = [{**item.as_dict(), "last_reconciled_at": reconciled.get(item.product_id)}
            for item in items]
     rows = session.exec(
@@ -147,7 +146,7 @@ def load_inventory(session: Session, settings: Settings, now: datetime) -> Inven
     if last_run is None:
         # Stock folded in without a recorded run (an import, the demo's opening stock) was
         # still reconciled: never say "never reconciled" over rows that show a time.
-        last_run = session.exec(select(func.max(ProductStock.last_reconciled_at))).one()
+        last_run = latest_reconciled(session)
     return InventoryView(low, activity, last_run, _parse(state.get("full_at")))
 
 

@@ -21,7 +21,6 @@ from kolaq_console.models import (
     FailedJob,
     InventoryEvent,
     JobStat,
-    ProductStock,
     SystemState,
     Worker,
 )
@@ -57,19 +56,14 @@ def seed_shop(engine: Engine, settings: Settings) -> None:
     adjust(engine, settings, "KB-BAR-SPOON", 3, "found a box in the back room", actor="ada")
     adjust(engine, settings, "KB-ORNG-375", -2, "two bottles broken in transit", actor="ada")
     with Session(engine) as session:
-        session.execute(update(ProductStock).values(last_reconciled_at=nightly))
-        session.flush()
         entries = session.exec(
             select(ActivityLog).where(col(ActivityLog.action).startswith("inventory."))
             .order_by(col(ActivityLog.id))
         ).all()
         for n, entry in enumerate(entries):  # the run at 02:00, the rest this morning
             entry.created_at = nightly if n == 0 else NOW - timedelta(minutes=50 - 5 * n)
-            if entry.action == "inventory.reconcile":
-                session.execute(update(ProductStock)
-                                .where(col(ProductStock.sku) == entry.entity_id)
-                                .values(last_reconciled_at=entry.created_at))
-        # the demo's own entries (its load, consent) and the adjustments' events: fixed too
+        # the demo's own entries (its load, consent) and the adjustments' events (the adjusted
+        # products' reconciled times): fixed too
         session.execute(update(ActivityLog)
                         .where(~col(ActivityLog.action).startswith("inventory."))
                         .values(created_at=NOW - timedelta(days=1)))
@@ -79,7 +73,8 @@ def seed_shop(engine: Engine, settings: Settings) -> None:
             event.created_at = NOW - timedelta(minutes=40 - 5 * n)
         state = session.get(SystemState, CHECKPOINT_KEY)
         assert state is not None
-        state.value = {**state.value, "at": nightly.isoformat(), "full_at": nightly.isoformat()}
+        state.value = {**state.value, **dict.fromkeys(("at", "full_at", "checkpoint_at"),
+                                                      nightly.isoformat())}
         session.commit()
 
 

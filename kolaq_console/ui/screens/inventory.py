@@ -33,6 +33,8 @@ LOW_COLUMNS = (
     Col("SKU", 12, flex=1, priority=0), Col("product", 14, flex=2, priority=2),
     Col("stock", 5, right=True, priority=0), Col("threshold", 9, right=True, priority=3),
     Col("sold 7d", 7, right=True, priority=1), Col("cover", 6, right=True, priority=0),
+    # when the product's stock was last verified: the last run's, or its adjustment's since
+    # (inventory.stock.reconciled_times)
     Col("reconciled", 11, priority=4),
 )
 ACTIVITY_COLUMNS = (
