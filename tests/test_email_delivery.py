@@ -77,7 +77,7 @@ def test_a_row_made_before_tags_is_sent_without_one_as_it_first_was(
 ):
     """Rows migration 0018 found (provider_tagged NULL) may have been tried already under
     their key: the same request again (no tag, requests' own JSON), found by provider id."""
-    from kolaq_console.emails.transports import carries_outbox_tags
+    from kolaq_console.emails.http_client import carries_outbox_tags
 
     seed_order(engine, "KB-1001")
     with Session(engine, expire_on_commit=False) as session:
