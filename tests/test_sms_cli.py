@@ -138,12 +138,14 @@ def test_status_json_counts_messages_by_status(cli, sqlite_engine):
      ["TWILIO_ACCOUNT_SID is not set", "TWILIO_AUTH_TOKEN is not set"]),
 ])
 def test_workers_refuse_a_twilio_configuration_that_cannot_send(kolaq_env, tmp_path, change,
-                                                                names):
+                                                                names, cli_result):
     from helpers import run_cli
     from sms_support import TOKEN, twilio_env
 
     env = {**kolaq_env, **twilio_env("http://127.0.0.1:9"), **change}
-    assert run_cli(env, "db", "upgrade").returncode == 0
+    # Set-up and checks in this process; queueing and the refusal are real processes (in this
+    # one, tasks.huey is the session's queue, not this test's)
+    assert cli_result("db", "upgrade", env=env).returncode == 0
     body = tmp_path / "body.txt"
     body.write_text("Hello")
     assert run_cli(env, "sms", "queue", "generic", "--to", ADA_PHONE, "--body-file",
@@ -153,5 +155,5 @@ def test_workers_refuse_a_twilio_configuration_that_cannot_send(kolaq_env, tmp_p
     assert result.returncode != 0 and len(lines) == 1, result.stderr
     assert lines[0].startswith("kolaq-console: ") and all(n in lines[0] for n in names)
     assert TOKEN not in result.stderr
-    listed = json.loads(run_cli(env, "sms", "list", "--json").stdout)["messages"]
+    listed = json.loads(cli_result("sms", "list", "--json", env=env).stdout)["messages"]
     assert [(m["status"], m["attempts"]) for m in listed] == [("queued", 0)]
