@@ -7,7 +7,7 @@ import json
 import subprocess
 
 import pytest
-from helpers import CLI, CONSUMER, run_all, run_cli
+from helpers import CLI, CONSUMER, run_all
 
 from kolaq_console.emails.sendable import sending_problems
 
@@ -49,15 +49,15 @@ def _refused(result: subprocess.CompletedProcess, prefix: str, *names: str) -> N
      ["RESEND_API_KEY is not set", "[shop] public_url"]),
 ])
 def test_workers_refuse_a_configuration_that_cannot_send_and_take_no_job(
-        kolaq_env, cli_result, tmp_path, change, names):
+        kolaq_env, tasks_module, cli_result, tmp_path, change, names):
     env = {**kolaq_env, **RESEND, **change}
-    # Set-up and checks in this process; the refusals below are real processes (what is tested)
+    # Set-up and checks in this process (tasks.huey rebuilt on this test's queue); the
+    # refusals below are real processes (what is tested)
     assert cli_result("db", "upgrade", env=env).returncode == 0
     body = tmp_path / "body.txt"
     body.write_text("Hello")
-    # a real process: in this one, tasks.huey is the session's queue, not this test's
-    queued = run_cli(env, "email", "queue", "generic", "--to", "a@example.com", "--subject",
-                     "Hi", "--body-file", str(body))  # queuing needs no provider
+    queued = cli_result("email", "queue", "generic", "--to", "a@example.com", "--subject",
+                        "Hi", "--body-file", str(body), env=env)  # queuing needs no provider
     assert queued.returncode == 0, queued.stderr
 
     # the three ways to start a worker, real processes at once (each refuses on its own)
