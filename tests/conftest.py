@@ -41,7 +41,7 @@ os.environ["KOLAQ_EMAIL__OUTBOX_DIR"] = str(_SESSION_DIR / "outbox")
 os.environ["KOLAQ_SIGNING_KEY"] = "test-signing-key-not-secret"
 
 from helpers import Proc  # noqa: E402
-from pg_pool import MigratedPool, create_pg_database  # noqa: E402
+from pg_pool import BackgroundDropper, MigratedPool, create_pg_database  # noqa: E402
 
 from kolaq_console import runtime  # noqa: E402
 from kolaq_console.config import Settings, load_settings  # noqa: E402
@@ -66,7 +66,16 @@ def pg_admin():
     conn.close()
 
 
-def _fresh_pg_database(pg_admin) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def pg_dropper() -> Iterator[BackgroundDropper]:
+    dropper = BackgroundDropper(PG_ADMIN_URL)
+    yield dropper
+    dropper.finish()
+
+
+def _fresh_pg_database(request) -> Iterator[str]:
+    pg_admin = request.getfixturevalue("pg_admin")
+    dropper = request.getfixturevalue("pg_dropper")
     name = f"kolaq_t_{uuid.uuid4().hex[:12]}"
     create_pg_database(pg_admin, name)
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
@@ -74,7 +83,7 @@ def _fresh_pg_database(pg_admin) -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         dispose_engines()
-        pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        dropper.drop(name)  # WITH (FORCE), while the next tests run
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +110,7 @@ def database_url(request, tmp_path) -> Iterator[str]:
             dispose_engines()
             pool.give_back(name)
     else:
-        yield from _fresh_pg_database(request.getfixturevalue("pg_admin"))
+        yield from _fresh_pg_database(request)
 
 
 @pytest.fixture
@@ -110,8 +119,8 @@ def sqlite_url(tmp_path) -> str:
 
 
 @pytest.fixture
-def postgres_url(pg_admin) -> Iterator[str]:
-    yield from _fresh_pg_database(pg_admin)
+def postgres_url(request) -> Iterator[str]:
+    yield from _fresh_pg_database(request)
 
 
 # --- queue backends --------------------------------------------------------------------------

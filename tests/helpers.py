@@ -83,3 +83,30 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.
         [sys.executable, "-m", "kolaq_console", *args],
         env=full, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
     )
+
+
+CLI = ("-m", "kolaq_console")
+CONSUMER = ("-m", "huey.bin.huey_consumer", "tasks.huey")
+
+
+def run_all(*runs: tuple[dict[str, str], tuple[str, ...]],
+            timeout: float = 60) -> list[subprocess.CompletedProcess]:
+    """Several real processes at once, `python ARGS` with `env` added as `run_cli` does, one
+    (env, ARGS) each: for independent runs (refusals, read-only commands) that need not wait
+    on one another. `CLI + ("worker",)` is `python -m kolaq_console worker`."""
+    import sys
+
+    procs = [subprocess.Popen(
+        [sys.executable, *args], env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for env, args in runs]
+    results = []
+    try:
+        for proc, (_, args) in zip(procs, runs, strict=True):
+            out, err = proc.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(list(args), proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results

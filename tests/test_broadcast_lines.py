@@ -206,12 +206,16 @@ def test_a_batch_whose_limiter_cannot_be_read_goes_back_at_once(engine, settings
     """The limiter lives in the queue's store; when it cannot be read the claimed batch is
     handed back (queued, due now) for the job's retry instead of waiting out its lease."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     from kolaq_console.emails.ratelimit import RedisRateLimiter
 
     b = submit(engine, settings, calls, 1000)
-    gone = RedisRateLimiter(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2),
-                            settings.queue.name, 0)  # nothing listens on port 1
+    # nothing listens on port 1; the client fails at once (redis-py's own default is ten
+    # retries with back-off, ~4 s of waiting before the same ConnectionError)
+    gone = RedisRateLimiter(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2,
+                                        retry=Retry(NoBackoff(), 0)), settings.queue.name, 0)
     with pytest.raises(redis.ConnectionError):
         line(engine, settings, b, Hooked(stub.url), gone)
     assert batches(engine) == [("queued", 1)] and stub.requests == []

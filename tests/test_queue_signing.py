@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, run_cli, wait_until
+from helpers import CLI, CONSUMER, ROOT, run_all, run_cli, wait_until
 from huey.serializer import SignedSerializer
 from sqlalchemy import func, select
 from sqlmodel import Session
@@ -38,21 +38,21 @@ def one_line_naming_the_key(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_the_redis_backend_refuses_every_process_without_the_signing_key(kolaq_env, tmp_path):
+def test_the_redis_backend_refuses_every_process_without_the_signing_key(kolaq_env, tmp_path,
+                                                                        cli_result):
     env = {**kolaq_env, **NO_KEY, "KOLAQ_QUEUE__BACKEND": "redis"}
-    assert run_cli(env, "db", "upgrade").returncode == 0  # needs no queue
+    assert cli_result("db", "upgrade", env=env).returncode == 0  # set-up: needs no queue
     body = tmp_path / "body.txt"
     body.write_text("Hello")
 
-    for args in (["worker"], ["status"], ["status", "--json"], [],
-                 ["email", "queue", "generic", "--to", "a@example.com", "--subject", "Hi",
-                  "--body-file", str(body)]):
-        line = one_line_naming_the_key(run_cli(env, *args))
+    # every process at once: each refuses on its own, before touching anything
+    *cli, consumer = run_all(*[(env, (*CLI, *args)) for args in (
+        ["worker"], ["status"], ["status", "--json"], [],
+        ["email", "queue", "generic", "--to", "a@example.com", "--subject", "Hi",
+         "--body-file", str(body)])], (env, CONSUMER))
+    for result in cli:
+        line = one_line_naming_the_key(result)
         assert line.startswith("kolaq-console: "), line
-
-    consumer = subprocess.run(
-        [sys.executable, "-m", "huey.bin.huey_consumer", "tasks.huey"],
-        env={**_base_env(), **env}, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert one_line_naming_the_key(consumer).startswith("tasks.huey: ")
 
     settings = load_settings(environ=env)

@@ -138,22 +138,26 @@ def test_status_json_counts_messages_by_status(cli, sqlite_engine):
      ["TWILIO_ACCOUNT_SID is not set", "TWILIO_AUTH_TOKEN is not set"]),
 ])
 def test_workers_refuse_a_twilio_configuration_that_cannot_send(kolaq_env, tmp_path, change,
-                                                                names):
+                                                                names, tasks_module,
+                                                                cli_result):
     from helpers import run_cli
     from sms_support import TOKEN, twilio_env
 
     env = {**kolaq_env, **twilio_env("http://127.0.0.1:9"), **change}
-    assert run_cli(env, "db", "upgrade").returncode == 0
+    # Set-up and checks in this process (tasks.huey rebuilt on this test's queue); the
+    # refusal is a real process (what is tested)
+    assert cli_result("db", "upgrade", env=env).returncode == 0
     body = tmp_path / "body.txt"
     body.write_text("Hello")
-    assert run_cli(env, "sms", "queue", "generic", "--to", ADA_PHONE, "--body-file",
-                   str(body)).returncode == 0  # queueing needs no provider
+    assert cli_result("sms", "queue", "generic", "--to", ADA_PHONE, "--body-file", str(body),
+                      env=env).returncode == 0  # queueing needs no provider
     result = run_cli(env, "worker")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0 and len(lines) == 1, result.stderr
     assert lines[0].startswith("kolaq-console: ") and all(n in lines[0] for n in names)
     assert TOKEN not in result.stderr
-    listed = json.loads(run_cli(env, "sms", "list", "--json").stdout)["messages"]
+    assert len(tasks_module.huey.pending()) == 1  # the send job is still waiting
+    listed = json.loads(cli_result("sms", "list", "--json", env=env).stdout)["messages"]
     assert [(m["status"], m["attempts"]) for m in listed] == [("queued", 0)]
 
 

@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import CLI, run_all, run_cli
 from sqlalchemy import inspect
 
 from kolaq_console import runtime
@@ -28,11 +28,11 @@ def tree(folder: Path) -> list[str]:
                   if not p.name.endswith(("-wal", "-shm")))
 
 
-def test_unreachable_postgres_shows_unknown_not_zero(kolaq_env):
-    assert run_cli(kolaq_env, "db", "upgrade").returncode == 0  # a queue that can be read
+def test_unreachable_postgres_shows_unknown_not_zero(kolaq_env, cli_result):
+    assert cli_result("db", "upgrade").returncode == 0  # set-up: a queue that can be read
     env = {**kolaq_env, "KOLAQ_DATABASE__URL": CLOSED_PORT_PG}
 
-    result = run_cli(env, "status", "--json")
+    result, text = run_all((env, (*CLI, "status", "--json")), (env, (*CLI, "status")))
 
     assert result.returncode == 1
     doc = json.loads(result.stdout)
@@ -40,7 +40,6 @@ def test_unreachable_postgres_shows_unknown_not_zero(kolaq_env):
     assert "127.0.0.1:1" in doc["storage"]["database"] and doc["storage"]["queue"] == "ok"
     for depth in doc["queues"].values():  # the queue was read; what is in flight was not
         assert depth["pending"] == 0 and depth["scheduled"] == 0 and depth["in_flight"] is None
-    text = run_cli(env, "status")
     assert text.returncode == 1
     assert "failed jobs: unknown   outbox: unknown" in text.stdout
     assert "low stock: unknown" in text.stdout and "failed jobs: 0" not in text.stdout

@@ -4,12 +4,10 @@ taken, so no retry is spent on a mistake no retry fixes."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
-from helpers import ROOT, run_cli
+from helpers import CLI, CONSUMER, run_all
 
 from kolaq_console.emails.sendable import sending_problems
 
@@ -51,22 +49,22 @@ def _refused(result: subprocess.CompletedProcess, prefix: str, *names: str) -> N
      ["RESEND_API_KEY is not set", "[shop] public_url"]),
 ])
 def test_workers_refuse_a_configuration_that_cannot_send_and_take_no_job(
-        kolaq_env, cli_result, tmp_path, change, names):
+        kolaq_env, tasks_module, cli_result, tmp_path, change, names):
     env = {**kolaq_env, **RESEND, **change}
-    # Set-up and checks in this process; the refusals below are real processes (what is tested)
+    # Set-up and checks in this process (tasks.huey rebuilt on this test's queue); the
+    # refusals below are real processes (what is tested)
     assert cli_result("db", "upgrade", env=env).returncode == 0
     body = tmp_path / "body.txt"
     body.write_text("Hello")
-    # a real process: in this one, tasks.huey is the session's queue, not this test's
-    queued = run_cli(env, "email", "queue", "generic", "--to", "a@example.com", "--subject",
-                     "Hi", "--body-file", str(body))  # queuing needs no provider
+    queued = cli_result("email", "queue", "generic", "--to", "a@example.com", "--subject",
+                        "Hi", "--body-file", str(body), env=env)  # queuing needs no provider
     assert queued.returncode == 0, queued.stderr
 
-    _refused(run_cli(env, "worker"), "kolaq-console: ", *names)
-    _refused(run_cli(env, "--worker"), "kolaq-console: ", *names)  # the console's own worker
-    consumer = subprocess.run(
-        [sys.executable, "-m", "huey.bin.huey_consumer", "tasks.huey"], cwd=ROOT, timeout=60,
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    # the three ways to start a worker, real processes at once (each refuses on its own)
+    worker, console, consumer = run_all(
+        (env, (*CLI, "worker")), (env, (*CLI, "--worker")), (env, CONSUMER))
+    _refused(worker, "kolaq-console: ", *names)
+    _refused(console, "kolaq-console: ", *names)  # the console's own worker
     _refused(consumer, "tasks.huey: ", *names)
 
     doc = json.loads(cli_result("status", "--json", env=env).stdout)
