@@ -197,8 +197,9 @@ def test_a_bad_product_is_isolated_and_every_other_one_reconciled(engine, settin
         assert checkpoint(engine) == start  # its events stay above the checkpoint
         # and it was last reconciled by the run before; the others by this one
         with Session(engine) as session:
-            covered = checkpoint_time(read_state(session))
-            times = reconciled_times(session, dict(session.exec(
+            state = read_state(session)
+            covered = checkpoint_time(state)
+            times = reconciled_times(session, state, dict(session.exec(
                 select(ProductStock.product_id, ProductStock.stock_event_id)).all()))
         assert covered is not None and times[bad] == covered
         assert all(times[pid] > covered for pid in good)

@@ -16,7 +16,12 @@ from kolaq_console.config import Settings
 from kolaq_console.errors import NotFound, UserError
 from kolaq_console.inventory.lowstock import AlertOutcome, follow_up
 from kolaq_console.inventory.reconcile import ReconcileResult, fold_product
-from kolaq_console.inventory.stock import reconciled_times, record_event, true_stock
+from kolaq_console.inventory.stock import (
+    read_state,
+    reconciled_times,
+    record_event,
+    true_stock,
+)
 from kolaq_console.models import ActivityLog, InventoryEvent, InventoryEventKind, Product
 from kolaq_console.sqlutil import write_session
 
@@ -195,7 +200,8 @@ def history(session: Session, sku: str, limit: int = 50) -> dict[str, Any]:
         .order_by(col(ActivityLog.id).desc())
         .limit(limit)
     ).all()
-    reconciled = reconciled_times(session, {product.id: product.stock_row.stock_event_id})
+    reconciled = reconciled_times(session, read_state(session),
+                                  {product.id: product.stock_row.stock_event_id})
     return {
         "sku": product.sku, "name": product.name, "stock": total,
         "stored_stock": product.stock_row.stock, "threshold": product.low_stock_threshold,

@@ -109,13 +109,13 @@ def checkpoint_time(state: dict[str, Any] | None) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
-def reconciled_times(session: Session,
+def reconciled_times(session: Session, state: dict[str, Any] | None,
                      marks: dict[int, int]) -> dict[int, datetime | None]:
     """When each product (product id -> its stock_event_id) was last reconciled, by the rule
     in this module's docstring: the checkpoint's time, or for a product whose mark is past the
     checkpoint (few: adjusted since the last run) the later of that and the creation time of
-    the event at its mark (one primary-key lookup for all of them)."""
-    state = read_state(session)
+    the event at its mark (one primary-key lookup for all of them). `state`: `read_state`'s,
+    which the caller has read (the console needs it for its own figures too)."""
     checkpoint, at = checkpoint_of(state), checkpoint_time(state)
     past = {mark for mark in marks.values() if mark > checkpoint}
     event_times: dict[int, datetime] = dict(session.exec(  # type: ignore[arg-type]

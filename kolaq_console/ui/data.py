@@ -122,7 +122,8 @@ def load_inventory(session: Session, settings: Settings, now: datetime) -> Inven
     """Low-stock products (the inventory's own query, with 7-day sales) and recent activity."""
     items = low_stock_products(session, settings.inventory.low_stock_threshold,
                                with_sales=True, now=now)
-    reconciled = reconciled_times(session, dict(session.exec(  # type: ignore[arg-type]
+    state = read_state(session) or {}
+    reconciled = reconciled_times(session, state, dict(session.exec(  # type: ignore[arg-type]
         select(ProductStock.product_id, ProductStock.stock_event_id)
         .where(col(ProductStock.product_id).in_([i.product_id for i in items]))
     ).all())) if items else {}
@@ -141,7 +142,6 @@ def load_inventory(session: Session, settings: Settings, now: datetime) -> Inven
          "summary": _activity_summary(a.action, a.details)}
         for a in rows
     ]
-    state = read_state(session) or {}
     last_run = _parse(state.get("at"))
     if last_run is None:
         # Stock folded in without a recorded run (an import, the demo's opening stock) was
